@@ -1,0 +1,187 @@
+//! The bounded queue behind one subscription.
+//!
+//! Publishers push, the one subscriber pops. A full queue drops its *oldest*
+//! message and counts it, so a slow subscriber never blocks a publisher and
+//! never loses a message without being told: the next receive reports the
+//! count, then the subscriber continues with the newest messages.
+//!
+//! Invariant: for every inbox, messages popped + misses reported + misses
+//! still pending + messages still queued == messages pushed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
+
+use crate::RecvError;
+
+pub(crate) struct Inbox<M> {
+    capacity: usize,
+    state: Mutex<State<M>>,
+}
+
+struct State<M> {
+    /// Grows on demand up to `capacity`: an idle subscription allocates no
+    /// queue at all.
+    queue: VecDeque<Arc<M>>,
+    /// Messages dropped for lack of room and not yet reported.
+    missed: u64,
+    /// The transport lost messages (a reconnect); not yet reported.
+    gap: bool,
+    /// The server is gone: nothing more will arrive once the queue is empty.
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+/// What a push did, for the server's counters.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Pushed {
+    Queued,
+    /// Queued after dropping the oldest queued message.
+    QueuedDroppingOldest,
+    /// The inbox is closed.
+    Refused,
+}
+
+impl<M> Inbox<M> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                missed: 0,
+                gap: false,
+                closed: false,
+                waker: None,
+            }),
+        }
+    }
+
+    pub(crate) fn push(&self, message: Arc<M>) -> Pushed {
+        let (waker, evicted, pushed) = {
+            let mut state = self.state.lock();
+            if state.closed {
+                return Pushed::Refused;
+            }
+            let evicted = if state.queue.len() >= self.capacity {
+                state.missed += 1;
+                state.queue.pop_front()
+            } else {
+                None
+            };
+            state.queue.push_back(message);
+            let pushed = if evicted.is_some() {
+                Pushed::QueuedDroppingOldest
+            } else {
+                Pushed::Queued
+            };
+            (state.waker.take(), evicted, pushed)
+        };
+        // Dropped outside the lock: the evicted message may be the last
+        // reference, and its destructor is the user's code.
+        drop(evicted);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        pushed
+    }
+
+    /// Marks a gap: the next receive reports [`RecvError::Gap`].
+    pub(crate) fn signal_gap(&self) {
+        let waker = {
+            let mut state = self.state.lock();
+            state.gap = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Closes the inbox: queued messages can still be received, then
+    /// [`RecvError::Closed`].
+    pub(crate) fn close(&self) {
+        let waker = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Takes the next item: a gap, then a lag report, then a message. Reports
+    /// come first because they concern messages older than any still queued.
+    pub(crate) fn try_take(&self) -> Option<Result<Arc<M>, RecvError>> {
+        let mut state = self.state.lock();
+        state.take()
+    }
+
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<Arc<M>, RecvError>> {
+        let mut state = self.state.lock();
+        if let Some(item) = state.take() {
+            return Poll::Ready(item);
+        }
+        match &state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+}
+
+impl<M> State<M> {
+    fn take(&mut self) -> Option<Result<Arc<M>, RecvError>> {
+        if self.gap {
+            self.gap = false;
+            return Some(Err(RecvError::Gap));
+        }
+        if self.missed > 0 {
+            let missed = std::mem::take(&mut self.missed);
+            return Some(Err(RecvError::Lagged(missed)));
+        }
+        if let Some(message) = self.queue.pop_front() {
+            return Some(Ok(message));
+        }
+        self.closed.then_some(Err(RecvError::Closed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_drops_oldest_and_reports_the_count_first() {
+        let inbox = Inbox::new(2);
+        let pushed: Vec<_> = (0..5).map(|n| inbox.push(Arc::new(n))).collect();
+        assert_eq!(pushed[..2], [Pushed::Queued, Pushed::Queued]);
+        assert!(pushed[2..]
+            .iter()
+            .all(|p| *p == Pushed::QueuedDroppingOldest));
+        assert_eq!(inbox.try_take(), Some(Err(RecvError::Lagged(3))));
+        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(3))));
+        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(4))));
+        assert_eq!(inbox.try_take(), None);
+    }
+
+    #[test]
+    fn gap_comes_before_lag_and_closed_comes_last() {
+        let inbox = Inbox::new(1);
+        inbox.push(Arc::new(1));
+        inbox.push(Arc::new(2));
+        inbox.signal_gap();
+        inbox.close();
+        assert_eq!(inbox.push(Arc::new(3)), Pushed::Refused);
+        assert_eq!(inbox.try_take(), Some(Err(RecvError::Gap)));
+        assert_eq!(inbox.try_take(), Some(Err(RecvError::Lagged(1))));
+        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(2))));
+        assert_eq!(inbox.try_take(), Some(Err(RecvError::Closed)));
+    }
+}

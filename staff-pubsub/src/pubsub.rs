@@ -1,0 +1,572 @@
+//! The server handle, its builder, and subscriptions.
+
+use std::future::{poll_fn, Future};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll};
+
+use crate::error::{Error, RecvError, TransportError, TryRecvError};
+use crate::inbox::Inbox;
+use crate::registry::{Registry, Tally};
+use crate::topic::Topic;
+use crate::transport::{Envelope, LocalNode, Mode, Transport};
+
+/// The default queue capacity of one subscription.
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// The node name of a server built without one.
+pub const DEFAULT_NODE_NAME: &str = "local";
+
+/// A typed topic pub/sub server: the analog of a `Phoenix.PubSub` server.
+///
+/// Cheap to clone (one `Arc`); every clone is the same server. Messages are
+/// delivered as `Arc<M>`: one allocation per broadcast, shared by every
+/// subscriber it reaches.
+///
+/// ```
+/// use staff_pubsub::{PubSub, Topic};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), staff_pubsub::Error> {
+/// const ROOMS: Topic = Topic::new("chat:rooms");
+/// let pubsub = PubSub::<String>::new();
+/// let mut subscription = pubsub.subscribe(ROOMS)?;
+/// pubsub.broadcast(&[ROOMS], "hello".to_owned()).await?;
+/// assert_eq!(*subscription.recv().await.unwrap(), "hello");
+/// # Ok(()) }
+/// ```
+pub struct PubSub<M> {
+    core: Arc<Core<M>>,
+}
+
+impl<M> Clone for PubSub<M> {
+    fn clone(&self) -> Self {
+        Self {
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for PubSub<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSub")
+            .field("node", &self.core.node)
+            .field("capacity", &self.core.capacity)
+            .field("network", &self.core.transport.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Core<M> {
+    pub(crate) registry: Registry<M>,
+    pub(crate) counters: Counters,
+    node: Arc<str>,
+    capacity: usize,
+    max_subscriptions: usize,
+    /// Set once, right after the core is built, by [`Builder::build_with`].
+    transport: OnceLock<Box<dyn Transport<M>>>,
+}
+
+impl<M> Drop for Core<M> {
+    fn drop(&mut self) {
+        // Wake every waiting subscriber: nothing more will come.
+        self.registry.for_each_inbox(|inbox| inbox.close());
+    }
+}
+
+/// Configures a [`PubSub`]: made by [`PubSub::builder`].
+#[must_use]
+pub struct Builder<M> {
+    capacity: usize,
+    shards: usize,
+    node_name: String,
+    max_subscriptions: usize,
+    message: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for Builder<M> {
+    fn clone(&self) -> Self {
+        Self {
+            node_name: self.node_name.clone(),
+            ..*self
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Builder<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("capacity", &self.capacity)
+            .field("shards", &self.shards)
+            .field("node_name", &self.node_name)
+            .field("max_subscriptions", &self.max_subscriptions)
+            .finish()
+    }
+}
+
+impl<M> Default for Builder<M> {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Self {
+            capacity: DEFAULT_CAPACITY,
+            shards: (cores * 4).next_power_of_two(),
+            node_name: DEFAULT_NODE_NAME.to_owned(),
+            max_subscriptions: usize::MAX,
+            message: PhantomData,
+        }
+    }
+}
+
+impl<M: Send + Sync + 'static> Builder<M> {
+    /// How many messages one subscription queues before the oldest are
+    /// dropped and reported as [`RecvError::Lagged`]. At least 1.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// How many independently locked parts the topic registry has (rounded up
+    /// to a power of two). More shards let more publishers run in parallel.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// This node's name, unique among the nodes sharing a transport.
+    pub fn node_name(mut self, name: impl Into<String>) -> Self {
+        self.node_name = name.into();
+        self
+    }
+
+    /// The most subscriptions the server accepts at once; past it,
+    /// [`PubSub::subscribe`] returns [`Error::SubscriptionLimit`].
+    pub fn max_subscriptions(mut self, limit: usize) -> Self {
+        self.max_subscriptions = limit;
+        self
+    }
+
+    /// Builds an in-process server.
+    pub fn build(self) -> PubSub<M> {
+        PubSub {
+            core: Arc::new(self.core()),
+        }
+    }
+
+    /// Builds a server whose broadcasts also reach other nodes through the
+    /// transport that `connect` makes. `connect` gets the handle through which
+    /// the transport delivers what it receives.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyNodeName`], or [`Error::Transport`] if `connect` fails.
+    pub async fn build_with<T, F, Fut>(self, connect: F) -> Result<PubSub<M>, Error>
+    where
+        T: Transport<M>,
+        F: FnOnce(LocalNode<M>) -> Fut,
+        Fut: Future<Output = Result<T, TransportError>>,
+    {
+        if self.node_name.trim().is_empty() {
+            return Err(Error::EmptyNodeName);
+        }
+        let pubsub = self.build();
+        let transport = connect(pubsub.local_node())
+            .await
+            .map_err(Error::Transport)?;
+        // The cell was created empty just above and nothing else can see it.
+        let _ = pubsub.core.transport.set(Box::new(transport));
+        Ok(pubsub)
+    }
+
+    fn core(self) -> Core<M> {
+        Core {
+            registry: Registry::new(self.shards),
+            counters: Counters::default(),
+            node: Arc::from(self.node_name),
+            capacity: self.capacity,
+            max_subscriptions: self.max_subscriptions,
+            transport: OnceLock::new(),
+        }
+    }
+}
+
+impl<M: Send + Sync + 'static> Default for PubSub<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M: Send + Sync + 'static> PubSub<M> {
+    /// An in-process server with the default settings.
+    #[must_use]
+    pub fn new() -> Self {
+        Builder::default().build()
+    }
+
+    /// A builder for a configured server.
+    pub fn builder() -> Builder<M> {
+        Builder::default()
+    }
+
+    /// This node's name.
+    #[must_use]
+    pub fn node_name(&self) -> &str {
+        &self.core.node
+    }
+
+    /// Subscribes to one topic. Leave by dropping the subscription or calling
+    /// [`Subscription::unsubscribe`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SubscriptionLimit`] when the server is full.
+    pub fn subscribe(&self, topic: Topic) -> Result<Subscription<M>, Error> {
+        self.subscribe_many([topic])
+    }
+
+    /// Subscribes to several topics with one queue: the subscription receives
+    /// one copy of a broadcast per listed topic that the broadcast reaches.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SubscriptionLimit`] when the server is full.
+    pub fn subscribe_many(
+        &self,
+        topics: impl IntoIterator<Item = Topic>,
+    ) -> Result<Subscription<M>, Error> {
+        let core = &self.core;
+        let reserved =
+            core.counters
+                .subscriptions
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < core.max_subscriptions).then_some(n + 1)
+                });
+        if reserved.is_err() {
+            return Err(Error::SubscriptionLimit {
+                limit: core.max_subscriptions,
+            });
+        }
+        let inbox = Arc::new(Inbox::new(core.capacity));
+        let topics: Box<[Topic]> = topics.into_iter().collect();
+        for topic in topics.iter() {
+            if core.registry.insert(*topic, Arc::clone(&inbox)) {
+                tracing::debug!(%topic, node = %core.node, "topic created");
+            }
+        }
+        tracing::debug!(topics = topics.len(), node = %core.node, "subscribed");
+        Ok(Subscription {
+            inbox,
+            core: Arc::downgrade(core),
+            topics,
+        })
+    }
+
+    /// Sends `message` to every subscriber of `topics`, on every node: one
+    /// copy per reached topic per subscription. Local subscribers get it
+    /// before the call returns; with a transport, `Ok` means the engine took
+    /// it too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the message could not be sent to other nodes
+    /// (this node's subscribers did receive it).
+    pub async fn broadcast(&self, topics: &[Topic], message: M) -> Result<(), Error> {
+        let (message, _) = self.dispatch(topics, message, None);
+        self.publish(Mode::ExceptOrigin, topics, &message).await
+    }
+
+    /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
+    /// subscription).
+    ///
+    /// # Errors
+    ///
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn broadcast_from(
+        &self,
+        from: &Subscription<M>,
+        topics: &[Topic],
+        message: M,
+    ) -> Result<(), Error> {
+        let (message, _) = self.dispatch(topics, message, Some(&from.inbox));
+        self.publish(Mode::ExceptOrigin, topics, &message).await
+    }
+
+    /// Sends `message` to this node's subscribers only. Returns the number of
+    /// copies queued.
+    pub fn local_broadcast(&self, topics: &[Topic], message: M) -> u64 {
+        self.dispatch(topics, message, None).1.delivered
+    }
+
+    /// As [`local_broadcast`](Self::local_broadcast), but not to `from`.
+    pub fn local_broadcast_from(
+        &self,
+        from: &Subscription<M>,
+        topics: &[Topic],
+        message: M,
+    ) -> u64 {
+        self.dispatch(topics, message, Some(&from.inbox))
+            .1
+            .delivered
+    }
+
+    /// Sends `message` to the subscribers of `topics` on one node only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownNode`] if `node` is another node and the server has no
+    /// transport; [`Error::Transport`] if the transport could not send it.
+    pub async fn direct_broadcast(
+        &self,
+        node: &str,
+        topics: &[Topic],
+        message: M,
+    ) -> Result<(), Error> {
+        if node == &*self.core.node {
+            self.local_broadcast(topics, message);
+            return Ok(());
+        }
+        let Some(transport) = self.core.transport.get() else {
+            return Err(Error::UnknownNode {
+                node: node.to_owned(),
+            });
+        };
+        self.core.counters.published.fetch_add(1, Ordering::Relaxed);
+        let envelope = Envelope {
+            origin: &self.core.node,
+            mode: Mode::Only(node),
+            topics,
+            message: &message,
+        };
+        transport.publish(envelope).await.map_err(Error::Transport)
+    }
+
+    /// The number of subscriptions to `topic` on this node.
+    #[must_use]
+    pub fn subscriber_count(&self, topic: &Topic) -> usize {
+        self.core.registry.subscriber_count(topic)
+    }
+
+    /// A snapshot of the server's counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let counters = &self.core.counters;
+        Stats {
+            published: counters.published.load(Ordering::Relaxed),
+            delivered: counters.delivered.load(Ordering::Relaxed),
+            lagged: counters.lagged.load(Ordering::Relaxed),
+            subscriptions: counters.subscriptions.load(Ordering::Relaxed),
+            topics: self.core.registry.topic_count(),
+            received: counters.received.load(Ordering::Relaxed),
+            rejected: counters.rejected.load(Ordering::Relaxed),
+            gaps: counters.gaps.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The handle a transport uses to deliver to this server.
+    #[must_use]
+    pub fn local_node(&self) -> LocalNode<M> {
+        LocalNode {
+            core: Arc::downgrade(&self.core),
+            node: Arc::clone(&self.core.node),
+        }
+    }
+
+    /// Queues `message` for this node's subscribers of `topics`: the one
+    /// allocation of a broadcast, shared by every copy.
+    fn dispatch(
+        &self,
+        topics: &[Topic],
+        message: M,
+        except: Option<&Arc<Inbox<M>>>,
+    ) -> (Arc<M>, Tally) {
+        let message = Arc::new(message);
+        let mut tally = Tally::default();
+        for topic in topics {
+            self.core
+                .registry
+                .dispatch(topic.as_key(), &message, except, &mut tally);
+        }
+        self.core.counters.published.fetch_add(1, Ordering::Relaxed);
+        self.core.counters.record_dispatch(tally);
+        tracing::trace!(
+            topics = topics.len(),
+            delivered = tally.delivered,
+            "broadcast"
+        );
+        (message, tally)
+    }
+
+    async fn publish(&self, mode: Mode<'_>, topics: &[Topic], message: &M) -> Result<(), Error> {
+        let Some(transport) = self.core.transport.get() else {
+            return Ok(());
+        };
+        let envelope = Envelope {
+            origin: &self.core.node,
+            mode,
+            topics,
+            message,
+        };
+        transport.publish(envelope).await.map_err(|error| {
+            tracing::warn!(%error, "broadcast not sent to other nodes");
+            Error::Transport(error)
+        })
+    }
+}
+
+/// Counters of one server, as read by [`PubSub::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Broadcasts made on this node.
+    pub published: u64,
+    /// Copies queued for this node's subscribers.
+    pub delivered: u64,
+    /// Queued copies dropped because a subscriber's queue was full.
+    pub lagged: u64,
+    /// Live subscriptions.
+    pub subscriptions: usize,
+    /// Topics with at least one subscription.
+    pub topics: usize,
+    /// Broadcasts received from other nodes and dispatched here.
+    pub received: u64,
+    /// Messages from the wire that were malformed or refused, and skipped.
+    pub rejected: u64,
+    /// Times the transport lost its connection and told subscribers of a gap.
+    pub gaps: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    lagged: AtomicU64,
+    subscriptions: AtomicUsize,
+    received: AtomicU64,
+    rejected: AtomicU64,
+    gaps: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn record_dispatch(&self, tally: Tally) {
+        if tally.delivered > 0 {
+            self.delivered.fetch_add(tally.delivered, Ordering::Relaxed);
+        }
+        if tally.lagged > 0 {
+            self.lagged.fetch_add(tally.lagged, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_gap(&self) {
+        self.gaps.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A subscription to one or more topics: a queue of the messages broadcast
+/// to them. Dropping it unsubscribes.
+///
+/// Receive with [`recv`](Self::recv), [`try_recv`](Self::try_recv), or as a
+/// [`Stream`](futures_core::Stream) of `Result<Arc<M>, RecvError>` that ends
+/// when the server is gone.
+pub struct Subscription<M> {
+    inbox: Arc<Inbox<M>>,
+    core: Weak<Core<M>>,
+    topics: Box<[Topic]>,
+}
+
+impl<M> std::fmt::Debug for Subscription<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topics", &self.topics)
+            .field("queued", &self.inbox.len())
+            .finish()
+    }
+}
+
+impl<M> Subscription<M> {
+    /// The topics this subscription receives.
+    #[must_use]
+    pub fn topics(&self) -> &[Topic] {
+        &self.topics
+    }
+
+    /// Waits for the next message.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Lagged`] after messages were dropped from a full queue,
+    /// [`RecvError::Gap`] after the transport lost messages; receiving again
+    /// continues with newer messages. [`RecvError::Closed`] once the server
+    /// is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Result<Arc<M>, RecvError> {
+        poll_fn(|cx| self.inbox.poll_take(cx)).await
+    }
+
+    /// Takes the next message if one is queued.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] when nothing is queued; otherwise as
+    /// [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Result<Arc<M>, TryRecvError> {
+        match self.inbox.try_take() {
+            Some(item) => item.map_err(TryRecvError::from),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// The number of messages queued and not yet received.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inbox.len()
+    }
+
+    /// Whether no message is queued.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Leaves every topic of the subscription. Messages already queued can
+    /// still be received; after them, [`RecvError::Closed`]. Dropping the
+    /// subscription leaves too.
+    pub fn unsubscribe(&mut self) {
+        let topics = std::mem::take(&mut self.topics);
+        // The weak handle is emptied too, so that this runs once.
+        let core = std::mem::take(&mut self.core);
+        self.inbox.close();
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        for topic in topics.iter() {
+            if core.registry.remove(topic, &self.inbox) {
+                tracing::debug!(%topic, node = %core.node, "topic removed");
+            }
+        }
+        core.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<M> Drop for Subscription<M> {
+    fn drop(&mut self) {
+        self.unsubscribe();
+    }
+}
+
+impl<M> futures_core::Stream for Subscription<M> {
+    type Item = Result<Arc<M>, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inbox.poll_take(cx).map(|item| match item {
+            Err(RecvError::Closed) => None,
+            item => Some(item),
+        })
+    }
+}

@@ -1,0 +1,295 @@
+//! Topics: a compact key made of a static name and an optional UUID.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use uuid::Uuid;
+
+/// The length of a UUID in its hyphenated text form, the only form a topic
+/// string may carry (`8-4-4-4-12` hex digits).
+const HYPHENATED_UUID_LEN: usize = 36;
+
+/// A pub/sub topic: a static name such as `staff:teams`, optionally keyed by a
+/// UUID (`staff:team:<uuid>`).
+///
+/// A `Topic` is `Copy`, 32 bytes, and hashing or comparing one never formats a
+/// string: the name is hashed as bytes and the id as 16 bytes. The string form
+/// (`Display`) is for display, logs and the wire; [`Topic::parse`] turns such
+/// a string back into a topic, accepting only the kinds it is given.
+///
+/// ```
+/// use staff_pubsub::Topic;
+/// use uuid::Uuid;
+///
+/// let id = Uuid::parse_str("019ab6a3-c1c6-748b-9697-6c080717373b").unwrap();
+/// assert_eq!(Topic::new("chat:rooms").to_string(), "chat:rooms");
+/// assert_eq!(
+///     Topic::keyed("chat:room", id).to_string(),
+///     "chat:room:019ab6a3-c1c6-748b-9697-6c080717373b"
+/// );
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Topic {
+    name: &'static str,
+    id: Option<Uuid>,
+}
+
+impl Topic {
+    /// A topic without an id, such as `staff:teams`.
+    #[must_use]
+    pub const fn new(name: &'static str) -> Self {
+        Self { name, id: None }
+    }
+
+    /// A topic keyed by an id, such as `staff:team:<uuid>`.
+    #[must_use]
+    pub const fn keyed(name: &'static str, id: Uuid) -> Self {
+        Self { name, id: Some(id) }
+    }
+
+    /// The static name: `staff:teams` or, for a keyed topic, `staff:team`.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The id of a keyed topic.
+    #[must_use]
+    pub const fn id(&self) -> Option<Uuid> {
+        self.id
+    }
+
+    /// Parses the string form of a topic, accepting only the given kinds.
+    ///
+    /// A keyed kind needs `<name>:<uuid>` with the UUID in its hyphenated
+    /// form (either case; the topic keeps the UUID, so it displays in lower
+    /// case); a plain kind needs exactly its name. Anything else (surrounding
+    /// white space, wildcards, an extra segment, an id on a plain kind) is a
+    /// [`ParseTopicError`].
+    ///
+    /// ```
+    /// use staff_pubsub::{Topic, TopicKind};
+    ///
+    /// const KINDS: &[TopicKind] = &[TopicKind::plain("chat:rooms"), TopicKind::keyed("chat:room")];
+    /// let topic = Topic::parse("chat:room:019AB6A3-C1C6-748B-9697-6C080717373B", KINDS).unwrap();
+    /// assert_eq!(topic.to_string(), "chat:room:019ab6a3-c1c6-748b-9697-6c080717373b");
+    /// assert!(Topic::parse("chat:rooms:*", KINDS).is_err());
+    /// ```
+    pub fn parse(input: &str, kinds: &[TopicKind]) -> Result<Self, ParseTopicError> {
+        let mut keyed_without_id = None;
+        for kind in kinds {
+            if !kind.keyed {
+                if input == kind.name {
+                    return Ok(Self::new(kind.name));
+                }
+                continue;
+            }
+            let Some(rest) = input.strip_prefix(kind.name) else {
+                continue;
+            };
+            match rest.strip_prefix(':') {
+                Some(id) => {
+                    return parse_id(id)
+                        .map(|id| Self::keyed(kind.name, id))
+                        .ok_or_else(|| ParseTopicError::InvalidId {
+                            kind: kind.name,
+                            id: id.to_owned(),
+                        })
+                }
+                None if rest.is_empty() => keyed_without_id = Some(kind.name),
+                None => {}
+            }
+        }
+        Err(match keyed_without_id {
+            Some(kind) => ParseTopicError::MissingId { kind },
+            None => ParseTopicError::Unknown {
+                input: input.to_owned(),
+            },
+        })
+    }
+
+    /// The same topic as a borrowed key, for looking up a topic whose name is
+    /// not `'static` (a topic read from the wire).
+    pub(crate) fn as_key(&self) -> TopicKey<'static> {
+        TopicKey {
+            name: self.name,
+            id: self.id,
+        }
+    }
+}
+
+/// Parses the id part of a topic: the hyphenated form only, so that a topic
+/// has exactly one spelling up to letter case.
+fn parse_id(id: &str) -> Option<Uuid> {
+    if id.len() != HYPHENATED_UUID_LEN {
+        return None;
+    }
+    Uuid::try_parse(id).ok()
+}
+
+// Hash and equality agree with `TopicKey`, so that the registry can look up a
+// topic by a borrowed key. Both hash the name's bytes, then the id.
+impl Hash for Topic {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_key().hash(state);
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_key().fmt(f)
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Topic({self})")
+    }
+}
+
+/// A topic whose name is borrowed: what a network transport reads off the
+/// wire before it knows whether any local subscriber has that topic.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TopicKey<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) id: Option<Uuid>,
+}
+
+impl<'a> TopicKey<'a> {
+    /// Splits a topic string into name and id: the id is the last segment when
+    /// that segment is a hyphenated UUID. Used for wire topics, whose kinds the
+    /// runtime does not know; a topic no local subscriber has simply matches
+    /// nothing.
+    pub(crate) fn from_wire(topic: &'a str) -> Self {
+        match topic.rsplit_once(':') {
+            Some((name, id)) => match parse_id(id) {
+                Some(id) => Self { name, id: Some(id) },
+                None => Self {
+                    name: topic,
+                    id: None,
+                },
+            },
+            None => Self {
+                name: topic,
+                id: None,
+            },
+        }
+    }
+
+    pub(crate) fn matches(&self, topic: &Topic) -> bool {
+        self.name == topic.name && self.id == topic.id
+    }
+}
+
+impl fmt::Display for TopicKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "{}:{}", self.name, id.hyphenated()),
+            None => f.write_str(self.name),
+        }
+    }
+}
+
+/// One kind of topic a spec knows: a plain name, or a name that takes an id.
+/// A list of kinds is what [`Topic::parse`] accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicKind {
+    /// The topic name (`staff:teams`) or, for a keyed kind, its prefix (`staff:team`).
+    pub name: &'static str,
+    /// Whether the topic takes a UUID after the name.
+    pub keyed: bool,
+}
+
+impl TopicKind {
+    /// A kind without an id.
+    #[must_use]
+    pub const fn plain(name: &'static str) -> Self {
+        Self { name, keyed: false }
+    }
+
+    /// A kind that takes an id.
+    #[must_use]
+    pub const fn keyed(name: &'static str) -> Self {
+        Self { name, keyed: true }
+    }
+}
+
+/// Why a string is not a topic.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseTopicError {
+    /// The string names no known topic.
+    #[error("unknown topic `{input}`")]
+    Unknown {
+        /// The rejected input.
+        input: String,
+    },
+    /// A keyed topic without its id, such as `staff:team`.
+    #[error("topic `{kind}` needs an id: `{kind}:<uuid>`")]
+    MissingId {
+        /// The keyed kind.
+        kind: &'static str,
+    },
+    /// A keyed topic whose id is not a hyphenated UUID.
+    #[error("topic `{kind}` needs a hyphenated UUID after `{kind}:`, found `{id}`")]
+    InvalidId {
+        /// The keyed kind.
+        kind: &'static str,
+        /// The rejected id.
+        id: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: &[TopicKind] = &[
+        TopicKind::plain("chat:rooms"),
+        TopicKind::keyed("chat:room"),
+    ];
+    const ID: &str = "019ab6a3-c1c6-748b-9697-6c080717373b";
+
+    #[test]
+    fn parse_round_trips_display() {
+        for input in ["chat:rooms".to_owned(), format!("chat:room:{ID}")] {
+            let topic = Topic::parse(&input, KINDS).map(|t| t.to_string());
+            assert_eq!(topic.as_deref(), Ok(input.as_str()));
+        }
+    }
+
+    #[test]
+    fn parse_rejects_other_forms_of_uuid() {
+        let simple = ID.replace('-', "");
+        let braced = format!("{{{ID}}}");
+        for id in [simple.as_str(), braced.as_str(), "*", ">", ""] {
+            let err = Topic::parse(&format!("chat:room:{id}"), KINDS);
+            assert!(
+                matches!(err, Err(ParseTopicError::InvalidId { .. })),
+                "{id}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_says_which_part_is_wrong() {
+        assert_eq!(
+            Topic::parse("chat:room", KINDS),
+            Err(ParseTopicError::MissingId { kind: "chat:room" })
+        );
+        assert!(matches!(
+            Topic::parse("chat:roomz", KINDS),
+            Err(ParseTopicError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn wire_key_matches_the_topic_it_was_printed_from() {
+        let id = Uuid::parse_str(ID).unwrap();
+        for topic in [Topic::new("chat:rooms"), Topic::keyed("chat:room", id)] {
+            let printed = topic.to_string();
+            assert!(TopicKey::from_wire(&printed).matches(&topic));
+        }
+        assert!(!TopicKey::from_wire("chat:room").matches(&Topic::keyed("chat:room", id)));
+    }
+}

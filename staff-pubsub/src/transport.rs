@@ -1,0 +1,135 @@
+//! The seam between local dispatch and other nodes.
+//!
+//! A broadcast dispatches to this node's subscribers, then hands one
+//! [`Envelope`] to the server's [`Transport`], if it has one. A transport's
+//! receive side hands what it reads to [`LocalNode::dispatch_wire`], which
+//! dispatches on that node. The in-process default has no transport at all.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+
+use crate::error::TransportError;
+use crate::pubsub::Core;
+use crate::registry::Tally;
+use crate::topic::{Topic, TopicKey};
+
+/// A boxed, sendable future: what [`Transport::publish`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which nodes an envelope is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode<'a> {
+    /// Every node, the origin included (a publisher that is not a node).
+    All,
+    /// Every node but the origin, which has dispatched locally already.
+    ExceptOrigin,
+    /// Only the named node.
+    Only(&'a str),
+}
+
+impl Mode<'_> {
+    /// Whether node `me` should dispatch an envelope sent by `origin`.
+    #[must_use]
+    pub fn accepts(&self, origin: &str, me: &str) -> bool {
+        match self {
+            Mode::All => true,
+            Mode::ExceptOrigin => origin != me,
+            Mode::Only(node) => *node == me,
+        }
+    }
+}
+
+/// One broadcast on its way to other nodes.
+#[derive(Debug)]
+pub struct Envelope<'a, M> {
+    /// The sending node.
+    pub origin: &'a str,
+    /// Which nodes should dispatch it.
+    pub mode: Mode<'a>,
+    /// The topics it reaches on every node.
+    pub topics: &'a [Topic],
+    /// The message.
+    pub message: &'a M,
+}
+
+/// Carries broadcasts to other nodes.
+///
+/// Implementations publish each envelope with one network operation and
+/// resolve only once the engine has accepted it: `Ok` means sent.
+pub trait Transport<M>: Send + Sync + 'static {
+    /// Sends one envelope to the other nodes.
+    fn publish<'a>(
+        &'a self,
+        envelope: Envelope<'a, M>,
+    ) -> BoxFuture<'a, Result<(), TransportError>>;
+}
+
+/// A transport's handle on the server it serves: where received messages go.
+///
+/// It holds the server weakly: once every [`PubSub`](crate::PubSub) handle is
+/// dropped, [`LocalNode::is_alive`] turns false and the transport's tasks
+/// should stop.
+pub struct LocalNode<M> {
+    pub(crate) core: Weak<Core<M>>,
+    pub(crate) node: Arc<str>,
+}
+
+impl<M> Clone for LocalNode<M> {
+    fn clone(&self) -> Self {
+        Self {
+            core: Weak::clone(&self.core),
+            node: Arc::clone(&self.node),
+        }
+    }
+}
+
+impl<M: Send + Sync + 'static> LocalNode<M> {
+    /// This node's name.
+    #[must_use]
+    pub fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether the server still exists.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.core.strong_count() > 0
+    }
+
+    /// Dispatches a message received from another node to this node's
+    /// subscribers of `topics` (topic strings as printed by [`Topic`]).
+    /// Returns the number of copies queued, or `None` if the server is gone.
+    pub fn dispatch_wire<'t>(
+        &self,
+        topics: impl IntoIterator<Item = &'t str>,
+        message: M,
+    ) -> Option<u64> {
+        let core = self.core.upgrade()?;
+        core.counters.record_received();
+        let message = Arc::new(message);
+        let mut tally = Tally::default();
+        for topic in topics {
+            core.registry
+                .dispatch(TopicKey::from_wire(topic), &message, None, &mut tally);
+        }
+        core.counters.record_dispatch(tally);
+        Some(tally.delivered)
+    }
+
+    /// Tells every subscriber that messages may have been lost (the
+    /// connection to the engine dropped): each receives [`RecvError::Gap`](crate::RecvError::Gap).
+    pub fn signal_gap(&self) {
+        if let Some(core) = self.core.upgrade() {
+            core.counters.record_gap();
+            core.registry.for_each_inbox(|inbox| inbox.signal_gap());
+        }
+    }
+
+    /// Counts a malformed or refused message from the wire (the caller logs it).
+    pub fn record_rejected(&self) {
+        if let Some(core) = self.core.upgrade() {
+            core.counters.record_rejected();
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Helpers shared by the integration tests.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a test waits for an event that should come at once. Generous,
+/// because CI machines are shared; a passing test never waits this long.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
+///
+/// # Panics
+///
+/// When the future does not finish in time: the event never came.
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
