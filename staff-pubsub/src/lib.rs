@@ -16,11 +16,29 @@ mod error;
 mod inbox;
 mod pubsub;
 mod registry;
+pub mod spec;
+mod stock;
 mod topic;
 mod transport;
 
 pub use error::{Error, RecvError, TransportError, TryRecvError};
 pub use pubsub::{Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME};
+pub use staff_pubsub_macros::staff_events;
+pub use stock::staff;
 pub use topic::{ParseTopicError, Topic, TopicKind};
 pub use transport::{BoxFuture, Envelope, LocalNode, Mode, Transport};
 pub use uuid::Uuid;
+
+/// What generated code uses: absolute paths that work wherever the spec is.
+/// Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::spec::{
+        deserialize_message, serialize_message, unknown_event, AlreadyInstalled, DefaultServer,
+        Route, Spec, SpecMessage, Target, TargetKey, TopicList, UnknownEvent,
+    };
+    pub use crate::{Error, ParseTopicError, PubSub, Subscription, Topic, TopicKind};
+    pub use serde;
+    pub use staff_pubsub_macros::__staff_events_extend;
+    pub use uuid::Uuid;
+}

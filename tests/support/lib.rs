@@ -1,4 +1,7 @@
 //! Helpers shared by the integration tests.
+#![allow(clippy::missing_panics_doc, clippy::expect_used)]
+
+pub mod conformance;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,600 @@
+//! Code generation for a valid spec. Every path is absolute, through the
+//! runtime's `__private` module, so the output compiles whatever the user's
+//! module imports or shadows (`#![no_implicit_prelude]` included).
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+use syn::{Attribute, Item, ItemStruct};
+
+use crate::ast::{Entity, Spec};
+use crate::attr::{EntityKind, RouteKind};
+use crate::plan;
+use crate::valid::option_inner;
+
+struct Cx<'a> {
+    spec: &'a Spec,
+    /// `<runtime>::__private`.
+    p: TokenStream,
+    scope: &'a str,
+}
+
+/// The user's module with derives added to the payloads and the generated
+/// items appended.
+pub(crate) fn expand(spec: Spec) -> TokenStream {
+    let krate = &spec.options.krate;
+    let cx = Cx {
+        spec: &spec,
+        p: quote!(#krate::__private),
+        scope: spec.options.scope.as_ref().map_or("", |s| s.value.as_str()),
+    };
+    let generated = [
+        cx.reexports(),
+        cx.scope_const(),
+        cx.topic_fns(),
+        cx.topic_kinds(),
+        cx.event_enums(),
+        cx.message(),
+        cx.route_table(),
+        cx.server(),
+        cx.broadcast_fns(),
+    ];
+    let mut module = spec.module.clone();
+    if let Some((_, items)) = &mut module.content {
+        for entity in spec.entities.iter().filter(|e| e.inherited_from.is_none()) {
+            if let Some(Item::Struct(item)) = items.get_mut(entity.item_index) {
+                add_payload_derives(&cx, item);
+            }
+        }
+        items.extend(generated.into_iter().map(Item::Verbatim));
+    }
+    quote!(#module)
+}
+
+/// Derives a payload needs to travel in a message: the standard ones it lacks,
+/// and serde, with absent optional fields omitted rather than `null`.
+fn add_payload_derives(cx: &Cx<'_>, item: &mut ItemStruct) {
+    let p = &cx.p;
+    let present = derived_names(&item.attrs);
+    let mut derives = Vec::new();
+    for (name, path) in [
+        ("Clone", quote!(::core::clone::Clone)),
+        ("Debug", quote!(::core::fmt::Debug)),
+        ("PartialEq", quote!(::core::cmp::PartialEq)),
+        ("Serialize", quote!(#p::serde::Serialize)),
+        ("Deserialize", quote!(#p::serde::Deserialize)),
+    ] {
+        if !present.iter().any(|d| d == name) {
+            derives.push(path);
+        }
+    }
+    let serde_crate = serde_crate_path(cx);
+    item.attrs.push(syn::parse_quote!(#[derive(#(#derives),*)]));
+    item.attrs
+        .push(syn::parse_quote!(#[serde(crate = #serde_crate)]));
+    for field in item.fields.iter_mut() {
+        if option_inner(&field.ty).is_some() {
+            field.attrs.push(syn::parse_quote!(
+                #[serde(default, skip_serializing_if = "::core::option::Option::is_none")]
+            ));
+        }
+    }
+}
+
+fn derived_names(attrs: &[Attribute]) -> Vec<String> {
+    let mut names = Vec::new();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("derive")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if let Some(last) = meta.path.segments.last() {
+                names.push(last.ident.to_string());
+            }
+            Ok(())
+        });
+    }
+    names
+}
+
+/// The string serde's `crate = "..."` wants: the runtime path plus
+/// `::__private::serde`, written without spaces.
+fn serde_crate_path(cx: &Cx<'_>) -> String {
+    let krate = &cx.spec.options.krate;
+    let path = quote!(#krate).to_string().replace(' ', "");
+    format!("{path}::__private::serde")
+}
+
+impl Cx<'_> {
+    fn entities(&self) -> impl Iterator<Item = &Entity> {
+        self.spec.entities.iter()
+    }
+
+    fn topic_entities(&self) -> impl Iterator<Item = &Entity> {
+        self.entities().filter(|e| e.kind == EntityKind::Entity)
+    }
+
+    /// Inherited payloads and event enums are the extended spec's own types.
+    fn reexports(&self) -> TokenStream {
+        let items = self.entities().filter_map(|entity| {
+            let path = entity.inherited_from.as_ref()?;
+            let ident = &entity.ident;
+            let event = plan::event_enum(entity);
+            Some(quote! {
+                #[doc(inline)]
+                pub use #path::{#ident, #event};
+            })
+        });
+        quote!(#(#items)*)
+    }
+
+    fn scope_const(&self) -> TokenStream {
+        let scope = self.scope;
+        let doc = format!("The scope of this spec: the first segment of every topic (`{scope}`).");
+        quote! {
+            #[doc = #doc]
+            pub const SCOPE: &str = #scope;
+        }
+    }
+
+    fn topic_fns(&self) -> TokenStream {
+        let p = &self.p;
+        let fns = self.topic_entities().map(|entity| {
+            let name = &entity.name.value;
+            let display = plan::display_name(name);
+            let keyed = plan::topic_string(self.scope, name);
+            let keyed_fn = plan::topic_fn(name);
+            let keyed_doc = format!("Topic scoped to a single {display}: `{keyed}:<uuid>`.");
+            let collection = entity.collection.as_ref().map(|collection| {
+                let topic = plan::topic_string(self.scope, &collection.value);
+                let collection_fn = plan::topic_fn(&collection.value);
+                let doc = format!("Topic for all {display} mutations: `{topic}`.");
+                quote! {
+                    #[doc = #doc]
+                    #[must_use]
+                    pub const fn #collection_fn() -> #p::Topic {
+                        #p::Topic::new(#topic)
+                    }
+                }
+            });
+            quote! {
+                #collection
+                #[doc = #keyed_doc]
+                #[must_use]
+                pub const fn #keyed_fn(id: #p::Uuid) -> #p::Topic {
+                    #p::Topic::keyed(#keyed, id)
+                }
+            }
+        });
+        quote!(#(#fns)*)
+    }
+
+    fn topic_kinds(&self) -> TokenStream {
+        let p = &self.p;
+        let kinds = self.topic_entities().flat_map(|entity| {
+            let collection = entity.collection.as_ref().map(|c| {
+                let topic = plan::topic_string(self.scope, &c.value);
+                quote!(#p::TopicKind::plain(#topic))
+            });
+            let keyed = plan::topic_string(self.scope, &entity.name.value);
+            collection
+                .into_iter()
+                .chain([quote!(#p::TopicKind::keyed(#keyed))])
+        });
+        quote! {
+            /// Every kind of topic of this spec: what [`parse_topic`] accepts.
+            pub const TOPIC_KINDS: &[#p::TopicKind] = &[#(#kinds),*];
+
+            /// Parses a topic of this spec from its string form, such as
+            /// `"staff:team:<uuid>"`. UUIDs may be in either case; anything
+            /// that is not a topic of this spec is rejected.
+            ///
+            /// # Errors
+            ///
+            /// A [`ParseTopicError`](#p::ParseTopicError) saying what is wrong with `input`.
+            pub fn parse_topic(input: &str) -> ::core::result::Result<#p::Topic, #p::ParseTopicError> {
+                #p::Topic::parse(input, TOPIC_KINDS)
+            }
+        }
+    }
+
+    fn event_enums(&self) -> TokenStream {
+        let enums = self
+            .entities()
+            .filter(|e| e.inherited_from.is_none())
+            .map(|e| self.event_enum(e));
+        quote!(#(#enums)*)
+    }
+
+    fn event_enum(&self, entity: &Entity) -> TokenStream {
+        let p = &self.p;
+        let serde_crate = serde_crate_path(self);
+        let ident = plan::event_enum(entity);
+        let display = plan::display_name(&entity.name.value);
+        let atoms: Vec<String> = entity.events.iter().map(ToString::to_string).collect();
+        let variants: Vec<Ident> = entity
+            .events
+            .iter()
+            .map(|e| plan::variant_ident(entity, e))
+            .collect();
+        let variant_docs = atoms.iter().map(|a| format!("`{a}`"));
+        let list = atoms
+            .iter()
+            .map(|a| format!("`{a}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let doc = format!("A {display} broadcast event: one variant per event atom ({list}).");
+        let payload = &entity.ident;
+        let payload_doc = format!(
+            "Sent with a [`{payload}`] payload; see [`{}`].",
+            plan::broadcast_fn(entity)
+        );
+        quote! {
+            #[doc = #doc]
+            #[doc = ""]
+            #[doc = #payload_doc]
+            #[derive(
+                ::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug,
+                ::core::cmp::PartialEq, ::core::cmp::Eq, ::core::hash::Hash,
+                #p::serde::Serialize, #p::serde::Deserialize,
+            )]
+            #[serde(crate = #serde_crate)]
+            pub enum #ident {
+                #(
+                    #[doc = #variant_docs]
+                    #[serde(rename = #atoms)]
+                    #variants,
+                )*
+            }
+
+            impl #ident {
+                /// Every event, in declaration order.
+                pub const ALL: &'static [Self] = &[#(Self::#variants),*];
+
+                /// The event's atom, such as `team_created`.
+                #[must_use]
+                pub const fn as_str(self) -> &'static str {
+                    match self {
+                        #(Self::#variants => #atoms,)*
+                    }
+                }
+            }
+
+            impl ::core::fmt::Display for #ident {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    f.write_str(self.as_str())
+                }
+            }
+
+            impl ::core::str::FromStr for #ident {
+                type Err = #p::UnknownEvent;
+
+                fn from_str(name: &str) -> ::core::result::Result<Self, Self::Err> {
+                    match name {
+                        #(#atoms => ::core::result::Result::Ok(Self::#variants),)*
+                        _ => ::core::result::Result::Err(#p::UnknownEvent::new(name, &[#(#atoms),*])),
+                    }
+                }
+            }
+        }
+    }
+
+    fn message(&self) -> TokenStream {
+        let p = &self.p;
+        let idents: Vec<&Ident> = self.entities().map(|e| &e.ident).collect();
+        let events: Vec<Ident> = self.entities().map(plan::event_enum).collect();
+        let variant_docs = self.entities().map(|e| {
+            format!(
+                "A {} event and its payload: sent by [`{}`].",
+                plan::display_name(&e.name.value),
+                plan::broadcast_fn(e)
+            )
+        });
+        let all_atoms = self
+            .entities()
+            .flat_map(|e| e.events.iter().map(ToString::to_string));
+        let scope = self.scope;
+        let doc = format!(
+            "A message of the `{scope}` spec: the analog of Elixir's `{{:{scope}, event, payload}}`.\n\n\
+             Match on it as a LiveView's `handle_info` does: one event specifically, \
+             the rest generically. Its serde form is \
+             `{{\"scope\":\"{scope}\",\"event\":\"<atom>\",\"payload\":{{...}}}}`."
+        );
+        quote! {
+            #[doc = #doc]
+            #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
+            pub enum Message {
+                #(
+                    #[doc = #variant_docs]
+                    #idents(#events, #idents),
+                )*
+            }
+
+            /// Every event atom of this spec, in declaration order.
+            pub const EVENTS: &[&str] = &[#(#all_atoms),*];
+
+            impl Message {
+                /// The event's atom, such as `team_created`.
+                #[must_use]
+                pub fn event_name(&self) -> &'static str {
+                    match self {
+                        #(Self::#idents(event, _) => event.as_str(),)*
+                    }
+                }
+
+                /// The `uuid` of the payload: the entity the event is about.
+                #[must_use]
+                pub fn uuid(&self) -> #p::Uuid {
+                    match self {
+                        #(Self::#idents(_, payload) => payload.uuid,)*
+                    }
+                }
+            }
+
+            impl #p::serde::Serialize for Message {
+                fn serialize<S: #p::serde::Serializer>(
+                    &self,
+                    serializer: S,
+                ) -> ::core::result::Result<S::Ok, S::Error> {
+                    match self {
+                        #(Self::#idents(event, payload) => {
+                            #p::serialize_message(SCOPE, event.as_str(), payload, serializer)
+                        })*
+                    }
+                }
+            }
+
+            impl<'de> #p::serde::Deserialize<'de> for Message {
+                fn deserialize<D: #p::serde::Deserializer<'de>>(
+                    deserializer: D,
+                ) -> ::core::result::Result<Self, D::Error> {
+                    #p::deserialize_message::<Self, D>(deserializer)
+                }
+            }
+
+            impl #p::SpecMessage for Message {
+                const SCOPE: &'static str = SCOPE;
+                const EVENTS: &'static [&'static str] = EVENTS;
+
+                fn deserialize_payload<'de, D: #p::serde::Deserializer<'de>>(
+                    event: &str,
+                    deserializer: D,
+                ) -> ::core::result::Result<Self, D::Error> {
+                    #(
+                        if let ::core::result::Result::Ok(event) = <#events as ::core::str::FromStr>::from_str(event) {
+                            return <#idents as #p::serde::Deserialize<'de>>::deserialize(deserializer)
+                                .map(|payload| Self::#idents(event, payload));
+                        }
+                    )*
+                    ::core::result::Result::Err(#p::unknown_event::<D::Error>(event, EVENTS))
+                }
+            }
+        }
+    }
+
+    fn route_table(&self) -> TokenStream {
+        let p = &self.p;
+        let routes = self.entities().map(|entity| {
+            let function = plan::broadcast_fn(entity).to_string();
+            let name = &entity.name.value;
+            let atoms = entity.events.iter().map(ToString::to_string);
+            let targets = self.targets(entity).into_iter().map(|target| {
+                let topic = target.topic;
+                match target.key {
+                    None => quote!(#p::Target { topic: #topic, key: ::core::option::Option::None }),
+                    Some((field, optional)) => quote!(#p::Target {
+                        topic: #topic,
+                        key: ::core::option::Option::Some(#p::TargetKey { field: #field, optional: #optional }),
+                    }),
+                }
+            });
+            quote!(#p::Route { function: #function, entity: #name, events: &[#(#atoms),*], targets: &[#(#targets),*] })
+        });
+        quote! {
+            /// How each broadcast function routes: the topics it reaches, in
+            /// terms of payload fields. Constant data, for docs and tools.
+            pub const ROUTES: &[#p::Route] = &[#(#routes),*];
+
+            /// The whole spec as constant data.
+            pub const SPEC: #p::Spec = #p::Spec {
+                scope: SCOPE,
+                topic_kinds: TOPIC_KINDS,
+                events: EVENTS,
+                routes: ROUTES,
+            };
+        }
+    }
+
+    fn server(&self) -> TokenStream {
+        let p = &self.p;
+        quote! {
+            static __SERVER: #p::DefaultServer<Message> = #p::DefaultServer::new();
+
+            /// This spec's default server (the analog of
+            /// `PhoenixKit.PubSub.Manager`): an in-process server created on
+            /// first use, unless one was [`install`]ed before.
+            #[must_use]
+            pub fn server() -> &'static #p::PubSub<Message> {
+                __SERVER.get()
+            }
+
+            /// Makes `pubsub` the default server: call it at start-up to use
+            /// another capacity or a network transport.
+            ///
+            /// # Errors
+            ///
+            /// [`AlreadyInstalled`](#p::AlreadyInstalled), giving `pubsub`
+            /// back, if the default server was already installed or used.
+            pub fn install(
+                pubsub: #p::PubSub<Message>,
+            ) -> ::core::result::Result<(), #p::AlreadyInstalled<Message>> {
+                __SERVER.install(pubsub)
+            }
+
+            /// Subscribes to one topic on the default server.
+            ///
+            /// # Errors
+            ///
+            /// As [`PubSub::subscribe`](#p::PubSub::subscribe).
+            pub fn subscribe(
+                topic: #p::Topic,
+            ) -> ::core::result::Result<#p::Subscription<Message>, #p::Error> {
+                server().subscribe(topic)
+            }
+        }
+    }
+
+    fn broadcast_fns(&self) -> TokenStream {
+        let fns = self.entities().map(|entity| self.broadcast_fn(entity));
+        quote!(#(#fns)*)
+    }
+
+    fn broadcast_fn(&self, entity: &Entity) -> TokenStream {
+        let p = &self.p;
+        let ident = &entity.ident;
+        let event = plan::event_enum(entity);
+        let function = plan::broadcast_fn(entity);
+        let function_on = plan::broadcast_on_fn(entity);
+        let targets = self.targets(entity);
+        let capacity = targets.len();
+        let pushes = targets.iter().map(|target| target.push.clone());
+        let doc = self.broadcast_doc(entity, &targets);
+        let doc_on = format!("As [`{function}`], on the given server instead of the default one.");
+        quote! {
+            #[doc = #doc]
+            ///
+            /// # Errors
+            ///
+            /// As [`PubSub::broadcast`](#p::PubSub::broadcast): the message
+            /// could not be sent to other nodes.
+            pub async fn #function(
+                event: #event,
+                payload: #ident,
+            ) -> ::core::result::Result<(), #p::Error> {
+                #function_on(server(), event, payload).await
+            }
+
+            #[doc = #doc_on]
+            ///
+            /// # Errors
+            ///
+            /// As [`PubSub::broadcast`](#p::PubSub::broadcast).
+            pub async fn #function_on(
+                pubsub: &#p::PubSub<Message>,
+                event: #event,
+                payload: #ident,
+            ) -> ::core::result::Result<(), #p::Error> {
+                let mut topics = #p::TopicList::<#capacity>::new();
+                #(#pushes)*
+                pubsub.broadcast(topics.as_slice(), Message::#ident(event, payload)).await
+            }
+        }
+    }
+
+    fn broadcast_doc(&self, entity: &Entity, targets: &[Target]) -> String {
+        let display = plan::display_name(&entity.name.value);
+        let phrases: Vec<&str> = targets.iter().map(|t| t.phrase.as_str()).collect();
+        let reaches = match phrases.as_slice() {
+            [] => String::from("no topic"),
+            [one] => (*one).to_owned(),
+            [init @ .., last] => format!("{}, and {last}", init.join(", ")),
+        };
+        let list: String = targets
+            .iter()
+            .map(|t| {
+                let when = if t.key.as_ref().is_some_and(|(_, optional)| *optional) {
+                    " (when `Some`)"
+                } else {
+                    ""
+                };
+                format!("\n- `{}`{when}", t.pattern)
+            })
+            .collect();
+        format!("Broadcasts a {display} event to {reaches}.\n\nTopics reached:\n{list}")
+    }
+
+    /// The topics a broadcast of `entity` reaches, in order: its own
+    /// collection and topic, then each routed field in declaration order.
+    fn targets(&self, entity: &Entity) -> Vec<Target> {
+        let mut targets = Vec::new();
+        if let Some(collection) = &entity.collection {
+            targets.push(self.collection_target(&collection.value));
+            targets.push(self.keyed_target(
+                &entity.name.value,
+                "uuid",
+                false,
+                format!("the {}'s own topic", plan::display_name(&entity.name.value)),
+            ));
+        }
+        for (field, route) in entity.routed_fields() {
+            let Some(target) = self
+                .spec
+                .entities
+                .iter()
+                .find(|e| route.target == e.name.value)
+            else {
+                continue;
+            };
+            let target_name = &target.name.value;
+            let field_name = field.ident.to_string();
+            let optional = option_inner(&field.ty).is_some();
+            if route.kind == RouteKind::Endpoint {
+                if let Some(collection) = &target.collection {
+                    targets.push(self.collection_target(&collection.value));
+                }
+            }
+            let mut phrase = format!(
+                "the {} topic of `{field_name}`",
+                plan::display_name(target_name)
+            );
+            if optional {
+                phrase.push_str(" (if present)");
+            }
+            targets.push(self.keyed_target(target_name, &field_name, optional, phrase));
+        }
+        targets
+    }
+
+    fn collection_target(&self, collection: &str) -> Target {
+        let topic_fn = plan::topic_fn(collection);
+        Target {
+            topic: plan::topic_string(self.scope, collection),
+            pattern: plan::topic_string(self.scope, collection),
+            key: None,
+            phrase: format!("the {} topic", plan::display_name(collection)),
+            push: quote!(topics.push(#topic_fn());),
+        }
+    }
+
+    fn keyed_target(&self, name: &str, field: &str, optional: bool, phrase: String) -> Target {
+        let topic_fn = plan::topic_fn(name);
+        let field_ident = format_ident!("{}", field);
+        let push = if optional {
+            quote! {
+                if let ::core::option::Option::Some(id) = payload.#field_ident {
+                    topics.push(#topic_fn(id));
+                }
+            }
+        } else {
+            quote!(topics.push(#topic_fn(payload.#field_ident));)
+        };
+        let topic = plan::topic_string(self.scope, name);
+        Target {
+            pattern: format!("{topic}:<{field}>"),
+            topic,
+            key: Some((field.to_owned(), optional)),
+            phrase,
+            push,
+        }
+    }
+}
+
+/// One topic a broadcast reaches.
+struct Target {
+    /// The topic string or keyed topic name.
+    topic: String,
+    /// For docs: `staff:team:<team_uuid>`.
+    pattern: String,
+    /// The payload field that keys it, and whether it is optional.
+    key: Option<(String, bool)>,
+    /// For docs: "the team topic of `team_uuid`".
+    phrase: String,
+    /// The statement that adds it to `topics`.
+    push: TokenStream,
+}
