@@ -24,6 +24,11 @@ mod transport;
 pub use error::{Error, RecvError, TransportError, TryRecvError};
 pub use pubsub::{Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME};
 pub use staff_pubsub_macros::staff_events;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 pub use stock::staff;
 pub use topic::{ParseTopicError, Topic, TopicKind};
 pub use transport::{BoxFuture, Envelope, LocalNode, Mode, Transport};
