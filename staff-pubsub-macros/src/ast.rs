@@ -238,7 +238,7 @@ fn reject_helpers(cx: &mut Ctxt, attrs: &mut Vec<Attribute>, helpers: &[&str], r
         let Some(helper) = helpers.iter().find(|h| attr.path().is_ident(h)) else {
             return true;
         };
-        cx.error_at(attr.span(), format!("`#[{helper}]` {rule}"));
+        cx.error_at(attr.path().span(), format!("`#[{helper}]` {rule}"));
         false
     });
 }

@@ -4,8 +4,9 @@
 
 use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
+use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Attribute, Ident, LitStr};
+use syn::{Attribute, Ident, LitStr, Token};
 
 use crate::ctxt::Ctxt;
 use crate::names::did_you_mean;
@@ -99,7 +100,7 @@ impl EntityAttr {
     pub(crate) fn parse(attr: &Attribute, kind: EntityKind) -> syn::Result<Self> {
         let mut parsed = EntityAttr {
             kind,
-            span: attr.span(),
+            span: attr.path().span(),
             name: None,
             collection: None,
             events: Vec::new(),
@@ -112,13 +113,12 @@ impl EntityAttr {
                 parsed.collection = Some(Name::from_lit(&meta.value()?.parse()?));
             } else if meta.path.is_ident("events") {
                 parsed.events_span = Some(meta.path.span());
-                meta.parse_nested_meta(|event| {
-                    let ident = event.path.get_ident().cloned().ok_or_else(|| {
-                        event.error("an event is a snake_case name such as `team_created`")
-                    })?;
-                    parsed.events.push(ident);
-                    Ok(())
+                let content;
+                syn::parenthesized!(content in meta.input);
+                let events = Punctuated::<Ident, Token![,]>::parse_terminated(&content).map_err(|error| {
+                    syn::Error::new(error.span(), "an event is a snake_case name such as `team_created`")
                 })?;
+                parsed.events.extend(events);
             } else if meta.path.is_ident("collection") {
                 return Err(meta.error(
                     "a `#[link]` has no collection of its own: it reaches the topics of its `#[endpoint]` fields",

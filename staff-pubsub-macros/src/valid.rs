@@ -282,7 +282,7 @@ fn check_routes(cx: &mut Ctxt, spec: &Spec) {
             } else if std::ptr::eq(target_entity, entity) && route.kind == RouteKind::Route {
                 cx.error_spanned_by(
                     &route.target,
-                    format!("a `{target}` event already reaches its own topic"),
+                    format!("events of `{target}` already reach its own topic"),
                 );
             }
             check_route_field_type(cx, field);
@@ -326,6 +326,11 @@ fn check_generated_names_are_free(cx: &mut Ctxt, spec: &Spec) {
         let Some(ident) = item_ident(item) else {
             continue;
         };
+        // A payload that clashes with an inherited one is reported by
+        // `check_unique_entities`.
+        if matches!(item, Item::Struct(_)) && local_entities(spec).any(|e| e.ident == *ident) {
+            continue;
+        }
         if generated.iter().any(|name| ident == name) {
             cx.error_spanned_by(
                 ident,

@@ -1,0 +1,29 @@
+// A routed field holds the target's id: `Uuid` or `Option<Uuid>`. (A route
+// cannot name a missing field: it is written on the field itself.)
+use staff_pubsub::staff_events;
+
+#[staff_events(scope = "shop")]
+pub mod shop {
+    use staff_pubsub::Uuid;
+
+    #[entity(collection = "customers", events(customer_created))]
+    pub struct Customer {
+        pub uuid: Uuid,
+    }
+
+    #[entity(collection = "orders", events(order_placed))]
+    pub struct Order {
+        pub uuid: Uuid,
+        #[route(customer)]
+        pub customer_uuid: String,
+        #[endpoint(customer)]
+        pub payer_uuid: Vec<Uuid>,
+    }
+
+    pub struct NotAPayload {
+        #[route(customer)]
+        pub customer_uuid: Uuid,
+    }
+}
+
+fn main() {}
