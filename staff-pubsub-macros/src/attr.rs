@@ -60,7 +60,7 @@ impl Options {
             self.scope = Some(Name::from_lit(&meta.value()?.parse()?));
         } else if meta.path.is_ident("crate") {
             let lit: LitStr = meta.value()?.parse()?;
-            self.krate = lit.parse().map_err(|_| {
+            self.krate = lit.parse().map(absolute_crate_path).map_err(|_| {
                 syn::Error::new(lit.span(), "`crate` takes the path of the runtime crate, e.g. `crate = \"my_staff_pubsub\"`")
             })?;
         } else if meta.path.is_ident("extends") {
@@ -214,4 +214,18 @@ fn unknown_key(meta: &ParseNestedMeta<'_>, what: &str, keys: &[&str]) -> syn::Er
     meta.error(format!(
         "unknown key `{key}` in `{what}`: expected one of {expected}{hint}"
     ))
+}
+
+/// `my_runtime` -> `::my_runtime`: a bare crate name resolves through the
+/// extern prelude, which `#![no_implicit_prelude]` turns off; a leading `::`
+/// always reaches the crate. `crate`, `self` and `super` paths stay as written.
+fn absolute_crate_path(mut path: syn::Path) -> syn::Path {
+    let relative_keyword = path
+        .segments
+        .first()
+        .is_some_and(|s| s.ident == "crate" || s.ident == "self" || s.ident == "super");
+    if path.leading_colon.is_none() && !relative_keyword {
+        path.leading_colon = Some(Default::default());
+    }
+    path
 }
