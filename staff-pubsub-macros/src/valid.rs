@@ -279,7 +279,7 @@ fn check_routes(cx: &mut Ctxt, spec: &Spec) {
                     &route.target,
                     format!("`{target}` is a link: it has no topics to route to"),
                 );
-            } else if std::ptr::eq(target_entity, entity) && route.kind == RouteKind::Route {
+            } else if std::ptr::eq(target_entity, entity) && field.ident == "uuid" {
                 cx.error_spanned_by(
                     &route.target,
                     format!("events of `{target}` already reach its own topic"),

@@ -1,4 +1,5 @@
-// A route names an entity of the spec that has topics, other than itself;
+// A route names an entity of the spec that has topics (its own kind only
+// through another field, such as a parent);
 // a link joins entities through `#[endpoint]` fields.
 use staff_pubsub::staff_events;
 
@@ -13,6 +14,7 @@ pub mod shop {
 
     #[entity(collection = "orders", events(order_placed))]
     pub struct Order {
+        #[route(order)]
         pub uuid: Uuid,
         #[route(custmer)]
         pub customer_uuid: Uuid,
