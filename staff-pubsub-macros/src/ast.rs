@@ -133,35 +133,9 @@ fn read_item(cx: &mut Ctxt, item: &mut Item, item_index: usize) -> Option<Entity
 
 /// Removes and parses the `#[entity]` or `#[link]` attribute of a struct.
 fn take_entity_attr(cx: &mut Ctxt, attrs: &mut Vec<Attribute>) -> Option<syn::Result<EntityAttr>> {
-    let mut found: Option<syn::Result<EntityAttr>> = None;
-    let mut kept = Vec::with_capacity(attrs.len());
-    for attr in attrs.drain(..) {
-        let kind = if attr.path().is_ident("entity") {
-            EntityKind::Entity
-        } else if attr.path().is_ident("link") {
-            EntityKind::Link
-        } else {
-            if let Some(helper) = misspelled_helper(&attr, STRUCT_HELPERS) {
-                cx.error_spanned_by(
-                    attr.path(),
-                    format!("unknown attribute; did you mean `#[{helper}(...)]`?"),
-                );
-                continue;
-            }
-            kept.push(attr);
-            continue;
-        };
-        if found.is_some() {
-            cx.error_spanned_by(
-                &attr,
-                "a payload struct takes one `#[entity]` or `#[link]` attribute",
-            );
-            continue;
-        }
-        found = Some(EntityAttr::parse(&attr, kind));
-    }
-    *attrs = kept;
-    found
+    let kinds = [("entity", EntityKind::Entity), ("link", EntityKind::Link)];
+    let once = "a payload struct takes one `#[entity]` or `#[link]` attribute";
+    take_helper(cx, attrs, &kinds, STRUCT_HELPERS, once, EntityAttr::parse)
 }
 
 /// Removes and parses the `#[route]`/`#[endpoint]` attributes of a struct's
@@ -201,32 +175,43 @@ fn take_fields(cx: &mut Ctxt, item: &mut ItemStruct, is_payload: bool) -> Vec<Fi
 }
 
 fn take_route_attr(cx: &mut Ctxt, attrs: &mut Vec<Attribute>) -> Option<syn::Result<RouteAttr>> {
+    let kinds = [
+        ("route", RouteKind::Route),
+        ("endpoint", RouteKind::Endpoint),
+    ];
+    let once = "a field takes one `#[route]` or `#[endpoint]` attribute";
+    take_helper(cx, attrs, &kinds, FIELD_HELPERS, once, RouteAttr::parse)
+}
+
+/// Removes the helper attributes named in `kinds` from `attrs` and parses the
+/// one allowed; reports a second one, and near misses of the helper names
+/// (which are removed too, so rustc adds no error of its own).
+fn take_helper<K: Copy, T>(
+    cx: &mut Ctxt,
+    attrs: &mut Vec<Attribute>,
+    kinds: &[(&str, K)],
+    helpers: &[&'static str],
+    once: &str,
+    parse: fn(&Attribute, K) -> syn::Result<T>,
+) -> Option<syn::Result<T>> {
     let mut found = None;
     let mut kept = Vec::with_capacity(attrs.len());
     for attr in attrs.drain(..) {
-        let kind = if attr.path().is_ident("route") {
-            RouteKind::Route
-        } else if attr.path().is_ident("endpoint") {
-            RouteKind::Endpoint
-        } else {
-            if let Some(helper) = misspelled_helper(&attr, FIELD_HELPERS) {
-                cx.error_spanned_by(
+        let Some((_, kind)) = kinds.iter().find(|(name, _)| attr.path().is_ident(name)) else {
+            match misspelled_helper(&attr, helpers) {
+                Some(helper) => cx.error_spanned_by(
                     attr.path(),
                     format!("unknown attribute; did you mean `#[{helper}(...)]`?"),
-                );
-                continue;
+                ),
+                None => kept.push(attr),
             }
-            kept.push(attr);
             continue;
         };
         if found.is_some() {
-            cx.error_spanned_by(
-                &attr,
-                "a field takes one `#[route]` or `#[endpoint]` attribute",
-            );
+            cx.error_spanned_by(&attr, once);
             continue;
         }
-        found = Some(RouteAttr::parse(&attr, kind));
+        found = Some(parse(&attr, *kind));
     }
     *attrs = kept;
     found
