@@ -6,7 +6,8 @@
 //! count, then the subscriber continues with the newest messages.
 //!
 //! Invariant: for every inbox, messages popped + misses reported + misses
-//! still pending + messages still queued == messages pushed.
+//! still pending + messages still queued == messages pushed (while fewer
+//! than 2^62 misses are pending, where their count saturates).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,23 +17,31 @@ use parking_lot::Mutex;
 
 use crate::RecvError;
 
+/// 64 bytes: the queue's capacity is the server's, passed to each push, and
+/// the two flags share a word with the count of misses.
 pub(crate) struct Inbox<M> {
-    capacity: usize,
     state: Mutex<State<M>>,
 }
 
 struct State<M> {
-    /// Grows on demand up to `capacity`: an idle subscription allocates no
-    /// queue at all.
+    /// Grows on demand up to the capacity: an idle subscription allocates
+    /// no queue at all.
     queue: VecDeque<Arc<M>>,
-    /// Messages dropped for lack of room and not yet reported.
-    missed: u64,
-    /// The transport lost messages (a reconnect); not yet reported.
-    gap: bool,
-    /// The server is gone: nothing more will arrive once the queue is empty.
-    closed: bool,
+    /// Messages dropped for lack of room and not yet reported (the low bits,
+    /// [`MISSED`]), and the flags [`GAP`] and [`CLOSED`].
+    word: u64,
     waker: Option<Waker>,
 }
+
+/// In [`State::word`]: the transport lost messages (a reconnect); not yet
+/// reported.
+const GAP: u64 = 1 << 63;
+/// In [`State::word`]: the server is gone: nothing more will arrive once
+/// the queue is empty.
+const CLOSED: u64 = 1 << 62;
+/// In [`State::word`]: the misses not yet reported. The count saturates at
+/// 2^62 - 1, a century of drops at a billion a second without one receive.
+const MISSED: u64 = CLOSED - 1;
 
 /// What a push did, for the server's counters.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -45,27 +54,28 @@ pub(crate) enum Pushed {
 }
 
 impl<M> Inbox<M> {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            capacity: capacity.max(1),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
-                missed: 0,
-                gap: false,
-                closed: false,
+                word: 0,
                 waker: None,
             }),
         }
     }
 
-    pub(crate) fn push(&self, message: Arc<M>) -> Pushed {
+    /// Queues `message`, first dropping the oldest message if `capacity`
+    /// (at least 1) are queued already, and wakes a waiting subscriber.
+    pub(crate) fn push(&self, message: Arc<M>, capacity: usize) -> Pushed {
         let (waker, evicted, pushed) = {
             let mut state = self.state.lock();
-            if state.closed {
+            if state.word & CLOSED != 0 {
                 return Pushed::Refused;
             }
-            let evicted = if state.queue.len() >= self.capacity {
-                state.missed += 1;
+            let evicted = if state.queue.len() >= capacity.max(1) {
+                if state.word & MISSED != MISSED {
+                    state.word += 1;
+                }
                 state.queue.pop_front()
             } else {
                 None
@@ -91,7 +101,7 @@ impl<M> Inbox<M> {
     pub(crate) fn signal_gap(&self) {
         let waker = {
             let mut state = self.state.lock();
-            state.gap = true;
+            state.word |= GAP;
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -104,7 +114,7 @@ impl<M> Inbox<M> {
     pub(crate) fn close(&self) {
         let waker = {
             let mut state = self.state.lock();
-            state.closed = true;
+            state.word |= CLOSED;
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -138,18 +148,19 @@ impl<M> Inbox<M> {
 
 impl<M> State<M> {
     fn take(&mut self) -> Option<Result<Arc<M>, RecvError>> {
-        if self.gap {
-            self.gap = false;
+        if self.word & GAP != 0 {
+            self.word &= !GAP;
             return Some(Err(RecvError::Gap));
         }
-        if self.missed > 0 {
-            let missed = std::mem::take(&mut self.missed);
+        let missed = self.word & MISSED;
+        if missed > 0 {
+            self.word &= !MISSED;
             return Some(Err(RecvError::Lagged(missed)));
         }
         if let Some(message) = self.queue.pop_front() {
             return Some(Ok(message));
         }
-        self.closed.then_some(Err(RecvError::Closed))
+        (self.word & CLOSED != 0).then_some(Err(RecvError::Closed))
     }
 }
 
@@ -159,8 +170,8 @@ mod tests {
 
     #[test]
     fn full_queue_drops_oldest_and_reports_the_count_first() {
-        let inbox = Inbox::new(2);
-        let pushed: Vec<_> = (0..5).map(|n| inbox.push(Arc::new(n))).collect();
+        let inbox = Inbox::new();
+        let pushed: Vec<_> = (0..5).map(|n| inbox.push(Arc::new(n), 2)).collect();
         assert_eq!(pushed[..2], [Pushed::Queued, Pushed::Queued]);
         assert!(pushed[2..]
             .iter()
@@ -172,13 +183,18 @@ mod tests {
     }
 
     #[test]
+    fn an_inbox_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Inbox<u32>>(), 64);
+    }
+
+    #[test]
     fn gap_comes_before_lag_and_closed_comes_last() {
-        let inbox = Inbox::new(1);
-        inbox.push(Arc::new(1));
-        inbox.push(Arc::new(2));
+        let inbox = Inbox::new();
+        inbox.push(Arc::new(1), 1);
+        inbox.push(Arc::new(2), 1);
         inbox.signal_gap();
         inbox.close();
-        assert_eq!(inbox.push(Arc::new(3)), Pushed::Refused);
+        assert_eq!(inbox.push(Arc::new(3), 1), Pushed::Refused);
         assert_eq!(inbox.try_take(), Some(Err(RecvError::Gap)));
         assert_eq!(inbox.try_take(), Some(Err(RecvError::Lagged(1))));
         assert_eq!(inbox.try_take(), Some(Ok(Arc::new(2))));

@@ -15,14 +15,18 @@
 mod error;
 mod inbox;
 mod pubsub;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod registry;
 pub mod spec;
 mod stock;
 mod topic;
 mod transport;
+pub mod wire;
 
 pub use error::{Error, RecvError, TransportError, TryRecvError};
 pub use pubsub::{Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME};
+#[doc = include_str!("staff_events.md")]
 pub use staff_pubsub_macros::staff_events;
 
 /// The README's examples, compiled and run as doctests.

@@ -1,5 +1,6 @@
 //! The server handle, its builder, and subscriptions.
 
+use std::cell::{Cell, LazyCell};
 use std::future::{poll_fn, Future};
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -180,7 +181,7 @@ impl<M: Send + Sync + 'static> Builder<M> {
 
     fn core(self) -> Core<M> {
         Core {
-            registry: Registry::new(self.shards),
+            registry: Registry::new(self.shards, self.capacity),
             counters: Counters::default(),
             node: Arc::from(self.node_name),
             capacity: self.capacity,
@@ -246,14 +247,14 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 limit: core.max_subscriptions,
             });
         }
-        let inbox = Arc::new(Inbox::new(core.capacity));
-        let topics: Box<[Topic]> = topics.into_iter().collect();
-        for topic in topics.iter() {
+        let inbox = Arc::new(Inbox::new());
+        let topics = Topics::new(topics);
+        for topic in topics.as_slice() {
             if core.registry.insert(*topic, Arc::clone(&inbox)) {
                 tracing::debug!(%topic, node = %core.node, "topic created");
             }
         }
-        tracing::debug!(topics = topics.len(), node = %core.node, "subscribed");
+        tracing::debug!(topics = topics.as_slice().len(), node = %core.node, "subscribed");
         Ok(Subscription {
             inbox,
             core: Arc::downgrade(core),
@@ -271,7 +272,12 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// [`Error::Transport`] if the message could not be sent to other nodes
     /// (this node's subscribers did receive it).
     pub async fn broadcast(&self, topics: &[Topic], message: M) -> Result<(), Error> {
-        let (message, _) = self.dispatch(topics, message, None);
+        if self.core.transport.get().is_none() {
+            self.dispatch(topics, message, None);
+            return Ok(());
+        }
+        let message = Arc::new(message);
+        self.dispatch_shared(topics, &message, None);
         self.publish(Mode::ExceptOrigin, topics, &message).await
     }
 
@@ -287,14 +293,19 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         topics: &[Topic],
         message: M,
     ) -> Result<(), Error> {
-        let (message, _) = self.dispatch(topics, message, Some(&from.inbox));
+        if self.core.transport.get().is_none() {
+            self.dispatch(topics, message, Some(&from.inbox));
+            return Ok(());
+        }
+        let message = Arc::new(message);
+        self.dispatch_shared(topics, &message, Some(&from.inbox));
         self.publish(Mode::ExceptOrigin, topics, &message).await
     }
 
     /// Sends `message` to this node's subscribers only. Returns the number of
     /// copies queued.
     pub fn local_broadcast(&self, topics: &[Topic], message: M) -> u64 {
-        self.dispatch(topics, message, None).1.delivered
+        self.dispatch(topics, message, None).delivered
     }
 
     /// As [`local_broadcast`](Self::local_broadcast), but not to `from`.
@@ -304,9 +315,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         topics: &[Topic],
         message: M,
     ) -> u64 {
-        self.dispatch(topics, message, Some(&from.inbox))
-            .1
-            .delivered
+        self.dispatch(topics, message, Some(&from.inbox)).delivered
     }
 
     /// Sends `message` to the subscribers of `topics` on one node only.
@@ -330,7 +339,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 node: node.to_owned(),
             });
         };
-        self.core.counters.published.fetch_add(1, Ordering::Relaxed);
+        self.core.counters.record_broadcast(Tally::default());
         let envelope = Envelope {
             origin: &self.core.node,
             mode: Mode::Only(node),
@@ -350,10 +359,17 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     #[must_use]
     pub fn stats(&self) -> Stats {
         let counters = &self.core.counters;
+        let sum = |counter: fn(&Stripe) -> &AtomicU64| {
+            counters
+                .stripes
+                .iter()
+                .map(|stripe| counter(stripe).load(Ordering::Relaxed))
+                .sum()
+        };
         Stats {
-            published: counters.published.load(Ordering::Relaxed),
-            delivered: counters.delivered.load(Ordering::Relaxed),
-            lagged: counters.lagged.load(Ordering::Relaxed),
+            published: sum(|stripe| &stripe.published),
+            delivered: sum(|stripe| &stripe.delivered),
+            lagged: sum(|stripe| &stripe.lagged),
             subscriptions: counters.subscriptions.load(Ordering::Relaxed),
             topics: self.core.registry.topic_count(),
             received: counters.received.load(Ordering::Relaxed),
@@ -371,29 +387,40 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         }
     }
 
-    /// Queues `message` for this node's subscribers of `topics`: the one
-    /// allocation of a broadcast, shared by every copy.
-    fn dispatch(
-        &self,
-        topics: &[Topic],
-        message: M,
-        except: Option<&Arc<Inbox<M>>>,
-    ) -> (Arc<M>, Tally) {
-        let message = Arc::new(message);
+    /// Queues `message` for this node's subscribers of `topics`. The
+    /// message is moved into its one `Arc` when the first subscriber is
+    /// found: a broadcast that reaches nobody allocates nothing.
+    fn dispatch(&self, topics: &[Topic], message: M, except: Option<&Arc<Inbox<M>>>) -> Tally {
+        let shared = LazyCell::new(move || Arc::new(message));
         let mut tally = Tally::default();
         for topic in topics {
             self.core
                 .registry
-                .dispatch(topic.as_key(), &message, except, &mut tally);
+                .deliver(topic.as_key(), || Arc::clone(&shared), except, &mut tally);
         }
-        self.core.counters.published.fetch_add(1, Ordering::Relaxed);
-        self.core.counters.record_dispatch(tally);
+        self.record(topics, tally);
+        tally
+    }
+
+    /// As [`dispatch`](Self::dispatch), for a message already shared (it
+    /// goes to other nodes too).
+    fn dispatch_shared(&self, topics: &[Topic], message: &Arc<M>, except: Option<&Arc<Inbox<M>>>) {
+        let mut tally = Tally::default();
+        for topic in topics {
+            self.core
+                .registry
+                .dispatch(topic.as_key(), message, except, &mut tally);
+        }
+        self.record(topics, tally);
+    }
+
+    fn record(&self, topics: &[Topic], tally: Tally) {
+        self.core.counters.record_broadcast(tally);
         tracing::trace!(
             topics = topics.len(),
             delivered = tally.delivered,
             "broadcast"
         );
-        (message, tally)
     }
 
     async fn publish(&self, mode: Mode<'_>, topics: &[Topic], message: &M) -> Result<(), Error> {
@@ -435,24 +462,65 @@ pub struct Stats {
     pub gaps: u64,
 }
 
+/// The server's counters. Those that every broadcast moves are striped:
+/// each thread adds to its own stripe (on its own cache line) and
+/// [`PubSub::stats`] sums the stripes, so that publishers on several cores do
+/// not contend for one counter.
 #[derive(Default)]
 pub(crate) struct Counters {
-    published: AtomicU64,
-    delivered: AtomicU64,
-    lagged: AtomicU64,
+    stripes: [Stripe; STRIPES],
     subscriptions: AtomicUsize,
     received: AtomicU64,
     rejected: AtomicU64,
     gaps: AtomicU64,
 }
 
-impl Counters {
-    pub(crate) fn record_dispatch(&self, tally: Tally) {
-        if tally.delivered > 0 {
-            self.delivered.fetch_add(tally.delivered, Ordering::Relaxed);
+/// Stripes of the per-broadcast counters: a power of two.
+const STRIPES: usize = 8;
+
+/// Aligned to two cache lines, as the registry's shards.
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    lagged: AtomicU64,
+}
+
+thread_local! {
+    /// This thread's stripe, given out round-robin on first use.
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The next stripe to give out.
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+fn stripe_index() -> usize {
+    STRIPE.with(|stripe| {
+        let mut index = stripe.get();
+        if index == usize::MAX {
+            index = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            stripe.set(index);
         }
-        if tally.lagged > 0 {
-            self.lagged.fetch_add(tally.lagged, Ordering::Relaxed);
+        index
+    })
+}
+
+impl Counters {
+    fn stripe(&self) -> &Stripe {
+        &self.stripes[stripe_index()]
+    }
+
+    /// One broadcast made on this node, and what its local dispatch did.
+    fn record_broadcast(&self, tally: Tally) {
+        let stripe = self.stripe();
+        stripe.published.fetch_add(1, Ordering::Relaxed);
+        stripe.record(tally);
+    }
+
+    pub(crate) fn record_dispatch(&self, tally: Tally) {
+        if tally != Tally::default() {
+            self.stripe().record(tally);
         }
     }
 
@@ -469,6 +537,17 @@ impl Counters {
     }
 }
 
+impl Stripe {
+    fn record(&self, tally: Tally) {
+        if tally.delivered > 0 {
+            self.delivered.fetch_add(tally.delivered, Ordering::Relaxed);
+        }
+        if tally.lagged > 0 {
+            self.lagged.fetch_add(tally.lagged, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A subscription to one or more topics: a queue of the messages broadcast
 /// to them. Dropping it unsubscribes.
 ///
@@ -478,13 +557,41 @@ impl Counters {
 pub struct Subscription<M> {
     inbox: Arc<Inbox<M>>,
     core: Weak<Core<M>>,
-    topics: Box<[Topic]>,
+    topics: Topics,
+}
+
+/// The topics of a subscription: one (the common case) inline, without an
+/// allocation.
+#[derive(Debug)]
+enum Topics {
+    One(Topic),
+    Many(Box<[Topic]>),
+}
+
+impl Topics {
+    fn new(topics: impl IntoIterator<Item = Topic>) -> Self {
+        let mut topics = topics.into_iter();
+        match (topics.next(), topics.next()) {
+            (Some(only), None) => Self::One(only),
+            (None, _) => Self::Many(Box::default()),
+            (Some(first), Some(second)) => {
+                Self::Many([first, second].into_iter().chain(topics).collect())
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[Topic] {
+        match self {
+            Self::One(topic) => std::slice::from_ref(topic),
+            Self::Many(topics) => topics,
+        }
+    }
 }
 
 impl<M> std::fmt::Debug for Subscription<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("topics", &self.topics)
+            .field("topics", &self.topics.as_slice())
             .field("queued", &self.inbox.len())
             .finish()
     }
@@ -494,7 +601,7 @@ impl<M> Subscription<M> {
     /// The topics this subscription receives.
     #[must_use]
     pub fn topics(&self) -> &[Topic] {
-        &self.topics
+        self.topics.as_slice()
     }
 
     /// Waits for the next message.
@@ -538,14 +645,14 @@ impl<M> Subscription<M> {
     /// still be received; after them, [`RecvError::Closed`]. Dropping the
     /// subscription leaves too.
     pub fn unsubscribe(&mut self) {
-        let topics = std::mem::take(&mut self.topics);
+        let topics = std::mem::replace(&mut self.topics, Topics::Many(Box::default()));
         // The weak handle is emptied too, so that this runs once.
         let core = std::mem::take(&mut self.core);
         self.inbox.close();
         let Some(core) = core.upgrade() else {
             return;
         };
-        for topic in topics.iter() {
+        for topic in topics.as_slice() {
             if core.registry.remove(topic, &self.inbox) {
                 tracing::debug!(%topic, node = %core.node, "topic removed");
             }

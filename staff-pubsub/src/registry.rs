@@ -19,6 +19,8 @@ use crate::topic::{Topic, TopicKey};
 pub(crate) struct Registry<M> {
     hasher: foldhash::fast::RandomState,
     shards: Box<[Shard<M>]>,
+    /// The queue capacity of every inbox (kept here, not in each inbox).
+    capacity: usize,
 }
 
 /// Aligned to two cache lines so that two shards' locks never share one
@@ -28,11 +30,65 @@ struct Shard<M> {
     table: RwLock<HashTable<Entry<M>>>,
 }
 
+/// One topic and its subscribers: 56 bytes. The hash is not kept: hashing a
+/// topic formats nothing and costs less than the memory would, at a million
+/// topics.
 struct Entry<M> {
     topic: Topic,
-    /// Kept so that growing the table needs no rehash of the topic.
-    hash: u64,
-    subscribers: Vec<Arc<Inbox<M>>>,
+    subscribers: Subscribers<M>,
+}
+
+/// The subscribers of one topic. Most topics (the per-entity ones) have
+/// exactly one, kept inline: no allocation, and one pointer less to follow
+/// per delivery.
+enum Subscribers<M> {
+    One(Arc<Inbox<M>>),
+    /// Two or more, behind one pointer so that the entry stays small.
+    Many(Box<Crowd<M>>),
+}
+
+struct Crowd<M> {
+    inboxes: Vec<Arc<Inbox<M>>>,
+}
+
+impl<M> Subscribers<M> {
+    fn as_slice(&self) -> &[Arc<Inbox<M>>] {
+        match self {
+            Self::One(inbox) => std::slice::from_ref(inbox),
+            Self::Many(crowd) => &crowd.inboxes,
+        }
+    }
+
+    fn push(&mut self, inbox: Arc<Inbox<M>>) {
+        match self {
+            Self::One(first) => {
+                let inboxes = vec![Arc::clone(first), inbox];
+                *self = Self::Many(Box::new(Crowd { inboxes }));
+            }
+            Self::Many(crowd) => crowd.inboxes.push(inbox),
+        }
+    }
+
+    /// Removes `inbox`; returns whether none is left.
+    fn remove(&mut self, inbox: &Arc<Inbox<M>>) -> bool {
+        match self {
+            Self::One(only) => Arc::ptr_eq(only, inbox),
+            Self::Many(crowd) => {
+                let inboxes = &mut crowd.inboxes;
+                if let Some(at) = inboxes.iter().position(|s| Arc::ptr_eq(s, inbox)) {
+                    inboxes.swap_remove(at);
+                }
+                match inboxes.as_slice() {
+                    [] => true,
+                    [last] => {
+                        *self = Self::One(Arc::clone(last));
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
 }
 
 /// What one dispatch did.
@@ -45,9 +101,10 @@ pub(crate) struct Tally {
 }
 
 impl<M> Registry<M> {
-    pub(crate) fn new(shards: usize) -> Self {
+    pub(crate) fn new(shards: usize, capacity: usize) -> Self {
         let shards = shards.max(1).next_power_of_two();
         Self {
+            capacity: capacity.max(1),
             hasher: foldhash::fast::RandomState::default(),
             shards: (0..shards)
                 .map(|_| Shard {
@@ -81,10 +138,9 @@ impl<M> Registry<M> {
             None => {
                 let entry = Entry {
                     topic,
-                    hash,
-                    subscribers: vec![inbox],
+                    subscribers: Subscribers::One(inbox),
                 };
-                table.insert_unique(hash, entry, |entry| entry.hash);
+                table.insert_unique(hash, entry, |entry| self.hash(entry.topic.as_key()));
                 true
             }
         }
@@ -97,18 +153,14 @@ impl<M> Registry<M> {
         let Ok(mut occupied) = table.find_entry(hash, |entry| entry.topic == *topic) else {
             return false;
         };
-        let subscribers = &mut occupied.get_mut().subscribers;
-        if let Some(at) = subscribers.iter().position(|s| Arc::ptr_eq(s, inbox)) {
-            subscribers.swap_remove(at);
-        }
-        if !subscribers.is_empty() {
+        if !occupied.get_mut().subscribers.remove(inbox) {
             return false;
         }
         occupied.remove();
         // Give memory back after a wave of short-lived per-entity topics.
         if table.capacity() > 64 && table.len() * 4 < table.capacity() {
             let wanted = table.len() * 2;
-            table.shrink_to(wanted, |entry| entry.hash);
+            table.shrink_to(wanted, |entry| self.hash(entry.topic.as_key()));
         }
         true
     }
@@ -121,16 +173,29 @@ impl<M> Registry<M> {
         except: Option<&Arc<Inbox<M>>>,
         tally: &mut Tally,
     ) {
+        self.deliver(key, || Arc::clone(message), except, tally);
+    }
+
+    /// As [`dispatch`](Self::dispatch), with the message made by `share`
+    /// once per copy queued: a topic nobody has costs the lookup and
+    /// nothing else, not even the message's allocation.
+    pub(crate) fn deliver(
+        &self,
+        key: TopicKey<'_>,
+        mut share: impl FnMut() -> Arc<M>,
+        except: Option<&Arc<Inbox<M>>>,
+        tally: &mut Tally,
+    ) {
         let hash = self.hash(key);
         let table = self.shard(hash).table.read();
         let Some(entry) = table.find(hash, |entry| key.matches(&entry.topic)) else {
             return;
         };
-        for inbox in &entry.subscribers {
+        for inbox in entry.subscribers.as_slice() {
             if except.is_some_and(|except| Arc::ptr_eq(except, inbox)) {
                 continue;
             }
-            match inbox.push(Arc::clone(message)) {
+            match inbox.push(share(), self.capacity) {
                 Pushed::Queued => tally.delivered += 1,
                 Pushed::QueuedDroppingOldest => {
                     tally.delivered += 1;
@@ -146,7 +211,7 @@ impl<M> Registry<M> {
         let table = self.shard(hash).table.read();
         table
             .find(hash, |entry| entry.topic == *topic)
-            .map_or(0, |entry| entry.subscribers.len())
+            .map_or(0, |entry| entry.subscribers.as_slice().len())
     }
 
     pub(crate) fn topic_count(&self) -> usize {
@@ -162,8 +227,38 @@ impl<M> Registry<M> {
         // (close, gap) are idempotent, so that is harmless.
         for shard in self.shards.iter() {
             for entry in shard.table.read().iter() {
-                entry.subscribers.iter().for_each(&mut f);
+                entry.subscribers.as_slice().iter().for_each(&mut f);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_56_bytes() {
+        assert_eq!(std::mem::size_of::<Entry<()>>(), 56);
+    }
+
+    #[test]
+    fn subscribers_go_from_one_to_many_and_back() {
+        let registry = Registry::<u32>::new(1, 8);
+        let topic = Topic::new("chat:rooms");
+        let inboxes: Vec<_> = (0..3).map(|_| Arc::new(Inbox::new())).collect();
+        assert!(registry.insert(topic, Arc::clone(&inboxes[0])));
+        assert!(!registry.insert(topic, Arc::clone(&inboxes[1])));
+        assert!(!registry.insert(topic, Arc::clone(&inboxes[2])));
+        assert_eq!(registry.subscriber_count(&topic), 3);
+        assert!(!registry.remove(&topic, &inboxes[1]));
+        assert!(!registry.remove(&topic, &inboxes[0]));
+        assert_eq!(registry.subscriber_count(&topic), 1);
+        let mut tally = Tally::default();
+        registry.dispatch(topic.as_key(), &Arc::new(7), None, &mut tally);
+        assert_eq!(tally.delivered, 1);
+        assert_eq!(inboxes[2].try_take(), Some(Ok(Arc::new(7))));
+        assert!(registry.remove(&topic, &inboxes[2]));
+        assert_eq!(registry.topic_count(), 0);
     }
 }

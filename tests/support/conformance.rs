@@ -423,3 +423,91 @@ pub fn check_json<C: Contract>() {
         json!({ "scope": "staff", "event": "team_exploded", "payload": example["payload"] });
     assert!(serde_json::from_value::<C::Message>(unknown_event).is_err());
 }
+
+/// The topic of the fences that [`check_broadcasts_across`] sends; no
+/// contract broadcast reaches it.
+const FENCE: Topic = Topic::new("conformance:fence");
+
+/// Every `broadcasts` entry across nodes that share a transport: each node
+/// is subscribed to every topic of the universe, the entries are sent from
+/// each node in turn, and on *every* node (the sender included, which must
+/// not get its own broadcast back from the wire) the broadcast reaches
+/// exactly the listed topics, once each — as [`check_broadcasts`] does in
+/// process.
+///
+/// Delivery over a transport is asynchronous, so after each broadcast every
+/// node is sent a fence (a `direct_broadcast` to it on a topic of its own,
+/// from a node other than itself) and its copies are counted once the fence
+/// arrived. This relies on the engine delivering messages in the order it
+/// accepted them, as Redis pub/sub does.
+///
+/// # Panics
+///
+/// With fewer than two nodes, on a broadcast error, a missing fence, or a
+/// node whose copies differ from the contract.
+pub async fn check_broadcasts_across<C: Contract>(nodes: &[PubSub<C::Message>]) {
+    assert!(nodes.len() >= 2, "fences need a second node");
+    let contract = contract();
+    let universe = universe::<C>(&contract);
+    let mut subscriptions: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let topics: Vec<_> = universe
+                .iter()
+                .map(|t| (t.to_string(), node.subscribe(*t).expect("subscribe")))
+                .collect();
+            (topics, node.subscribe(FENCE).expect("subscribe the fence"))
+        })
+        .collect();
+    let message_of = |entry: &Value| -> C::Message {
+        serde_json::from_value(json!({ "scope": contract["scope"], "event": entry["event"], "payload": entry["payload"] }))
+            .expect("the contract's payload deserializes")
+    };
+    for (index, entry) in contract["broadcasts"]
+        .as_array()
+        .expect("broadcasts")
+        .iter()
+        .enumerate()
+    {
+        let function = entry["fn"].as_str().expect("fn");
+        let sender = index % nodes.len();
+        C::broadcast(&nodes[sender], function, message_of(entry))
+            .await
+            .expect("broadcast");
+        for (receiver, node) in nodes.iter().enumerate() {
+            let fencer = if receiver == sender {
+                (receiver + 1) % nodes.len()
+            } else {
+                sender
+            };
+            nodes[fencer]
+                .direct_broadcast(node.node_name(), &[FENCE], message_of(entry))
+                .await
+                .expect("fence");
+        }
+        let expected: BTreeMap<String, usize> = strings(&entry["topics"])
+            .into_iter()
+            .map(|t| (t.to_owned(), 1))
+            .collect();
+        for (node, (topics, fence)) in nodes.iter().zip(&mut subscriptions) {
+            crate::within("the fence", fence.recv())
+                .await
+                .expect("the fence arrives");
+            let mut reached = BTreeMap::new();
+            for (topic, subscription) in topics.iter_mut() {
+                let copies = drain_count(subscription);
+                if copies > 0 {
+                    reached.insert(topic.clone(), copies);
+                }
+            }
+            assert_eq!(
+                reached,
+                expected,
+                "{function} {} sent by node {}, received on node {}",
+                entry["event"],
+                nodes[sender].node_name(),
+                node.node_name()
+            );
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Staff events crossing nodes over Redis.
+//!
+//! Start a Redis (`redis-server`), then run this in two terminals:
+//!
+//! ```text
+//! cargo run -p staff-pubsub --features redis --example cluster -- --node a --redis redis://127.0.0.1:6379
+//! cargo run -p staff-pubsub --features redis --example cluster -- --node b --redis redis://127.0.0.1:6379
+//! ```
+//!
+//! Type a team name and press Enter in one terminal: that node broadcasts
+//! `team_created` with the stock `staff` spec, and both terminals print the
+//! event (the sender's own subscribers get it locally, every other node over
+//! Redis). Stop Redis for a moment to see broadcasts fail and, when it is
+//! back, the subscribers told of the gap. Ctrl-C quits.
+//!
+//! Options: `--node NAME` (required, unique per node), `--redis URL`
+//! (default `redis://127.0.0.1:6379`), `--namespace NAME` (default
+//! `staff-pubsub`: nodes of other namespaces are not reached).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use staff_pubsub::redis::{RedisConfig, DEFAULT_NAMESPACE};
+use staff_pubsub::staff::{self, Team, TeamEvent};
+use staff_pubsub::{PubSub, RecvError, Uuid};
+
+const USAGE: &str = "usage: cluster --node NAME [--redis URL] [--namespace NAME]";
+
+struct Args {
+    node: String,
+    redis: String,
+    namespace: String,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut node = None;
+    let mut redis = "redis://127.0.0.1:6379".to_owned();
+    let mut namespace = DEFAULT_NAMESPACE.to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--node" => node = Some(value()?),
+            "--redis" => redis = value()?,
+            "--namespace" => namespace = value()?,
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+        }
+    }
+    let node = node.ok_or_else(|| format!("--node is required\n{USAGE}"))?;
+    Ok(Args {
+        node,
+        redis,
+        namespace,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", chain(&*error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes: `error: cause: cause`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let config = RedisConfig::new(&args.redis)
+        .namespace(&args.namespace)
+        .connect_timeout(Duration::from_secs(3));
+    let pubsub: PubSub<staff::Message> = PubSub::builder()
+        .node_name(&args.node)
+        .redis(config)
+        .await?;
+    // From here on, the generated functions use the Redis-backed server.
+    staff::install(pubsub).map_err(|_| "the default staff server was already in use")?;
+    let node = &args.node;
+
+    let mut events = staff::server().subscribe_many([
+        staff::topic_departments(),
+        staff::topic_teams(),
+        staff::topic_people(),
+    ])?;
+
+    // Lines typed on stdin, read on a thread of their own.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin_open = true;
+
+    println!(
+        "ready: node {node} on channel `{}` of {}",
+        args.namespace, args.redis
+    );
+    println!("[{node}] type a team name and press Enter to broadcast team_created; Ctrl-C quits");
+
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(message) => println!("[{node}] received {}", serde_json::to_string(&*message)?),
+                Err(RecvError::Gap) => println!(
+                    "[{node}] gap: the Redis connection was lost and is back; events may have been missed"
+                ),
+                Err(RecvError::Lagged(missed)) => println!("[{node}] lagged: {missed} events missed"),
+                Err(other) => {
+                    println!("[{node}] subscription ended: {other}");
+                    return Ok(());
+                }
+            },
+            line = lines.recv(), if stdin_open => match line {
+                Some(line) if !line.trim().is_empty() => {
+                    let team = Team {
+                        uuid: Uuid::now_v7(),
+                        name: Some(line.trim().to_owned()),
+                        department_uuid: None,
+                    };
+                    match staff::broadcast_team(TeamEvent::Created, team).await {
+                        Ok(()) => println!("[{node}] sent team_created `{}`", line.trim()),
+                        Err(error) => println!("[{node}] broadcast failed: {}", chain(&error)),
+                    }
+                }
+                Some(_) => {}
+                None => stdin_open = false,
+            },
+        }
+    }
+}
