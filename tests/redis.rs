@@ -627,8 +627,6 @@ async fn a_connection_that_stops_answering_is_noticed_by_the_health_check() {
 /// signalled. The test's own task (not a spawned one) reads, so that it runs
 /// in parallel with the transport's task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runtime bug: LocalNode::signal_gap signals an inbox once per topic it has, \
-            so a waiting subscriber of three topics can take three gaps for one reconnect"]
 async fn a_subscription_to_several_topics_gets_one_gap_per_reconnect() {
     const RECONNECTS: usize = 3;
     let mut server = RedisServer::start().await;

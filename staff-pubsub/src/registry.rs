@@ -222,14 +222,24 @@ impl<M> Registry<M> {
     }
 
     /// Calls `f` once for every distinct subscriber inbox.
-    pub(crate) fn for_each_inbox(&self, mut f: impl FnMut(&Arc<Inbox<M>>)) {
-        // An inbox on several topics is visited once per topic; the callers
-        // (close, gap) are idempotent, so that is harmless.
+    pub(crate) fn for_each_inbox(&self, f: impl FnMut(&Arc<Inbox<M>>)) {
+        // An inbox on several topics is listed under each of them, but a gap
+        // must reach it once, not once per topic: collect the distinct
+        // inboxes first. `f` then runs outside the shard locks, so the wakes
+        // it may cause never happen under a lock. Rare (shutdown, reconnect),
+        // so the allocation does not matter.
+        let mut seen = std::collections::HashSet::new();
+        let mut inboxes = Vec::new();
         for shard in self.shards.iter() {
             for entry in shard.table.read().iter() {
-                entry.subscribers.as_slice().iter().for_each(&mut f);
+                for inbox in entry.subscribers.as_slice() {
+                    if seen.insert(Arc::as_ptr(inbox)) {
+                        inboxes.push(Arc::clone(inbox));
+                    }
+                }
             }
         }
+        inboxes.iter().for_each(f);
     }
 }
 
