@@ -12,8 +12,9 @@ const HYPHENATED_UUID_LEN: usize = 36;
 /// A pub/sub topic: a static name such as `staff:teams`, optionally keyed by a
 /// UUID (`staff:team:<uuid>`).
 ///
-/// A `Topic` is `Copy`, 32 bytes, and hashing or comparing one never formats a
-/// string: the name is hashed as bytes and the id as 16 bytes. The string form
+/// A `Topic` is `Copy`, 40 bytes, and hashing or comparing one never formats a
+/// string: the name's bytes are folded into one word and the id is hashed as
+/// one 128-bit word. The string form
 /// (`Display`) is for display, logs and the wire; [`Topic::parse`] turns such
 /// a string back into a topic, accepting only the kinds it is given.
 ///
@@ -319,6 +320,33 @@ mod tests {
             Topic::parse("chat:roomz", KINDS),
             Err(ParseTopicError::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn a_topic_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<Topic>(), 40);
+    }
+
+    #[test]
+    fn equal_keys_hash_alike_whatever_the_name_s_address() {
+        use std::hash::BuildHasher;
+        let hasher = std::hash::RandomState::new();
+        let id = Uuid::parse_str(ID).unwrap();
+        for topic in [Topic::new("chat:rooms"), Topic::keyed("chat:room", id)] {
+            let printed = topic.to_string();
+            let key = TopicKey::from_wire(&printed);
+            assert!(key.matches(&topic));
+            assert_eq!(hasher.hash_one(key), hasher.hash_one(topic));
+        }
+        let short = Topic::new("a:b");
+        assert_eq!(
+            hasher.hash_one(TopicKey::from_wire("a:b")),
+            hasher.hash_one(short)
+        );
+        assert_ne!(
+            hasher.hash_one(Topic::new("staff:person")),
+            hasher.hash_one(Topic::new("staff:people"))
+        );
     }
 
     #[test]
