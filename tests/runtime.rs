@@ -325,3 +325,24 @@ async fn churn_racing_with_broadcasts_loses_no_accounting() {
     assert_eq!(accounted, stats.delivered);
     assert_eq!((stats.subscriptions, stats.topics), (0, 0));
 }
+
+#[tokio::test]
+async fn a_subscription_needs_a_topic_and_counts_each_topic_once() {
+    let pubsub = PubSub::<u32>::new();
+    let error = pubsub.subscribe_many([]).unwrap_err();
+    assert!(matches!(error, Error::NoTopics), "{error}");
+    assert_eq!(pubsub.stats().subscriptions, 0);
+
+    let mut twice = pubsub.subscribe_many([ROOMS, ROOMS]).unwrap();
+    assert_eq!(twice.topics(), [ROOMS]);
+    pubsub.broadcast(&[ROOMS], 1).await.unwrap();
+    assert_eq!(drain(&mut twice).0.len(), 1);
+}
+
+#[tokio::test]
+async fn an_absurd_shard_count_is_clamped_not_a_panic() {
+    let pubsub = PubSub::<u32>::builder().shards(usize::MAX).build();
+    let mut subscription = pubsub.subscribe(ROOMS).unwrap();
+    assert_eq!(pubsub.local_broadcast(&[ROOMS], 1), 1);
+    assert_eq!(subscription.try_recv().map(|m| *m), Ok(1));
+}

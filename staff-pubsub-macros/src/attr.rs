@@ -36,6 +36,8 @@ pub(crate) struct Options {
     pub(crate) extends: Option<syn::Path>,
     /// Whether other crates may extend this spec.
     pub(crate) extensible: bool,
+    /// Where `extensible` was written, for the error when it cannot apply.
+    pub(crate) extensible_span: Option<Span>,
 }
 
 const OPTION_KEYS: &[&str] = &["scope", "crate", "extends", "extensible"];
@@ -47,10 +49,17 @@ impl Options {
             krate: syn::parse_quote!(::staff_pubsub),
             extends: None,
             extensible: false,
+            extensible_span: None,
         };
         let parser = syn::meta::parser(|meta| options.parse_one(&meta));
         if let Err(error) = syn::parse::Parser::parse2(parser, args) {
             cx.push(error);
+        }
+        if let (Some(span), Some(_)) = (options.extensible_span, &options.extends) {
+            cx.error_at(
+                span,
+                "an extension cannot itself be extended: remove `extensible` (or `extends`)",
+            );
         }
         options
     }
@@ -67,6 +76,7 @@ impl Options {
             self.extends = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("extensible") {
             self.extensible = true;
+            self.extensible_span = Some(meta.path.span());
         } else {
             return Err(unknown_key(meta, "#[staff_events]", OPTION_KEYS));
         }

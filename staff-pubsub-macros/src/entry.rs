@@ -20,9 +20,18 @@ pub(crate) fn staff_events(args: TokenStream, input: TokenStream) -> TokenStream
     };
     let options = Options::parse(&mut cx, args.clone());
     if let Some(extends) = &options.extends {
+        if let Err(error) = extend::check_extends_path(extends) {
+            cx.push(error);
+        }
         if !cx.has_errors() {
             return extend::call_carrier(extends, &args, &input);
         }
+        // Without its base the spec cannot be checked: report the options'
+        // errors only, with the module (helper attributes removed).
+        let spec = Spec::from_module(&mut Ctxt::default(), options, module);
+        let module = &spec.module;
+        let errors = cx.into_compile_errors();
+        return quote!(#module #errors);
     }
     let carrier = options
         .extensible

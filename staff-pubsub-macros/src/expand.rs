@@ -4,6 +4,7 @@
 
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
+use syn::ext::IdentExt;
 use syn::{Attribute, Item, ItemStruct};
 
 use crate::ast::{Entity, Spec};
@@ -517,7 +518,7 @@ impl Cx<'_> {
             targets.push(self.collection_target(&collection.value));
             targets.push(self.keyed_target(
                 &entity.name.value,
-                "uuid",
+                &format_ident!("uuid"),
                 false,
                 format!("the {}'s own topic", plan::display_name(&entity.name.value)),
             ));
@@ -532,8 +533,10 @@ impl Cx<'_> {
                 continue;
             };
             let target_name = &target.name.value;
-            let field_name = field.ident.to_string();
+            // `r#type` is `type` in the payload's JSON and in the route table.
+            let field_name = field.ident.unraw().to_string();
             let optional = option_inner(&field.ty).is_some();
+            // Endpoints are never optional (checked in `valid`).
             if route.kind == RouteKind::Endpoint {
                 if let Some(collection) = &target.collection {
                     targets.push(self.collection_target(&collection.value));
@@ -546,7 +549,7 @@ impl Cx<'_> {
             if optional {
                 phrase.push_str(" (if present)");
             }
-            targets.push(self.keyed_target(target_name, &field_name, optional, phrase));
+            targets.push(self.keyed_target(target_name, &field.ident, optional, phrase));
         }
         targets
     }
@@ -562,9 +565,16 @@ impl Cx<'_> {
         }
     }
 
-    fn keyed_target(&self, name: &str, field: &str, optional: bool, phrase: String) -> Target {
+    fn keyed_target(
+        &self,
+        name: &str,
+        field_ident: &Ident,
+        optional: bool,
+        phrase: String,
+    ) -> Target {
         let topic_fn = plan::topic_fn(name);
-        let field_ident = format_ident!("{}", field);
+        // `r#type` in code, `type` in the payload's JSON and the route table.
+        let field = field_ident.unraw().to_string();
         let push = if optional {
             quote! {
                 if let ::core::option::Option::Some(id) = payload.#field_ident {

@@ -17,6 +17,22 @@ use crate::attr::{Name, Options};
 use crate::ctxt::Ctxt;
 use crate::entry::{carrier_name, finish};
 
+/// The base of an extension must be named through another crate.
+pub(crate) fn check_extends_path(extends: &syn::Path) -> syn::Result<()> {
+    let same_crate = extends
+        .segments
+        .first()
+        .is_some_and(|s| s.ident == "crate" || s.ident == "self" || s.ident == "super");
+    if same_crate && extends.leading_colon.is_none() {
+        return Err(syn::Error::new_spanned(
+            extends,
+            "the extended spec must live in another crate (its tokens travel through a \
+             `#[macro_export]` macro, which rustc does not let the same crate name by path)",
+        ));
+    }
+    Ok(())
+}
+
 /// `#[staff_events(extends = krate::module, ...)]`: calls the carrier of
 /// `krate::module`, which lives at `krate::__staff_events_spec_module`.
 pub(crate) fn call_carrier(

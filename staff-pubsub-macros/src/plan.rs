@@ -10,14 +10,24 @@ use crate::names::upper_camel_case;
 
 /// The variant of an event: the atom without the entity's own prefix, in
 /// UpperCamelCase (`team_created` of `team` -> `Created`;
-/// `team_person_added` of `team_membership` -> `TeamPersonAdded`).
+/// `team_person_added` of `team_membership` -> `TeamPersonAdded`). When the
+/// stripped name is no identifier (`account_2fa_enabled` -> `2faEnabled`,
+/// `account_self` -> `Self`), the whole atom is used.
 pub(crate) fn variant_name(entity: &str, event: &str) -> String {
-    let bare = event
+    let stripped = event
         .strip_prefix(entity)
         .and_then(|rest| rest.strip_prefix('_'))
         .filter(|rest| !rest.is_empty())
-        .unwrap_or(event);
-    upper_camel_case(bare)
+        .map(upper_camel_case);
+    match stripped {
+        Some(variant) if is_ident(&variant) => variant,
+        _ => upper_camel_case(event),
+    }
+}
+
+/// Whether `name` can be written as a Rust identifier (not a keyword).
+pub(crate) fn is_ident(name: &str) -> bool {
+    syn::parse_str::<syn::Ident>(name).is_ok()
 }
 
 pub(crate) fn variant_ident(entity: &Entity, event: &Ident) -> Ident {
@@ -69,24 +79,52 @@ pub(crate) const FIXED_ITEMS: &[&str] = &[
     "__SERVER",
 ];
 
+/// One item name the macro adds to the module.
+pub(crate) struct Generated {
+    pub(crate) name: String,
+    /// The entity it is generated for (index into the spec's entities);
+    /// `None` for the module-wide items.
+    pub(crate) owner: Option<usize>,
+    /// A re-export of an inherited payload, not a new item.
+    pub(crate) reexport: bool,
+    /// Which pattern made the name (`"topic_{}"`, ...). Two entities whose
+    /// names clash through the *same* pattern have the same name, topic or
+    /// payload type, which other rules report.
+    pub(crate) pattern: &'static str,
+}
+
 /// Every item name the macro adds to the module. Strings, not idents: this
 /// runs before the names are known to be valid identifiers.
-pub(crate) fn generated_names(spec: &Spec) -> Vec<String> {
-    let mut names: Vec<String> = FIXED_ITEMS.iter().map(|s| (*s).to_owned()).collect();
-    for entity in &spec.entities {
+pub(crate) fn generated_names(spec: &Spec) -> Vec<Generated> {
+    let fixed = FIXED_ITEMS.iter().map(|name| Generated {
+        name: (*name).to_owned(),
+        owner: None,
+        reexport: false,
+        pattern: "fixed",
+    });
+    let mut names: Vec<Generated> = fixed.collect();
+    for (index, entity) in spec.entities.iter().enumerate() {
         let name = &entity.name.value;
-        names.push(format!("{}Event", entity.ident));
-        names.push(format!("broadcast_{name}"));
-        names.push(format!("broadcast_{name}_on"));
+        let mut own = vec![
+            ("{}Event", format!("{}Event", entity.ident)),
+            ("broadcast_{}", format!("broadcast_{name}")),
+            ("broadcast_{}_on", format!("broadcast_{name}_on")),
+        ];
         if entity.kind == EntityKind::Entity {
-            names.push(format!("topic_{name}"));
+            own.push(("topic_{}", format!("topic_{name}")));
             if let Some(collection) = &entity.collection {
-                names.push(format!("topic_{}", collection.value));
+                own.push(("topic_{}", format!("topic_{}", collection.value)));
             }
         }
         if entity.inherited_from.is_some() {
-            names.push(entity.ident.to_string());
+            own.push(("payload", entity.ident.to_string()));
         }
+        names.extend(own.into_iter().map(|(pattern, name)| Generated {
+            reexport: pattern == "payload",
+            name,
+            owner: Some(index),
+            pattern,
+        }));
     }
     names
 }

@@ -27,6 +27,7 @@ pub(crate) fn check(cx: &mut Ctxt, spec: &Spec) {
     check_routes(cx, spec);
     check_link_endpoints(cx, spec);
     check_generated_names_are_free(cx, spec);
+    check_generated_names_are_distinct(cx, spec);
 }
 
 /// Entities declared in this module (not inherited): the ones whose mistakes
@@ -162,6 +163,13 @@ fn check_event_list(cx: &mut Ctxt, entity: &Entity) {
     let mut variants: HashMap<String, &syn::Ident> = HashMap::new();
     for event in &entity.events {
         let variant = plan::variant_name(&entity.name.value, &event.to_string());
+        if !plan::is_ident(&variant) {
+            cx.error_spanned_by(
+                event,
+                format!("the event `{event}` makes no valid variant name (`{variant}`)"),
+            );
+            continue;
+        }
         if let Some(first) = variants.insert(variant.clone(), event) {
             let message = if *first == *event {
                 format!("duplicate event `{event}`")
@@ -285,18 +293,29 @@ fn check_routes(cx: &mut Ctxt, spec: &Spec) {
                     format!("events of `{target}` already reach its own topic"),
                 );
             }
-            check_route_field_type(cx, field);
+            check_route_field_type(cx, field, route.kind);
         }
     }
 }
 
-fn check_route_field_type(cx: &mut Ctxt, field: &Field) {
-    let ok = is_uuid(&field.ty) || option_inner(&field.ty).is_some_and(is_uuid);
-    if !ok {
-        cx.error_spanned_by(
+fn check_route_field_type(cx: &mut Ctxt, field: &Field, kind: RouteKind) {
+    if is_uuid(&field.ty) {
+        return;
+    }
+    let optional_uuid = option_inner(&field.ty).is_some_and(is_uuid);
+    match kind {
+        RouteKind::Route if optional_uuid => {}
+        RouteKind::Route => cx.error_spanned_by(
             &field.ty,
             format!("a routed field holds the target's id: `{}: Uuid` or `Option<Uuid>` (skipped when `None`)", field.ident),
-        );
+        ),
+        RouteKind::Endpoint => cx.error_spanned_by(
+            &field.ty,
+            format!(
+                "an endpoint is the id of an entity the link joins: `{}: Uuid`, never optional (use `#[route(...)]` for an optional id)",
+                field.ident
+            ),
+        ),
     }
 }
 
@@ -326,12 +345,11 @@ fn check_generated_names_are_free(cx: &mut Ctxt, spec: &Spec) {
         let Some(ident) = item_ident(item) else {
             continue;
         };
-        // A payload that clashes with an inherited one is reported by
-        // `check_unique_entities`.
-        if matches!(item, Item::Struct(_)) && local_entities(spec).any(|e| e.ident == *ident) {
-            continue;
-        }
-        if generated.iter().any(|name| ident == name) {
+        // A payload that clashes with an inherited payload is reported by
+        // `check_unique_entities`; any other clash (a payload named
+        // `Message`, or `TeamEvent` beside a `Team`) is reported here.
+        let clash = generated.iter().find(|g| *ident == g.name && !g.reexport);
+        if clash.is_some() {
             cx.error_spanned_by(
                 ident,
                 format!(
@@ -339,6 +357,34 @@ fn check_generated_names_are_free(cx: &mut Ctxt, spec: &Spec) {
                 ),
             );
         }
+    }
+}
+
+/// Two entities must not generate the same item (`add` and `add_on` would
+/// both make `broadcast_add_on`).
+fn check_generated_names_are_distinct(cx: &mut Ctxt, spec: &Spec) {
+    let names = plan::generated_names(spec);
+    let mut makers: HashMap<&str, &plan::Generated> = HashMap::new();
+    for generated in &names {
+        let Some(first) = makers.get(generated.name.as_str()).copied() else {
+            makers.insert(&generated.name, generated);
+            continue;
+        };
+        let (Some(owner), true) = (generated.owner, first.pattern != generated.pattern) else {
+            continue;
+        };
+        let entity = &spec.entities[owner];
+        let other = first.owner.map_or_else(
+            || "the module".to_owned(),
+            |i| format!("`{}`", spec.entities[i].name.value),
+        );
+        cx.error_at(
+            entity.name.span,
+            format!(
+                "`{}` would be generated for both {other} and `{}`: rename one",
+                generated.name, entity.name.value
+            ),
+        );
     }
 }
 

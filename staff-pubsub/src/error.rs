@@ -12,6 +12,9 @@ pub enum Error {
         /// The configured maximum.
         limit: usize,
     },
+    /// A subscription needs at least one topic.
+    #[error("a subscription needs at least one topic")]
+    NoTopics,
     /// A direct broadcast named a node that this server cannot reach: with the
     /// in-process transport, any node but this one.
     #[error("node `{node}` is not reachable: this server has no transport to other nodes")]

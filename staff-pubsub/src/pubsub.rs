@@ -17,6 +17,9 @@ use crate::transport::{Envelope, LocalNode, Mode, Transport};
 /// The default queue capacity of one subscription.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
+/// The most registry shards a server takes ([`Builder::shards`] clamps to it).
+pub const MAX_SHARDS: usize = 1 << 12;
+
 /// The node name of a server built without one.
 pub const DEFAULT_NODE_NAME: &str = "local";
 
@@ -130,7 +133,7 @@ impl<M: Send + Sync + 'static> Builder<M> {
     /// How many independently locked parts the topic registry has (rounded up
     /// to a power of two). More shards let more publishers run in parallel.
     pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = shards;
+        self.shards = shards.clamp(1, MAX_SHARDS);
         self
     }
 
@@ -226,16 +229,22 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// Subscribes to several topics with one queue: the subscription receives
-    /// one copy of a broadcast per listed topic that the broadcast reaches.
+    /// one copy of a broadcast per listed topic that the broadcast reaches
+    /// (a topic listed twice counts once).
     ///
     /// # Errors
     ///
-    /// [`Error::SubscriptionLimit`] when the server is full.
+    /// [`Error::NoTopics`] for an empty list; [`Error::SubscriptionLimit`]
+    /// when the server is full.
     pub fn subscribe_many(
         &self,
         topics: impl IntoIterator<Item = Topic>,
     ) -> Result<Subscription<M>, Error> {
         let core = &self.core;
+        let topics = Topics::new(topics);
+        if topics.as_slice().is_empty() {
+            return Err(Error::NoTopics);
+        }
         let reserved =
             core.counters
                 .subscriptions
@@ -248,7 +257,6 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             });
         }
         let inbox = Arc::new(Inbox::new());
-        let topics = Topics::new(topics);
         for topic in topics.as_slice() {
             if core.registry.insert(*topic, Arc::clone(&inbox)) {
                 tracing::debug!(%topic, node = %core.node, "topic created");
@@ -265,7 +273,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// Sends `message` to every subscriber of `topics`, on every node: one
     /// copy per reached topic per subscription. Local subscribers get it
     /// before the call returns; with a transport, `Ok` means the engine took
-    /// it too.
+    /// it too. List each topic once: the list is not searched for
+    /// duplicates on this hot path, and a topic listed twice is reached
+    /// twice (the generated `broadcast_*` functions list distinct topics).
     ///
     /// # Errors
     ///
@@ -575,7 +585,17 @@ impl Topics {
             (Some(only), None) => Self::One(only),
             (None, _) => Self::Many(Box::default()),
             (Some(first), Some(second)) => {
-                Self::Many([first, second].into_iter().chain(topics).collect())
+                // A topic listed twice is one topic: one copy per broadcast.
+                let mut distinct: Vec<Topic> = Vec::new();
+                for topic in [first, second].into_iter().chain(topics) {
+                    if !distinct.contains(&topic) {
+                        distinct.push(topic);
+                    }
+                }
+                match distinct.as_slice() {
+                    [only] => Self::One(*only),
+                    _ => Self::Many(distinct.into_boxed_slice()),
+                }
             }
         }
     }

@@ -186,6 +186,11 @@ impl<M> Registry<M> {
         except: Option<&Arc<Inbox<M>>>,
         tally: &mut Tally,
     ) {
+        // Messages dropped from full queues are released after the shard
+        // lock (declared before the guard, so dropped after it): the last
+        // reference runs the user's destructor, which must not run under
+        // our lock. Empty, and so allocation-free, unless a queue is full.
+        let mut evicted = Vec::new();
         let hash = self.hash(key);
         let table = self.shard(hash).table.read();
         let Some(entry) = table.find(hash, |entry| key.matches(&entry.topic)) else {
@@ -195,15 +200,18 @@ impl<M> Registry<M> {
             if except.is_some_and(|except| Arc::ptr_eq(except, inbox)) {
                 continue;
             }
-            match inbox.push(share(), self.capacity) {
-                Pushed::Queued => tally.delivered += 1,
-                Pushed::QueuedDroppingOldest => {
+            match inbox.push_returning_evicted(share(), self.capacity) {
+                (Pushed::Queued, _) => tally.delivered += 1,
+                (Pushed::QueuedDroppingOldest, old) => {
                     tally.delivered += 1;
                     tally.lagged += 1;
+                    evicted.extend(old);
                 }
-                Pushed::Refused => {}
+                (Pushed::Refused, _) => {}
             }
         }
+        drop(table);
+        drop(evicted);
     }
 
     pub(crate) fn subscriber_count(&self, topic: &Topic) -> usize {
@@ -225,8 +233,9 @@ impl<M> Registry<M> {
     pub(crate) fn for_each_inbox(&self, f: impl FnMut(&Arc<Inbox<M>>)) {
         // An inbox on several topics is listed under each of them, but a gap
         // must reach it once, not once per topic: collect the distinct
-        // inboxes first. `f` then runs outside the shard locks, so the wakes
-        // it may cause never happen under a lock. Rare (shutdown, reconnect),
+        // inboxes first. `f` then runs outside the shard locks. (A delivery
+        // does wake its subscriber under the shard's read lock; waking only
+        // schedules the task.) Rare (shutdown, reconnect),
         // so the allocation does not matter.
         let mut seen = std::collections::HashSet::new();
         let mut inboxes = Vec::new();

@@ -154,6 +154,12 @@ impl<const N: usize> TopicList<N> {
     /// of its route, so the list never overflows; if it did, the topic would
     /// be dropped with an error logged, never a panic.
     pub fn push(&mut self, topic: Topic) {
+        // One copy per reached topic: a route whose fields name the same
+        // topic twice (two endpoints of one entity, two fields with one id)
+        // reaches it once. N is a handful, so the scan is cheap.
+        if self.as_slice().contains(&topic) {
+            return;
+        }
         match self.topics.get_mut(self.len) {
             Some(slot) => {
                 *slot = topic;
@@ -279,7 +285,7 @@ impl<'de, M: SpecMessage> Visitor<'de> for MessageVisitor<M> {
                 }
                 Field::Event => set_once(&mut event, map.next_value()?, "event")?,
                 Field::Payload => match &event {
-                    Some(event) if message.is_none() => {
+                    Some(event) if message.is_none() && buffered.is_none() => {
                         message = Some(map.next_value_seed(PayloadSeed::<M>::new(event))?);
                     }
                     None if buffered.is_none() => buffered = Some(map.next_value()?),
@@ -368,5 +374,51 @@ impl<'de, M: SpecMessage> DeserializeSeed<'de> for PayloadSeed<'_, M> {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<M, D::Error> {
         M::deserialize_payload(self.event, deserializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{staff, Uuid};
+
+    #[test]
+    fn a_topic_list_keeps_each_topic_once() {
+        let id = Uuid::from_u128(1);
+        let mut topics = TopicList::<3>::new();
+        for topic in [
+            staff::topic_people(),
+            staff::topic_person(id),
+            staff::topic_people(),
+        ] {
+            topics.push(topic);
+        }
+        assert_eq!(
+            topics.as_slice(),
+            [staff::topic_people(), staff::topic_person(id)]
+        );
+    }
+
+    #[test]
+    fn a_second_payload_is_a_duplicate_field_whatever_the_order() {
+        let u = Uuid::from_u128(1);
+        let v = Uuid::from_u128(2);
+        for text in [
+            format!(
+                r#"{{"payload":{{"uuid":"{u}"}},"scope":"staff","event":"department_created","payload":{{"uuid":"{v}"}}}}"#
+            ),
+            format!(
+                r#"{{"scope":"staff","event":"department_created","payload":{{"uuid":"{u}"}},"payload":{{"uuid":"{v}"}}}}"#
+            ),
+            format!(
+                r#"{{"payload":{{"uuid":"{u}"}},"payload":{{"uuid":"{v}"}},"scope":"staff","event":"department_created"}}"#
+            ),
+        ] {
+            let error = serde_json::from_str::<staff::Message>(&text).unwrap_err();
+            assert!(
+                error.to_string().contains("duplicate field `payload`"),
+                "{text}: {error}"
+            );
+        }
     }
 }

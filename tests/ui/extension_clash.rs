@@ -1,5 +1,6 @@
 // An extension of the stock spec cannot redeclare a stock entity, event,
-// topic or payload type, nor change the scope.
+// topic or payload type, nor change the scope; an extension is not
+// extensible, and its base must be in another crate.
 use staff_pubsub::staff_events;
 
 #[staff_events(extends = staff_pubsub::staff)]
@@ -31,6 +32,22 @@ pub mod app {
 pub mod shop {
     #[entity(collection = "orders", events(order_placed))]
     pub struct Order {
+        pub uuid: staff_pubsub::Uuid,
+    }
+}
+
+#[staff_events(extends = staff_pubsub::staff, extensible)]
+pub mod chain {
+    #[entity(collection = "rooms", events(room_booked))]
+    pub struct Room {
+        pub uuid: staff_pubsub::Uuid,
+    }
+}
+
+#[staff_events(extends = crate::chain)]
+pub mod same_crate {
+    #[entity(collection = "desks", events(desk_booked))]
+    pub struct Desk {
         pub uuid: staff_pubsub::Uuid,
     }
 }

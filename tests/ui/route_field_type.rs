@@ -1,4 +1,5 @@
-// A routed field holds the target's id: `Uuid` or `Option<Uuid>`. (A route
+// A routed field holds the target's id: `Uuid` or `Option<Uuid>`; an
+// endpoint is never optional. (A route
 // cannot name a missing field: it is written on the field itself.)
 use staff_pubsub::staff_events;
 
@@ -18,6 +19,13 @@ pub mod shop {
         pub customer_uuid: String,
         #[endpoint(customer)]
         pub payer_uuid: Vec<Uuid>,
+    }
+
+    #[link(events(customer_referred))]
+    pub struct Referral {
+        pub uuid: Uuid,
+        #[endpoint(customer)]
+        pub referrer_uuid: Option<Uuid>,
     }
 
     pub struct NotAPayload {

@@ -54,6 +54,29 @@ pub mod school {
         pub campus_uuid: Option<Uuid>,
     }
 
+    /// One pupil mentoring another: both endpoints are pupils.
+    #[link(events(mentoring_started))]
+    pub struct Mentoring {
+        /// Id.
+        pub uuid: Uuid,
+        /// The mentor.
+        #[endpoint(pupil)]
+        pub mentor_uuid: Uuid,
+        /// The mentee.
+        #[endpoint(pupil)]
+        pub mentee_uuid: Uuid,
+        /// A raw identifier, routed.
+        #[route(campus)]
+        pub r#where: Option<Uuid>,
+    }
+
+    /// An account whose event atom has a digit after the entity's prefix.
+    #[entity(collection = "accounts", events(account_2fa_enabled, account_closed))]
+    pub struct Account {
+        /// Id.
+        pub uuid: Uuid,
+    }
+
     /// A user type in the spec module, used by a payload.
     #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
     pub struct Room {
@@ -76,8 +99,8 @@ async fn main() {
     assert_eq!(school::SchoolClassEvent::Moved.as_str(), "class_moved");
     assert_eq!("pupil_left_class".parse::<school::EnrolmentEvent>(), Ok(school::EnrolmentEvent::PupilLeftClass));
     assert!("pupil_exploded".parse::<school::EnrolmentEvent>().is_err());
-    assert_eq!(school::ROUTES.len(), 4);
-    assert_eq!(school::SPEC.topic_kinds.len(), 6);
+    assert_eq!(school::ROUTES.len(), 6);
+    assert_eq!(school::SPEC.topic_kinds.len(), 8);
 
     // The default server: installed at start-up, then used by the free functions.
     let installed = PubSub::<school::Message>::builder().capacity(4).build();
@@ -105,6 +128,23 @@ async fn main() {
     assert_eq!(*first, school::Message::SchoolClass(school::SchoolClassEvent::Created, class));
     let second = campus_page.recv().await.unwrap();
     assert_eq!(second.event_name(), "pupil_joined_class");
+
+    // A link whose two endpoints are pupils reaches `school:pupils` once.
+    let mut pupils = school::subscribe(school::topic_pupils()).unwrap();
+    let mentoring = school::Mentoring {
+        uuid: Uuid::from_u128(5),
+        mentor_uuid: Uuid::from_u128(6),
+        mentee_uuid: Uuid::from_u128(7),
+        r#where: None,
+    };
+    school::broadcast_mentoring(school::MentoringEvent::Started, mentoring).await.unwrap();
+    assert!(pupils.try_recv().is_ok());
+    assert!(pupils.try_recv().is_err(), "a second copy on the collection topic");
+    let route = school::ROUTES.iter().find(|r| r.entity == "mentoring").unwrap();
+    assert_eq!(route.targets.iter().filter(|t| t.topic == "school:pupils").count(), 2, "listed per endpoint");
+    assert!(route.targets.iter().any(|t| t.key.is_some_and(|k| k.field == "where")), "the route table names the JSON field");
+    assert_eq!(school::AccountEvent::Account2faEnabled.as_str(), "account_2fa_enabled");
+    assert_eq!(school::AccountEvent::Closed.as_str(), "account_closed");
 
     let json = serde_json::to_string(&*second).unwrap();
     let back: school::Message = serde_json::from_str(&json).unwrap();
