@@ -464,11 +464,11 @@ impl Cx<'_> {
             ///
             /// As [`PubSub::broadcast`](#p::PubSub::broadcast): the message
             /// could not be sent to other nodes.
-            pub async fn #function(
+            pub fn #function(
                 event: #event,
                 payload: #ident,
-            ) -> ::core::result::Result<(), #p::Error> {
-                #function_on(server(), event, payload).await
+            ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + 'static {
+                #function_on(server(), event, payload)
             }
 
             #[doc = #doc_on]
@@ -476,14 +476,14 @@ impl Cx<'_> {
             /// # Errors
             ///
             /// As [`PubSub::broadcast`](#p::PubSub::broadcast).
-            pub async fn #function_on(
+            pub fn #function_on(
                 pubsub: &#p::PubSub<Message>,
                 event: #event,
                 payload: #ident,
-            ) -> ::core::result::Result<(), #p::Error> {
+            ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + '_ {
                 let mut topics = #p::TopicList::<#capacity>::new();
                 #(#pushes)*
-                pubsub.broadcast(topics.as_slice(), Message::#ident(event, payload)).await
+                pubsub.broadcast_list(topics, Message::#ident(event, payload))
             }
         }
     }

@@ -200,6 +200,17 @@ fn cold_topic(c: &mut Criterion) {
         });
     });
 
+    // The runtime's synchronous path with the same topics: what the
+    // generated async wrapper adds on top of the registry.
+    group.bench_function("ours_local_broadcast", |b| {
+        b.iter(|| {
+            i = (i + 1) & 4095;
+            let person = Person { uuid: ids[i] };
+            let topics = [staff::topic_people(), staff::topic_person(person.uuid)];
+            pubsub.local_broadcast(&topics, Message::Person(PersonEvent::Updated, person))
+        });
+    });
+
     let naive = Naive::new();
     let _receivers: Vec<_> = (0..10_000)
         .map(|n| naive_subscribe(&naive, format!("staff:person:{}", background(n))))

@@ -291,6 +291,29 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         self.publish(Mode::ExceptOrigin, topics, &message).await
     }
 
+    /// As [`broadcast`](Self::broadcast), with the topics in a
+    /// [`TopicList`](crate::spec::TopicList) moved into the future: what the
+    /// generated `broadcast_*` functions return, without a second async
+    /// layer around this one.
+    ///
+    /// # Errors
+    ///
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn broadcast_list<const N: usize>(
+        &self,
+        topics: crate::spec::TopicList<N>,
+        message: M,
+    ) -> Result<(), Error> {
+        let topics = topics.as_slice();
+        if self.core.transport.get().is_none() {
+            self.dispatch(topics, message, None);
+            return Ok(());
+        }
+        let message = Arc::new(message);
+        self.dispatch_shared(topics, &message, None);
+        self.publish(Mode::ExceptOrigin, topics, &message).await
+    }
+
     /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
     /// subscription).
     ///
