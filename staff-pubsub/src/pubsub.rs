@@ -282,13 +282,10 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// [`Error::Transport`] if the message could not be sent to other nodes
     /// (this node's subscribers did receive it).
     pub async fn broadcast(&self, topics: &[Topic], message: M) -> Result<(), Error> {
-        if self.core.transport.get().is_none() {
-            self.dispatch(topics, message, None);
-            return Ok(());
+        match self.dispatch_for_network(topics, message, None) {
+            Some(message) => self.publish(Mode::ExceptOrigin, topics, &message).await,
+            None => Ok(()),
         }
-        let message = Arc::new(message);
-        self.dispatch_shared(topics, &message, None);
-        self.publish(Mode::ExceptOrigin, topics, &message).await
     }
 
     /// As [`broadcast`](Self::broadcast), with the topics in a
@@ -305,13 +302,10 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         message: M,
     ) -> Result<(), Error> {
         let topics = topics.as_slice();
-        if self.core.transport.get().is_none() {
-            self.dispatch(topics, message, None);
-            return Ok(());
+        match self.dispatch_for_network(topics, message, None) {
+            Some(message) => self.publish(Mode::ExceptOrigin, topics, &message).await,
+            None => Ok(()),
         }
-        let message = Arc::new(message);
-        self.dispatch_shared(topics, &message, None);
-        self.publish(Mode::ExceptOrigin, topics, &message).await
     }
 
     /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
@@ -326,13 +320,10 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         topics: &[Topic],
         message: M,
     ) -> Result<(), Error> {
-        if self.core.transport.get().is_none() {
-            self.dispatch(topics, message, Some(&from.inbox));
-            return Ok(());
+        match self.dispatch_for_network(topics, message, Some(&from.inbox)) {
+            Some(message) => self.publish(Mode::ExceptOrigin, topics, &message).await,
+            None => Ok(()),
         }
-        let message = Arc::new(message);
-        self.dispatch_shared(topics, &message, Some(&from.inbox));
-        self.publish(Mode::ExceptOrigin, topics, &message).await
     }
 
     /// Sends `message` to this node's subscribers only. Returns the number of
@@ -433,6 +424,24 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         }
         self.record(topics, tally);
         tally
+    }
+
+    /// Dispatches locally and returns the shared message when it must also
+    /// go to other nodes; without a transport, the message is only
+    /// allocated if a subscriber takes it, and `None` comes back.
+    fn dispatch_for_network(
+        &self,
+        topics: &[Topic],
+        message: M,
+        except: Option<&Arc<Inbox<M>>>,
+    ) -> Option<Arc<M>> {
+        if self.core.transport.get().is_none() {
+            self.dispatch(topics, message, except);
+            return None;
+        }
+        let message = Arc::new(message);
+        self.dispatch_shared(topics, &message, except);
+        Some(message)
     }
 
     /// As [`dispatch`](Self::dispatch), for a message already shared (it
