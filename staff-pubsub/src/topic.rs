@@ -9,6 +9,9 @@ use uuid::Uuid;
 /// string may carry (`8-4-4-4-12` hex digits).
 const HYPHENATED_UUID_LEN: usize = 36;
 
+/// How many bytes of the input a [`ParseTopicError`] quotes at most.
+const QUOTE_MAX: usize = 64;
+
 /// A pub/sub topic: a static name such as `staff:teams`, optionally keyed by a
 /// UUID (`staff:team:<uuid>`).
 ///
@@ -68,6 +71,12 @@ impl Topic {
     /// white space, wildcards, an extra segment, an id on a plain kind) is a
     /// [`ParseTopicError`].
     ///
+    /// The order of `kinds` does not matter, even when their names overlap
+    /// (`chat:room` keyed and `chat:room:list` plain): an exact plain name
+    /// wins, then a keyed kind whose id parses. Only when no kind accepts the
+    /// input is it an error, about the longest keyed name the input starts
+    /// with (a missing or invalid id), else [`ParseTopicError::Unknown`].
+    ///
     /// ```
     /// use staff_pubsub::{Topic, TopicKind};
     ///
@@ -77,34 +86,38 @@ impl Topic {
     /// assert!(Topic::parse("chat:rooms:*", KINDS).is_err());
     /// ```
     pub fn parse(input: &str, kinds: &[TopicKind]) -> Result<Self, ParseTopicError> {
-        let mut keyed_without_id = None;
-        for kind in kinds {
-            if !kind.keyed {
-                if input == kind.name {
-                    return Ok(Self::new(kind.name));
-                }
-                continue;
-            }
+        // The result does not depend on the order of `kinds`: an exact plain
+        // name wins, then a keyed kind whose id parses (at most one can: the
+        // id is the last 36 bytes, so the name is fixed by the input), and
+        // only then the error of the longest keyed name the input starts with.
+        if let Some(kind) = kinds.iter().find(|kind| !kind.keyed && kind.name == input) {
+            return Ok(Self::new(kind.name));
+        }
+        let mut nearest: Option<(&'static str, Option<&str>)> = None;
+        for kind in kinds.iter().filter(|kind| kind.keyed) {
             let Some(rest) = input.strip_prefix(kind.name) else {
                 continue;
             };
-            match rest.strip_prefix(':') {
-                Some(id) => {
-                    return parse_id(id)
-                        .map(|id| Self::keyed(kind.name, id))
-                        .ok_or_else(|| ParseTopicError::InvalidId {
-                            kind: kind.name,
-                            id: id.to_owned(),
-                        })
-                }
-                None if rest.is_empty() => keyed_without_id = Some(kind.name),
-                None => {}
+            let id = match rest.strip_prefix(':') {
+                Some(id) => match parse_id(id) {
+                    Some(uuid) => return Ok(Self::keyed(kind.name, uuid)),
+                    None => Some(id),
+                },
+                None if rest.is_empty() => None,
+                None => continue,
+            };
+            if nearest.is_none_or(|(name, _)| name.len() < kind.name.len()) {
+                nearest = Some((kind.name, id));
             }
         }
-        Err(match keyed_without_id {
-            Some(kind) => ParseTopicError::MissingId { kind },
+        Err(match nearest {
+            Some((kind, None)) => ParseTopicError::MissingId { kind },
+            Some((kind, Some(id))) => ParseTopicError::InvalidId {
+                kind,
+                id: quote(id),
+            },
             None => ParseTopicError::Unknown {
-                input: input.to_owned(),
+                input: quote(input),
             },
         })
     }
@@ -117,6 +130,22 @@ impl Topic {
             id: self.id,
         }
     }
+}
+
+/// The part of a rejected input an error quotes: all of it up to
+/// [`QUOTE_MAX`] bytes, else its first bytes up to a char boundary and `…`.
+fn quote(input: &str) -> String {
+    if input.len() <= QUOTE_MAX {
+        return input.to_owned();
+    }
+    let mut end = QUOTE_MAX;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut quoted = String::with_capacity(end + '…'.len_utf8());
+    quoted.push_str(input.get(..end).unwrap_or_default());
+    quoted.push('…');
+    quoted
 }
 
 /// Parses the id part of a topic: the hyphenated form only, so that a topic
@@ -254,13 +283,18 @@ impl TopicKind {
 }
 
 /// Why a string is not a topic.
+///
+/// An error stays small whatever the input: the part of the input it quotes
+/// (`input` of [`Unknown`](Self::Unknown), `id` of
+/// [`InvalidId`](Self::InvalidId)) is truncated to its first 64 bytes (on a
+/// char boundary) followed by `…`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseTopicError {
     /// The string names no known topic.
     #[error("unknown topic `{input}`")]
     Unknown {
-        /// The rejected input.
+        /// The rejected input, truncated to 64 bytes and `…` if longer.
         input: String,
     },
     /// A keyed topic without its id, such as `staff:team`.
@@ -274,7 +308,7 @@ pub enum ParseTopicError {
     InvalidId {
         /// The keyed kind.
         kind: &'static str,
-        /// The rejected id.
+        /// The rejected id, truncated to 64 bytes and `…` if longer.
         id: String,
     },
 }
@@ -320,6 +354,147 @@ mod tests {
             Topic::parse("chat:roomz", KINDS),
             Err(ParseTopicError::Unknown { .. })
         ));
+    }
+
+    /// Every order of `kinds`, by Heap's algorithm.
+    fn permutations(kinds: &[TopicKind]) -> Vec<Vec<TopicKind>> {
+        fn heap(k: usize, kinds: &mut Vec<TopicKind>, out: &mut Vec<Vec<TopicKind>>) {
+            if k <= 1 {
+                out.push(kinds.clone());
+                return;
+            }
+            for i in 0..k {
+                heap(k - 1, kinds, out);
+                kinds.swap(if k.is_multiple_of(2) { i } else { 0 }, k - 1);
+            }
+        }
+        let mut out = Vec::new();
+        heap(kinds.len(), &mut kinds.to_vec(), &mut out);
+        out
+    }
+
+    #[test]
+    fn parse_does_not_depend_on_the_order_of_the_kinds() {
+        let two = [
+            TopicKind::keyed("chat:room"),
+            TopicKind::plain("chat:room:list"),
+        ];
+        for kinds in permutations(&two) {
+            assert_eq!(
+                Topic::parse("chat:room:list", &kinds),
+                Ok(Topic::new("chat:room:list")),
+                "{kinds:?}"
+            );
+        }
+
+        let id = Uuid::parse_str(ID).unwrap();
+        let overlapping = [
+            TopicKind::keyed("chat"),
+            TopicKind::keyed("chat:room"),
+            TopicKind::plain("chat:room:list"),
+            TopicKind::plain("chat:room"),
+            TopicKind::keyed("chat:room:list"),
+        ];
+        let cases = [
+            (
+                "chat:room:list".to_owned(),
+                Ok(Topic::new("chat:room:list")),
+            ),
+            ("chat:room".to_owned(), Ok(Topic::new("chat:room"))),
+            (format!("chat:room:{ID}"), Ok(Topic::keyed("chat:room", id))),
+            (format!("chat:{ID}"), Ok(Topic::keyed("chat", id))),
+            (
+                format!("chat:room:list:{ID}"),
+                Ok(Topic::keyed("chat:room:list", id)),
+            ),
+            (
+                "chat:room:lists".to_owned(),
+                Err(ParseTopicError::InvalidId {
+                    kind: "chat:room",
+                    id: "lists".to_owned(),
+                }),
+            ),
+            (
+                "chat:room:list:x".to_owned(),
+                Err(ParseTopicError::InvalidId {
+                    kind: "chat:room:list",
+                    id: "x".to_owned(),
+                }),
+            ),
+            (
+                "chat".to_owned(),
+                Err(ParseTopicError::MissingId { kind: "chat" }),
+            ),
+            (
+                "chatter".to_owned(),
+                Err(ParseTopicError::Unknown {
+                    input: "chatter".to_owned(),
+                }),
+            ),
+        ];
+        let orders = permutations(&overlapping);
+        assert_eq!(orders.len(), 120);
+        for kinds in orders {
+            for (input, expected) in &cases {
+                assert_eq!(
+                    &Topic::parse(input, &kinds),
+                    expected,
+                    "{input} in {kinds:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parse_reports_the_longest_matching_kind() {
+        let kinds = [TopicKind::keyed("a"), TopicKind::keyed("a:b")];
+        for kinds in permutations(&kinds) {
+            assert_eq!(
+                Topic::parse("a:b", &kinds),
+                Err(ParseTopicError::MissingId { kind: "a:b" }),
+                "{kinds:?}"
+            );
+            assert_eq!(
+                Topic::parse("a:b:c", &kinds),
+                Err(ParseTopicError::InvalidId {
+                    kind: "a:b",
+                    id: "c".to_owned()
+                }),
+                "{kinds:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_errors_quote_a_bounded_part_of_the_input() {
+        let huge = "é".repeat(512 * 1024);
+        assert_eq!(huge.len(), 1024 * 1024);
+        for input in [huge.clone(), format!("chat:room:{huge}")] {
+            let Err(err) = Topic::parse(&input, KINDS) else {
+                panic!("parsed a 1 MB topic");
+            };
+            let quoted = match &err {
+                ParseTopicError::Unknown { input } => input,
+                ParseTopicError::InvalidId { id, .. } => id,
+                ParseTopicError::MissingId { .. } => panic!("{err:?}"),
+            };
+            assert!(
+                quoted.len() <= QUOTE_MAX + '…'.len_utf8(),
+                "{}",
+                quoted.len()
+            );
+            assert!(quoted.ends_with('…'), "{quoted}");
+            assert!(quoted.starts_with("é"));
+            assert!(err.to_string().len() < 200, "{}", err.to_string().len());
+        }
+        // A short input is quoted whole, without an ellipsis.
+        assert_eq!(
+            Topic::parse("chat:room:nope", KINDS),
+            Err(ParseTopicError::InvalidId {
+                kind: "chat:room",
+                id: "nope".to_owned()
+            })
+        );
     }
 
     #[test]
