@@ -512,7 +512,26 @@ impl Cx<'_> {
 
     /// The topics a broadcast of `entity` reaches, in order: its own
     /// collection and topic, then each routed field in declaration order.
+    /// Each target is listed once (two endpoints of one entity share its
+    /// collection topic), so that the code, the docs and the route table
+    /// show what a broadcast reaches; keyed targets of different fields
+    /// stay apart, as they are different topics for most payloads.
     fn targets(&self, entity: &Entity) -> Vec<Target> {
+        let mut targets = self.all_targets(entity);
+        let mut seen: Vec<(String, Option<(String, bool)>)> = Vec::with_capacity(targets.len());
+        targets.retain(|target| {
+            let id = (target.topic.clone(), target.key.clone());
+            let first = !seen.contains(&id);
+            if first {
+                seen.push(id);
+            }
+            first
+        });
+        targets
+    }
+
+    /// The targets of `entity` with repetitions, in order.
+    fn all_targets(&self, entity: &Entity) -> Vec<Target> {
         let mut targets = Vec::new();
         if let Some(collection) = &entity.collection {
             targets.push(self.collection_target(&collection.value));
