@@ -5,7 +5,7 @@
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{Attribute, Fields, Ident, Item, ItemMod, ItemStruct, Type};
+use syn::{Attribute, Fields, Ident, Item, ItemMod, ItemStruct, Type, Visibility};
 
 use crate::attr::{
     misspelled_helper, EntityAttr, EntityKind, Name, Options, RouteAttr, RouteKind, FIELD_HELPERS,
@@ -25,6 +25,8 @@ pub(crate) struct Entity {
     pub(crate) kind: EntityKind,
     /// The payload struct.
     pub(crate) ident: Ident,
+    /// Its visibility, as written.
+    pub(crate) vis: Visibility,
     /// Where the `#[entity]`/`#[link]` attribute is.
     pub(crate) span: Span,
     /// The singular name: `team`, `team_membership`.
@@ -118,6 +120,7 @@ fn read_item(cx: &mut Ctxt, item: &mut Item, item_index: usize) -> Option<Entity
     Some(Entity {
         kind: attr.kind,
         ident: item.ident.clone(),
+        vis: item.vis.clone(),
         span: attr.span,
         name,
         collection: attr.collection,

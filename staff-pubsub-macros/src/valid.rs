@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use proc_macro2::Span;
-use syn::{GenericArgument, Item, PathArguments, Type};
+use syn::{GenericArgument, Item, PathArguments, Type, Visibility};
 
 use crate::ast::{Entity, Field, Spec};
 use crate::attr::{EntityKind, Name, RouteKind};
@@ -17,6 +17,7 @@ pub(crate) fn check(cx: &mut Ctxt, spec: &Spec) {
     check_not_empty(cx, spec);
     for entity in local_entities(spec) {
         check_shape(cx, entity);
+        check_public(cx, entity);
         check_names(cx, entity);
         check_uuid_field(cx, entity);
         check_event_list(cx, entity);
@@ -90,6 +91,21 @@ fn check_shape(cx: &mut Ctxt, entity: &Entity) {
             generics,
             "payload structs cannot be generic: every event must have one concrete payload type",
         );
+    }
+}
+
+/// The generated `Message` and `broadcast_*` functions are `pub` and name
+/// the payload: a less visible payload would leak through them.
+fn check_public(cx: &mut Ctxt, entity: &Entity) {
+    let message = format!(
+        "the payload `{}` must be `pub`: it is part of the generated `pub` items `Message` and `{}`",
+        entity.ident,
+        plan::broadcast_fn(entity)
+    );
+    match &entity.vis {
+        Visibility::Public(_) => {}
+        Visibility::Inherited => cx.error_spanned_by(&entity.ident, message),
+        restricted @ Visibility::Restricted(_) => cx.error_spanned_by(restricted, message),
     }
 }
 
