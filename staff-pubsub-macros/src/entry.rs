@@ -50,9 +50,7 @@ pub(crate) fn finish(mut cx: Ctxt, spec: Spec, carrier: Option<TokenStream>) -> 
         let errors = cx.into_compile_errors();
         return quote!(#module #errors);
     }
-    let mut expanded = expand::expand(spec);
-    expanded.extend(carrier);
-    expanded
+    expand::expand(spec, carrier)
 }
 
 fn parse_module(input: &TokenStream) -> syn::Result<ItemMod> {
@@ -84,9 +82,12 @@ fn item_keyword_span(item: &Item) -> Span {
 /// The macro that carries this spec to the crates that extend it: it calls
 /// the extension step back with this spec's arguments and module, as written.
 /// `#[macro_export]` puts it at the crate root, under a name derived from the
-/// module's.
+/// module's; emitted inside the module, it is re-exported there as
+/// [`CARRIER`], so that an extension reaches it through the spec's own path
+/// (and a wrong path is reported as that path).
 fn carrier_macro(module: &syn::Ident, args: &TokenStream, input: &TokenStream) -> TokenStream {
     let name = carrier_name(module);
+    let carrier = format_ident!("{}", CARRIER);
     // The carried tokens are only read by the extension step, never emitted,
     // so a `crate` inside them refers to nothing.
     quote! {
@@ -100,10 +101,20 @@ fn carrier_macro(module: &syn::Ident, args: &TokenStream, input: &TokenStream) -
                 }
             };
         }
+
+        // A `macro_rules!` in scope, not a path: rustc lets a crate re-export
+        // its own macro-expanded `#[macro_export]` macro only this way.
+        #[doc(hidden)]
+        pub use #name as #carrier;
     }
 }
 
-pub(crate) fn carrier_name(module: &syn::Ident) -> syn::Ident {
+/// The name under which an extensible spec module re-exports its carrier.
+/// An extension calls `<extends path>::__extensible_staff_events_spec!`: a
+/// path that names no such spec fails there, with the user's tokens.
+pub(crate) const CARRIER: &str = "__extensible_staff_events_spec";
+
+fn carrier_name(module: &syn::Ident) -> syn::Ident {
     format_ident!("__staff_events_spec_{}", module)
 }
 
@@ -136,6 +147,72 @@ mod tests {
             assert!(out.contains(expected), "{expected} missing from {out}");
         }
         assert!(!out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn event_variants_have_the_atom_as_doc_alias() {
+        let out = expand_str(
+            r#"scope = "shop""#,
+            r#"pub mod shop {
+                #[entity(collection = "customers", events(customer_created, customer_2fa_enabled))]
+                pub struct Customer { pub uuid: Uuid }
+            }"#,
+        );
+        let variant = |attrs: &str, variant: &str| {
+            let at = out.find(&format!("{variant} ,")).expect(variant);
+            out[..at].ends_with(&format!(
+                "{attrs} # [serde (rename = \"{}\")] ",
+                attrs_atom(attrs)
+            ))
+        };
+        fn attrs_atom(attrs: &str) -> &str {
+            attrs.split('"').nth(1).unwrap_or_default()
+        }
+        assert!(
+            variant(
+                r#"# [doc (alias = "customer_created")] # [doc (alias = "CustomerCreated")]"#,
+                "Created"
+            ),
+            "{out}"
+        );
+        // The variant is the whole atom already: no second alias.
+        assert!(
+            variant(
+                r#"# [doc (alias = "customer_2fa_enabled")]"#,
+                "Customer2faEnabled"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_extensible_spec_re_exports_its_carrier_in_the_module() {
+        let out = expand_str(
+            r#"scope = "shop", extensible"#,
+            r#"pub mod shop {
+                #[entity(collection = "orders", events(order_placed))]
+                pub struct Order { pub uuid: Uuid }
+            }"#,
+        );
+        let reexport = "pub use __staff_events_spec_shop as __extensible_staff_events_spec ;";
+        let at = out.find(reexport).expect(&out);
+        // Inside the module: before its closing brace, the last token.
+        assert_eq!(out[at + reexport.len()..].trim(), "}", "{out}");
+    }
+
+    #[test]
+    fn an_extension_calls_the_carrier_through_its_path() {
+        let out = expand_str(
+            "extends = base::events",
+            r#"pub mod app {
+                #[entity(collection = "rooms", events(room_booked))]
+                pub struct Room { pub uuid: Uuid }
+            }"#,
+        );
+        assert!(
+            out.starts_with("base :: events :: __extensible_staff_events_spec !"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! runtime's `__private` module, so the output compiles whatever the user's
 //! module imports or shadows (`#![no_implicit_prelude]` included).
 
-use proc_macro2::{Ident, TokenStream};
-use quote::{format_ident, quote};
+use proc_macro2::{Ident, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{Attribute, Item, ItemStruct};
 
 use crate::ast::{Entity, Spec};
 use crate::attr::{EntityKind, RouteKind};
+use crate::names::upper_camel_case;
 use crate::plan;
 use crate::valid::option_inner;
 
@@ -20,8 +22,8 @@ struct Cx<'a> {
 }
 
 /// The user's module with derives added to the payloads and the generated
-/// items appended.
-pub(crate) fn expand(spec: Spec) -> TokenStream {
+/// items appended, `carrier` (the macro of an extensible spec) last.
+pub(crate) fn expand(spec: Spec, carrier: Option<TokenStream>) -> TokenStream {
     let krate = &spec.options.krate;
     let cx = Cx {
         spec: &spec,
@@ -46,9 +48,26 @@ pub(crate) fn expand(spec: Spec) -> TokenStream {
                 add_payload_derives(&cx, item);
             }
         }
+        let field_checks = spec
+            .entities
+            .iter()
+            .filter(|e| e.inherited_from.is_none())
+            .map(|e| cx.payload_field_check(e));
+        items.extend(field_checks.map(Item::Verbatim));
         items.extend(generated.into_iter().map(Item::Verbatim));
+        items.extend(carrier.map(Item::Verbatim));
     }
     quote!(#module)
+}
+
+/// Whether `tokens` use `Self`, which means something else outside the
+/// payload struct.
+fn mentions_self(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|tree| match tree {
+        TokenTree::Ident(ident) => ident == "Self",
+        TokenTree::Group(group) => mentions_self(group.stream()),
+        _ => false,
+    })
 }
 
 /// Derives a payload needs to travel in a message: the standard ones it lacks,
@@ -109,6 +128,37 @@ impl Cx<'_> {
 
     fn topic_entities(&self) -> impl Iterator<Item = &Entity> {
         self.entities().filter(|e| e.kind == EntityKind::Entity)
+    }
+
+    /// A compile-time check that each field of a payload has the traits the
+    /// payload derives, spanned at the field's type: a field type that lacks
+    /// one is reported there, once per missing trait (rustc still reports
+    /// the derives' own errors too). Plain bounds, not a trait with
+    /// `#[diagnostic::on_unimplemented]`: tool attributes do not resolve
+    /// under `#![no_implicit_prelude]`.
+    fn payload_field_check(&self, entity: &Entity) -> TokenStream {
+        let p = &self.p;
+        let checks = entity
+            .fields
+            .iter()
+            .map(|field| &field.ty)
+            .filter(|ty| !mentions_self(quote!(#ty)))
+            .map(|ty| quote_spanned!(ty.span()=> __payload_field::<#ty>();));
+        quote! {
+            const _: () = {
+                // The traits the macro derives for the payload, so that it
+                // travels in messages: each field type needs them too.
+                const fn __payload_field<
+                    T: ::core::clone::Clone
+                        + ::core::fmt::Debug
+                        + ::core::cmp::PartialEq
+                        + #p::serde::Serialize
+                        + #p::serde::de::DeserializeOwned,
+                >() {
+                }
+                #(#checks)*
+            };
+        }
     }
 
     /// Inherited payloads and event enums are the extended spec's own types.
@@ -215,6 +265,13 @@ impl Cx<'_> {
             .map(|e| plan::variant_ident(entity, e))
             .collect();
         let variant_docs = atoms.iter().map(|a| format!("`{a}`"));
+        // The atom, and its whole CamelCase form when the variant drops the
+        // entity's prefix, find the variant in rustdoc's search.
+        let aliases = atoms.iter().zip(&variants).map(|(atom, variant)| {
+            let camel = upper_camel_case(atom);
+            let camel = (*variant != camel).then(|| quote!(#[doc(alias = #camel)]));
+            quote!(#[doc(alias = #atom)] #camel)
+        });
         let list = atoms
             .iter()
             .map(|a| format!("`{a}`"))
@@ -239,6 +296,7 @@ impl Cx<'_> {
             pub enum #ident {
                 #(
                     #[doc = #variant_docs]
+                    #aliases
                     #[serde(rename = #atoms)]
                     #variants,
                 )*
@@ -483,7 +541,7 @@ impl Cx<'_> {
             ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + '_ {
                 let mut topics = #p::TopicList::<#capacity>::new();
                 #(#pushes)*
-                pubsub.broadcast_list(topics, Message::#ident(event, payload))
+                pubsub.broadcast(topics, Message::#ident(event, payload))
             }
         }
     }

@@ -2,9 +2,10 @@
 //!
 //! A proc macro cannot see another crate's items, so a spec marked
 //! `extensible` also emits a *carrier*: a `macro_rules!` that holds the
-//! spec's own tokens. `#[staff_events(extends = base::spec)]` expands to a
-//! call of that carrier, which calls [`staff_events_extend`] back with both
-//! specs. The base's payloads and event enums are re-exported, not copied;
+//! spec's own tokens, re-exported in the spec module.
+//! `#[staff_events(extends = base::spec)]` expands to a call of that carrier
+//! through the user's path, which calls [`staff_events_extend`] back with
+//! both specs. The base's payloads and event enums are re-exported, not copied;
 //! everything else (topic functions, message, routes, fan-out) is generated
 //! for the union, so the extended module is a complete spec of its own.
 
@@ -15,7 +16,7 @@ use syn::ItemMod;
 use crate::ast::Spec;
 use crate::attr::{Name, Options};
 use crate::ctxt::Ctxt;
-use crate::entry::{carrier_name, finish};
+use crate::entry::{finish, CARRIER};
 
 /// The base of an extension must be named through another crate.
 pub(crate) fn check_extends_path(extends: &syn::Path) -> syn::Result<()> {
@@ -34,7 +35,9 @@ pub(crate) fn check_extends_path(extends: &syn::Path) -> syn::Result<()> {
 }
 
 /// `#[staff_events(extends = krate::module, ...)]`: calls the carrier of
-/// `krate::module`, which lives at `krate::__staff_events_spec_module`.
+/// `krate::module` through that path, as `krate::module::CARRIER!`, the new
+/// segment spanned at the module's name: a path that names nothing, or a
+/// module that is not an extensible spec, is reported at the user's path.
 pub(crate) fn call_carrier(
     extends: &syn::Path,
     args: &TokenStream,
@@ -44,18 +47,9 @@ pub(crate) fn call_carrier(
         return syn::Error::new_spanned(extends, "`extends` takes the path of a spec module")
             .to_compile_error();
     };
-    let mut carrier = extends.clone();
-    carrier.segments.pop();
-    carrier.segments.pop_punct();
-    let name = carrier_name(&module.ident);
+    let carrier = syn::Ident::new(CARRIER, module.ident.span());
     let krate = Options::parse(&mut Ctxt::default(), args.clone()).krate;
-    if carrier.segments.is_empty() {
-        return quote!(#name! { [#krate] [#args] [#input] });
-    }
-    // Only the crate root holds `#[macro_export]` macros.
-    let root = &carrier.segments[0];
-    let leading = carrier.leading_colon;
-    quote!(#leading #root::#name! { [#krate] [#args] [#input] })
+    quote!(#extends::#carrier! { [#krate] [#args] [#input] })
 }
 
 /// The callback: `[extension args] [extension module] [base args] [base module]`.

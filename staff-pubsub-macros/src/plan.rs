@@ -103,6 +103,14 @@ pub(crate) fn generated_names(spec: &Spec) -> Vec<Generated> {
         pattern: "fixed",
     });
     let mut names: Vec<Generated> = fixed.collect();
+    if spec.options.extensible {
+        names.push(Generated {
+            name: crate::entry::CARRIER.to_owned(),
+            owner: None,
+            reexport: false,
+            pattern: "fixed",
+        });
+    }
     for (index, entity) in spec.entities.iter().enumerate() {
         let name = &entity.name.value;
         let mut own = vec![
