@@ -80,6 +80,7 @@ fn main() {
     let max = wire::DEFAULT_MAX_MESSAGE_SIZE;
     let envelope = || Envelope {
         origin: "node-a",
+        instance: Some(0x5f0c_3a9e_17d2_b846),
         mode: Mode::ExceptOrigin,
         topics: &topics,
         message: &message,

@@ -22,40 +22,86 @@ pub enum Error {
         /// The node that was named.
         node: String,
     },
-    /// The broadcast could not be handed to the transport. Subscribers on this
-    /// node did receive it; other nodes did not.
+    /// The broadcast could not be handed to the transport. Subscribers on
+    /// this node did receive it. Whether other nodes will receive it is told
+    /// by [`TransportError::outcome`]: [`Outcome::NotSent`] means they will
+    /// not, [`Outcome::Unknown`] that they may (the request may have reached
+    /// the engine before the failure).
     #[error("broadcast not sent to other nodes")]
     Transport(#[source] TransportError),
+    /// Building a server with a transport failed: the transport could not
+    /// connect (its message says where and why, such as
+    /// `cannot connect to Redis at redis://127.0.0.1:6379: Connection refused`).
+    #[error(transparent)]
+    Connect(TransportError),
     /// A server that talks to other nodes needs a non-empty node name.
     #[error("the node name must not be empty when the server has a transport")]
     EmptyNodeName,
 }
 
+/// What a failed send may still have done: whether retrying could deliver
+/// a message twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Certainly not sent: the engine never got the message (no connection
+    /// could be made, the message was too large to send, the engine refused
+    /// the command). Retrying cannot make a duplicate.
+    NotSent,
+    /// The request may have reached the engine before the failure (a reply
+    /// that timed out, a connection that broke after the write): other
+    /// nodes may receive the message, possibly later. Retrying may deliver
+    /// it twice.
+    Unknown,
+}
+
 /// A transport's failure, wrapping the engine's own error.
+///
+/// Its [`outcome`](Self::outcome) tells a caller deciding whether to retry
+/// if the message was certainly not sent.
 #[derive(Debug)]
 pub struct TransportError {
     what: String,
+    outcome: Outcome,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl TransportError {
-    /// An error described by `what`, caused by `source`.
+    /// An error described by `what`, caused by `source`, whose outcome is
+    /// [`Outcome::Unknown`] (the safe assumption).
     pub fn new(
         what: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
         Self {
             what: what.into(),
+            outcome: Outcome::Unknown,
             source: Some(source.into()),
         }
     }
 
-    /// An error described by `what` alone.
+    /// An error described by `what` alone, whose outcome is
+    /// [`Outcome::Unknown`].
     pub fn msg(what: impl Into<String>) -> Self {
         Self {
             what: what.into(),
+            outcome: Outcome::Unknown,
             source: None,
         }
+    }
+
+    /// The same error, with `outcome`: a transport marks failures that
+    /// certainly sent nothing with [`Outcome::NotSent`].
+    #[must_use]
+    pub fn with_outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// Whether the message was certainly not sent, or may have been.
+    #[must_use]
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
     }
 }
 
@@ -81,8 +127,11 @@ pub enum RecvError {
     /// dropped. The next receive continues with the oldest message kept.
     #[error("subscriber lagged behind: {0} messages missed")]
     Lagged(u64),
-    /// The transport lost its connection; messages may have been missed
-    /// without a count. Reload any state built from the stream.
+    /// The transport lost its connection (or its receive task had to be
+    /// restarted); messages may have been missed without a count. It comes
+    /// in queue order: after every message queued before the loss, before
+    /// every message received after it. Reload any state built from the
+    /// stream.
     #[error("the transport reconnected: messages may have been missed")]
     Gap,
     /// The server was dropped and every queued message has been received.
@@ -98,13 +147,13 @@ pub enum TryRecvError {
     #[error("no message queued")]
     Empty,
     /// See [`RecvError::Lagged`].
-    #[error("subscriber lagged behind: {0} messages missed")]
+    #[error("{}", RecvError::Lagged(*.0))]
     Lagged(u64),
     /// See [`RecvError::Gap`].
-    #[error("the transport reconnected: messages may have been missed")]
+    #[error("{}", RecvError::Gap)]
     Gap,
     /// See [`RecvError::Closed`].
-    #[error("the server is closed")]
+    #[error("{}", RecvError::Closed)]
     Closed,
 }
 

@@ -5,9 +5,16 @@
 //! never loses a message without being told: the next receive reports the
 //! count, then the subscriber continues with the newest messages.
 //!
-//! Invariant: for every inbox, messages popped + misses reported + misses
+//! A gap (the transport lost messages during a reconnect) takes its place
+//! in queue order: it is a marker queued after every message queued before
+//! it, so a subscriber that reloads its state on a gap never applies an
+//! older message over the fresh state.
+//!
+//! Invariants: for every inbox, messages popped + misses reported + misses
 //! still pending + messages still queued == messages pushed (while fewer
-//! than 2^62 misses are pending, where their count saturates).
+//! than 2^62 misses are pending, where their count saturates). The queue
+//! holds at most one gap marker (`None`), exactly while [`GAP`] is set, and
+//! at most `capacity` messages besides it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,16 +32,17 @@ pub(crate) struct Inbox<M> {
 
 struct State<M> {
     /// Grows on demand up to the capacity: an idle subscription allocates
-    /// no queue at all.
-    queue: VecDeque<Arc<M>>,
+    /// no queue at all. `Some` is a message, `None` the gap marker (the
+    /// niche keeps an entry one pointer wide).
+    queue: VecDeque<Option<Arc<M>>>,
     /// Messages dropped for lack of room and not yet reported (the low bits,
-    /// [`MISSED`]), and the flags [`GAP`] and [`CLOSED`].
+    /// [`MISSED`]), and the flags [`GAP`] (a marker is queued) and [`CLOSED`].
     word: u64,
     waker: Option<Waker>,
 }
 
-/// In [`State::word`]: the transport lost messages (a reconnect); not yet
-/// reported.
+/// In [`State::word`]: the transport lost messages (a reconnect) and the
+/// gap marker is queued, not yet reported.
 const GAP: u64 = 1 << 63;
 /// In [`State::word`]: the server is gone: nothing more will arrive once
 /// the queue is empty.
@@ -86,15 +94,15 @@ impl<M> Inbox<M> {
             if state.word & CLOSED != 0 {
                 return (Pushed::Refused, None);
             }
-            let evicted = if state.queue.len() >= capacity.max(1) {
+            let evicted = if state.messages() >= capacity.max(1) {
                 if state.word & MISSED != MISSED {
                     state.word += 1;
                 }
-                state.queue.pop_front()
+                state.pop_oldest_message()
             } else {
                 None
             };
-            state.queue.push_back(message);
+            state.queue.push_back(Some(message));
             let pushed = if evicted.is_some() {
                 Pushed::QueuedDroppingOldest
             } else {
@@ -108,24 +116,31 @@ impl<M> Inbox<M> {
         (pushed, evicted)
     }
 
-    /// Marks a gap: the next receive reports [`RecvError::Gap`].
+    /// Marks a gap after every message queued so far: receiving reports
+    /// [`RecvError::Gap`] after them and before any message queued later.
+    /// A second gap before the first is received moves the one marker to
+    /// the end (reloading there covers both losses).
     pub(crate) fn signal_gap(&self) {
-        let waker = {
-            let mut state = self.state.lock();
+        self.update(|state| {
+            if state.word & GAP != 0 {
+                state.queue.retain(Option::is_some);
+            }
+            state.queue.push_back(None);
             state.word |= GAP;
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        });
     }
 
     /// Closes the inbox: queued messages can still be received, then
     /// [`RecvError::Closed`].
     pub(crate) fn close(&self) {
+        self.update(|state| state.word |= CLOSED);
+    }
+
+    /// Changes the state under the lock and wakes the subscriber after it.
+    fn update(&self, change: impl FnOnce(&mut State<M>)) {
         let waker = {
             let mut state = self.state.lock();
-            state.word |= CLOSED;
+            change(&mut state);
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -133,8 +148,9 @@ impl<M> Inbox<M> {
         }
     }
 
-    /// Takes the next item: a gap, then a lag report, then a message. Reports
-    /// come first because they concern messages older than any still queued.
+    /// Takes the next item: a lag report first (it concerns messages older
+    /// than any still queued), then the queue in order, messages and the
+    /// gap marker alike.
     pub(crate) fn try_take(&self) -> Option<Result<Arc<M>, RecvError>> {
         let mut state = self.state.lock();
         state.take()
@@ -152,26 +168,40 @@ impl<M> Inbox<M> {
         Poll::Pending
     }
 
+    /// The number of messages queued (the gap marker is not one).
     pub(crate) fn len(&self) -> usize {
-        self.state.lock().queue.len()
+        self.state.lock().messages()
     }
 }
 
 impl<M> State<M> {
-    fn take(&mut self) -> Option<Result<Arc<M>, RecvError>> {
-        if self.word & GAP != 0 {
-            self.word &= !GAP;
-            return Some(Err(RecvError::Gap));
+    fn messages(&self) -> usize {
+        self.queue.len() - usize::from(self.word & GAP != 0)
+    }
+
+    /// Removes the oldest message, leaving a gap marker in front of it in
+    /// place: the marker stays after the messages that preceded the gap.
+    fn pop_oldest_message(&mut self) -> Option<Arc<M>> {
+        match self.queue.front() {
+            Some(None) => self.queue.remove(1).flatten(),
+            _ => self.queue.pop_front().flatten(),
         }
+    }
+
+    fn take(&mut self) -> Option<Result<Arc<M>, RecvError>> {
         let missed = self.word & MISSED;
         if missed > 0 {
             self.word &= !MISSED;
             return Some(Err(RecvError::Lagged(missed)));
         }
-        if let Some(message) = self.queue.pop_front() {
-            return Some(Ok(message));
+        match self.queue.pop_front() {
+            Some(Some(message)) => Some(Ok(message)),
+            Some(None) => {
+                self.word &= !GAP;
+                Some(Err(RecvError::Gap))
+            }
+            None => (self.word & CLOSED != 0).then_some(Err(RecvError::Closed)),
         }
-        (self.word & CLOSED != 0).then_some(Err(RecvError::Closed))
     }
 }
 
@@ -199,16 +229,74 @@ mod tests {
     }
 
     #[test]
-    fn gap_comes_before_lag_and_closed_comes_last() {
+    fn lag_comes_first_the_gap_in_queue_order_and_closed_last() {
         let inbox = Inbox::new();
         inbox.push(Arc::new(1), 1);
         inbox.push(Arc::new(2), 1);
         inbox.signal_gap();
         inbox.close();
         assert_eq!(inbox.push(Arc::new(3), 1), Pushed::Refused);
-        assert_eq!(inbox.try_take(), Some(Err(RecvError::Gap)));
         assert_eq!(inbox.try_take(), Some(Err(RecvError::Lagged(1))));
         assert_eq!(inbox.try_take(), Some(Ok(Arc::new(2))));
+        assert_eq!(inbox.try_take(), Some(Err(RecvError::Gap)));
         assert_eq!(inbox.try_take(), Some(Err(RecvError::Closed)));
+    }
+
+    #[test]
+    fn a_gap_comes_after_what_was_queued_before_it_and_before_what_came_after() {
+        let inbox = Inbox::new();
+        inbox.push(Arc::new(1), 8);
+        inbox.push(Arc::new(2), 8);
+        inbox.signal_gap();
+        inbox.push(Arc::new(3), 8);
+        assert_eq!(inbox.len(), 3);
+        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(1))));
+        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(2))));
+        assert_eq!(inbox.try_take(), Some(Err(RecvError::Gap)));
+        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(3))));
+        assert_eq!(inbox.try_take(), None);
+    }
+
+    #[test]
+    fn a_second_gap_moves_the_marker_and_is_reported_once() {
+        let inbox = Inbox::new();
+        inbox.push(Arc::new(1), 8);
+        inbox.signal_gap();
+        inbox.push(Arc::new(2), 8);
+        inbox.signal_gap();
+        inbox.push(Arc::new(3), 8);
+        let taken: Vec<_> = std::iter::from_fn(|| inbox.try_take()).collect();
+        assert_eq!(
+            taken,
+            [
+                Ok(Arc::new(1)),
+                Ok(Arc::new(2)),
+                Err(RecvError::Gap),
+                Ok(Arc::new(3))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_with_a_gap_keeps_the_marker_and_the_capacity() {
+        let inbox = Inbox::new();
+        inbox.push(Arc::new(1), 2);
+        inbox.signal_gap();
+        inbox.push(Arc::new(2), 2);
+        // Full: 1 is dropped, the marker stays in front of 2.
+        assert_eq!(inbox.push(Arc::new(3), 2), Pushed::QueuedDroppingOldest);
+        assert_eq!(inbox.len(), 2);
+        // Full again: 2 is dropped, behind the marker.
+        assert_eq!(inbox.push(Arc::new(4), 2), Pushed::QueuedDroppingOldest);
+        let taken: Vec<_> = std::iter::from_fn(|| inbox.try_take()).collect();
+        assert_eq!(
+            taken,
+            [
+                Err(RecvError::Lagged(2)),
+                Err(RecvError::Gap),
+                Ok(Arc::new(3)),
+                Ok(Arc::new(4))
+            ]
+        );
     }
 }

@@ -24,8 +24,10 @@ mod topic;
 mod transport;
 pub mod wire;
 
-pub use error::{Error, RecvError, TransportError, TryRecvError};
-pub use pubsub::{Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME};
+pub use error::{Error, Outcome, RecvError, TransportError, TryRecvError};
+pub use pubsub::{
+    Builder, Connection, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME,
+};
 #[doc = include_str!("staff_events.md")]
 pub use staff_pubsub_macros::staff_events;
 

@@ -6,7 +6,9 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, RecvError, TransportError, TryRecvError};
 use crate::inbox::Inbox;
@@ -20,7 +22,9 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// The most registry shards a server takes ([`Builder::shards`] clamps to it).
 pub const MAX_SHARDS: usize = 1 << 12;
 
-/// The node name of a server built without one.
+/// The node name of an in-process server built without one. A server built
+/// with a transport and no name gets a unique one instead (see
+/// [`Builder::node_name`]).
 pub const DEFAULT_NODE_NAME: &str = "local";
 
 /// A typed topic pub/sub server: the analog of a `Phoenix.PubSub` server.
@@ -56,6 +60,7 @@ impl<M> std::fmt::Debug for PubSub<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PubSub")
             .field("node", &self.core.node)
+            .field("instance", &format_args!("{:016x}", self.core.instance))
             .field("capacity", &self.core.capacity)
             .field("network", &self.core.transport.get().is_some())
             .finish_non_exhaustive()
@@ -65,7 +70,11 @@ impl<M> std::fmt::Debug for PubSub<M> {
 pub(crate) struct Core<M> {
     pub(crate) registry: Registry<M>,
     pub(crate) counters: Counters,
-    node: Arc<str>,
+    pub(crate) node: Arc<str>,
+    /// A random number telling this server apart from any other, even one
+    /// that shares its node name: it travels in every envelope.
+    pub(crate) instance: u64,
+    pub(crate) connection: ConnectionCell,
     capacity: usize,
     max_subscriptions: usize,
     /// Set once, right after the core is built, by [`Builder::build_with`].
@@ -84,7 +93,7 @@ impl<M> Drop for Core<M> {
 pub struct Builder<M> {
     capacity: usize,
     shards: usize,
-    node_name: String,
+    node_name: Option<String>,
     max_subscriptions: usize,
     message: PhantomData<fn() -> M>,
 }
@@ -115,7 +124,7 @@ impl<M> Default for Builder<M> {
         Self {
             capacity: DEFAULT_CAPACITY,
             shards: (cores * 4).next_power_of_two(),
-            node_name: DEFAULT_NODE_NAME.to_owned(),
+            node_name: None,
             max_subscriptions: usize::MAX,
             message: PhantomData,
         }
@@ -137,9 +146,18 @@ impl<M: Send + Sync + 'static> Builder<M> {
         self
     }
 
-    /// This node's name, unique among the nodes sharing a transport.
+    /// This node's name, unique among the nodes sharing a transport: the
+    /// name [`PubSub::direct_broadcast`] addresses.
+    ///
+    /// Without one, an in-process server is named [`DEFAULT_NODE_NAME`]
+    /// and a server built with a transport gets a name no other node has:
+    /// `<host>-<pid>-<8 random hex digits>`, such as `web-1-4711-9f3a0c21`.
+    /// Two live nodes that are given the same name are still told apart
+    /// (each server carries a random instance id on the wire): they receive
+    /// each other's broadcasts, and each reports the clash with a
+    /// `tracing` error and in [`Stats::name_conflicts`].
     pub fn node_name(mut self, name: impl Into<String>) -> Self {
-        self.node_name = name.into();
+        self.node_name = Some(name.into());
         self
     }
 
@@ -151,9 +169,13 @@ impl<M: Send + Sync + 'static> Builder<M> {
     }
 
     /// Builds an in-process server.
-    pub fn build(self) -> PubSub<M> {
+    pub fn build(mut self) -> PubSub<M> {
+        let name = self
+            .node_name
+            .take()
+            .unwrap_or_else(|| DEFAULT_NODE_NAME.to_owned());
         PubSub {
-            core: Arc::new(self.core()),
+            core: Arc::new(self.core(name, Connection::Local)),
         }
     }
 
@@ -163,30 +185,35 @@ impl<M: Send + Sync + 'static> Builder<M> {
     ///
     /// # Errors
     ///
-    /// [`Error::EmptyNodeName`], or [`Error::Transport`] if `connect` fails.
-    pub async fn build_with<T, F, Fut>(self, connect: F) -> Result<PubSub<M>, Error>
+    /// [`Error::EmptyNodeName`] for a name that is empty or white space;
+    /// [`Error::Connect`] if `connect` fails.
+    pub async fn build_with<T, F, Fut>(mut self, connect: F) -> Result<PubSub<M>, Error>
     where
         T: Transport<M>,
         F: FnOnce(LocalNode<M>) -> Fut,
         Fut: Future<Output = Result<T, TransportError>>,
     {
-        if self.node_name.trim().is_empty() {
-            return Err(Error::EmptyNodeName);
-        }
-        let pubsub = self.build();
-        let transport = connect(pubsub.local_node())
-            .await
-            .map_err(Error::Transport)?;
+        let name = match self.node_name.take() {
+            Some(name) if name.trim().is_empty() => return Err(Error::EmptyNodeName),
+            Some(name) => name,
+            None => unique_node_name(),
+        };
+        let pubsub = PubSub {
+            core: Arc::new(self.core(name, Connection::Disconnected)),
+        };
+        let transport = connect(pubsub.local_node()).await.map_err(Error::Connect)?;
         // The cell was created empty just above and nothing else can see it.
         let _ = pubsub.core.transport.set(Box::new(transport));
         Ok(pubsub)
     }
 
-    fn core(self) -> Core<M> {
+    fn core(self, name: String, connection: Connection) -> Core<M> {
         Core {
             registry: Registry::new(self.shards, self.capacity),
             counters: Counters::default(),
-            node: Arc::from(self.node_name),
+            node: Arc::from(name),
+            instance: random_u64(),
+            connection: ConnectionCell::new(connection),
             capacity: self.capacity,
             max_subscriptions: self.max_subscriptions,
             transport: OnceLock::new(),
@@ -275,37 +302,20 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// before the call returns; with a transport, `Ok` means the engine took
     /// it too. List each topic once: the list is not searched for
     /// duplicates on this hot path, and a topic listed twice is reached
-    /// twice (the generated `broadcast_*` functions list distinct topics).
+    /// twice on this node (the generated `broadcast_*` functions list
+    /// distinct topics; other nodes reach each listed topic once).
+    ///
+    /// `topics` is anything that is a slice of topics: `&[Topic]`, an array,
+    /// a `Vec<Topic>`, or the topic list of a generated function.
     ///
     /// # Errors
     ///
     /// [`Error::Transport`] if the message could not be sent to other nodes
-    /// (this node's subscribers did receive it).
-    pub async fn broadcast(&self, topics: &[Topic], message: M) -> Result<(), Error> {
-        match self.dispatch_for_network(topics, message, None) {
-            Some(message) => self.publish(Mode::ExceptOrigin, topics, &message).await,
-            None => Ok(()),
-        }
-    }
-
-    /// As [`broadcast`](Self::broadcast), with the topics in a
-    /// [`TopicList`](crate::spec::TopicList) moved into the future: what the
-    /// generated `broadcast_*` functions return, without a second async
-    /// layer around this one.
-    ///
-    /// # Errors
-    ///
-    /// As [`broadcast`](Self::broadcast).
-    pub async fn broadcast_list<const N: usize>(
-        &self,
-        topics: crate::spec::TopicList<N>,
-        message: M,
-    ) -> Result<(), Error> {
-        let topics = topics.as_slice();
-        match self.dispatch_for_network(topics, message, None) {
-            Some(message) => self.publish(Mode::ExceptOrigin, topics, &message).await,
-            None => Ok(()),
-        }
+    /// (this node's subscribers did receive it); its
+    /// [`outcome`](crate::TransportError::outcome) says whether it may
+    /// still reach them.
+    pub async fn broadcast<T: AsRef<[Topic]>>(&self, topics: T, message: M) -> Result<(), Error> {
+        self.send(topics.as_ref(), message, None).await
     }
 
     /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
@@ -314,13 +324,24 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// # Errors
     ///
     /// As [`broadcast`](Self::broadcast).
-    pub async fn broadcast_from(
+    pub async fn broadcast_from<T: AsRef<[Topic]>>(
         &self,
         from: &Subscription<M>,
-        topics: &[Topic],
+        topics: T,
         message: M,
     ) -> Result<(), Error> {
-        match self.dispatch_for_network(topics, message, Some(&from.inbox)) {
+        self.send(topics.as_ref(), message, Some(&from.inbox)).await
+    }
+
+    /// The one send path of `broadcast` and `broadcast_from`: this node's
+    /// subscribers (but `except`) at once, then the other nodes.
+    async fn send(
+        &self,
+        topics: &[Topic],
+        message: M,
+        except: Option<&Arc<Inbox<M>>>,
+    ) -> Result<(), Error> {
+        match self.dispatch_for_network(topics, message, except) {
             Some(message) => self.publish(Mode::ExceptOrigin, topics, &message).await,
             None => Ok(()),
         }
@@ -366,6 +387,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         self.core.counters.record_broadcast(Tally::default());
         let envelope = Envelope {
             origin: &self.core.node,
+            instance: Some(self.core.instance),
             mode: Mode::Only(node),
             topics,
             message: &message,
@@ -399,7 +421,26 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             received: counters.received.load(Ordering::Relaxed),
             rejected: counters.rejected.load(Ordering::Relaxed),
             gaps: counters.gaps.load(Ordering::Relaxed),
+            name_conflicts: counters.name_conflicts.load(Ordering::Relaxed),
+            connection: self.core.connection.get(),
         }
+    }
+
+    /// The state of this server's link to other nodes: [`Connection::Local`]
+    /// without a transport; with one, [`Connection::Connected`] while it
+    /// receives from the other nodes and [`Connection::Disconnected`] while
+    /// it reconnects.
+    #[must_use]
+    pub fn connection(&self) -> Connection {
+        self.core.connection.get()
+    }
+
+    /// Waits until [`connection`](Self::connection) is `state` (at once if
+    /// it is already): wait for [`Connection::Connected`] after a reconnect
+    /// instead of sending test messages. Never resolves if the server never
+    /// reaches `state`: bound it with a timeout.
+    pub async fn wait_for_connection(&self, state: Connection) {
+        poll_fn(|cx| self.core.connection.poll_until(state, cx)).await;
     }
 
     /// The handle a transport uses to deliver to this server.
@@ -408,6 +449,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         LocalNode {
             core: Arc::downgrade(&self.core),
             node: Arc::clone(&self.core.node),
+            instance: self.core.instance,
         }
     }
 
@@ -471,6 +513,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         };
         let envelope = Envelope {
             origin: &self.core.node,
+            instance: Some(self.core.instance),
             mode,
             topics,
             message,
@@ -500,8 +543,97 @@ pub struct Stats {
     pub received: u64,
     /// Messages from the wire that were malformed or refused, and skipped.
     pub rejected: u64,
-    /// Times the transport lost its connection and told subscribers of a gap.
+    /// Times the transport lost its connection (or restarted its receive
+    /// task) and told subscribers of a gap.
     pub gaps: u64,
+    /// Envelopes received from another live server that uses this node's
+    /// name (each is also logged at ERROR level, and still delivered).
+    pub name_conflicts: u64,
+    /// The link to other nodes, as [`PubSub::connection`].
+    pub connection: Connection,
+}
+
+/// The state of a server's link to other nodes: [`PubSub::connection`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Connection {
+    /// No transport: the server reaches this process only.
+    #[default]
+    Local,
+    /// The transport is connected and receives what other nodes broadcast.
+    Connected,
+    /// The transport lost its connection and is reconnecting: nothing is
+    /// received meanwhile, and subscribers get [`RecvError::Gap`] once it
+    /// is back.
+    Disconnected,
+}
+
+/// The connection state and the tasks waiting for a change of it. Changes
+/// are rare (start-up, reconnects), so one lock is plenty.
+pub(crate) struct ConnectionCell {
+    state: Mutex<(Connection, Vec<Waker>)>,
+}
+
+impl ConnectionCell {
+    fn new(state: Connection) -> Self {
+        Self {
+            state: Mutex::new((state, Vec::new())),
+        }
+    }
+
+    fn get(&self) -> Connection {
+        self.state.lock().0
+    }
+
+    pub(crate) fn set(&self, connection: Connection) {
+        let wakers = {
+            let mut state = self.state.lock();
+            if state.0 == connection {
+                return;
+            }
+            state.0 = connection;
+            std::mem::take(&mut state.1)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    fn poll_until(&self, wanted: Connection, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.lock();
+        if state.0 == wanted {
+            return Poll::Ready(());
+        }
+        if !state.1.iter().any(|waker| waker.will_wake(cx.waker())) {
+            state.1.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// A node name no other node has: host, process id and a random part.
+fn unique_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        random_u64() & 0xffff_ffff
+    )
+}
+
+/// A random number: std's hasher keys are random per process, and the
+/// counter and clock make each call differ.
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    std::collections::hash_map::RandomState::new().hash_one((
+        CALLS.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now(),
+        std::process::id(),
+    ))
 }
 
 /// The server's counters. Those that every broadcast moves are striped:
@@ -515,6 +647,7 @@ pub(crate) struct Counters {
     received: AtomicU64,
     rejected: AtomicU64,
     gaps: AtomicU64,
+    name_conflicts: AtomicU64,
 }
 
 /// Stripes of the per-broadcast counters: a power of two.
@@ -576,6 +709,10 @@ impl Counters {
 
     pub(crate) fn record_gap(&self) {
         self.gaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_name_conflict(&self) {
+        self.name_conflicts.fetch_add(1, Ordering::Relaxed);
     }
 }
 

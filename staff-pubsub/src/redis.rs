@@ -22,47 +22,74 @@
 //!
 //! - [`RedisTransport::connect`] fails within
 //!   [`connect_timeout`](RedisConfig::connect_timeout) when Redis cannot be
-//!   reached; it does not retry.
+//!   reached, with `cannot connect to Redis at <url>: <cause>`; it does not
+//!   retry.
 //! - A broadcast whose `PUBLISH` was not acknowledged by Redis returns
-//!   [`Error::Transport`]: `Ok` always means Redis
-//!   took the message (not that every node got it: a Redis that dies right
-//!   after accepting a message may not have passed it on). After a failure,
-//!   or once the receive side has seen the connection drop, the next
-//!   broadcast connects afresh (bounded by the connect timeout); nothing is
-//!   queued or retried behind the caller's back.
+//!   [`Error::Transport`]: `Ok` always means Redis took the message (not
+//!   that every node got it: a Redis that dies right after accepting a
+//!   message may not have passed it on). The error's
+//!   [`outcome`](crate::TransportError::outcome) is
+//!   [`Outcome::NotSent`] when Redis certainly did not get it (no
+//!   connection could be made, too large, refused by Redis) and
+//!   [`Outcome::Unknown`] when the `PUBLISH` was written but its reply did
+//!   not come (it may still be delivered). Every broadcast returns within
+//!   `connect_timeout + response_timeout`, however many run at once.
+//!   After a failure, or once the receive side has seen the connection
+//!   drop, the next broadcast connects afresh; nothing is queued or
+//!   retried behind the caller's back.
 //! - When the subscription's connection drops, the receive task reconnects
-//!   with exponential backoff between the configured bounds, subscribes
-//!   again, and then every local subscriber receives
-//!   [`RecvError::Gap`](crate::RecvError::Gap): what was published meanwhile
-//!   is lost, so state built from the stream should be reloaded. A
-//!   connection that goes silent is detected by a periodic `PING`.
+//!   with exponential backoff between the configured bounds (logging the
+//!   cause at WARN level: the first failure, then every 30 s or when the
+//!   cause changes), subscribes again, and then every local subscriber
+//!   receives [`RecvError::Gap`](crate::RecvError::Gap) after the messages
+//!   it had queued: what was published meanwhile is lost, so state built
+//!   from the stream should be reloaded. A connection that goes silent is
+//!   detected by a periodic `PING`. [`PubSub::connection`] tells whether
+//!   the node is connected; [`PubSub::wait_for_connection`] waits for it.
 //! - A message on the channel that is not a valid envelope for this node
 //!   (not JSON, another format version, truncated, larger than
-//!   [`max_message_size`](RedisConfig::max_message_size), an event the spec
-//!   does not have) is skipped, counted in
+//!   [`max_message_size`](RedisConfig::max_message_size), more topics than
+//!   [`max_topics`](RedisConfig::max_topics), an event the spec does not
+//!   have) is skipped, counted in
 //!   [`Stats::rejected`](crate::Stats::rejected) and logged with
-//!   `tracing::warn!`.
+//!   `tracing::warn!`. So is a message whose own code panics on the
+//!   receive task (its `Deserialize`, or the `Drop` of a message evicted
+//!   from a full queue), logged with `tracing::error!`.
+//! - If the receive task ends for any other reason while the server lives,
+//!   it is restarted, and every subscriber receives a gap.
 //! - The receive task ends when the server is dropped.
-
 use std::fmt;
 use std::hash::BuildHasher;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
+use futures_util::future::{BoxFuture as SharedBoxFuture, FutureExt, Shared};
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{Error, TransportError};
-use crate::pubsub::{Builder, PubSub};
+use crate::error::{Error, Outcome, TransportError};
+use crate::pubsub::{Builder, Connection, PubSub};
 use crate::transport::{BoxFuture, Envelope, LocalNode, Transport};
 use crate::wire;
 
 /// The namespace (and so the channel) of a [`RedisConfig`] that sets none.
 pub const DEFAULT_NAMESPACE: &str = "staff-pubsub";
+
+/// The most topics one received envelope may list, unless
+/// [`RedisConfig::max_topics`] says otherwise. A generated `broadcast_*`
+/// function lists a handful; an envelope with more is refused.
+pub const DEFAULT_MAX_TOPICS: usize = 1024;
+
+/// How often a persistent failure (reconnecting, a name clash) is logged
+/// again at WARN or ERROR level after its first report.
+const REPEAT_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Where and how a node reaches Redis.
 ///
@@ -85,6 +112,7 @@ pub struct RedisConfig {
     url: String,
     namespace: String,
     max_message_size: usize,
+    max_topics: usize,
     connect_timeout: Duration,
     response_timeout: Duration,
     reconnect_min: Duration,
@@ -97,14 +125,18 @@ impl RedisConfig {
     /// everything else.
     ///
     /// The URL is handed to redis-rs as is: `redis://[user][:password@]host[:port][/db]`,
-    /// or `rediss://...` for TLS (feature `redis-tls`). A user and password
-    /// authenticate with Redis ACLs (`AUTH user password`); a password alone
-    /// with the `default` user.
+    /// `rediss://...` for TLS (feature `redis-tls`), or
+    /// `redis+unix:///path/to/socket?db=0&user=app&pass=...` (also
+    /// `unix://`) for a Unix socket. A user and password authenticate with
+    /// Redis ACLs (`AUTH user password`); a password alone with the
+    /// `default` user. The password is never shown: `Debug`, errors and
+    /// logs print `***` in its place.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             namespace: DEFAULT_NAMESPACE.to_owned(),
             max_message_size: wire::DEFAULT_MAX_MESSAGE_SIZE,
+            max_topics: DEFAULT_MAX_TOPICS,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             reconnect_min: Duration::from_millis(100),
@@ -129,6 +161,16 @@ impl RedisConfig {
         self
     }
 
+    /// The most topics one envelope may list: a broadcast to more fails
+    /// (certainly not sent), a received envelope with more is skipped and
+    /// counted in [`Stats::rejected`](crate::Stats::rejected). A topic
+    /// listed several times in a received envelope is reached once.
+    /// Default [`DEFAULT_MAX_TOPICS`].
+    pub fn max_topics(mut self, topics: usize) -> Self {
+        self.max_topics = topics;
+        self
+    }
+
     /// How long [`RedisTransport::connect`] and each later connection
     /// attempt may take. Default 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -138,6 +180,10 @@ impl RedisConfig {
 
     /// How long a `PUBLISH` (and a health-check `PING`) waits for Redis's
     /// reply before it fails. Default 5 s.
+    ///
+    /// A broadcast returns within `connect_timeout + response_timeout`
+    /// (plus scheduling delays), however many run at once: concurrent
+    /// broadcasts that find no connection share one connection attempt.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -179,6 +225,7 @@ impl fmt::Debug for RedisConfig {
             .field("url", &redact(&self.url))
             .field("namespace", &self.namespace)
             .field("max_message_size", &self.max_message_size)
+            .field("max_topics", &self.max_topics)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("reconnect_min", &self.reconnect_min)
@@ -188,23 +235,174 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// The URL with its password, if any, replaced by `***`: what logs and
-/// errors show.
+/// The URL as logs and errors show it: whatever may be a password
+/// replaced by `***`. Everything between `://` and the *last* `@` is user
+/// information (a password may hold `/`, `?` or `@`); of it only the user
+/// name before the first `:` is kept. The values of `pass` and `password`
+/// query parameters (Unix socket URLs) are replaced too. When in doubt it
+/// hides more, never less.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (mut shown, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            match rest[..at].split_once(':') {
+                Some((user, _password)) => {
+                    shown.push_str(user);
+                    shown.push_str(":***@");
+                }
+                None => shown.push_str("***@"),
+            }
+            &rest[at + 1..]
+        }
+        None => rest,
     };
-    let user = match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{user}:***"),
-        None => "***".to_owned(),
+    let Some((path, query)) = rest.split_once('?') else {
+        shown.push_str(rest);
+        return shown;
     };
-    format!("{scheme}://{user}@{host}{path}")
+    shown.push_str(path);
+    shown.push('?');
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    shown.push_str(&pairs.join("&"));
+    if let Some(fragment) = fragment {
+        shown.push('#');
+        shown.push_str(fragment);
+    }
+    shown
 }
+
+/// Whether a query key names a password, as redis-rs reads it (`pass`),
+/// or might (`password`), in any case and percent-encoding.
+fn is_secret_key(key: &str) -> bool {
+    let key = percent_decode(key).to_ascii_lowercase();
+    key == "pass" || key == "password"
+}
+
+/// `%XX` and `+` decoded, invalid sequences kept as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match hex {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The secrets of one URL, to scrub from any text shown: every spelling
+/// of its password that the URL or redis-rs may produce.
+#[derive(Default)]
+struct Secrets {
+    needles: Vec<String>,
+}
+
+impl Secrets {
+    fn of(url: &str) -> Self {
+        let mut needles = Vec::new();
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        if let Some(at) = rest.rfind('@') {
+            let userinfo = &rest[..at];
+            let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+            needles.push(password.to_owned());
+            needles.push(percent_decode(password));
+        }
+        if let Some((_, query)) = rest.split_once('?') {
+            let query = query.split_once('#').map_or(query, |(query, _)| query);
+            for pair in query.split('&') {
+                if let Some((key, value)) = pair.split_once('=') {
+                    if is_secret_key(key) {
+                        needles.push(value.to_owned());
+                        needles.push(percent_decode(value));
+                    }
+                }
+            }
+        }
+        if let Ok(client) = Client::open(url) {
+            if let Some(password) = client.get_connection_info().redis_settings().password() {
+                needles.push(password.to_owned());
+            }
+        }
+        needles.retain(|needle| !needle.is_empty());
+        // Longest first, so that a password holding another is replaced whole.
+        needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
+        needles.dedup();
+        Self { needles }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for needle in &self.needles {
+            if text.contains(needle.as_str()) {
+                text = text.replace(needle.as_str(), "***");
+            }
+        }
+        text
+    }
+
+    /// An engine error and its sources as one line of text, scrubbed.
+    fn cause(&self, error: &(dyn std::error::Error + 'static)) -> Cause {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(next) = source {
+            let more = next.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            source = next.source();
+        }
+        Cause(Arc::from(self.scrub(&text)))
+    }
+}
+
+/// A Redis error as scrubbed text: what errors and logs carry instead of
+/// redis-rs's own error, which could quote a URL.
+#[derive(Clone)]
+struct Cause(Arc<str>);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {}
 
 /// The Redis transport of one node: publishes its broadcasts to the
 /// namespace's channel and dispatches what the channel carries to its
@@ -217,22 +415,27 @@ pub struct RedisTransport<M> {
     publisher: Arc<Publisher>,
     channel: Arc<str>,
     max_message_size: usize,
-    receiver: tokio::task::JoinHandle<()>,
+    max_topics: usize,
+    supervisor: tokio::task::JoinHandle<()>,
     message: PhantomData<fn(&M)>,
 }
 
 impl<M> fmt::Debug for RedisTransport<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTransport")
+            .field("url", &self.publisher.shown)
             .field("channel", &self.channel)
             .field("max_message_size", &self.max_message_size)
+            .field("max_topics", &self.max_topics)
             .finish_non_exhaustive()
     }
 }
 
 impl<M> Drop for RedisTransport<M> {
     fn drop(&mut self) {
-        self.receiver.abort();
+        // The supervisor owns the receive task through an abort-on-drop
+        // guard: aborting it stops both.
+        self.supervisor.abort();
     }
 }
 
@@ -247,47 +450,61 @@ where
     ///
     /// # Errors
     ///
-    /// An invalid configuration (empty namespace, zero maximum size), an
-    /// invalid URL, no tokio runtime, or Redis not reachable within the
-    /// connect timeout (refused, timed out, authentication failed).
+    /// An invalid configuration (empty namespace, zero maximum size or
+    /// topics), an invalid URL, no tokio runtime, or Redis not reachable
+    /// within the connect timeout (refused, timed out, authentication
+    /// failed): `cannot connect to Redis at <url>: <cause>`, the password
+    /// hidden.
     pub async fn connect(config: RedisConfig, local: LocalNode<M>) -> Result<Self, TransportError> {
         if config.namespace.is_empty() {
-            return Err(TransportError::msg("the Redis namespace must not be empty"));
+            return Err(not_sent("the Redis namespace must not be empty"));
         }
         if config.max_message_size == 0 {
-            return Err(TransportError::msg(
+            return Err(not_sent(
                 "the maximum message size must be at least one byte",
+            ));
+        }
+        if config.max_topics == 0 {
+            return Err(not_sent(
+                "the maximum number of topics must be at least one",
             ));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
             TransportError::new("the Redis transport needs a tokio runtime", error)
+                .with_outcome(Outcome::NotSent)
         })?;
-        let shown = redact(&config.url);
-        let client = Client::open(config.url.as_str())
-            .map_err(|error| TransportError::new(format!("invalid Redis URL {shown}"), error))?;
+        let secrets = Arc::new(Secrets::of(&config.url));
+        let shown: Arc<str> = Arc::from(redact(&config.url));
+        let client = Client::open(config.url.as_str()).map_err(|error| {
+            let cause = secrets.cause(&error);
+            not_sent(format!("invalid Redis URL {shown}: {cause}"))
+        })?;
         let channel: Arc<str> = Arc::from(config.namespace.as_str());
-        let publisher = Arc::new(Publisher::new(client.clone(), &config));
+        let publisher = Arc::new(Publisher::new(
+            client.clone(),
+            &config,
+            Arc::clone(&secrets),
+            Arc::clone(&shown),
+        ));
         let connected = tokio::time::timeout(config.connect_timeout, async {
             publisher.connection().await?;
-            subscribe(&client, &channel).await
+            subscribe(&client, &channel)
+                .await
+                .map_err(|error| secrets.cause(&error))
         })
         .await;
         let subscription = match connected {
             Ok(Ok(subscription)) => subscription,
-            Ok(Err(error)) => {
-                return Err(TransportError::new(
-                    format!("cannot connect to Redis at {shown}"),
-                    error,
-                ))
+            Ok(Err(cause)) => {
+                return Err(not_sent(format!(
+                    "cannot connect to Redis at {shown}: {cause}"
+                )))
             }
-            Err(elapsed) => {
-                return Err(TransportError::new(
-                    format!(
-                        "cannot connect to Redis at {shown}: no answer within {:?}",
-                        config.connect_timeout
-                    ),
-                    elapsed,
-                ))
+            Err(_) => {
+                return Err(not_sent(format!(
+                    "cannot connect to Redis at {shown}: no answer within {:?}",
+                    config.connect_timeout
+                )))
             }
         };
         tracing::info!(
@@ -296,19 +513,24 @@ where
             node = local.node_name(),
             "connected to Redis"
         );
-        let receive = Receiver {
+        local.set_connection(Connection::Connected);
+        let receiver = Arc::new(Receiver {
             client,
             publisher: Arc::clone(&publisher),
             channel: Arc::clone(&channel),
             local,
             config: config.clone(),
-        };
-        let receiver = runtime.spawn(receive.run(subscription));
+            secrets,
+            reconnect_log: RateLimit::default(),
+            conflict_log: RateLimit::default(),
+        });
+        let supervisor = runtime.spawn(supervise(receiver, subscription));
         Ok(Self {
             publisher,
             channel,
             max_message_size: config.max_message_size,
-            receiver,
+            max_topics: config.max_topics,
+            supervisor,
             message: PhantomData,
         })
     }
@@ -320,6 +542,10 @@ where
     }
 }
 
+fn not_sent(what: impl Into<String>) -> TransportError {
+    TransportError::msg(what).with_outcome(Outcome::NotSent)
+}
+
 impl<M> Transport<M> for RedisTransport<M>
 where
     M: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -328,10 +554,20 @@ where
         &'a self,
         envelope: Envelope<'a, M>,
     ) -> BoxFuture<'a, Result<(), TransportError>> {
-        let encoded = wire::encode(&envelope, self.max_message_size);
+        let topics = envelope.topics.len();
+        let encoded = if topics > self.max_topics {
+            Err(wire::WireError::TooManyTopics {
+                count: topics,
+                max: self.max_topics,
+            })
+        } else {
+            wire::encode(&envelope, self.max_message_size)
+        };
         Box::pin(async move {
-            let bytes = encoded
-                .map_err(|error| TransportError::new("message not encoded for Redis", error))?;
+            let bytes = encoded.map_err(|error| {
+                TransportError::new("message not encoded for Redis", error)
+                    .with_outcome(Outcome::NotSent)
+            })?;
             self.publisher.publish(&self.channel, &bytes).await
         })
     }
@@ -343,12 +579,12 @@ where
 {
     /// Builds a server whose broadcasts reach every node of `config`'s
     /// namespace through Redis: [`build_with`](Self::build_with) and
-    /// [`RedisTransport::connect`] in one call. Give each node a unique
-    /// [`node_name`](Self::node_name).
+    /// [`RedisTransport::connect`] in one call. Without a
+    /// [`node_name`](Self::node_name), the node gets a unique one.
     ///
     /// # Errors
     ///
-    /// [`Error::EmptyNodeName`], or [`Error::Transport`] as
+    /// [`Error::EmptyNodeName`], or [`Error::Connect`] as
     /// [`RedisTransport::connect`].
     pub async fn redis(self, config: RedisConfig) -> Result<PubSub<M>, Error> {
         self.build_with(|local| RedisTransport::connect(config, local))
@@ -356,76 +592,159 @@ where
     }
 }
 
+/// A connection attempt that every caller arriving while it runs awaits,
+/// instead of starting its own.
+type Attempt = Shared<SharedBoxFuture<'static, Result<MultiplexedConnection, Cause>>>;
+
+/// The publishing side's connection.
+enum Slot {
+    Idle,
+    Connecting {
+        id: u64,
+        attempt: Attempt,
+    },
+    Connected {
+        id: u64,
+        connection: MultiplexedConnection,
+    },
+}
+
 /// The publishing side: one multiplexed connection, replaced after a
 /// failure by the next publish. Never the `ConnectionManager`, which may
 /// retry a command on its own: a publish reports exactly what Redis said.
+///
+/// Invariant: at most one connection attempt runs at a time, and a publish
+/// waits for at most one (the one running when it arrives, or its own), so
+/// a publish takes at most `connect_timeout + response_timeout`.
 struct Publisher {
     client: Client,
     redis_config: AsyncConnectionConfig,
     connect_timeout: Duration,
-    /// The current connection and its generation, so that a failed publish
-    /// drops only the connection it failed on.
-    current: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
-    generation: std::sync::atomic::AtomicU64,
+    response_timeout: Duration,
+    secrets: Arc<Secrets>,
+    shown: Arc<str>,
+    /// Held only to read or swap the slot, never across an `.await`.
+    slot: Mutex<Slot>,
+    next_id: AtomicU64,
 }
 
 impl Publisher {
-    fn new(client: Client, config: &RedisConfig) -> Self {
+    fn new(client: Client, config: &RedisConfig, secrets: Arc<Secrets>, shown: Arc<str>) -> Self {
         Self {
             client,
             redis_config: config.redis_config(),
             connect_timeout: config.connect_timeout,
-            current: tokio::sync::Mutex::new(None),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            response_timeout: config.response_timeout,
+            secrets,
+            shown,
+            slot: Mutex::new(Slot::Idle),
+            next_id: AtomicU64::new(0),
         }
     }
 
     /// The current connection, connecting if there is none. Concurrent
-    /// callers wait for one attempt.
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
-        let mut current = self.current.lock().await;
-        if let Some((generation, connection)) = &*current {
-            return Ok((*generation, connection.clone()));
-        }
-        let connecting = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.redis_config);
-        let connection = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(connection) => connection?,
-            Err(_) => {
-                return Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connection attempt timed out",
-                )))
+    /// callers share one attempt, bounded by the connect timeout.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), Cause> {
+        let (id, attempt) = {
+            let mut slot = self.slot.lock();
+            match &*slot {
+                Slot::Connected { id, connection } => return Ok((*id, connection.clone())),
+                Slot::Connecting { id, attempt } => (*id, attempt.clone()),
+                Slot::Idle => {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let attempt = self.attempt();
+                    *slot = Slot::Connecting {
+                        id,
+                        attempt: attempt.clone(),
+                    };
+                    (id, attempt)
+                }
             }
         };
-        let generation = self
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *current = Some((generation, connection.clone()));
-        Ok((generation, connection))
+        let result = attempt.await;
+        let mut slot = self.slot.lock();
+        if matches!(&*slot, Slot::Connecting { id: current, .. } if *current == id) {
+            *slot = match &result {
+                Ok(connection) => Slot::Connected {
+                    id,
+                    connection: connection.clone(),
+                },
+                Err(_) => Slot::Idle,
+            };
+        }
+        result.map(|connection| (id, connection))
+    }
+
+    fn attempt(&self) -> Attempt {
+        let client = self.client.clone();
+        let config = self.redis_config.clone();
+        let timeout = self.connect_timeout;
+        let secrets = Arc::clone(&self.secrets);
+        async move {
+            let connecting = client.get_multiplexed_async_connection_with_config(&config);
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(Ok(connection)) => Ok(connection),
+                Ok(Err(error)) => Err(secrets.cause(&error)),
+                Err(_) => Err(Cause(Arc::from(format!("no answer within {timeout:?}")))),
+            }
+        }
+        .boxed()
+        .shared()
     }
 
     /// Drops the connection `failed`, unless it was replaced already.
-    async fn forget(&self, failed: u64) {
-        let mut current = self.current.lock().await;
-        if matches!(&*current, Some((generation, _)) if *generation == failed) {
-            *current = None;
+    fn forget(&self, failed: u64) {
+        let mut slot = self.slot.lock();
+        if matches!(&*slot, Slot::Connected { id, .. } if *id == failed) {
+            *slot = Slot::Idle;
         }
     }
 
     /// Drops the current connection, whichever it is: the receive side lost
     /// its own, so this one most likely went with it. The next publish then
-    /// connects afresh instead of failing once on a dead connection.
-    async fn forget_current(&self) {
-        *self.current.lock().await = None;
+    /// connects afresh instead of failing once on a dead connection. An
+    /// attempt under way is left to finish.
+    fn forget_current(&self) {
+        let mut slot = self.slot.lock();
+        if matches!(&*slot, Slot::Connected { .. }) {
+            *slot = Slot::Idle;
+        }
     }
 
     async fn publish(&self, channel: &str, bytes: &[u8]) -> Result<(), TransportError> {
-        let (generation, mut connection) = self
-            .connection()
-            .await
-            .map_err(|error| TransportError::new("Redis is not reachable", error))?;
+        // Set once the PUBLISH may have reached Redis: from then on a
+        // failure's outcome is unknown.
+        let written = AtomicBool::new(false);
+        let bound = self.connect_timeout + self.response_timeout;
+        match tokio::time::timeout(bound, self.try_publish(channel, bytes, &written)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let outcome = if written.load(Ordering::Relaxed) {
+                    Outcome::Unknown
+                } else {
+                    Outcome::NotSent
+                };
+                Err(
+                    TransportError::msg(format!("Redis PUBLISH got no answer within {bound:?}"))
+                        .with_outcome(outcome),
+                )
+            }
+        }
+    }
+
+    async fn try_publish(
+        &self,
+        channel: &str,
+        bytes: &[u8],
+        written: &AtomicBool,
+    ) -> Result<(), TransportError> {
+        let (id, mut connection) = self.connection().await.map_err(|cause| {
+            not_sent(format!(
+                "cannot connect to Redis at {}: {cause}",
+                self.shown
+            ))
+        })?;
+        written.store(true, Ordering::Relaxed);
         let reply: Result<i64, RedisError> = ::redis::cmd("PUBLISH")
             .arg(channel)
             .arg(bytes)
@@ -434,12 +753,18 @@ impl Publisher {
         match reply {
             Ok(_receivers) => Ok(()),
             Err(error) => {
-                // A reply from the server (no permission, ...) leaves the
-                // connection usable; anything else may have broken it.
-                if !matches!(error.kind(), ErrorKind::Server(_)) {
-                    self.forget(generation).await;
+                let cause = self.secrets.cause(&error);
+                // A reply from the server (no permission, ...) means Redis
+                // refused the command, and leaves the connection usable;
+                // anything else may have broken it after the write.
+                if matches!(error.kind(), ErrorKind::Server(_)) {
+                    return Err(not_sent(format!("Redis refused the PUBLISH: {cause}")));
                 }
-                Err(TransportError::new("Redis PUBLISH failed", error))
+                self.forget(id);
+                Err(
+                    TransportError::msg(format!("Redis PUBLISH failed: {cause}"))
+                        .with_outcome(Outcome::Unknown),
+                )
             }
         }
     }
@@ -465,47 +790,138 @@ enum Stopped {
     ServerGone,
 }
 
-/// The receive side: one task per transport.
+/// Aborts a task when dropped: the receive task ends with its supervisor.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the receive task, and runs it again whenever it ends while the
+/// server lives (a panic that escaped it): after each restart it
+/// subscribes again and every subscriber gets a gap, as after a reconnect.
+async fn supervise<M>(receiver: Arc<Receiver<M>>, first: Subscribed)
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    let mut first = Some(first);
+    let mut backoff = Backoff::new(receiver.config.reconnect_min, receiver.config.reconnect_max);
+    loop {
+        let mut task = AbortOnDrop(tokio::spawn(Arc::clone(&receiver).run(first.take())));
+        let ended = (&mut task.0).await;
+        if !receiver.local.is_alive() {
+            break;
+        }
+        receiver.local.set_connection(Connection::Disconnected);
+        let reason = match ended {
+            Ok(()) => "it ended".to_owned(),
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                let reason = format!("it panicked: {}", panic_message(payload.as_ref()));
+                release_panic(payload);
+                reason
+            }
+            Err(error) => format!("it was stopped: {error}"),
+        };
+        tracing::error!(
+            channel = %receiver.channel,
+            node = receiver.local.node_name(),
+            "the Redis receive task stopped ({reason}): restarting it; subscribers will be told of a gap"
+        );
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+    tracing::debug!(channel = %receiver.channel, "Redis receive task stopped");
+}
+
+/// The text of a panic, when it has one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
+}
+
+/// Drops a panic's payload, whose destructor is foreign code and may panic
+/// too: such a second payload is leaked rather than dropped.
+fn release_panic(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
+
+/// Allows one log line now, then one per [`REPEAT_LOG_EVERY`].
+#[derive(Default)]
+struct RateLimit {
+    last: Mutex<Option<Instant>>,
+}
+
+impl RateLimit {
+    fn allow(&self) -> bool {
+        let mut last = self.last.lock();
+        let now = Instant::now();
+        match *last {
+            Some(at) if now.duration_since(at) < REPEAT_LOG_EVERY => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
+    fn reset(&self) {
+        *self.last.lock() = None;
+    }
+}
+
+/// The receive side: one task per transport (restarted by [`supervise`]).
 struct Receiver<M> {
     client: Client,
     publisher: Arc<Publisher>,
     channel: Arc<str>,
     local: LocalNode<M>,
     config: RedisConfig,
+    secrets: Arc<Secrets>,
+    reconnect_log: RateLimit,
+    conflict_log: RateLimit,
 }
 
 impl<M> Receiver<M>
 where
     M: DeserializeOwned + Send + Sync + 'static,
 {
-    async fn run(self, first: Subscribed) {
-        let mut subscribed = first;
+    /// Reads `first`, or subscribes afresh without one (a restart), and
+    /// reconnects whenever the connection drops, until the server is gone.
+    async fn run(self: Arc<Self>, first: Option<Subscribed>) {
+        let mut subscribed = match first {
+            Some(subscribed) => subscribed,
+            None => match self.resubscribe().await {
+                Some(subscribed) => subscribed,
+                None => return,
+            },
+        };
         loop {
             match self.read(subscribed).await {
-                Stopped::ServerGone => break,
+                Stopped::ServerGone => return,
                 Stopped::ConnectionLost => {
+                    // The publisher first, so that a broadcast made once the
+                    // state reads disconnected connects afresh.
+                    self.publisher.forget_current();
+                    self.local.set_connection(Connection::Disconnected);
                     tracing::warn!(
                         channel = %self.channel,
                         node = self.local.node_name(),
                         "lost the Redis subscription: reconnecting"
                     );
-                    self.publisher.forget_current().await;
                 }
             }
             subscribed = match self.resubscribe().await {
                 Some(subscribed) => subscribed,
-                None => break,
+                None => return,
             };
-            // Subscribed again: whatever was published while the connection
-            // was down is lost, and every subscriber must be told.
-            self.local.signal_gap();
-            tracing::info!(
-                channel = %self.channel,
-                node = self.local.node_name(),
-                "resubscribed to Redis: subscribers told of the gap"
-            );
         }
-        tracing::debug!(channel = %self.channel, "Redis receive task stopped");
     }
 
     /// Dispatches what the subscription delivers until it breaks.
@@ -538,7 +954,8 @@ where
                     match tokio::time::timeout(self.config.response_timeout, ping).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(error)) => {
-                            tracing::warn!(%error, channel = %self.channel, "Redis health check failed");
+                            let cause = self.secrets.cause(&error);
+                            tracing::warn!(%cause, channel = %self.channel, "Redis health check failed");
                             return Stopped::ConnectionLost;
                         }
                         Err(_) => {
@@ -552,15 +969,59 @@ where
     }
 
     /// Decodes and dispatches one message from the channel; skips, counts
-    /// and logs anything malformed. Returns false once the server is gone.
+    /// and logs anything malformed, and a panic of the message's own code
+    /// (its `Deserialize`, or the `Drop` of a message evicted from a full
+    /// queue). Returns false once the server is gone.
     fn handle(&self, bytes: &[u8]) -> bool {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_unguarded(bytes))) {
+            Ok(alive) => alive,
+            Err(payload) => {
+                self.local.record_rejected();
+                tracing::error!(
+                    panic = panic_message(payload.as_ref()),
+                    size = bytes.len(),
+                    channel = %self.channel,
+                    node = self.local.node_name(),
+                    "a message's own code panicked on the Redis receive task: message skipped"
+                );
+                // A payload whose destructor panics in turn escapes from
+                // here: the supervisor then restarts this task.
+                drop(payload);
+                self.local.is_alive()
+            }
+        }
+    }
+
+    fn handle_unguarded(&self, bytes: &[u8]) -> bool {
         let me = self.local.node_name();
+        let instance = self.local.instance();
         let incoming = match wire::decode(bytes, self.config.max_message_size) {
             Ok(incoming) => incoming,
             Err(error) => return self.reject(&error, bytes.len()),
         };
-        if !incoming.is_for(me) {
+        if incoming.is_name_conflict(me, instance) {
+            self.local.record_name_conflict();
+            if self.conflict_log.allow() {
+                tracing::error!(
+                    node = me,
+                    other_instance = %format_args!("{:016x}", incoming.instance().unwrap_or_default()),
+                    own_instance = %format_args!("{instance:016x}"),
+                    channel = %self.channel,
+                    "another live node uses this node's name: give each node a unique name \
+                     (its broadcasts are still delivered here; see stats().name_conflicts)"
+                );
+            }
+        }
+        if !incoming.is_for(me, instance) {
             return self.local.is_alive();
+        }
+        let topics = incoming.topics().len();
+        if topics > self.config.max_topics {
+            let error = wire::WireError::TooManyTopics {
+                count: topics,
+                max: self.config.max_topics,
+            };
+            return self.reject(&error, bytes.len());
         }
         match incoming.message::<M>() {
             Ok(message) => self
@@ -583,28 +1044,60 @@ where
         self.local.is_alive()
     }
 
-    /// Connects and subscribes again, waiting longer after each failure.
-    /// `None` once the server is gone.
+    /// Connects and subscribes again, waiting longer after each failure,
+    /// then tells every subscriber of the gap. `None` once the server is
+    /// gone. Failures are logged at WARN with their cause: the first one,
+    /// then one every [`REPEAT_LOG_EVERY`] or when the cause changes.
     async fn resubscribe(&self) -> Option<Subscribed> {
         let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
+        let mut attempts: u64 = 0;
+        let mut last_cause = String::new();
+        self.reconnect_log.reset();
         loop {
             if !self.local.is_alive() {
                 return None;
             }
+            attempts += 1;
             let attempt = tokio::time::timeout(
                 self.config.connect_timeout,
                 subscribe(&self.client, &self.channel),
             )
             .await;
-            match attempt {
-                Ok(Ok(subscribed)) => return Some(subscribed),
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, channel = %self.channel, "Redis reconnection failed");
+            let cause = match attempt {
+                Ok(Ok(subscribed)) => {
+                    // Subscribed again: whatever was published while the
+                    // connection was down is lost, and every subscriber
+                    // must be told, after what it has queued already.
+                    self.local.signal_gap();
+                    self.local.set_connection(Connection::Connected);
+                    tracing::info!(
+                        channel = %self.channel,
+                        node = self.local.node_name(),
+                        attempts,
+                        "resubscribed to Redis: subscribers told of the gap"
+                    );
+                    return Some(subscribed);
                 }
-                Err(_) => {
-                    tracing::debug!(channel = %self.channel, "Redis reconnection timed out");
+                Ok(Err(error)) => self.secrets.cause(&error).to_string(),
+                Err(_) => format!("no answer within {:?}", self.config.connect_timeout),
+            };
+            let changed = cause != last_cause;
+            if changed || self.reconnect_log.allow() {
+                if changed {
+                    self.reconnect_log.allow();
                 }
+                tracing::warn!(
+                    url = %self.publisher.shown,
+                    %cause,
+                    attempts,
+                    channel = %self.channel,
+                    node = self.local.node_name(),
+                    "cannot reconnect to Redis: retrying"
+                );
+            } else {
+                tracing::debug!(%cause, attempts, channel = %self.channel, "Redis reconnection failed");
             }
+            last_cause = cause;
             tokio::time::sleep(backoff.next_delay()).await;
         }
     }
@@ -653,6 +1146,84 @@ mod tests {
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact("redis://tok@host/1"), "redis://***@host/1");
         assert_eq!(redact("not a url"), "not a url");
+    }
+
+    /// Every URL form redis-rs accepts, with a password where it can carry
+    /// one: neither the shown URL nor a scrubbed text holds the password.
+    #[test]
+    fn no_url_form_shows_its_password() {
+        let cases = [
+            (
+                "redis://app:S3cret@127.0.0.1:6379/0",
+                "S3cret",
+                "redis://app:***@127.0.0.1:6379/0",
+            ),
+            (
+                "redis://:S3cret@127.0.0.1",
+                "S3cret",
+                "redis://:***@127.0.0.1",
+            ),
+            (
+                "redis://app:S3c/ret@host",
+                "S3c/ret",
+                "redis://app:***@host",
+            ),
+            (
+                "redis://app:S3c%2Fret@host:1/2",
+                "S3c/ret",
+                "redis://app:***@host:1/2",
+            ),
+            (
+                "redis://app:p@ss?w#rd@host",
+                "p@ss?w#rd",
+                "redis://app:***@host",
+            ),
+            (
+                "rediss://app:S3cret@host/#insecure",
+                "S3cret",
+                "rediss://app:***@host/#insecure",
+            ),
+            (
+                "valkey://app:S3cret@host",
+                "S3cret",
+                "valkey://app:***@host",
+            ),
+            (
+                "valkeys://app:S3cret@host",
+                "S3cret",
+                "valkeys://app:***@host",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?pass=S3cret",
+                "S3cret",
+                "redis+unix:///tmp/r.sock?pass=***",
+            ),
+            (
+                "unix:///tmp/r.sock?db=1&user=app&pass=S3cret",
+                "S3cret",
+                "unix:///tmp/r.sock?db=1&user=app&pass=***",
+            ),
+            (
+                "unix:///tmp/r.sock?PASSWORD=S3cret&db=2",
+                "S3cret",
+                "unix:///tmp/r.sock?PASSWORD=***&db=2",
+            ),
+            (
+                "unix:///tmp/r.sock?p%61ss=S3c%2Bret",
+                "S3c+ret",
+                "unix:///tmp/r.sock?p%61ss=***",
+            ),
+        ];
+        for (url, password, shown) in cases {
+            assert_eq!(redact(url), shown, "{url}");
+            let secrets = Secrets::of(url);
+            let text = format!(
+                "failed at {url} with {password} and {}",
+                percent_decode(password)
+            );
+            let scrubbed = secrets.scrub(&text);
+            assert!(!scrubbed.contains(password), "{url}: {scrubbed}");
+        }
     }
 
     #[test]

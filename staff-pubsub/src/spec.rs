@@ -176,6 +176,12 @@ impl<const N: usize> TopicList<N> {
     }
 }
 
+impl<const N: usize> AsRef<[Topic]> for TopicList<N> {
+    fn as_ref(&self) -> &[Topic] {
+        self.as_slice()
+    }
+}
+
 impl<const N: usize> Default for TopicList<N> {
     fn default() -> Self {
         Self::new()

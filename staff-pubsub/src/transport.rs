@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use crate::error::TransportError;
-use crate::pubsub::Core;
+use crate::pubsub::{Connection, Core};
 use crate::registry::Tally;
 use crate::topic::{Topic, TopicKey};
 
@@ -45,6 +45,10 @@ impl Mode<'_> {
 pub struct Envelope<'a, M> {
     /// The sending node.
     pub origin: &'a str,
+    /// The sending server's random instance id, which tells apart two live
+    /// servers given the same node name. `None` for a publisher that is not
+    /// a server (a script, another language).
+    pub instance: Option<u64>,
     /// Which nodes should dispatch it.
     pub mode: Mode<'a>,
     /// The topics it reaches on every node.
@@ -73,6 +77,7 @@ pub trait Transport<M>: Send + Sync + 'static {
 pub struct LocalNode<M> {
     pub(crate) core: Weak<Core<M>>,
     pub(crate) node: Arc<str>,
+    pub(crate) instance: u64,
 }
 
 impl<M> Clone for LocalNode<M> {
@@ -80,6 +85,7 @@ impl<M> Clone for LocalNode<M> {
         Self {
             core: Weak::clone(&self.core),
             node: Arc::clone(&self.node),
+            instance: self.instance,
         }
     }
 }
@@ -91,6 +97,13 @@ impl<M: Send + Sync + 'static> LocalNode<M> {
         &self.node
     }
 
+    /// This server's random instance id: what its envelopes carry as
+    /// [`Envelope::instance`].
+    #[must_use]
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
     /// Whether the server still exists.
     #[must_use]
     pub fn is_alive(&self) -> bool {
@@ -98,8 +111,14 @@ impl<M: Send + Sync + 'static> LocalNode<M> {
     }
 
     /// Dispatches a message received from another node to this node's
-    /// subscribers of `topics` (topic strings as printed by [`Topic`]).
-    /// Returns the number of copies queued, or `None` if the server is gone.
+    /// subscribers of `topics` (topic strings as printed by [`Topic`]):
+    /// one copy per distinct topic per subscription, however often a topic
+    /// is listed. Returns the number of copies queued, or `None` if the
+    /// server is gone.
+    ///
+    /// The caller bounds the number of topics (the Redis transport refuses
+    /// an envelope with more than its `max_topics`); deduplication costs one
+    /// hash per topic.
     pub fn dispatch_wire<'t>(
         &self,
         topics: impl IntoIterator<Item = &'t str>,
@@ -109,16 +128,39 @@ impl<M: Send + Sync + 'static> LocalNode<M> {
         core.counters.record_received();
         let message = Arc::new(message);
         let mut tally = Tally::default();
+        let mut seen = hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::default());
         for topic in topics {
-            core.registry
-                .dispatch(TopicKey::from_wire(topic), &message, None, &mut tally);
+            let key = TopicKey::from_wire(topic);
+            if seen.insert(key) {
+                core.registry.dispatch(key, &message, None, &mut tally);
+            }
         }
         core.counters.record_dispatch(tally);
         Some(tally.delivered)
     }
 
+    /// Records the link's state, as [`PubSub::connection`](crate::PubSub::connection)
+    /// reports it: a transport sets [`Connection::Connected`] once it
+    /// receives and [`Connection::Disconnected`] when it loses its
+    /// connection.
+    pub fn set_connection(&self, connection: Connection) {
+        if let Some(core) = self.core.upgrade() {
+            core.connection.set(connection);
+        }
+    }
+
+    /// Counts an envelope from another live server that carries this
+    /// node's name (the caller logs it).
+    pub fn record_name_conflict(&self) {
+        if let Some(core) = self.core.upgrade() {
+            core.counters.record_name_conflict();
+        }
+    }
+
     /// Tells every subscriber that messages may have been lost (the
-    /// connection to the engine dropped): each receives [`RecvError::Gap`](crate::RecvError::Gap).
+    /// connection to the engine dropped): each receives
+    /// [`RecvError::Gap`](crate::RecvError::Gap) once, after the messages
+    /// it has queued already and before any dispatched after this call.
     pub fn signal_gap(&self) {
         if let Some(core) = self.core.upgrade() {
             core.counters.record_gap();

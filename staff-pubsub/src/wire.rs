@@ -4,11 +4,16 @@
 //! One broadcast is one envelope, whatever the number of topics:
 //!
 //! ```json
-//! {"v":1,"origin":"node-a","mode":"except_origin","topics":["staff:teams","staff:team:019ab6a3-c1c6-748b-9697-6c080717373b"],"message":{"scope":"staff","event":"team_created","payload":{"uuid":"019ab6a3-c1c6-748b-9697-6c080717373b"}}}
+//! {"v":1,"origin":"node-a","instance":"5f0c3a9e17d2b846","mode":"except_origin","topics":["staff:teams","staff:team:019ab6a3-c1c6-748b-9697-6c080717373b"],"message":{"scope":"staff","event":"team_created","payload":{"uuid":"019ab6a3-c1c6-748b-9697-6c080717373b"}}}
 //! ```
 //!
 //! - `v`: the format version, [`VERSION`]. A reader refuses any other.
 //! - `origin`: the sending node's name.
+//! - `instance` (optional): the sending server's random instance id, 16
+//!   lower-case hex digits. Two live servers given the same name differ
+//!   here: a node takes an envelope carrying its own name but another
+//!   instance as one from another node (and reports the name clash). A
+//!   publisher that is not a server leaves it out.
 //! - `mode`: `"all"` (every node, the origin included), `"except_origin"`
 //!   (every node but the origin, which dispatched locally already) or
 //!   `"only"` (the node named by `target`, present only in that mode).
@@ -26,16 +31,27 @@
 //!
 //! const ROOMS: Topic = Topic::new("chat:rooms");
 //! let message = "hello".to_owned();
-//! let envelope = Envelope { origin: "a", mode: Mode::ExceptOrigin, topics: &[ROOMS], message: &message };
+//! let envelope = Envelope {
+//!     origin: "a",
+//!     instance: Some(0x2a),
+//!     mode: Mode::ExceptOrigin,
+//!     topics: &[ROOMS],
+//!     message: &message,
+//! };
 //! let bytes = wire::encode(&envelope, wire::DEFAULT_MAX_MESSAGE_SIZE)?;
 //! assert_eq!(
 //!     std::str::from_utf8(&bytes).unwrap(),
-//!     r#"{"v":1,"origin":"a","mode":"except_origin","topics":["chat:rooms"],"message":"hello"}"#
+//!     r#"{"v":1,"origin":"a","instance":"000000000000002a","mode":"except_origin","topics":["chat:rooms"],"message":"hello"}"#
 //! );
 //!
 //! let incoming = wire::decode(&bytes, wire::DEFAULT_MAX_MESSAGE_SIZE)?;
-//! assert!(incoming.mode().accepts(incoming.origin(), "b"));
-//! assert!(!incoming.mode().accepts(incoming.origin(), "a"));
+//! assert_eq!(incoming.instance(), Some(0x2a));
+//! assert!(incoming.is_for("b", 7));
+//! // Sent by node "a" itself: it dispatched locally already.
+//! assert!(!incoming.is_for("a", 0x2a));
+//! // Another server that is also named "a" takes it, and should report the clash.
+//! assert!(incoming.is_for("a", 7));
+//! assert!(incoming.is_name_conflict("a", 7));
 //! assert_eq!(incoming.topics().collect::<Vec<_>>(), ["chat:rooms"]);
 //! assert_eq!(incoming.message::<String>()?, "hello");
 //! # Ok::<(), wire::WireError>(())
@@ -84,6 +100,17 @@ pub enum WireError {
         /// The version the envelope declares.
         found: u64,
     },
+    /// The envelope lists more topics than the receiver (or sender) allows.
+    #[error("envelope lists {count} topics, more than the maximum of {max}")]
+    TooManyTopics {
+        /// The number of topics listed.
+        count: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The `instance` is not 16 hex digits.
+    #[error("the envelope's `instance` is not 16 hex digits")]
+    InvalidInstance,
     /// The `mode` is none of `all`, `except_origin`, `only`.
     #[error("unknown envelope mode `{0}`")]
     UnknownMode(String),
@@ -103,12 +130,24 @@ pub enum WireError {
 struct Outgoing<'a, M> {
     v: u64,
     origin: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<Instance>,
     mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<&'a str>,
     #[serde(serialize_with = "topic_strings")]
     topics: &'a [Topic],
     message: &'a M,
+}
+
+/// An instance id in its wire form: 16 lower-case hex digits (a JSON
+/// number would lose precision in JavaScript).
+struct Instance(u64);
+
+impl Serialize for Instance {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:016x}", self.0))
+    }
 }
 
 fn topic_strings<S: Serializer>(topics: &&[Topic], serializer: S) -> Result<S::Ok, S::Error> {
@@ -139,6 +178,7 @@ pub fn encode<M: Serialize>(
     let outgoing = Outgoing {
         v: VERSION,
         origin: envelope.origin,
+        instance: envelope.instance.map(Instance),
         mode,
         target,
         topics: envelope.topics,
@@ -162,6 +202,8 @@ struct Raw<'a> {
     #[serde(borrow)]
     origin: Option<Cow<'a, str>>,
     #[serde(borrow)]
+    instance: Option<Cow<'a, str>>,
+    #[serde(borrow)]
     mode: Option<Cow<'a, str>>,
     #[serde(borrow)]
     target: Option<Cow<'a, str>>,
@@ -177,6 +219,7 @@ struct Raw<'a> {
 #[derive(Debug)]
 pub struct Incoming<'a> {
     origin: Cow<'a, str>,
+    instance: Option<u64>,
     mode: WireMode<'a>,
     topics: Vec<Cow<'a, str>>,
     message: &'a RawValue,
@@ -206,10 +249,34 @@ impl Incoming<'_> {
         }
     }
 
-    /// Whether node `me` should dispatch this envelope.
+    /// The sending server's instance id, if the envelope carries one.
     #[must_use]
-    pub fn is_for(&self, me: &str) -> bool {
-        self.mode().accepts(self.origin(), me)
+    pub fn instance(&self) -> Option<u64> {
+        self.instance
+    }
+
+    /// Whether the server named `me` with instance id `instance` should
+    /// dispatch this envelope, per its [`mode`](Self::mode). The envelope
+    /// counts as this server's own only when both the name and the
+    /// instance id match (or, without an instance id, the name alone).
+    #[must_use]
+    pub fn is_for(&self, me: &str, instance: u64) -> bool {
+        match self.mode() {
+            Mode::All => true,
+            Mode::ExceptOrigin => !self.is_own(me, instance),
+            Mode::Only(node) => node == me,
+        }
+    }
+
+    /// Whether another live server, with another instance id, sent this
+    /// envelope under the name `me`: two nodes share one name.
+    #[must_use]
+    pub fn is_name_conflict(&self, me: &str, instance: u64) -> bool {
+        self.origin() == me && self.instance.is_some_and(|sender| sender != instance)
+    }
+
+    fn is_own(&self, me: &str, instance: u64) -> bool {
+        self.origin() == me && self.instance.is_none_or(|sender| sender == instance)
     }
 
     /// The topic strings the message reaches.
@@ -259,6 +326,10 @@ pub fn decode(bytes: &[u8], max_size: usize) -> Result<Incoming<'_>, WireError> 
         return Err(WireError::UnsupportedVersion { found: version });
     }
     let origin = raw.origin.ok_or(WireError::MissingField("origin"))?;
+    let instance = match raw.instance {
+        None => None,
+        Some(hex) => Some(parse_instance(&hex).ok_or(WireError::InvalidInstance)?),
+    };
     let mode = match raw.mode.ok_or(WireError::MissingField("mode"))?.as_ref() {
         "all" => WireMode::All,
         "except_origin" => WireMode::ExceptOrigin,
@@ -267,10 +338,19 @@ pub fn decode(bytes: &[u8], max_size: usize) -> Result<Incoming<'_>, WireError> 
     };
     Ok(Incoming {
         origin,
+        instance,
         mode,
         topics: raw.topics.ok_or(WireError::MissingField("topics"))?,
         message: raw.message.ok_or(WireError::MissingField("message"))?,
     })
+}
+
+/// 16 hex digits, as [`Instance`] writes them (either case read).
+fn parse_instance(hex: &str) -> Option<u64> {
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 #[cfg(test)]
@@ -306,6 +386,7 @@ mod tests {
         let topics = topics();
         let envelope = Envelope {
             origin: "node-a",
+            instance: None,
             mode,
             topics: &topics,
             message: &message,
@@ -363,6 +444,7 @@ mod tests {
         let topics = topics();
         let envelope = Envelope {
             origin: "node-a",
+            instance: None,
             mode: Mode::All,
             topics: &topics,
             message: &message,

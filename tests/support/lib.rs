@@ -2,6 +2,7 @@
 #![allow(clippy::missing_panics_doc, clippy::expect_used)]
 
 pub mod conformance;
+pub mod logs;
 pub mod redis_server;
 
 use std::future::Future;

@@ -28,6 +28,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Arguments added to every start: `--requirepass`, ACL users...
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -38,6 +40,23 @@ impl RedisServer {
     ///
     /// If `redis-server` cannot be run or does not answer in time.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`start`](Self::start), with more `redis-server` arguments (such
+    /// as `["--requirepass", "S3cret"]`), also given to every restart. The
+    /// server always listens on a Unix socket too: [`socket`](Self::socket).
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let binary = binary();
+        assert!(
+            binary_exists(&binary),
+            "`{binary}` not found: install redis-server (Debian: apt-get install redis-server) \
+             or set REDIS_SERVER to its path"
+        );
         let serial = SERVERS.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
             "staff-pubsub-redis-{}-{serial}",
@@ -48,6 +67,7 @@ impl RedisServer {
             child: None,
             port: 0,
             dir,
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port();
@@ -67,6 +87,44 @@ impl RedisServer {
     #[must_use]
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The path of its Unix socket.
+    #[must_use]
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    /// Stops the server with SIGSTOP: it keeps its connections and answers
+    /// nothing until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a [`pause`](Self::pause)d server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Restarts the server on the same port with other extra arguments
+    /// (such as another password).
+    ///
+    /// # Panics
+    ///
+    /// As [`restart`](Self::restart).
+    pub async fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        self.restart().await;
     }
 
     /// The port it listens on.
@@ -102,7 +160,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let binary = binary();
         let log = std::fs::File::create(self.dir.join("redis.log")).expect("a log file");
         // Where util-linux's `setpriv` exists, the server gets SIGKILL when
         // the test process dies without running destructors (killed by a
@@ -124,6 +182,10 @@ impl RedisServer {
             .args(["--loglevel", "warning"])
             .arg("--dir")
             .arg(&self.dir)
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file"))
             .stderr(log)
@@ -167,6 +229,20 @@ impl Drop for RedisServer {
     }
 }
 
+/// The `redis-server` to run: `REDIS_SERVER`, or the one on `PATH`.
+fn binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+/// Whether `binary` is a path to a file, or a name found on `PATH`.
+fn binary_exists(binary: &str) -> bool {
+    if binary.contains('/') {
+        return std::path::Path::new(binary).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
+}
+
 /// Whether `setpriv --pdeathsig` can be used.
 fn setpriv_exists() -> bool {
     static EXISTS: OnceLock<bool> = OnceLock::new();
@@ -190,14 +266,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// One `PING` in the RESP protocol, bounded by a short timeout.
+/// One `PING` in the RESP protocol, bounded by a short timeout: the server
+/// is up when it answers `+PONG`, or `-NOAUTH` when it wants a password.
 async fn ping(port: u16) -> bool {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         stream.write_all(b"PING\r\n").await?;
         let mut reply = [0_u8; 7];
         stream.read_exact(&mut reply).await?;
-        Ok::<bool, std::io::Error>(&reply == b"+PONG\r\n")
+        Ok::<bool, std::io::Error>(&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
     };
     matches!(
         tokio::time::timeout(Duration::from_millis(500), attempt).await,
