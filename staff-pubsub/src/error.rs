@@ -37,6 +37,10 @@ pub enum Error {
     /// A server that talks to other nodes needs a non-empty node name.
     #[error("the node name must not be empty when the server has a transport")]
     EmptyNodeName,
+    /// [`Subscription::add_topic`](crate::Subscription::add_topic) on a
+    /// subscription that was unsubscribed, or whose server is gone.
+    #[error("the subscription is closed: it was unsubscribed or its server is gone")]
+    SubscriptionClosed,
 }
 
 /// What a failed send may still have done: whether retrying could deliver

@@ -730,6 +730,11 @@ impl Stripe {
 /// A subscription to one or more topics: a queue of the messages broadcast
 /// to them. Dropping it unsubscribes.
 ///
+/// Its topics can change while it lives, into the same queue:
+/// [`add_topic`](Self::add_topic) and [`remove_topic`](Self::remove_topic)
+/// (a page that subscribes to more topics, or fewer, as its user
+/// navigates).
+///
 /// Receive with [`recv`](Self::recv), [`try_recv`](Self::try_recv), or as a
 /// [`Stream`](futures_core::Stream) of `Result<Arc<M>, RecvError>` that ends
 /// when the server is gone.
@@ -739,8 +744,12 @@ pub struct Subscription<M> {
     topics: Topics,
 }
 
-/// The topics of a subscription: one (the common case) inline, without an
-/// allocation.
+/// The topics of a subscription, distinct, in the order they were added:
+/// one (the common case) inline, without an allocation; none or several in
+/// a boxed slice. A boxed slice and not a `Vec`: it keeps the enum at 40
+/// bytes (a `Vec` would make it 48, and every idle subscription 8 bytes
+/// larger), and adding or removing a topic, which reallocates it, costs
+/// O(n) anyway for the duplicate search.
 #[derive(Debug)]
 enum Topics {
     One(Topic),
@@ -769,11 +778,51 @@ impl Topics {
         }
     }
 
+    /// No topic (allocates nothing).
+    fn none() -> Self {
+        Self::Many(Box::default())
+    }
+
     fn as_slice(&self) -> &[Topic] {
         match self {
             Self::One(topic) => std::slice::from_ref(topic),
             Self::Many(topics) => topics,
         }
+    }
+
+    /// Adds `topic` at the end unless it is there; returns whether it was
+    /// added.
+    fn insert(&mut self, topic: Topic) -> bool {
+        let topics = self.as_slice();
+        if topics.contains(&topic) {
+            return false;
+        }
+        *self = match topics {
+            [] => Self::One(topic),
+            _ => Self::Many(topics.iter().copied().chain([topic]).collect()),
+        };
+        true
+    }
+
+    /// Removes `topic`, keeping the others' order; returns whether it was
+    /// there.
+    fn remove(&mut self, topic: &Topic) -> bool {
+        let topics = self.as_slice();
+        let Some(at) = topics.iter().position(|held| held == topic) else {
+            return false;
+        };
+        *self = match topics {
+            [_] => Self::none(),
+            [first, second] => Self::One(if at == 0 { *second } else { *first }),
+            _ => Self::Many(
+                topics
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, held)| (index != at).then_some(*held))
+                    .collect(),
+            ),
+        };
+        true
     }
 }
 
@@ -787,10 +836,123 @@ impl<M> std::fmt::Debug for Subscription<M> {
 }
 
 impl<M> Subscription<M> {
-    /// The topics this subscription receives.
+    /// The topics this subscription receives, each once, in the order they
+    /// were subscribed or added. Empty once every topic was removed, and
+    /// after [`unsubscribe`](Self::unsubscribe).
     #[must_use]
     pub fn topics(&self) -> &[Topic] {
         self.topics.as_slice()
+    }
+
+    /// Starts receiving the broadcasts to `topic` too, into this
+    /// subscription's one queue. Returns `Ok(true)` if the topic was added
+    /// and `Ok(false)` if the subscription had it already: then nothing
+    /// changes, and a broadcast reaching `topic` still queues one copy for
+    /// it (the delivery rule is one copy per reached topic per
+    /// subscription).
+    ///
+    /// The messages already queued stay, in order, and nothing broadcast
+    /// before is replayed. Every broadcast that starts after this returns
+    /// reaches the subscription through `topic`; one running during the
+    /// call may or may not. It is still one subscription:
+    /// [`Stats::subscriptions`] does not change and
+    /// [`Builder::max_subscriptions`] does not apply.
+    ///
+    /// ```
+    /// use staff_pubsub::{Error, PubSub, Topic};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// const ROOMS: Topic = Topic::new("chat:rooms");
+    /// const USERS: Topic = Topic::new("chat:users");
+    /// let pubsub = PubSub::<&str>::new();
+    /// let mut subscription = pubsub.subscribe(ROOMS)?;
+    ///
+    /// assert!(subscription.add_topic(USERS)?);
+    /// assert!(!subscription.add_topic(USERS)?); // had it: still one copy
+    /// assert_eq!(subscription.topics(), [ROOMS, USERS]);
+    /// pubsub.broadcast([USERS], "joined").await?;
+    /// assert_eq!(*subscription.recv().await.unwrap(), "joined");
+    /// assert!(subscription.is_empty());
+    ///
+    /// subscription.unsubscribe();
+    /// assert!(matches!(subscription.add_topic(USERS), Err(Error::SubscriptionClosed)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SubscriptionClosed`] after [`unsubscribe`](Self::unsubscribe)
+    /// or once the server is gone; the subscription is unchanged.
+    pub fn add_topic(&mut self, topic: Topic) -> Result<bool, Error> {
+        let Some(core) = self.core.upgrade() else {
+            return Err(Error::SubscriptionClosed);
+        };
+        let parked = self.topics.as_slice().is_empty();
+        if !self.topics.insert(topic) {
+            return Ok(false);
+        }
+        if core.registry.insert(topic, Arc::clone(&self.inbox)) {
+            tracing::debug!(%topic, node = %core.node, "topic created");
+        }
+        if parked {
+            core.registry.unpark(&self.inbox);
+        }
+        Ok(true)
+    }
+
+    /// Stops receiving the broadcasts to `topic`; returns whether the
+    /// subscription had it (`false`: nothing changes).
+    ///
+    /// The messages already queued stay and are received as usual, those
+    /// that came through `topic` included (a queued message does not
+    /// record its topic). A broadcast to `topic` running during the call
+    /// may still queue its copy; a broadcast that starts after this returns
+    /// does not reach the subscription through `topic` (it still does
+    /// through its other topics). If this was the topic's last
+    /// subscription on this node, the topic is removed from the server
+    /// ([`Stats::topics`], [`PubSub::subscriber_count`]).
+    ///
+    /// Removing the last topic leaves the subscription open, on no topic:
+    /// nothing new arrives until [`add_topic`](Self::add_topic), and it
+    /// still counts in [`Stats::subscriptions`]. Once the server is gone,
+    /// the topic is only forgotten.
+    ///
+    /// ```
+    /// use staff_pubsub::{PubSub, Topic};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), staff_pubsub::Error> {
+    /// const ROOMS: Topic = Topic::new("chat:rooms");
+    /// const USERS: Topic = Topic::new("chat:users");
+    /// let pubsub = PubSub::<&str>::new();
+    /// let mut subscription = pubsub.subscribe_many([ROOMS, USERS])?;
+    /// pubsub.broadcast([USERS], "queued").await?;
+    ///
+    /// assert!(subscription.remove_topic(&USERS));
+    /// assert!(!subscription.remove_topic(&USERS));
+    /// assert_eq!(pubsub.subscriber_count(&USERS), 0); // the topic is gone
+    /// pubsub.broadcast([USERS], "not received").await?;
+    /// assert_eq!(*subscription.recv().await.unwrap(), "queued");
+    /// assert!(subscription.is_empty());
+    ///
+    /// assert!(subscription.remove_topic(&ROOMS)); // on no topic, still open
+    /// assert_eq!((pubsub.stats().topics, pubsub.stats().subscriptions), (0, 1));
+    /// assert!(subscription.add_topic(ROOMS)?);
+    /// # Ok(()) }
+    /// ```
+    pub fn remove_topic(&mut self, topic: &Topic) -> bool {
+        if !self.topics.remove(topic) {
+            return false;
+        }
+        if let Some(core) = self.core.upgrade() {
+            if core.registry.remove(topic, &self.inbox) {
+                tracing::debug!(%topic, node = %core.node, "topic removed");
+            }
+            if self.topics.as_slice().is_empty() {
+                // Parked, so that the server's end still closes it.
+                core.registry.park(Arc::clone(&self.inbox));
+            }
+        }
+        true
     }
 
     /// Waits for the next message.
@@ -834,13 +996,17 @@ impl<M> Subscription<M> {
     /// still be received; after them, [`RecvError::Closed`]. Dropping the
     /// subscription leaves too.
     pub fn unsubscribe(&mut self) {
-        let topics = std::mem::replace(&mut self.topics, Topics::Many(Box::default()));
+        let topics = std::mem::replace(&mut self.topics, Topics::none());
         // The weak handle is emptied too, so that this runs once.
         let core = std::mem::take(&mut self.core);
         self.inbox.close();
         let Some(core) = core.upgrade() else {
             return;
         };
+        if topics.as_slice().is_empty() {
+            // Every topic was removed: the inbox is parked.
+            core.registry.unpark(&self.inbox);
+        }
         for topic in topics.as_slice() {
             if core.registry.remove(topic, &self.inbox) {
                 tracing::debug!(%topic, node = %core.node, "topic removed");

@@ -6,12 +6,17 @@
 //!
 //! Invariant: an entry exists exactly while it has at least one subscriber.
 //! The last removal deletes the entry, so per-entity topics do not leak.
+//!
+//! An inbox on no topic (a subscription whose topics were all removed, and
+//! that may add some again) is parked in a separate set instead, so that the
+//! server's end still closes it: the server closes the inboxes it finds
+//! through the entries, and the registry's drop closes the parked ones.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use hashbrown::HashTable;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::inbox::{Inbox, Pushed};
 use crate::topic::{Topic, TopicKey};
@@ -21,6 +26,10 @@ pub(crate) struct Registry<M> {
     shards: Box<[Shard<M>]>,
     /// The queue capacity of every inbox (kept here, not in each inbox).
     capacity: usize,
+    /// The inboxes on no topic, found by address. Usually empty: an inbox
+    /// is here only between removing its last topic and adding one again
+    /// (or unsubscribing).
+    parked: Mutex<HashTable<Arc<Inbox<M>>>>,
 }
 
 /// Aligned to two cache lines so that two shards' locks never share one
@@ -111,11 +120,16 @@ impl<M> Registry<M> {
                     table: RwLock::new(HashTable::new()),
                 })
                 .collect(),
+            parked: Mutex::new(HashTable::new()),
         }
     }
 
     fn hash(&self, key: TopicKey<'_>) -> u64 {
         self.hasher.hash_one(key)
+    }
+
+    fn hash_inbox(&self, inbox: &Arc<Inbox<M>>) -> u64 {
+        self.hasher.hash_one(Arc::as_ptr(inbox).addr())
     }
 
     fn shard(&self, hash: u64) -> &Shard<M> {
@@ -158,11 +172,29 @@ impl<M> Registry<M> {
         }
         occupied.remove();
         // Give memory back after a wave of short-lived per-entity topics.
-        if table.capacity() > 64 && table.len() * 4 < table.capacity() {
-            let wanted = table.len() * 2;
-            table.shrink_to(wanted, |entry| self.hash(entry.topic.as_key()));
-        }
+        shrink(&mut table, |entry| self.hash(entry.topic.as_key()));
         true
+    }
+
+    /// Keeps `inbox`, which is on no topic now, until [`unpark`](Self::unpark)
+    /// or the registry's drop, which closes it. Park an inbox only while it
+    /// is on no topic, and at most once.
+    pub(crate) fn park(&self, inbox: Arc<Inbox<M>>) {
+        let hash = self.hash_inbox(&inbox);
+        self.parked
+            .lock()
+            .insert_unique(hash, inbox, |held| self.hash_inbox(held));
+    }
+
+    /// Forgets a parked inbox (it is on a topic again, or unsubscribed);
+    /// nothing if it is not parked.
+    pub(crate) fn unpark(&self, inbox: &Arc<Inbox<M>>) {
+        let hash = self.hash_inbox(inbox);
+        let mut parked = self.parked.lock();
+        if let Ok(held) = parked.find_entry(hash, |held| Arc::ptr_eq(held, inbox)) {
+            held.remove();
+            shrink(&mut parked, |held| self.hash_inbox(held));
+        }
     }
 
     /// Queues `message` for every subscriber of the topic but `except`.
@@ -229,7 +261,8 @@ impl<M> Registry<M> {
             .sum()
     }
 
-    /// Calls `f` once for every distinct subscriber inbox.
+    /// Calls `f` once for every distinct subscriber inbox on a topic (not
+    /// the parked ones).
     pub(crate) fn for_each_inbox(&self, f: impl FnMut(&Arc<Inbox<M>>)) {
         // An inbox on several topics is listed under each of them, but a gap
         // must reach it once, not once per topic: collect the distinct
@@ -249,6 +282,24 @@ impl<M> Registry<M> {
             }
         }
         inboxes.iter().for_each(f);
+    }
+}
+
+impl<M> Drop for Registry<M> {
+    fn drop(&mut self) {
+        // The server is gone: a subscription on no topic must learn it too
+        // (the server closes the others through the entries).
+        for inbox in self.parked.get_mut().drain() {
+            inbox.close();
+        }
+    }
+}
+
+/// Gives memory back once a table is mostly empty.
+fn shrink<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
+    if table.capacity() > 64 && table.len() * 4 < table.capacity() {
+        let wanted = table.len() * 2;
+        table.shrink_to(wanted, hash);
     }
 }
 
@@ -279,5 +330,20 @@ mod tests {
         assert_eq!(inboxes[2].try_take(), Some(Ok(Arc::new(7))));
         assert!(registry.remove(&topic, &inboxes[2]));
         assert_eq!(registry.topic_count(), 0);
+    }
+
+    #[test]
+    fn dropping_the_registry_closes_the_parked_inboxes_not_the_unparked() {
+        let registry = Registry::<u32>::new(1, 8);
+        let parked = Arc::new(Inbox::new());
+        let unparked = Arc::new(Inbox::new());
+        registry.park(Arc::clone(&parked));
+        registry.park(Arc::clone(&unparked));
+        registry.unpark(&unparked);
+        registry.unpark(&unparked);
+        assert_eq!(registry.parked.lock().len(), 1);
+        drop(registry);
+        assert_eq!(parked.try_take(), Some(Err(crate::RecvError::Closed)));
+        assert_eq!(unparked.try_take(), None);
     }
 }
