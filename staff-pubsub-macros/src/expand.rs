@@ -416,9 +416,13 @@ impl Cx<'_> {
                     deserializer: D,
                 ) -> ::core::result::Result<Self, D::Error> {
                     #(
-                        if let ::core::result::Result::Ok(event) = <#events as ::core::str::FromStr>::from_str(event) {
-                            return <#idents as #p::serde::Deserialize<'de>>::deserialize(deserializer)
-                                .map(|payload| Self::#idents(event, payload));
+                        // `ALL` rather than `FromStr`, whose error allocates:
+                        // no allocation per entity tried.
+                        for candidate in #events::ALL {
+                            if candidate.as_str() == event {
+                                return <#idents as #p::serde::Deserialize<'de>>::deserialize(deserializer)
+                                    .map(|payload| Self::#idents(*candidate, payload));
+                            }
                         }
                     )*
                     ::core::result::Result::Err(#p::unknown_event::<D::Error>(event, EVENTS))

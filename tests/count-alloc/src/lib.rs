@@ -2,7 +2,8 @@
 //!
 //! [`Counting`] forwards every call to [`System`]. While counting is on it
 //! keeps the net number of bytes allocated (allocated minus freed, as the
-//! callers' layouts request them; the allocator's own rounding is not seen).
+//! callers' layouts request them; the allocator's own rounding is not seen),
+//! and the highest that net number reached.
 //! Counting is off by default: then the only cost is one relaxed load of a
 //! flag that nothing writes, so the throughput workloads of the report are
 //! not disturbed by a shared counter bouncing between cores.
@@ -29,6 +30,9 @@ struct Net(AtomicIsize);
 
 static NET: Net = Net(AtomicIsize::new(0));
 
+/// The highest value of [`NET`] while counting was on.
+static PEAK: Net = Net(AtomicIsize::new(0));
+
 /// The counting allocator: install it with `#[global_allocator]`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counting;
@@ -36,7 +40,8 @@ pub struct Counting;
 #[inline]
 fn add(bytes: usize) {
     if ON.load(Ordering::Relaxed) {
-        NET.0.fetch_add(bytes as isize, Ordering::Relaxed);
+        let net = NET.0.fetch_add(bytes as isize, Ordering::Relaxed) + bytes as isize;
+        PEAK.0.fetch_max(net, Ordering::Relaxed);
     }
 }
 
@@ -93,9 +98,36 @@ unsafe impl GlobalAlloc for Counting {
 /// threads in the meantime are counted too: measure with nothing else
 /// running.
 pub fn net_bytes<T>(f: impl FnOnce() -> T) -> (isize, T) {
+    let (net, _, result) = count(f);
+    (net, result)
+}
+
+/// Runs `f` with counting on and returns the highest net number of bytes it
+/// had allocated at any moment (its peak extra memory, whatever it freed
+/// before returning), with its result. Same caveat as [`net_bytes`].
+///
+/// ```no_run
+/// #[global_allocator]
+/// static ALLOCATOR: staff_pubsub_count_alloc::Counting = staff_pubsub_count_alloc::Counting;
+///
+/// let (peak, ()) = staff_pubsub_count_alloc::peak_bytes(|| drop(vec![0_u8; 100]));
+/// assert_eq!(peak, 100);
+/// ```
+pub fn peak_bytes<T>(f: impl FnOnce() -> T) -> (isize, T) {
+    let (_, peak, result) = count(f);
+    (peak, result)
+}
+
+/// Net and peak bytes of `f`, with its result.
+fn count<T>(f: impl FnOnce() -> T) -> (isize, isize, T) {
     NET.0.store(0, Ordering::Relaxed);
+    PEAK.0.store(0, Ordering::Relaxed);
     ON.store(true, Ordering::SeqCst);
     let result = f();
     ON.store(false, Ordering::SeqCst);
-    (NET.0.load(Ordering::Relaxed), result)
+    (
+        NET.0.load(Ordering::Relaxed),
+        PEAK.0.load(Ordering::Relaxed),
+        result,
+    )
 }
