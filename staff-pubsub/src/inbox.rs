@@ -74,16 +74,9 @@ impl<M> Inbox<M> {
 
     /// Queues `message`, first dropping the oldest message if `capacity`
     /// (at least 1) are queued already, and wakes a waiting subscriber.
-    // The registry uses `push_returning_evicted`; this is for the unit tests
-    // and for the bench report's `floor`, which compiles this file.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn push(&self, message: Arc<M>, capacity: usize) -> Pushed {
-        self.push_returning_evicted(message, capacity).0
-    }
-
-    /// As [`push`](Self::push), handing back the message that was dropped
-    /// to make room, so that the caller can release it after its own locks:
-    /// it may be the last reference, and its destructor is the user's code.
+    /// Hands back the message that was dropped to make room, so that the
+    /// caller can release it after its own locks: it may be the last
+    /// reference, and its destructor is the user's code.
     pub(crate) fn push_returning_evicted(
         &self,
         message: Arc<M>,
@@ -208,6 +201,13 @@ impl<M> State<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl<M> Inbox<M> {
+        /// Pushes and releases the evicted message at once.
+        fn push(&self, message: Arc<M>, capacity: usize) -> Pushed {
+            self.push_returning_evicted(message, capacity).0
+        }
+    }
 
     #[test]
     fn full_queue_drops_oldest_and_reports_the_count_first() {

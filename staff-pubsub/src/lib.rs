@@ -53,3 +53,47 @@ pub mod __private {
     pub use staff_pubsub_macros::__staff_events_extend;
     pub use uuid::Uuid;
 }
+
+/// The runtime's per-subscription queue, for the benchmark crate's `floor`
+/// contender (`bench/`): the very queues subscriptions use, fed directly.
+/// Behind the feature `__bench`, off by default. Not public API.
+#[cfg(feature = "__bench")]
+#[doc(hidden)]
+pub mod __bench {
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use crate::RecvError;
+
+    /// One subscription's queue, without a registry, topic or counters.
+    pub struct Inbox<M>(crate::inbox::Inbox<M>);
+
+    impl<M> Default for Inbox<M> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl<M> Inbox<M> {
+        /// An empty, open queue.
+        pub fn new() -> Self {
+            Self(crate::inbox::Inbox::new())
+        }
+
+        /// Queues `message` as the registry does, dropping the oldest if
+        /// `capacity` are queued already (the evicted one after the push).
+        pub fn push(&self, message: Arc<M>, capacity: usize) {
+            drop(self.0.push_returning_evicted(message, capacity));
+        }
+
+        /// The next message or report, if one is queued.
+        pub fn try_take(&self) -> Option<Result<Arc<M>, RecvError>> {
+            self.0.try_take()
+        }
+
+        /// The next message or report, or `Pending` with the waker kept.
+        pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<Arc<M>, RecvError>> {
+            self.0.poll_take(cx)
+        }
+    }
+}

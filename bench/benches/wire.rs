@@ -2,7 +2,7 @@
 //! MessagePack (rmp-serde, maps with field names), for one stock
 //! `team_person_added` message reaching its four topics.
 //!
-//! Run with `cargo bench -p staff-pubsub --bench wire`. Prints, per
+//! Run with `cargo bench -p staff-pubsub-bench --bench wire`. Prints, per
 //! encoding, the encoded size and the best of several rounds of encode and
 //! decode, in nanoseconds per envelope.
 
