@@ -191,11 +191,17 @@ impl Cx<'_> {
             let display = plan::display_name(name);
             let keyed = plan::topic_string(self.scope, name);
             let keyed_fn = plan::topic_fn(name);
-            let keyed_doc = format!("Topic scoped to a single {display}: `{keyed}:<uuid>`.");
+            let keyed_doc = format!(
+                "Topic scoped to a single {display}: `{keyed}:<uuid>`.\n\n{}",
+                self.reached_by(&keyed)
+            );
             let collection = entity.collection.as_ref().map(|collection| {
                 let topic = plan::topic_string(self.scope, &collection.value);
                 let collection_fn = plan::topic_fn(&collection.value);
-                let doc = format!("Topic for all {display} mutations: `{topic}`.");
+                let doc = format!(
+                    "Topic for all {display} mutations: `{topic}`.\n\n{}",
+                    self.reached_by(&topic)
+                );
                 quote! {
                     #[doc = #doc]
                     #[must_use]
@@ -214,6 +220,33 @@ impl Cx<'_> {
             }
         });
         quote!(#(#fns)*)
+    }
+
+    /// For a topic's docs: which broadcast functions reach it, and through
+    /// which field for a keyed topic (`topic` is the topic string or the
+    /// keyed topic's name), from the same targets as the code.
+    fn reached_by(&self, topic: &str) -> String {
+        let mut reaches = Vec::new();
+        for entity in self.entities() {
+            let function = plan::broadcast_fn(entity);
+            for target in self.targets(entity).iter().filter(|t| t.topic == topic) {
+                reaches.push(match &target.key {
+                    Some((field, optional)) => {
+                        let when = if *optional { ", when `Some`" } else { "" };
+                        format!("[`{function}`] (keyed by `{field}`{when})")
+                    }
+                    None => format!("[`{function}`]"),
+                });
+            }
+        }
+        match reaches.as_slice() {
+            [] => "No broadcast function of this spec reaches it.".to_owned(),
+            [one] => format!("Receives the events sent by {one}."),
+            [init @ .., last] => format!(
+                "Receives the events sent by {}, and {last}.",
+                init.join(", ")
+            ),
+        }
     }
 
     fn topic_kinds(&self) -> TokenStream {
@@ -464,17 +497,150 @@ impl Cx<'_> {
         }
     }
 
+    /// The runtime's path as doc links need it (`::staff_pubsub`, `crate`).
+    fn runtime_doc_path(&self) -> String {
+        let krate = &self.spec.options.krate;
+        quote!(#krate).to_string().replace(' ', "")
+    }
+
     fn server(&self) -> TokenStream {
         let p = &self.p;
+        let rt = self.runtime_doc_path();
+        let install_errors = format!(
+            "[`AlreadyInstalled`]({rt}::AlreadyInstalled), giving `pubsub` back, if the \
+             default server was already installed or used."
+        );
+        let subscribe_errors = format!("As [`PubSub::subscribe`]({rt}::PubSub::subscribe).");
+        let subscribe_many_errors =
+            format!("As [`PubSub::subscribe_many`]({rt}::PubSub::subscribe_many).");
+        let builder_doc = format!(
+            "A builder of a server for this spec's messages: \
+             [`PubSub::builder`]({rt}::PubSub::builder) with the message type filled in."
+        );
+        let scope_doc = format!(
+            "Runs `future` with `pubsub` as this spec's default server: the \
+             generated functions (`broadcast_*`, [`subscribe`], [`server`]) called \
+             while the returned [`Scoped`]({rt}::Scoped) future is polled use \
+             `pubsub`, on whatever thread polls it, while other code keeps the \
+             process-wide server. Tasks spawned by `future` are not in the scope. \
+             Made for tests: each test gets an isolated server, also when tests \
+             run in parallel."
+        );
+        let (global, install, scope, conversions) = match &self.spec.options.extends {
+            None => (
+                quote!(__SERVER.global(#p::PubSub::new)),
+                quote!(__SERVER.install(pubsub)),
+                quote!(#p::Scoped::new(future).with(__SERVER.scope_entry(pubsub))),
+                TokenStream::new(),
+            ),
+            Some(base) => {
+                let inherited: Vec<&Ident> = self
+                    .entities()
+                    .filter(|e| e.inherited_from.is_some())
+                    .map(|e| &e.ident)
+                    .collect();
+                let from_doc = format!(
+                    "A message of [the extended spec]({}): the same event, as this spec's message.",
+                    quote!(#base).to_string().replace(' ', "")
+                );
+                (
+                    quote!(__SERVER.global(|| {
+                        let extension = #p::PubSub::new();
+                        __link_global(&extension);
+                        extension
+                    })),
+                    quote! {
+                        __SERVER.install(pubsub)?;
+                        __link_global(__global());
+                        ::core::result::Result::Ok(())
+                    },
+                    quote! {{
+                        let base = #p::PubSub::<#base::Message>::new();
+                        #p::link(&base, &pubsub, __to_extension, __to_base);
+                        #p::Scoped::new(future)
+                            .with(__SERVER.scope_entry(pubsub))
+                            .with(#base::__default_server().scope_entry(base))
+                    }},
+                    quote! {
+                        #[doc = #from_doc]
+                        impl ::core::convert::From<#base::Message> for Message {
+                            fn from(message: #base::Message) -> Self {
+                                match message {
+                                    #(#base::Message::#inherited(event, payload) => Self::#inherited(event, payload),)*
+                                }
+                            }
+                        }
+
+                        /// This spec's message as a message of the extended spec:
+                        /// the message itself back when it is one of this spec's own
+                        /// entities.
+                        impl ::core::convert::TryFrom<Message> for #base::Message {
+                            type Error = Message;
+
+                            fn try_from(message: Message) -> ::core::result::Result<Self, Message> {
+                                match message {
+                                    #(Message::#inherited(event, payload) => ::core::result::Result::Ok(Self::#inherited(event, payload)),)*
+                                    #[allow(unreachable_patterns)]
+                                    other => ::core::result::Result::Err(other),
+                                }
+                            }
+                        }
+
+                        fn __to_extension(message: &#base::Message) -> ::core::option::Option<Message> {
+                            ::core::option::Option::Some(::core::convert::From::from(::core::clone::Clone::clone(message)))
+                        }
+
+                        fn __to_base(message: &Message) -> ::core::option::Option<#base::Message> {
+                            match message {
+                                #(Message::#inherited(event, payload) => ::core::option::Option::Some(
+                                    #base::Message::#inherited(::core::clone::Clone::clone(event), ::core::clone::Clone::clone(payload)),
+                                ),)*
+                                #[allow(unreachable_patterns)]
+                                _ => ::core::option::Option::None,
+                            }
+                        }
+
+                        /// One bus: the extended spec's process-wide server
+                        /// delivers to this one's subscribers and back.
+                        fn __link_global(extension: &#p::PubSub<Message>) {
+                            let base = #base::__default_server().global(#p::PubSub::new);
+                            #p::link(base, extension, __to_extension, __to_base);
+                        }
+                    },
+                )
+            }
+        };
         quote! {
-            static __SERVER: #p::DefaultServer<Message> = #p::DefaultServer::new();
+            ::std::thread_local! {
+                static __SCOPED: ::core::cell::RefCell<::core::option::Option<#p::PubSub<Message>>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            static __SERVER: #p::DefaultServer<Message> = #p::DefaultServer::new(&__SCOPED);
+
+            #[doc(hidden)]
+            pub fn __default_server() -> &'static #p::DefaultServer<Message> {
+                &__SERVER
+            }
+
+            fn __global() -> &'static #p::PubSub<Message> {
+                #global
+            }
+
+            #conversions
 
             /// This spec's default server (the analog of
             /// `PhoenixKit.PubSub.Manager`): an in-process server created on
-            /// first use, unless one was [`install`]ed before.
+            /// first use, unless one was [`install`]ed before; inside a
+            /// [`scope`], the scope's server.
             #[must_use]
-            pub fn server() -> &'static #p::PubSub<Message> {
-                __SERVER.get()
+            pub fn server() -> #p::PubSub<Message> {
+                __SERVER.current(__global)
+            }
+
+            #[doc = #builder_doc]
+            pub fn builder() -> #p::Builder<Message> {
+                #p::PubSub::builder()
             }
 
             /// Makes `pubsub` the default server: call it at start-up to use
@@ -482,23 +648,48 @@ impl Cx<'_> {
             ///
             /// # Errors
             ///
-            /// [`AlreadyInstalled`](#p::AlreadyInstalled), giving `pubsub`
-            /// back, if the default server was already installed or used.
+            #[doc = #install_errors]
             pub fn install(
                 pubsub: #p::PubSub<Message>,
             ) -> ::core::result::Result<(), #p::AlreadyInstalled<Message>> {
-                __SERVER.install(pubsub)
+                #install
+            }
+
+            #[doc = #scope_doc]
+            pub fn scope<F: ::core::future::Future>(
+                pubsub: #p::PubSub<Message>,
+                future: F,
+            ) -> #p::Scoped<F> {
+                #scope
             }
 
             /// Subscribes to one topic on the default server.
             ///
             /// # Errors
             ///
-            /// As [`PubSub::subscribe`](#p::PubSub::subscribe).
+            #[doc = #subscribe_errors]
             pub fn subscribe(
                 topic: #p::Topic,
             ) -> ::core::result::Result<#p::Subscription<Message>, #p::Error> {
-                server().subscribe(topic)
+                match __SERVER.scoped() {
+                    ::core::option::Option::Some(pubsub) => pubsub.subscribe(topic),
+                    ::core::option::Option::None => __global().subscribe(topic),
+                }
+            }
+
+            /// Subscribes to several topics with one queue on the default
+            /// server: one copy of a broadcast per listed topic it reaches.
+            ///
+            /// # Errors
+            ///
+            #[doc = #subscribe_many_errors]
+            pub fn subscribe_many(
+                topics: impl ::core::iter::IntoIterator<Item = #p::Topic>,
+            ) -> ::core::result::Result<#p::Subscription<Message>, #p::Error> {
+                match __SERVER.scoped() {
+                    ::core::option::Option::Some(pubsub) => pubsub.subscribe_many(topics),
+                    ::core::option::Option::None => __global().subscribe_many(topics),
+                }
             }
         }
     }
@@ -530,7 +721,12 @@ impl Cx<'_> {
                 event: #event,
                 payload: #ident,
             ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + 'static {
-                #function_on(server(), event, payload)
+                match __SERVER.scoped() {
+                    ::core::option::Option::None => #p::Either::Left(#function_on(__global(), event, payload)),
+                    ::core::option::Option::Some(pubsub) => #p::Either::Right(::std::boxed::Box::pin(async move {
+                        #function_on(&pubsub, event, payload).await
+                    })),
+                }
             }
 
             #[doc = #doc_on]

@@ -74,9 +74,18 @@ pub(crate) const FIXED_ITEMS: &[&str] = &[
     "Message",
     "parse_topic",
     "server",
+    "builder",
     "install",
+    "scope",
     "subscribe",
+    "subscribe_many",
     "__SERVER",
+    "__SCOPED",
+    "__default_server",
+    "__global",
+    "__to_extension",
+    "__to_base",
+    "__link_global",
 ];
 
 /// One item name the macro adds to the module.

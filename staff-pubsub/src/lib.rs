@@ -2,28 +2,69 @@
 //!
 //! The runtime is generic: a [`PubSub<M>`] server delivers messages of type
 //! `M` to [`Subscription`]s of [`Topic`]s, in process by default. The
-//! `#[staff_events]` macro generates typed topic functions, events and
-//! fan-out on top of it; the stock staff spec ships as [`staff`].
+//! [`#[staff_events]`](staff_events) macro generates typed topic functions,
+//! events and fan-out on top of it; the stock staff spec ships as
+//! [`staff`], the Rust counterpart of Elixir's `PhoenixKitStaff.PubSub`.
+//!
+//! ```
+//! use staff_pubsub::staff::{self, Message, Team, TeamEvent};
+//! use staff_pubsub::Uuid;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let department = Uuid::now_v7();
+//! // A department page subscribes to its department's topic...
+//! let mut page = staff::subscribe(staff::topic_department(department))?;
+//!
+//! // ...and a new team of that department reaches it: `broadcast_team`
+//! // fans out to `staff:teams`, `staff:team:<uuid>` and the department's topic.
+//! let team = Team { uuid: Uuid::now_v7(), name: Some("Squad A".into()), department_uuid: Some(department) };
+//! staff::broadcast_team(TeamEvent::Created, team.clone()).await?;
+//!
+//! let message = page.recv().await?;
+//! assert_eq!(*message, Message::Team(TeamEvent::Created, team));
+//! # Ok(()) }
+//! ```
 //!
 //! Delivery rule: a subscription receives one copy of a broadcast for each
 //! of its topics that the broadcast reaches. A slow subscriber is never
 //! waited for: when its queue is full the oldest message is dropped and the
-//! subscriber is told how many it missed ([`RecvError::Lagged`]).
+//! subscriber is told how many it missed ([`RecvError::Lagged`]); after a
+//! transport reconnects it is told of the gap ([`RecvError::Gap`]).
+//!
+//! # Features
+//!
+//! - (default): the in-process runtime, the stock [`staff`] spec, the
+//!   [`wire`] envelope.
+//! - `redis`: the Redis pub/sub transport (`staff_pubsub::redis`), for
+//!   several nodes.
+//! - `redis-tls`: `rediss://` URLs for the Redis transport.
+//! - `testing`: `assert_receive!` and `refute_receive!`
+//!   (`staff_pubsub::testing`), for tests; pair them with a spec's
+//!   generated `scope` function.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod default_server;
 mod error;
 mod inbox;
+mod link;
 mod pubsub;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod registry;
 pub mod spec;
 mod stock;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod topic;
 mod transport;
 pub mod wire;
 
+pub use default_server::{AlreadyInstalled, Scoped};
 pub use error::{Error, Outcome, RecvError, TransportError, TryRecvError};
 pub use pubsub::{
     Builder, Connection, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME,
@@ -31,10 +72,6 @@ pub use pubsub::{
 #[doc = include_str!("staff_events.md")]
 pub use staff_pubsub_macros::staff_events;
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
 pub use stock::staff;
 pub use topic::{ParseTopicError, Topic, TopicKind};
 pub use transport::{BoxFuture, Envelope, LocalNode, Mode, Transport};
@@ -44,11 +81,17 @@ pub use uuid::Uuid;
 /// Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::default_server::{DefaultServer, ScopeEntry};
+    pub use crate::link::link;
     pub use crate::spec::{
-        deserialize_message, serialize_message, unknown_event, AlreadyInstalled, DefaultServer,
-        Route, Spec, SpecMessage, Target, TargetKey, TopicList, UnknownEvent,
+        deserialize_message, serialize_message, unknown_event, Route, Spec, SpecMessage, Target,
+        TargetKey, TopicList, UnknownEvent,
     };
-    pub use crate::{Error, ParseTopicError, PubSub, Subscription, Topic, TopicKind};
+    pub use crate::{
+        AlreadyInstalled, Builder, Error, ParseTopicError, PubSub, Scoped, Subscription, Topic,
+        TopicKind,
+    };
+    pub use futures_util::future::Either;
     pub use serde;
     pub use staff_pubsub_macros::__staff_events_extend;
     pub use uuid::Uuid;

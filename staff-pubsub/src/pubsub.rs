@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, RecvError, TransportError, TryRecvError};
 use crate::inbox::Inbox;
+use crate::link::Peer;
 use crate::registry::{Registry, Tally};
 use crate::topic::Topic;
 use crate::transport::{Envelope, LocalNode, Mode, Transport};
@@ -79,6 +80,15 @@ pub(crate) struct Core<M> {
     max_subscriptions: usize,
     /// Set once, right after the core is built, by [`Builder::build_with`].
     transport: OnceLock<Box<dyn Transport<M>>>,
+    /// The server this one shares delivery with (a spec and its
+    /// extension): set once by [`crate::link::link`].
+    pub(crate) peer: OnceLock<Box<dyn Peer<M>>>,
+}
+
+impl<M> Core<M> {
+    pub(crate) fn has_transport(&self) -> bool {
+        self.transport.get().is_some()
+    }
 }
 
 impl<M> Drop for Core<M> {
@@ -217,6 +227,7 @@ impl<M: Send + Sync + 'static> Builder<M> {
             capacity: self.capacity,
             max_subscriptions: self.max_subscriptions,
             transport: OnceLock::new(),
+            peer: OnceLock::new(),
         }
     }
 }
@@ -224,6 +235,16 @@ impl<M: Send + Sync + 'static> Builder<M> {
 impl<M: Send + Sync + 'static> Default for PubSub<M> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl<M> PubSub<M> {
+    pub(crate) fn from_core(core: Arc<Core<M>>) -> Self {
+        Self { core }
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core<M>> {
+        &self.core
     }
 }
 
@@ -341,7 +362,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         message: M,
         except: Option<&Arc<Inbox<M>>>,
     ) -> Result<(), Error> {
-        match self.dispatch_for_network(topics, message, except) {
+        match self.dispatch(topics, message, except, true).1 {
             Some(message) => self.publish(Mode::ExceptOrigin, topics, &message).await,
             None => Ok(()),
         }
@@ -350,7 +371,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// Sends `message` to this node's subscribers only. Returns the number of
     /// copies queued.
     pub fn local_broadcast(&self, topics: &[Topic], message: M) -> u64 {
-        self.dispatch(topics, message, None).delivered
+        self.dispatch(topics, message, None, false).0
     }
 
     /// As [`local_broadcast`](Self::local_broadcast), but not to `from`.
@@ -360,7 +381,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         topics: &[Topic],
         message: M,
     ) -> u64 {
-        self.dispatch(topics, message, Some(&from.inbox)).delivered
+        self.dispatch(topics, message, Some(&from.inbox), false).0
     }
 
     /// Sends `message` to the subscribers of `topics` on one node only.
@@ -453,49 +474,43 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         }
     }
 
-    /// Queues `message` for this node's subscribers of `topics`. The
-    /// message is moved into its one `Arc` when the first subscriber is
-    /// found: a broadcast that reaches nobody allocates nothing.
-    fn dispatch(&self, topics: &[Topic], message: M, except: Option<&Arc<Inbox<M>>>) -> Tally {
-        let shared = LazyCell::new(move || Arc::new(message));
-        let mut tally = Tally::default();
-        for topic in topics {
-            self.core
-                .registry
-                .deliver(topic.as_key(), || Arc::clone(&shared), except, &mut tally);
-        }
-        self.record(topics, tally);
-        tally
-    }
-
-    /// Dispatches locally and returns the shared message when it must also
-    /// go to other nodes; without a transport, the message is only
-    /// allocated if a subscriber takes it, and `None` comes back.
-    fn dispatch_for_network(
+    /// Queues `message` for this node's subscribers of `topics` but
+    /// `except` (and the linked server's), and returns the number of copies
+    /// queued here and, when `for_network` and it must also go to other
+    /// nodes, the shared message.
+    ///
+    /// Without a transport or a linked server, the message is moved into
+    /// its one `Arc` when the first subscriber is found: a broadcast that
+    /// reaches nobody allocates nothing.
+    fn dispatch(
         &self,
         topics: &[Topic],
         message: M,
         except: Option<&Arc<Inbox<M>>>,
-    ) -> Option<Arc<M>> {
-        if self.core.transport.get().is_none() {
-            self.dispatch(topics, message, except);
-            return None;
+        for_network: bool,
+    ) -> (u64, Option<Arc<M>>) {
+        let core = &*self.core;
+        let peer = core.peer.get();
+        let mut tally = Tally::default();
+        if peer.is_none() && !(for_network && core.has_transport()) {
+            let shared = LazyCell::new(move || Arc::new(message));
+            for topic in topics {
+                core.registry
+                    .deliver(topic.as_key(), || Arc::clone(&shared), except, &mut tally);
+            }
+            self.record(topics, tally);
+            return (tally.delivered, None);
         }
         let message = Arc::new(message);
-        self.dispatch_shared(topics, &message, except);
-        Some(message)
-    }
-
-    /// As [`dispatch`](Self::dispatch), for a message already shared (it
-    /// goes to other nodes too).
-    fn dispatch_shared(&self, topics: &[Topic], message: &Arc<M>, except: Option<&Arc<Inbox<M>>>) {
-        let mut tally = Tally::default();
         for topic in topics {
-            self.core
-                .registry
-                .dispatch(topic.as_key(), message, except, &mut tally);
+            core.registry
+                .dispatch(topic.as_key(), &message, except, &mut tally);
         }
         self.record(topics, tally);
+        if let Some(peer) = peer {
+            peer.mirror(&mut topics.iter().map(Topic::as_key), &message);
+        }
+        (tally.delivered, for_network.then_some(message))
     }
 
     fn record(&self, topics: &[Topic], tally: Tally) {
@@ -507,7 +522,30 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         );
     }
 
+    /// Sends to other nodes through this server's transport or, without
+    /// one, its linked server's.
     async fn publish(&self, mode: Mode<'_>, topics: &[Topic], message: &M) -> Result<(), Error> {
+        if !self.core.has_transport() {
+            let through_peer = self
+                .core
+                .peer
+                .get()
+                .and_then(|peer| peer.publish(mode, topics, message));
+            return match through_peer {
+                Some(publishing) => publishing.await,
+                None => Ok(()),
+            };
+        }
+        self.publish_own(mode, topics, message).await
+    }
+
+    /// Sends to other nodes through this server's own transport, if any.
+    pub(crate) async fn publish_own(
+        &self,
+        mode: Mode<'_>,
+        topics: &[Topic],
+        message: &M,
+    ) -> Result<(), Error> {
         let Some(transport) = self.core.transport.get() else {
             return Ok(());
         };

@@ -246,6 +246,15 @@ impl<M> Registry<M> {
         drop(evicted);
     }
 
+    /// Whether the topic has a subscriber.
+    pub(crate) fn contains(&self, key: TopicKey<'_>) -> bool {
+        let hash = self.hash(key);
+        let table = self.shard(hash).table.read();
+        table
+            .find(hash, |entry| key.matches(&entry.topic))
+            .is_some()
+    }
+
     pub(crate) fn subscriber_count(&self, topic: &Topic) -> usize {
         let hash = self.hash(topic.as_key());
         let table = self.shard(hash).table.read();

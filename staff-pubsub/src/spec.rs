@@ -7,12 +7,11 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::OnceLock;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{PubSub, Topic, TopicKind};
+use crate::{Topic, TopicKind};
 
 /// A whole spec as constant data: `<spec>::SPEC`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,56 +80,6 @@ impl UnknownEvent {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
-    }
-}
-
-/// [`install`](crate::staff::install) came too late: the default server was
-/// already installed or used. Holds the server that was not installed.
-#[derive(thiserror::Error)]
-#[error("the default server was already installed or in use")]
-pub struct AlreadyInstalled<M>(pub PubSub<M>);
-
-impl<M> fmt::Debug for AlreadyInstalled<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AlreadyInstalled(..)")
-    }
-}
-
-/// The per-spec default server: created in process on first use, unless one
-/// was installed before.
-pub struct DefaultServer<M> {
-    cell: OnceLock<PubSub<M>>,
-}
-
-impl<M> DefaultServer<M> {
-    /// An empty slot (a `static` initialiser).
-    #[must_use]
-    pub const fn new() -> Self {
-        Self {
-            cell: OnceLock::new(),
-        }
-    }
-}
-
-impl<M> Default for DefaultServer<M> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<M: Send + Sync + 'static> DefaultServer<M> {
-    /// The server, created with default settings if none was installed.
-    pub fn get(&self) -> &PubSub<M> {
-        self.cell.get_or_init(PubSub::new)
-    }
-
-    /// Installs `pubsub`, unless a server was installed or created already.
-    ///
-    /// # Errors
-    ///
-    /// [`AlreadyInstalled`] with `pubsub` given back.
-    pub fn install(&self, pubsub: PubSub<M>) -> Result<(), AlreadyInstalled<M>> {
-        self.cell.set(pubsub).map_err(AlreadyInstalled)
     }
 }
 

@@ -129,13 +129,18 @@ impl<M: Send + Sync + 'static> LocalNode<M> {
         let message = Arc::new(message);
         let mut tally = Tally::default();
         let mut seen = hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::default());
+        let mut keys = Vec::new();
         for topic in topics {
             let key = TopicKey::from_wire(topic);
             if seen.insert(key) {
                 core.registry.dispatch(key, &message, None, &mut tally);
+                keys.push(key);
             }
         }
         core.counters.record_dispatch(tally);
+        if let Some(peer) = core.peer.get() {
+            peer.mirror(&mut keys.into_iter(), &message);
+        }
         Some(tally.delivered)
     }
 

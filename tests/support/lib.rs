@@ -1,6 +1,12 @@
 //! Helpers shared by the integration tests.
 #![allow(clippy::missing_panics_doc, clippy::expect_used)]
 
+/// The README's examples, compiled and run as doctests of this crate, which
+/// enables the features they use (`redis`, `testing`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub mod conformance;
 pub mod logs;
 pub mod redis_server;

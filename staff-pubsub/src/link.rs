@@ -1,0 +1,133 @@
+//! One bus for a spec and its extension.
+//!
+//! An extension's messages (`app::Message`) and its base's
+//! (`staff::Message`) are different types, so each has its own server. A
+//! link makes the two servers one bus: what is dispatched on either is also
+//! dispatched to the other's subscribers of the same topics (converted; a
+//! message the other spec has no form for is not), and a server without a
+//! transport publishes through the other's.
+//!
+//! Invariant: a broadcast is dispatched once on each of the two servers of
+//! the node that makes it, and published once; a node that receives it
+//! dispatches it once on the receiving server, which mirrors it once to its
+//! peer. Mirroring never mirrors back, and publishing through the peer uses
+//! the peer's own transport only, so neither can loop.
+
+use std::future::ready;
+use std::sync::{Arc, Weak};
+
+use crate::error::{Error, Outcome, TransportError};
+use crate::pubsub::{Core, PubSub};
+use crate::registry::Tally;
+use crate::topic::{Topic, TopicKey};
+use crate::transport::{BoxFuture, Mode};
+
+/// The other server of a linked pair, as this server's `M` sees it.
+pub(crate) trait Peer<M>: Send + Sync {
+    /// Dispatches `message`, dispatched on this server already, to the
+    /// peer's subscribers of `topics` (each listed once).
+    fn mirror(&self, topics: &mut dyn Iterator<Item = TopicKey<'_>>, message: &M);
+
+    /// Publishes `message` through the peer's transport: `None` when the
+    /// peer has none.
+    fn publish<'a>(
+        &'a self,
+        mode: Mode<'a>,
+        topics: &'a [Topic],
+        message: &'a M,
+    ) -> Option<BoxFuture<'a, Result<(), Error>>>;
+}
+
+/// The link from a server of `M` to its peer, a server of `N`. Weak: the
+/// servers are owned by their default-server slots, not by each other.
+struct Link<M, N> {
+    target: Weak<Core<N>>,
+    convert: fn(&M) -> Option<N>,
+}
+
+impl<M, N> Peer<M> for Link<M, N>
+where
+    M: Send + Sync + 'static,
+    N: Send + Sync + 'static,
+{
+    fn mirror(&self, topics: &mut dyn Iterator<Item = TopicKey<'_>>, message: &M) {
+        let Some(core) = self.target.upgrade() else {
+            return;
+        };
+        // Converted (a clone of the payload) only once a topic has a
+        // subscriber on the peer: a broadcast nobody there wants costs the
+        // lookups alone.
+        let mut converted: Option<Option<Arc<N>>> = None;
+        let mut tally = Tally::default();
+        for key in topics {
+            if !core.registry.contains(key) {
+                continue;
+            }
+            let Some(message) =
+                converted.get_or_insert_with(|| (self.convert)(message).map(Arc::new))
+            else {
+                return;
+            };
+            core.registry.dispatch(key, message, None, &mut tally);
+        }
+        core.counters.record_dispatch(tally);
+    }
+
+    fn publish<'a>(
+        &'a self,
+        mode: Mode<'a>,
+        topics: &'a [Topic],
+        message: &'a M,
+    ) -> Option<BoxFuture<'a, Result<(), Error>>> {
+        let core = self.target.upgrade()?;
+        if !core.has_transport() {
+            return None;
+        }
+        let peer = PubSub::from_core(core);
+        Some(match (self.convert)(message) {
+            Some(converted) => {
+                Box::pin(async move { peer.publish_own(mode, topics, &converted).await })
+            }
+            None => Box::pin(ready(Err(Error::Transport(
+                TransportError::msg(
+                    "broadcast not sent to other nodes: the transport is installed on the \
+                     base spec's server, which has no form for this extension's message \
+                     (install the transport on the extension's server)",
+                )
+                .with_outcome(Outcome::NotSent),
+            )))),
+        })
+    }
+}
+
+/// Links `base` and `extension` into one bus (see the module docs):
+/// `to_extension` and `to_base` convert a message of one into the other's
+/// type, `None` when it has no form there. Returns false, changing nothing,
+/// if either server is linked already.
+pub fn link<B, E>(
+    base: &PubSub<B>,
+    extension: &PubSub<E>,
+    to_extension: fn(&B) -> Option<E>,
+    to_base: fn(&E) -> Option<B>,
+) -> bool
+where
+    B: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    let (base_core, extension_core) = (base.core(), extension.core());
+    if base_core.peer.get().is_some() || extension_core.peer.get().is_some() {
+        tracing::warn!("a server is linked already: the link is not made");
+        return false;
+    }
+    let forward: Box<dyn Peer<B>> = Box::new(Link {
+        target: Arc::downgrade(extension_core),
+        convert: to_extension,
+    });
+    let back: Box<dyn Peer<E>> = Box::new(Link {
+        target: Arc::downgrade(base_core),
+        convert: to_base,
+    });
+    // Both cells were empty just above; a concurrent link of the same
+    // servers (generated code links once per slot) loses harmlessly.
+    base_core.peer.set(forward).is_ok() && extension_core.peer.set(back).is_ok()
+}

@@ -1,0 +1,102 @@
+//! One bus across nodes: the application installs its extended spec's
+//! server with the Redis transport (the documented way), and a library's
+//! stock broadcasts travel over it like the application's own; what
+//! another node broadcasts reaches this node's stock and extended
+//! subscribers alike. Its own test binary: it installs the process-wide
+//! server.
+
+use std::time::Duration;
+
+use staff_pubsub::redis::RedisConfig;
+use staff_pubsub::staff;
+use staff_pubsub::{assert_receive, refute_receive, PubSub, Uuid};
+use staff_pubsub_stock_library as library;
+use staff_pubsub_tests::redis_server::RedisServer;
+
+/// The application's spec: the stock one plus locations.
+#[staff_pubsub::staff_events(extends = staff_pubsub::staff)]
+pub mod app {
+    use staff_pubsub::Uuid;
+
+    /// The payload of location events.
+    #[entity(collection = "locations", events(location_created))]
+    pub struct Location {
+        /// The location's id.
+        pub uuid: Uuid,
+        /// Its department.
+        #[route(department)]
+        pub department_uuid: Option<Uuid>,
+    }
+}
+
+fn config(server: &RedisServer) -> RedisConfig {
+    RedisConfig::new(server.url())
+        .namespace("one-bus")
+        .connect_timeout(Duration::from_secs(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installed_transport_carries_both_specs_broadcasts_both_ways() {
+    let server = RedisServer::start().await;
+    let here = app::builder()
+        .node_name("here")
+        .redis(config(&server))
+        .await
+        .unwrap();
+    app::install(here).unwrap();
+    // Another node: the same application, another process in real life.
+    let there: PubSub<app::Message> = app::builder()
+        .node_name("there")
+        .redis(config(&server))
+        .await
+        .unwrap();
+
+    let department = Uuid::now_v7();
+    let mut there_page = there.subscribe(app::topic_department(department)).unwrap();
+    let mut here_stock = staff::subscribe(staff::topic_department(department)).unwrap();
+    let mut here_page = app::subscribe(app::topic_department(department)).unwrap();
+
+    // The library's stock broadcast here: once on each side here, and once
+    // on the other node, through the extension's transport.
+    library::create_team("Squad A", Some(department))
+        .await
+        .unwrap();
+    assert_receive!(there_page, app::Message::Team(app::TeamEvent::Created, _));
+    assert_receive!(
+        here_stock,
+        staff::Message::Team(staff::TeamEvent::Created, _)
+    );
+    assert_receive!(here_page, app::Message::Team(app::TeamEvent::Created, _));
+
+    // The other node's broadcasts reach both sides here.
+    let team = app::Team {
+        uuid: Uuid::now_v7(),
+        name: None,
+        department_uuid: Some(department),
+    };
+    app::broadcast_team_on(&there, app::TeamEvent::Deleted, team)
+        .await
+        .unwrap();
+    assert_receive!(
+        here_stock,
+        staff::Message::Team(staff::TeamEvent::Deleted, _)
+    );
+    assert_receive!(here_page, app::Message::Team(app::TeamEvent::Deleted, _));
+    let location = app::Location {
+        uuid: Uuid::now_v7(),
+        department_uuid: Some(department),
+    };
+    app::broadcast_location_on(&there, app::LocationEvent::Created, location)
+        .await
+        .unwrap();
+    assert_receive!(here_page, app::Message::Location(..));
+
+    // Exactly once each: nothing more anywhere.
+    refute_receive!(there_page, app::Message::Team(app::TeamEvent::Created, _));
+    refute_receive!(here_stock, _);
+    refute_receive!(here_page, _);
+    assert_eq!(
+        staff::server().stats().rejected + app::server().stats().rejected,
+        0
+    );
+}
