@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use staff_pubsub::staff::{self, TeamMembership, TeamMembershipEvent};
-use staff_pubsub::{wire, Envelope, Mode, Topic, Uuid};
+use staff_pubsub::transport::{Envelope, Mode};
+use staff_pubsub::{wire, Topic, Uuid};
 
 const ROUNDS: usize = 7;
 const ITERATIONS: u32 = 50_000;

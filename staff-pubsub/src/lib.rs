@@ -61,20 +61,18 @@ mod stock;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod topic;
-mod transport;
+pub mod transport;
 pub mod wire;
 
 pub use default_server::{AlreadyInstalled, Scoped};
 pub use error::{Error, Outcome, RecvError, TransportError, TryRecvError};
-pub use pubsub::{
-    Builder, Connection, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME,
-};
+pub use pubsub::{Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME};
 #[doc = include_str!("staff_events.md")]
 pub use staff_pubsub_macros::staff_events;
 
 pub use stock::staff;
 pub use topic::{ParseTopicError, Topic, TopicKind};
-pub use transport::{BoxFuture, Envelope, LocalNode, Mode, Transport};
+pub use transport::Connection;
 pub use uuid::Uuid;
 
 /// What generated code uses: absolute paths that work wherever the spec is.

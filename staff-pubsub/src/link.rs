@@ -17,26 +17,10 @@ use std::future::ready;
 use std::sync::{Arc, Weak};
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::pubsub::{Core, PubSub};
+use crate::pubsub::{Core, Peer, PubSub};
 use crate::registry::Tally;
 use crate::topic::{Topic, TopicKey};
 use crate::transport::{BoxFuture, Mode};
-
-/// The other server of a linked pair, as this server's `M` sees it.
-pub(crate) trait Peer<M>: Send + Sync {
-    /// Dispatches `message`, dispatched on this server already, to the
-    /// peer's subscribers of `topics` (each listed once).
-    fn mirror(&self, topics: &mut dyn Iterator<Item = TopicKey<'_>>, message: &M);
-
-    /// Publishes `message` through the peer's transport: `None` when the
-    /// peer has none.
-    fn publish<'a>(
-        &'a self,
-        mode: Mode<'a>,
-        topics: &'a [Topic],
-        message: &'a M,
-    ) -> Option<BoxFuture<'a, Result<(), Error>>>;
-}
 
 /// The link from a server of `M` to its peer, a server of `N`. Weak: the
 /// servers are owned by their default-server slots, not by each other.
@@ -68,7 +52,8 @@ where
             else {
                 return;
             };
-            core.registry.dispatch(key, message, None, &mut tally);
+            core.registry
+                .deliver(key, || Arc::clone(message), None, &mut tally);
         }
         core.counters.record_dispatch(tally);
     }

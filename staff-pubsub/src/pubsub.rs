@@ -12,10 +12,10 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, RecvError, TransportError, TryRecvError};
 use crate::inbox::Inbox;
-use crate::link::Peer;
 use crate::registry::{Registry, Tally};
 use crate::topic::Topic;
-use crate::transport::{Envelope, LocalNode, Mode, Transport};
+use crate::topic::TopicKey;
+use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Mode, NodeSink, Transport};
 
 /// The default queue capacity of one subscription.
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -88,6 +88,64 @@ pub(crate) struct Core<M> {
 impl<M> Core<M> {
     pub(crate) fn has_transport(&self) -> bool {
         self.transport.get().is_some()
+    }
+}
+
+/// The other server of a linked pair (a spec and its extension), as this
+/// server's `M` sees it: implemented in `link.rs`.
+pub(crate) trait Peer<M>: Send + Sync {
+    /// Dispatches `message`, dispatched on this server already, to the
+    /// peer's subscribers of `topics` (each listed once).
+    fn mirror(&self, topics: &mut dyn Iterator<Item = TopicKey<'_>>, message: &M);
+
+    /// Publishes `message` through the peer's transport: `None` when the
+    /// peer has none.
+    fn publish<'a>(
+        &'a self,
+        mode: Mode<'a>,
+        topics: &'a [Topic],
+        message: &'a M,
+    ) -> Option<BoxFuture<'a, Result<(), Error>>>;
+}
+
+/// The server's side of the transport seam: what a [`LocalNode`] does.
+impl<M: Send + Sync + 'static> NodeSink<M> for Core<M> {
+    fn dispatch_wire(&self, topics: &mut dyn Iterator<Item = &str>, message: M) -> u64 {
+        self.counters.record_received();
+        let message = Arc::new(message);
+        let mut tally = Tally::default();
+        let mut seen = hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::default());
+        let mut keys = Vec::new();
+        for topic in topics {
+            let key = TopicKey::from_wire(topic);
+            if seen.insert(key) {
+                self.registry
+                    .deliver(key, || Arc::clone(&message), None, &mut tally);
+                keys.push(key);
+            }
+        }
+        self.counters.record_dispatch(tally);
+        if let Some(peer) = self.peer.get() {
+            peer.mirror(&mut keys.into_iter(), &message);
+        }
+        tally.delivered
+    }
+
+    fn signal_gap(&self) {
+        self.counters.record_gap();
+        self.registry.for_each_inbox(|inbox| inbox.signal_gap());
+    }
+
+    fn record_rejected(&self) {
+        self.counters.record_rejected();
+    }
+
+    fn record_name_conflict(&self) {
+        self.counters.record_name_conflict();
+    }
+
+    fn set_connection(&self, connection: Connection) {
+        self.connection.set(connection);
     }
 }
 
@@ -467,11 +525,12 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// The handle a transport uses to deliver to this server.
     #[must_use]
     pub fn local_node(&self) -> LocalNode<M> {
-        LocalNode {
-            core: Arc::downgrade(&self.core),
-            node: Arc::clone(&self.core.node),
-            instance: self.core.instance,
-        }
+        let core: Arc<dyn NodeSink<M>> = Arc::clone(&self.core) as Arc<dyn NodeSink<M>>;
+        LocalNode::new(
+            Arc::downgrade(&core),
+            Arc::clone(&self.core.node),
+            self.core.instance,
+        )
     }
 
     /// Queues `message` for this node's subscribers of `topics` but
@@ -504,7 +563,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         let message = Arc::new(message);
         for topic in topics {
             core.registry
-                .dispatch(topic.as_key(), &message, except, &mut tally);
+                .deliver(topic.as_key(), || Arc::clone(&message), except, &mut tally);
         }
         self.record(topics, tally);
         if let Some(peer) = peer {
@@ -589,21 +648,6 @@ pub struct Stats {
     pub name_conflicts: u64,
     /// The link to other nodes, as [`PubSub::connection`].
     pub connection: Connection,
-}
-
-/// The state of a server's link to other nodes: [`PubSub::connection`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Connection {
-    /// No transport: the server reaches this process only.
-    #[default]
-    Local,
-    /// The transport is connected and receives what other nodes broadcast.
-    Connected,
-    /// The transport lost its connection and is reconnecting: nothing is
-    /// received meanwhile, and subscribers get [`RecvError::Gap`] once it
-    /// is back.
-    Disconnected,
 }
 
 /// The connection state and the tasks waiting for a change of it. Changes

@@ -75,8 +75,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::pubsub::{Builder, Connection, PubSub};
-use crate::transport::{BoxFuture, Envelope, LocalNode, Transport};
+use crate::pubsub::{Builder, PubSub};
+use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Transport};
 use crate::wire;
 
 /// The namespace (and so the channel) of a [`RedisConfig`] that sets none.

@@ -197,20 +197,11 @@ impl<M> Registry<M> {
         }
     }
 
-    /// Queues `message` for every subscriber of the topic but `except`.
-    pub(crate) fn dispatch(
-        &self,
-        key: TopicKey<'_>,
-        message: &Arc<M>,
-        except: Option<&Arc<Inbox<M>>>,
-        tally: &mut Tally,
-    ) {
-        self.deliver(key, || Arc::clone(message), except, tally);
-    }
-
-    /// As [`dispatch`](Self::dispatch), with the message made by `share`
-    /// once per copy queued: a topic nobody has costs the lookup and
-    /// nothing else, not even the message's allocation.
+    /// Queues a message for every subscriber of the topic but `except`,
+    /// made by `share` once per copy queued: a topic nobody has costs the
+    /// lookup and nothing else, not even the message's allocation. The one
+    /// dispatch function: local broadcasts, the wire and linked servers all
+    /// come through here.
     pub(crate) fn deliver(
         &self,
         key: TopicKey<'_>,
@@ -334,7 +325,8 @@ mod tests {
         assert!(!registry.remove(&topic, &inboxes[0]));
         assert_eq!(registry.subscriber_count(&topic), 1);
         let mut tally = Tally::default();
-        registry.dispatch(topic.as_key(), &Arc::new(7), None, &mut tally);
+        let seven = Arc::new(7);
+        registry.deliver(topic.as_key(), || Arc::clone(&seven), None, &mut tally);
         assert_eq!(tally.delivered, 1);
         assert_eq!(inboxes[2].try_take(), Some(Ok(Arc::new(7))));
         assert!(registry.remove(&topic, &inboxes[2]));

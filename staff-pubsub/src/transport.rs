@@ -1,18 +1,21 @@
-//! The seam between local dispatch and other nodes.
+//! The seam between a server and other nodes: what a transport author
+//! names.
 //!
 //! A broadcast dispatches to this node's subscribers, then hands one
 //! [`Envelope`] to the server's [`Transport`], if it has one. A transport's
 //! receive side hands what it reads to [`LocalNode::dispatch_wire`], which
 //! dispatches on that node. The in-process default has no transport at all.
+//!
+//! This module only declares the seam; the server implements its side
+//! ([`LocalNode`]'s methods reach the server through a private trait, which
+//! the server's core implements beside its registry and counters).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use crate::error::TransportError;
-use crate::pubsub::{Connection, Core};
-use crate::registry::Tally;
-use crate::topic::{Topic, TopicKey};
+use crate::topic::Topic;
 
 /// A boxed, sendable future: what [`Transport::publish`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -69,28 +72,77 @@ pub trait Transport<M>: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), TransportError>>;
 }
 
+/// The state of a server's link to other nodes: [`PubSub::connection`](crate::PubSub::connection).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Connection {
+    /// No transport: the server reaches this process only.
+    #[default]
+    Local,
+    /// The transport is connected and receives what other nodes broadcast.
+    Connected,
+    /// The transport lost its connection and is reconnecting: nothing is
+    /// received meanwhile, and subscribers get
+    /// [`RecvError::Gap`](crate::RecvError::Gap) once it is back.
+    Disconnected,
+}
+
+/// What a [`LocalNode`] asks of its server: implemented by the server's
+/// core (in `pubsub.rs`), so that this module names no part of it.
+pub(crate) trait NodeSink<M>: Send + Sync {
+    /// Dispatches a received message to this node's subscribers of
+    /// `topics`, each distinct topic once; returns the copies queued.
+    fn dispatch_wire(&self, topics: &mut dyn Iterator<Item = &str>, message: M) -> u64;
+    /// Every subscriber gets a gap, in queue order.
+    fn signal_gap(&self);
+    /// Counts a refused message from the wire.
+    fn record_rejected(&self);
+    /// Counts an envelope from another live server with this node's name.
+    fn record_name_conflict(&self);
+    /// Records the link's state.
+    fn set_connection(&self, connection: Connection);
+}
+
 /// A transport's handle on the server it serves: where received messages go.
 ///
 /// It holds the server weakly: once every [`PubSub`](crate::PubSub) handle is
 /// dropped, [`LocalNode::is_alive`] turns false and the transport's tasks
 /// should stop.
 pub struct LocalNode<M> {
-    pub(crate) core: Weak<Core<M>>,
-    pub(crate) node: Arc<str>,
-    pub(crate) instance: u64,
+    sink: Weak<dyn NodeSink<M>>,
+    node: Arc<str>,
+    instance: u64,
 }
 
 impl<M> Clone for LocalNode<M> {
     fn clone(&self) -> Self {
         Self {
-            core: Weak::clone(&self.core),
+            sink: Weak::clone(&self.sink),
             node: Arc::clone(&self.node),
             instance: self.instance,
         }
     }
 }
 
-impl<M: Send + Sync + 'static> LocalNode<M> {
+impl<M> std::fmt::Debug for LocalNode<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalNode")
+            .field("node", &self.node)
+            .field("instance", &format_args!("{:016x}", self.instance))
+            .field("alive", &(self.sink.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl<M> LocalNode<M> {
+    pub(crate) fn new(sink: Weak<dyn NodeSink<M>>, node: Arc<str>, instance: u64) -> Self {
+        Self {
+            sink,
+            node,
+            instance,
+        }
+    }
+
     /// This node's name.
     #[must_use]
     pub fn node_name(&self) -> &str {
@@ -107,7 +159,7 @@ impl<M: Send + Sync + 'static> LocalNode<M> {
     /// Whether the server still exists.
     #[must_use]
     pub fn is_alive(&self) -> bool {
-        self.core.strong_count() > 0
+        self.sink.strong_count() > 0
     }
 
     /// Dispatches a message received from another node to this node's
@@ -124,42 +176,8 @@ impl<M: Send + Sync + 'static> LocalNode<M> {
         topics: impl IntoIterator<Item = &'t str>,
         message: M,
     ) -> Option<u64> {
-        let core = self.core.upgrade()?;
-        core.counters.record_received();
-        let message = Arc::new(message);
-        let mut tally = Tally::default();
-        let mut seen = hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::default());
-        let mut keys = Vec::new();
-        for topic in topics {
-            let key = TopicKey::from_wire(topic);
-            if seen.insert(key) {
-                core.registry.dispatch(key, &message, None, &mut tally);
-                keys.push(key);
-            }
-        }
-        core.counters.record_dispatch(tally);
-        if let Some(peer) = core.peer.get() {
-            peer.mirror(&mut keys.into_iter(), &message);
-        }
-        Some(tally.delivered)
-    }
-
-    /// Records the link's state, as [`PubSub::connection`](crate::PubSub::connection)
-    /// reports it: a transport sets [`Connection::Connected`] once it
-    /// receives and [`Connection::Disconnected`] when it loses its
-    /// connection.
-    pub fn set_connection(&self, connection: Connection) {
-        if let Some(core) = self.core.upgrade() {
-            core.connection.set(connection);
-        }
-    }
-
-    /// Counts an envelope from another live server that carries this
-    /// node's name (the caller logs it).
-    pub fn record_name_conflict(&self) {
-        if let Some(core) = self.core.upgrade() {
-            core.counters.record_name_conflict();
-        }
+        let sink = self.sink.upgrade()?;
+        Some(sink.dispatch_wire(&mut topics.into_iter(), message))
     }
 
     /// Tells every subscriber that messages may have been lost (the
@@ -167,16 +185,33 @@ impl<M: Send + Sync + 'static> LocalNode<M> {
     /// [`RecvError::Gap`](crate::RecvError::Gap) once, after the messages
     /// it has queued already and before any dispatched after this call.
     pub fn signal_gap(&self) {
-        if let Some(core) = self.core.upgrade() {
-            core.counters.record_gap();
-            core.registry.for_each_inbox(|inbox| inbox.signal_gap());
+        if let Some(sink) = self.sink.upgrade() {
+            sink.signal_gap();
         }
     }
 
     /// Counts a malformed or refused message from the wire (the caller logs it).
     pub fn record_rejected(&self) {
-        if let Some(core) = self.core.upgrade() {
-            core.counters.record_rejected();
+        if let Some(sink) = self.sink.upgrade() {
+            sink.record_rejected();
+        }
+    }
+
+    /// Records the link's state, as [`PubSub::connection`](crate::PubSub::connection)
+    /// reports it: a transport sets [`Connection::Connected`] once it
+    /// receives and [`Connection::Disconnected`] when it loses its
+    /// connection.
+    pub fn set_connection(&self, connection: Connection) {
+        if let Some(sink) = self.sink.upgrade() {
+            sink.set_connection(connection);
+        }
+    }
+
+    /// Counts an envelope from another live server that carries this
+    /// node's name (the caller logs it).
+    pub fn record_name_conflict(&self) {
+        if let Some(sink) = self.sink.upgrade() {
+            sink.record_name_conflict();
         }
     }
 }

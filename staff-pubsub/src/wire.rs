@@ -27,7 +27,8 @@
 //!
 //! ```
 //! use staff_pubsub::wire;
-//! use staff_pubsub::{Envelope, Mode, Topic};
+//! use staff_pubsub::transport::{Envelope, Mode};
+//! use staff_pubsub::Topic;
 //!
 //! const ROOMS: Topic = Topic::new("chat:rooms");
 //! let message = "hello".to_owned();
