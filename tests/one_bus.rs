@@ -127,6 +127,22 @@ async fn a_scope_isolates_its_servers_from_the_process_wide_ones_and_from_other_
 }
 
 #[tokio::test]
+async fn a_server_reused_across_scopes_keeps_its_bus() {
+    let pubsub = PubSub::new();
+    for round in 0..3 {
+        app::scope(pubsub.clone(), async move {
+            let department = Uuid::now_v7();
+            let mut page = app::subscribe(app::topic_department(department)).unwrap();
+            library::create_team(&format!("round {round}"), Some(department))
+                .await
+                .unwrap();
+            assert_receive!(page, app::Message::Team(app::TeamEvent::Created, _));
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn the_process_wide_servers_are_one_bus() {
     // Topics of this test's own: other tests run in scopes.
     let department = Uuid::now_v7();

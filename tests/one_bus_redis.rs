@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use staff_pubsub::redis::RedisConfig;
 use staff_pubsub::staff;
-use staff_pubsub::{assert_receive, refute_receive, PubSub, Uuid};
+use staff_pubsub::{assert_receive, refute_receive, Connection, PubSub, RecvError, Uuid};
 use staff_pubsub_stock_library as library;
 use staff_pubsub_tests::redis_server::RedisServer;
+use staff_pubsub_tests::within;
 
 /// The application's spec: the stock one plus locations.
 #[staff_pubsub::staff_events(extends = staff_pubsub::staff)]
@@ -98,5 +99,75 @@ async fn an_installed_transport_carries_both_specs_broadcasts_both_ways() {
     assert_eq!(
         staff::server().stats().rejected + app::server().stats().rejected,
         0
+    );
+    // The stock server speaks for the bus: its node name and connection
+    // state are the transport's, and a direct broadcast goes through it.
+    assert_eq!(staff::server().node_name(), "here");
+    assert_eq!(staff::server().connection(), Connection::Connected);
+    let mut there_teams = there.subscribe(app::topic_teams()).unwrap();
+    let team = staff::Team {
+        uuid: Uuid::now_v7(),
+        name: None,
+        department_uuid: None,
+    };
+    staff::server()
+        .direct_broadcast(
+            "there",
+            &[staff::topic_teams()],
+            staff::Message::Team(staff::TeamEvent::Created, team),
+        )
+        .await
+        .unwrap();
+    assert_receive!(there_teams, app::Message::Team(..));
+
+    // The transport loses its subscription: stock subscribers are told of
+    // the gap as well as the extension's.
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let gap = within("the gap on the stock side", here_stock.recv()).await;
+    assert_eq!(gap.err(), Some(RecvError::Gap));
+    let gap = within("the gap on the extension's side", here_page.recv()).await;
+    assert_eq!(gap.err(), Some(RecvError::Gap));
+    within(
+        "the stock side to see the reconnect",
+        staff::server().wait_for_connection(Connection::Connected),
+    )
+    .await;
+}
+
+/// Both sides with a transport would deliver twice: they are not linked,
+/// and an ERROR says why.
+#[tokio::test(flavor = "current_thread")]
+async fn two_transports_are_not_linked_and_the_reason_is_logged() {
+    let (_guard, logs) = staff_pubsub_tests::logs::capture();
+    let server = RedisServer::start().await;
+    let base: PubSub<staff::Message> = staff::builder()
+        .redis(config(&server).namespace("two"))
+        .await
+        .unwrap();
+    let extension: PubSub<app::Message> = app::builder()
+        .redis(config(&server).namespace("two"))
+        .await
+        .unwrap();
+    assert!(!staff_pubsub::__private::link(
+        &base,
+        &extension,
+        |m| Some(app::Message::from(m.clone())),
+        |m| staff::Message::try_from(m.clone()).ok(),
+    ));
+    assert!(
+        logs.has_line_with(&["ERROR", "both have a transport"]),
+        "{:#?}",
+        logs.lines()
     );
 }

@@ -80,7 +80,7 @@ pub use uuid::Uuid;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::default_server::{DefaultServer, ScopeEntry};
-    pub use crate::link::link;
+    pub use crate::link::{link, linked_base};
     pub use crate::spec::{
         deserialize_message, serialize_message, unknown_event, Route, Spec, SpecMessage, Target,
         TargetKey, TopicList, UnknownEvent,

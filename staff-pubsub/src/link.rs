@@ -7,25 +7,36 @@
 //! message the other spec has no form for is not), and a server without a
 //! transport publishes through the other's.
 //!
+//! At most one of the two has a transport: [`link`] refuses to link two
+//! servers that both have one (each would receive the other's envelopes and
+//! mirror them back, delivering twice). The one with the transport carries
+//! both: its gaps reach the other's subscribers too, and the other reports
+//! its connection state and node name.
+//!
 //! Invariant: a broadcast is dispatched once on each of the two servers of
 //! the node that makes it, and published once; a node that receives it
 //! dispatches it once on the receiving server, which mirrors it once to its
 //! peer. Mirroring never mirrors back, and publishing through the peer uses
 //! the peer's own transport only, so neither can loop.
 
+use std::any::Any;
 use std::future::ready;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::pubsub::{Core, Peer, PubSub};
 use crate::registry::Tally;
 use crate::topic::{Topic, TopicKey};
-use crate::transport::{BoxFuture, Mode};
+use crate::transport::{BoxFuture, Connection, Mode};
 
-/// The link from a server of `M` to its peer, a server of `N`. Weak: the
-/// servers are owned by their default-server slots, not by each other.
+/// The link from a server of `M` to its peer, a server of `N`. The base's
+/// link to its extension is weak; the extension's to its base keeps the
+/// base alive (no cycle), so that an extension's server reused across
+/// scopes finds its base again.
 struct Link<M, N> {
     target: Weak<Core<N>>,
+    _keep: Option<Arc<Core<N>>>,
     convert: fn(&M) -> Option<N>,
 }
 
@@ -83,6 +94,27 @@ where
             )))),
         })
     }
+
+    fn signal_gap(&self) {
+        if let Some(core) = self.target.upgrade() {
+            core.signal_gap_here();
+        }
+    }
+
+    fn connection(&self) -> Option<Connection> {
+        let core = self.target.upgrade()?;
+        core.has_transport().then(|| core.connection.get())
+    }
+
+    fn poll_connection(&self, wanted: Connection, cx: &mut Context<'_>) -> Option<Poll<()>> {
+        let core = self.target.upgrade()?;
+        core.has_transport()
+            .then(|| core.connection.poll_until(wanted, cx))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 /// Links `base` and `extension` into one bus (see the module docs):
@@ -101,18 +133,68 @@ where
 {
     let (base_core, extension_core) = (base.core(), extension.core());
     if base_core.peer.get().is_some() || extension_core.peer.get().is_some() {
-        tracing::warn!("a server is linked already: the link is not made");
+        tracing::error!(
+            base = base.node_name(),
+            extension = extension.node_name(),
+            "a server is linked already (one extension per spec in a process): \
+             the extension's broadcasts of stock events do not reach the stock \
+             spec's subscribers, nor the other way round"
+        );
+        return false;
+    }
+    if base_core.has_transport() && extension_core.has_transport() {
+        tracing::error!(
+            base = base.node_name(),
+            extension = extension.node_name(),
+            "the stock spec's server and its extension's both have a transport: \
+             they are not linked (each would deliver the other's broadcasts twice); \
+             install the transport on the extension's server only"
+        );
         return false;
     }
     let forward: Box<dyn Peer<B>> = Box::new(Link {
         target: Arc::downgrade(extension_core),
+        _keep: None,
         convert: to_extension,
     });
     let back: Box<dyn Peer<E>> = Box::new(Link {
         target: Arc::downgrade(base_core),
+        _keep: Some(Arc::clone(base_core)),
         convert: to_base,
     });
     // Both cells were empty just above; a concurrent link of the same
     // servers (generated code links once per slot) loses harmlessly.
-    base_core.peer.set(forward).is_ok() && extension_core.peer.set(back).is_ok()
+    let linked = base_core.peer.set(forward).is_ok() && extension_core.peer.set(back).is_ok();
+    // The server without a transport answers to the name of the one with.
+    if extension_core.has_transport() {
+        let _ = base_core.node_alias.set(Arc::clone(&extension_core.node));
+    } else if base_core.has_transport() {
+        let _ = extension_core.node_alias.set(Arc::clone(&base_core.node));
+    }
+    linked
+}
+
+/// The base server linked to `extension`, or a new in-process one linked
+/// to it now: what an extension's `scope` gives the base spec, so that a
+/// server reused across scopes (or the process-wide one) keeps its one
+/// bus.
+pub fn linked_base<B, E>(
+    extension: &PubSub<E>,
+    to_extension: fn(&B) -> Option<E>,
+    to_base: fn(&E) -> Option<B>,
+) -> PubSub<B>
+where
+    B: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    let existing = extension.core().peer.get().and_then(|peer| {
+        let link = peer.as_any().downcast_ref::<Link<E, B>>()?;
+        link.target.upgrade().map(PubSub::from_core)
+    });
+    if let Some(base) = existing {
+        return base;
+    }
+    let base = PubSub::new();
+    link(&base, extension, to_extension, to_base);
+    base
 }

@@ -83,11 +83,21 @@ pub(crate) struct Core<M> {
     /// The server this one shares delivery with (a spec and its
     /// extension): set once by [`crate::link::link`].
     pub(crate) peer: OnceLock<Box<dyn Peer<M>>>,
+    /// The node name of the linked server whose transport carries this
+    /// one's traffic, when this one has none: what [`PubSub::node_name`]
+    /// reports.
+    pub(crate) node_alias: OnceLock<Arc<str>>,
 }
 
 impl<M> Core<M> {
     pub(crate) fn has_transport(&self) -> bool {
         self.transport.get().is_some()
+    }
+
+    /// Every subscriber of this server gets a gap (not its peer's).
+    pub(crate) fn signal_gap_here(&self) {
+        self.counters.record_gap();
+        self.registry.for_each_inbox(|inbox| inbox.signal_gap());
     }
 }
 
@@ -106,6 +116,20 @@ pub(crate) trait Peer<M>: Send + Sync {
         topics: &'a [Topic],
         message: &'a M,
     ) -> Option<BoxFuture<'a, Result<(), Error>>>;
+
+    /// The peer's subscribers get a gap: this server's transport, which
+    /// carries the peer's traffic too, lost messages.
+    fn signal_gap(&self);
+
+    /// The peer's connection state, when the peer has the transport.
+    fn connection(&self) -> Option<Connection>;
+
+    /// Polls for the peer's connection state `wanted`, when the peer has
+    /// the transport.
+    fn poll_connection(&self, wanted: Connection, cx: &mut Context<'_>) -> Option<Poll<()>>;
+
+    /// For finding the peer's server back (`crate::link::linked_base`).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// The server's side of the transport seam: what a [`LocalNode`] does.
@@ -132,8 +156,10 @@ impl<M: Send + Sync + 'static> NodeSink<M> for Core<M> {
     }
 
     fn signal_gap(&self) {
-        self.counters.record_gap();
-        self.registry.for_each_inbox(|inbox| inbox.signal_gap());
+        self.signal_gap_here();
+        if let Some(peer) = self.peer.get() {
+            peer.signal_gap();
+        }
     }
 
     fn record_rejected(&self) {
@@ -286,6 +312,7 @@ impl<M: Send + Sync + 'static> Builder<M> {
             max_subscriptions: self.max_subscriptions,
             transport: OnceLock::new(),
             peer: OnceLock::new(),
+            node_alias: OnceLock::new(),
         }
     }
 }
@@ -321,7 +348,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// This node's name.
     #[must_use]
     pub fn node_name(&self) -> &str {
-        &self.core.node
+        self.core.node_alias.get().unwrap_or(&self.core.node)
     }
 
     /// Subscribes to one topic. Leave by dropping the subscription or calling
@@ -454,14 +481,23 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         topics: &[Topic],
         message: M,
     ) -> Result<(), Error> {
-        if node == &*self.core.node {
+        if node == self.node_name() {
             self.local_broadcast(topics, message);
             return Ok(());
         }
         let Some(transport) = self.core.transport.get() else {
-            return Err(Error::UnknownNode {
-                node: node.to_owned(),
-            });
+            let through_peer = self
+                .core
+                .peer
+                .get()
+                .and_then(|peer| peer.publish(Mode::Only(node), topics, &message));
+            let Some(publishing) = through_peer else {
+                return Err(Error::UnknownNode {
+                    node: node.to_owned(),
+                });
+            };
+            self.core.counters.record_broadcast(Tally::default());
+            return publishing.await;
         };
         self.core.counters.record_broadcast(Tally::default());
         let envelope = Envelope {
@@ -511,6 +547,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// it reconnects.
     #[must_use]
     pub fn connection(&self) -> Connection {
+        if !self.core.has_transport() {
+            if let Some(state) = self.core.peer.get().and_then(|peer| peer.connection()) {
+                return state;
+            }
+        }
         self.core.connection.get()
     }
 
@@ -519,7 +560,20 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// instead of sending test messages. Never resolves if the server never
     /// reaches `state`: bound it with a timeout.
     pub async fn wait_for_connection(&self, state: Connection) {
-        poll_fn(|cx| self.core.connection.poll_until(state, cx)).await;
+        poll_fn(|cx| {
+            if !self.core.has_transport() {
+                if let Some(poll) = self
+                    .core
+                    .peer
+                    .get()
+                    .and_then(|peer| peer.poll_connection(state, cx))
+                {
+                    return poll;
+                }
+            }
+            self.core.connection.poll_until(state, cx)
+        })
+        .await;
     }
 
     /// The handle a transport uses to deliver to this server.
@@ -663,7 +717,7 @@ impl ConnectionCell {
         }
     }
 
-    fn get(&self) -> Connection {
+    pub(crate) fn get(&self) -> Connection {
         self.state.lock().0
     }
 
@@ -679,7 +733,7 @@ impl ConnectionCell {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    fn poll_until(&self, wanted: Connection, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_until(&self, wanted: Connection, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.state.lock();
         if state.0 == wanted {
             return Poll::Ready(());
