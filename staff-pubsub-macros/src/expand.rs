@@ -12,9 +12,9 @@ use crate::ast::{Entity, Spec};
 use crate::attr::{EntityKind, RouteKind};
 use crate::names::upper_camel_case;
 use crate::plan;
-use crate::valid::option_inner;
+use crate::types::option_inner;
 
-struct Cx<'a> {
+struct Expander<'a> {
     spec: &'a Spec,
     /// `<runtime>::__private`.
     p: TokenStream,
@@ -25,34 +25,34 @@ struct Cx<'a> {
 /// items appended, `carrier` (the macro of an extensible spec) last.
 pub(crate) fn expand(spec: Spec, carrier: Option<TokenStream>) -> TokenStream {
     let krate = &spec.options.krate;
-    let cx = Cx {
+    let ex = Expander {
         spec: &spec,
         p: quote!(#krate::__private),
         scope: spec.options.scope.as_ref().map_or("", |s| s.value.as_str()),
     };
     let generated = [
-        cx.reexports(),
-        cx.scope_const(),
-        cx.topic_fns(),
-        cx.topic_kinds(),
-        cx.event_enums(),
-        cx.message(),
-        cx.route_table(),
-        cx.server(),
-        cx.broadcast_fns(),
+        ex.reexports(),
+        ex.scope_const(),
+        ex.topic_fns(),
+        ex.topic_kinds(),
+        ex.event_enums(),
+        ex.message(),
+        ex.route_table(),
+        ex.server(),
+        ex.broadcast_fns(),
     ];
     let mut module = spec.module.clone();
     if let Some((_, items)) = &mut module.content {
         for entity in spec.entities.iter().filter(|e| e.inherited_from.is_none()) {
             if let Some(Item::Struct(item)) = items.get_mut(entity.item_index) {
-                add_payload_derives(&cx, item);
+                add_payload_derives(&ex, item);
             }
         }
         let field_checks = spec
             .entities
             .iter()
             .filter(|e| e.inherited_from.is_none())
-            .map(|e| cx.payload_field_check(e));
+            .map(|e| ex.payload_field_check(e));
         items.extend(field_checks.map(Item::Verbatim));
         items.extend(generated.into_iter().map(Item::Verbatim));
         items.extend(carrier.map(Item::Verbatim));
@@ -72,8 +72,8 @@ fn mentions_self(tokens: TokenStream) -> bool {
 
 /// Derives a payload needs to travel in a message: the standard ones it lacks,
 /// and serde, with absent optional fields omitted rather than `null`.
-fn add_payload_derives(cx: &Cx<'_>, item: &mut ItemStruct) {
-    let p = &cx.p;
+fn add_payload_derives(ex: &Expander<'_>, item: &mut ItemStruct) {
+    let p = &ex.p;
     let present = derived_names(&item.attrs);
     let mut derives = Vec::new();
     for (name, path) in [
@@ -87,7 +87,7 @@ fn add_payload_derives(cx: &Cx<'_>, item: &mut ItemStruct) {
             derives.push(path);
         }
     }
-    let serde_crate = serde_crate_path(cx);
+    let serde_crate = serde_crate_path(ex);
     item.attrs.push(syn::parse_quote!(#[derive(#(#derives),*)]));
     item.attrs
         .push(syn::parse_quote!(#[serde(crate = #serde_crate)]));
@@ -115,13 +115,13 @@ fn derived_names(attrs: &[Attribute]) -> Vec<String> {
 
 /// The string serde's `crate = "..."` wants: the runtime path plus
 /// `::__private::serde`, written without spaces.
-fn serde_crate_path(cx: &Cx<'_>) -> String {
-    let krate = &cx.spec.options.krate;
+fn serde_crate_path(ex: &Expander<'_>) -> String {
+    let krate = &ex.spec.options.krate;
     let path = quote!(#krate).to_string().replace(' ', "");
     format!("{path}::__private::serde")
 }
 
-impl Cx<'_> {
+impl Expander<'_> {
     fn entities(&self) -> impl Iterator<Item = &Entity> {
         self.spec.entities.iter()
     }
@@ -251,6 +251,10 @@ impl Cx<'_> {
 
     fn topic_kinds(&self) -> TokenStream {
         let p = &self.p;
+        let rt = self.runtime_doc_path();
+        let errors = format!(
+            "A [`ParseTopicError`]({rt}::ParseTopicError) saying what is wrong with `input`."
+        );
         let kinds = self.topic_entities().flat_map(|entity| {
             let collection = entity.collection.as_ref().map(|c| {
                 let topic = plan::topic_string(self.scope, &c.value);
@@ -271,7 +275,7 @@ impl Cx<'_> {
             ///
             /// # Errors
             ///
-            /// A [`ParseTopicError`](#p::ParseTopicError) saying what is wrong with `input`.
+            #[doc = #errors]
             pub fn parse_topic(input: &str) -> ::core::result::Result<#p::Topic, #p::ParseTopicError> {
                 #p::Topic::parse(input, TOPIC_KINDS)
             }
@@ -555,8 +559,7 @@ impl Cx<'_> {
                         ::core::result::Result::Ok(())
                     },
                     quote! {{
-                        let base = #p::PubSub::<#base::Message>::new();
-                        #p::link(&base, &pubsub, __to_extension, __to_base);
+                        let base = #p::linked_base::<#base::Message, Message>(&pubsub, __to_extension, __to_base);
                         #p::Scoped::new(future)
                             .with(__SERVER.scope_entry(pubsub))
                             .with(#base::__default_server().scope_entry(base))
@@ -710,13 +713,18 @@ impl Cx<'_> {
         let pushes = targets.iter().map(|target| target.push.clone());
         let doc = self.broadcast_doc(entity, &targets);
         let doc_on = format!("As [`{function}`], on the given server instead of the default one.");
+        let broadcast = format!(
+            "[`PubSub::broadcast`]({}::PubSub::broadcast)",
+            self.runtime_doc_path()
+        );
+        let errors_on = format!("As {broadcast}.");
+        let errors = format!("As {broadcast}: the message could not be sent to other nodes.");
         quote! {
             #[doc = #doc]
             ///
             /// # Errors
             ///
-            /// As [`PubSub::broadcast`](#p::PubSub::broadcast): the message
-            /// could not be sent to other nodes.
+            #[doc = #errors]
             pub fn #function(
                 event: #event,
                 payload: #ident,
@@ -733,7 +741,7 @@ impl Cx<'_> {
             ///
             /// # Errors
             ///
-            /// As [`PubSub::broadcast`](#p::PubSub::broadcast).
+            #[doc = #errors_on]
             pub fn #function_on(
                 pubsub: &#p::PubSub<Message>,
                 event: #event,
@@ -884,4 +892,221 @@ struct Target {
     phrase: String,
     /// The statement that adds it to `topics`.
     push: TokenStream,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proc_macro2::{Delimiter, TokenStream, TokenTree};
+    use syn::{Item, ItemMod, UseTree};
+
+    use crate::ast::Spec;
+    use crate::attr::Options;
+    use crate::ctxt::Ctxt;
+    use crate::plan;
+
+    const SHOP: &str = r#"pub mod shop {
+        use staff_pubsub::Uuid;
+        #[entity(collection = "customers", events(customer_created))]
+        pub struct Customer { pub uuid: Uuid }
+        #[entity(collection = "orders", events(order_placed, order_shipped))]
+        pub struct Order {
+            pub uuid: Uuid,
+            #[route(customer)]
+            pub customer_uuid: Option<Uuid>,
+        }
+        #[link(events(customer_followed))]
+        pub struct Follow {
+            pub uuid: Uuid,
+            #[endpoint(customer)]
+            pub follower_uuid: Uuid,
+        }
+        pub fn helper() {}
+    }"#;
+
+    const APP: &str = r#"pub mod app {
+        use staff_pubsub::Uuid;
+        #[entity(collection = "rooms", events(room_booked))]
+        pub struct Room {
+            pub uuid: Uuid,
+            #[route(customer)]
+            pub customer_uuid: Option<Uuid>,
+        }
+    }"#;
+
+    fn tokens(text: &str) -> TokenStream {
+        text.parse().unwrap()
+    }
+
+    /// `(arguments, module, expansion)` of a plain, an extensible, a renamed
+    /// and an extension spec.
+    fn samples() -> Vec<(&'static str, &'static str, TokenStream)> {
+        let mut samples: Vec<_> = [
+            r#"scope = "shop""#,
+            r#"scope = "shop", extensible"#,
+            r#"scope = "shop", crate = "crate""#,
+        ]
+        .into_iter()
+        .map(|args| {
+            let out = crate::entry::staff_events(tokens(args), tokens(SHOP));
+            (args, SHOP, out)
+        })
+        .collect();
+        let extension = format!("[extends = base::shop] [{APP}] [scope = \"shop\"] [{SHOP}]");
+        let out = crate::extend::staff_events_extend(tokens(&extension));
+        samples.push(("extends = base::shop", APP, out));
+        samples
+    }
+
+    /// The string of every `#[doc = "..."]` in `tokens`.
+    fn doc_strings(tokens: TokenStream, docs: &mut Vec<String>) {
+        let trees: Vec<TokenTree> = tokens.into_iter().collect();
+        for (i, tree) in trees.iter().enumerate() {
+            let TokenTree::Group(group) = tree else {
+                continue;
+            };
+            let is_attr =
+                i > 0 && matches!(&trees[i - 1], TokenTree::Punct(p) if p.as_char() == '#');
+            if is_attr && group.delimiter() == Delimiter::Bracket {
+                if let Ok(syn::Meta::NameValue(meta)) = syn::parse2::<syn::Meta>(group.stream()) {
+                    if meta.path.is_ident("doc") {
+                        if let syn::Expr::Lit(syn::ExprLit {
+                            lit: syn::Lit::Str(text),
+                            ..
+                        }) = &meta.value
+                        {
+                            docs.push(text.value());
+                        }
+                    }
+                }
+            }
+            doc_strings(group.stream(), docs);
+        }
+    }
+
+    #[test]
+    fn generated_doc_links_name_real_paths() {
+        for (args, _, out) in samples() {
+            let mut docs = Vec::new();
+            doc_strings(out, &mut docs);
+            assert!(docs.len() > 20, "{args}: {docs:?}");
+            for doc in &docs {
+                // `#p` is not interpolated in `///` comments inside `quote!`,
+                // and a link to `#...` is a dead page anchor for rustdoc.
+                assert!(
+                    !doc.contains("#p") && !doc.contains("](#"),
+                    "{args}: dead link in {doc:?}"
+                );
+            }
+        }
+    }
+
+    /// The names a module's items add to its namespaces (a `macro_rules!`
+    /// name is left out: the carrier's lives at the crate root).
+    fn item_names(items: &[Item]) -> BTreeSet<String> {
+        fn use_names(tree: &UseTree, names: &mut BTreeSet<String>) {
+            match tree {
+                UseTree::Path(path) => use_names(&path.tree, names),
+                UseTree::Name(name) => {
+                    names.insert(name.ident.to_string());
+                }
+                UseTree::Rename(rename) => {
+                    names.insert(rename.rename.to_string());
+                }
+                UseTree::Group(group) => group.items.iter().for_each(|t| use_names(t, names)),
+                UseTree::Glob(_) => {}
+            }
+        }
+        let mut names = BTreeSet::new();
+        for item in items {
+            match item {
+                Item::Const(i) if i.ident != "_" => {
+                    names.insert(i.ident.to_string());
+                }
+                Item::Enum(i) => {
+                    names.insert(i.ident.to_string());
+                }
+                Item::Fn(i) => {
+                    names.insert(i.sig.ident.to_string());
+                }
+                Item::Static(i) => {
+                    names.insert(i.ident.to_string());
+                }
+                Item::Struct(i) => {
+                    names.insert(i.ident.to_string());
+                }
+                Item::Use(i) => use_names(&i.tree, &mut names),
+                // `thread_local! { static NAME: ... }`
+                Item::Macro(i)
+                    if i.mac.path.is_ident("thread_local")
+                        || i.mac
+                            .path
+                            .segments
+                            .last()
+                            .is_some_and(|s| s.ident == "thread_local") =>
+                {
+                    let mut trees = i.mac.tokens.clone().into_iter();
+                    while let Some(tree) = trees.next() {
+                        if matches!(&tree, TokenTree::Ident(id) if id == "static") {
+                            if let Some(TokenTree::Ident(name)) = trees.next() {
+                                names.insert(name.to_string());
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        names
+    }
+
+    fn read(args: &str, module: &str) -> Spec {
+        let mut cx = Ctxt::default();
+        let options = Options::parse(&mut cx, tokens(args));
+        let spec = Spec::from_module(&mut cx, options, syn::parse_str(module).unwrap());
+        assert!(!cx.has_errors());
+        spec
+    }
+
+    fn module_items(module: &ItemMod) -> &[Item] {
+        module
+            .content
+            .as_ref()
+            .map_or(&[], |(_, items)| items.as_slice())
+    }
+
+    /// What `plan` says is generated is what `expand` generates: no more, no
+    /// less (the names the clash rules protect).
+    #[test]
+    fn the_plan_names_every_generated_item() {
+        for (args, module, out) in samples() {
+            let input: ItemMod = syn::parse_str(module).unwrap();
+            let output: ItemMod = syn::parse2(out).unwrap();
+            let own = item_names(module_items(&input));
+            let generated: BTreeSet<String> = item_names(module_items(&output))
+                .difference(&own)
+                .cloned()
+                .collect();
+            // The plan, of the spec as the expansion read it.
+            let spec = if args.starts_with("extends") {
+                let base = read(r#"scope = "shop""#, SHOP);
+                let mut spec = read(args, module);
+                let mut entities = base.entities;
+                for entity in &mut entities {
+                    entity.inherited_from = Some(syn::parse_quote!(base::shop));
+                }
+                entities.append(&mut spec.entities);
+                spec.entities = entities;
+                spec
+            } else {
+                read(args, module)
+            };
+            let planned: BTreeSet<String> = plan::generated_names(&spec)
+                .into_iter()
+                .map(|g| g.name)
+                .collect();
+            assert_eq!(generated, planned, "{args}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ mod expand;
 mod extend;
 mod names;
 mod plan;
+mod types;
 mod valid;
 
 use proc_macro::TokenStream;

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 
 use proc_macro2::Span;
-use syn::{GenericArgument, Item, PathArguments, Type, Visibility};
+use syn::{Item, Visibility};
 
 use crate::ast::{Entity, Field, Spec};
 use crate::attr::{EntityKind, Name, RouteKind};
 use crate::ctxt::Ctxt;
 use crate::names::{did_you_mean, is_lower_snake};
 use crate::plan;
+use crate::types::{is_uuid, option_inner};
 
 pub(crate) fn check(cx: &mut Ctxt, spec: &Spec) {
     check_scope(cx, spec);
@@ -364,7 +365,9 @@ fn check_generated_names_are_free(cx: &mut Ctxt, spec: &Spec) {
         // A payload that clashes with an inherited payload is reported by
         // `check_unique_entities`; any other clash (a payload named
         // `Message`, or `TeamEvent` beside a `Team`) is reported here.
-        let clash = generated.iter().find(|g| *ident == g.name && !g.reexport);
+        let clash = generated
+            .iter()
+            .find(|g| *ident == g.name && !g.is_reexport());
         if clash.is_some() {
             cx.error_spanned_by(
                 ident,
@@ -386,7 +389,8 @@ fn check_generated_names_are_distinct(cx: &mut Ctxt, spec: &Spec) {
             makers.insert(&generated.name, generated);
             continue;
         };
-        let (Some(owner), true) = (generated.owner, first.pattern != generated.pattern) else {
+        let same_template = first.pattern.template() == generated.pattern.template();
+        let (Some(owner), false) = (generated.owner, same_template) else {
             continue;
         };
         let entity = &spec.entities[owner];
@@ -425,32 +429,4 @@ fn scope_of(spec: &Spec) -> &str {
 
 fn path_string(path: &syn::Path) -> String {
     quote::quote!(#path).to_string().replace(' ', "")
-}
-
-/// `Uuid`, by any path ending in `Uuid` (`uuid::Uuid`, `staff_pubsub::Uuid`).
-pub(crate) fn is_uuid(ty: &Type) -> bool {
-    last_segment(ty).is_some_and(|seg| seg.ident == "Uuid" && seg.arguments.is_none())
-}
-
-/// The `T` of `Option<T>`.
-pub(crate) fn option_inner(ty: &Type) -> Option<&Type> {
-    let segment = last_segment(ty)?;
-    if segment.ident != "Option" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &segment.arguments else {
-        return None;
-    };
-    match args.args.first() {
-        Some(GenericArgument::Type(inner)) if args.args.len() == 1 => Some(inner),
-        _ => None,
-    }
-}
-
-fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
-    match ty {
-        Type::Path(path) if path.qself.is_none() => path.path.segments.last(),
-        Type::Group(group) => last_segment(&group.elem),
-        _ => None,
-    }
 }
