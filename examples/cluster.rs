@@ -1,11 +1,14 @@
-//! Staff events crossing nodes over Redis.
+//! Staff events crossing nodes over Redis or NATS.
 //!
 //! Start a Redis (`redis-server`), then run this in two terminals:
 //!
 //! ```text
-//! cargo run -p staff-pubsub --features redis --example cluster -- --node a --redis redis://127.0.0.1:6379
-//! cargo run -p staff-pubsub --features redis --example cluster -- --node b --redis redis://127.0.0.1:6379
+//! cargo run -p staff-pubsub --features redis,nats --example cluster -- --node a --redis redis://127.0.0.1:6379
+//! cargo run -p staff-pubsub --features redis,nats --example cluster -- --node b --redis redis://127.0.0.1:6379
 //! ```
+//!
+//! or a NATS server (`nats-server`), with `--nats nats://127.0.0.1:4222`
+//! instead of `--redis URL`.
 //!
 //! Type a team name and press Enter in one terminal: that node broadcasts
 //! `team_created` with the stock `staff` spec, and both terminals print the
@@ -14,27 +17,34 @@
 //! back, the subscribers told of the gap. Ctrl-C quits.
 //!
 //! Options: `--node NAME` (required, unique per node), `--redis URL`
-//! (default `redis://127.0.0.1:6379`), `--namespace NAME` (default
-//! `staff-pubsub`: nodes of other namespaces are not reached).
+//! (the default, `redis://127.0.0.1:6379`) or `--nats URL`, `--namespace
+//! NAME` (default `staff-pubsub`: nodes of other namespaces are not
+//! reached).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use staff_pubsub::nats::NatsConfig;
 use staff_pubsub::redis::{RedisConfig, DEFAULT_NAMESPACE};
 use staff_pubsub::staff::{self, Team, TeamEvent};
 use staff_pubsub::{PubSub, RecvError, Uuid};
 
-const USAGE: &str = "usage: cluster --node NAME [--redis URL] [--namespace NAME]";
+const USAGE: &str = "usage: cluster --node NAME [--redis URL | --nats URL] [--namespace NAME]";
 
 struct Args {
     node: String,
-    redis: String,
+    engine: Engine,
     namespace: String,
+}
+
+enum Engine {
+    Redis(String),
+    Nats(String),
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut node = None;
-    let mut redis = "redis://127.0.0.1:6379".to_owned();
+    let mut engine = Engine::Redis("redis://127.0.0.1:6379".to_owned());
     let mut namespace = DEFAULT_NAMESPACE.to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -44,7 +54,8 @@ fn parse_args() -> Result<Args, String> {
         };
         match flag.as_str() {
             "--node" => node = Some(value()?),
-            "--redis" => redis = value()?,
+            "--redis" => engine = Engine::Redis(value()?),
+            "--nats" => engine = Engine::Nats(value()?),
             "--namespace" => namespace = value()?,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
@@ -53,7 +64,7 @@ fn parse_args() -> Result<Args, String> {
     let node = node.ok_or_else(|| format!("--node is required\n{USAGE}"))?;
     Ok(Args {
         node,
-        redis,
+        engine,
         namespace,
     })
 }
@@ -88,14 +99,28 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = RedisConfig::new(&args.redis)
-        .namespace(&args.namespace)
-        .connect_timeout(Duration::from_secs(3));
-    let pubsub: PubSub<staff::Message> = PubSub::builder()
-        .node_name(&args.node)
-        .redis(config)
-        .await?;
-    // From here on, the generated functions use the Redis-backed server.
+    let builder = staff::builder().node_name(&args.node);
+    let (pubsub, engine): (PubSub<staff::Message>, String) = match &args.engine {
+        Engine::Redis(url) => {
+            let config = RedisConfig::new(url)
+                .namespace(&args.namespace)
+                .connect_timeout(Duration::from_secs(3));
+            (
+                builder.redis(config).await?,
+                format!("channel `{}` of {url}", args.namespace),
+            )
+        }
+        Engine::Nats(url) => {
+            let config = NatsConfig::new(url)
+                .namespace(&args.namespace)
+                .connect_timeout(Duration::from_secs(3));
+            (
+                builder.nats(config).await?,
+                format!("namespace `{}` of {url}", args.namespace),
+            )
+        }
+    };
+    // From here on, the generated functions use the networked server.
     staff::install(pubsub).map_err(|_| "the default staff server was already in use")?;
     let node = &args.node;
 
@@ -104,6 +129,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         staff::topic_teams(),
         staff::topic_people(),
     ])?;
+    // With NATS, the node's interest in these topics reaches the server a
+    // moment after subscribing: wait for it before saying "ready".
+    staff::server().sync().await?;
 
     // Lines typed on stdin, read on a thread of their own.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -117,10 +145,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut stdin_open = true;
 
-    println!(
-        "ready: node {node} on channel `{}` of {}",
-        args.namespace, args.redis
-    );
+    println!("ready: node {node} on {engine}");
     println!("[{node}] type a team name and press Enter to broadcast team_created; Ctrl-C quits");
 
     loop {
@@ -128,7 +153,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             event = events.recv() => match event {
                 Ok(message) => println!("[{node}] received {}", serde_json::to_string(&*message)?),
                 Err(RecvError::Gap) => println!(
-                    "[{node}] gap: the Redis connection was lost and is back; events may have been missed"
+                    "[{node}] gap: the connection was lost and is back; events may have been missed"
                 ),
                 Err(RecvError::Lagged(missed)) => println!("[{node}] lagged: {missed} events missed"),
                 Err(other) => {

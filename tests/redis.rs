@@ -3,7 +3,6 @@
 //! done. Every wait is bounded (`within`); "nothing else arrived" is checked
 //! after a fence, a later message that Redis delivers after the ones before.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use staff_pubsub::redis::RedisConfig;
 use staff_pubsub::staff::{self, Team, TeamEvent, TeamMembership, TeamMembershipEvent};
 use staff_pubsub::wire::WireError;
 use staff_pubsub::{Error, PubSub, RecvError, Subscription, Topic, TryRecvError, Uuid};
+use staff_pubsub_tests::child::Cluster;
 use staff_pubsub_tests::conformance;
 use staff_pubsub_tests::contract_for;
 use staff_pubsub_tests::redis_server::{free_port, RedisServer};
@@ -791,61 +791,16 @@ async fn dropping_the_server_stops_its_task_and_closes_its_connections() {
     .await;
 }
 
-/// Waits for a line of the child's output that contains `needle`.
-async fn wait_for(
-    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    needle: &str,
-) -> String {
-    within(&format!("the child to print {needle:?}"), async {
-        loop {
-            let line = lines.recv().await.expect("the child is running");
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    })
-    .await
-}
-
-/// Kills the child process on drop, whatever the test's outcome.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The `cluster` example as a second OS process: cargo builds it as a
-/// binary of this test package and gives its path in `CARGO_BIN_EXE_cluster`,
-/// so the test needs neither a nested `cargo` nor a guess at the target
-/// directory.
+/// The `cluster` example as a second OS process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_crosses_two_os_processes_through_the_cluster_example() {
     let server = RedisServer::start().await;
-    let mut child = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_cluster"))
-            .args(["--node", "child", "--redis", &server.url()])
-            .args(["--namespace", NAMESPACE])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the cluster example runs"),
+    let url = server.url();
+    let mut child = Cluster::start(
+        env!("CARGO_BIN_EXE_cluster"),
+        &["--node", "child", "--redis", &url, "--namespace", NAMESPACE],
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    wait_for(&mut lines, "ready: node child").await;
+    child.wait_for("ready: node child").await;
 
     let parent = node(&server, "parent").await;
     let mut teams = parent.subscribe(staff::topic_teams()).unwrap();
@@ -863,15 +818,12 @@ async fn an_event_crosses_two_os_processes_through_the_cluster_example() {
     )
     .await
     .unwrap();
-    let line = wait_for(&mut lines, &name).await;
+    let line = child.wait_for(&name).await;
     assert!(line.starts_with("[child] received"), "{line}");
     assert!(line.contains("\"event\":\"team_created\""), "{line}");
 
     // Child to parent: a line typed on its stdin becomes a broadcast.
-    use std::io::Write;
-    let stdin = child.0.stdin.as_mut().unwrap();
-    writeln!(stdin, "from the child").unwrap();
-    stdin.flush().unwrap();
+    child.type_line("from the child");
     let message = recv(&mut teams).await;
     // The parent's own broadcast came back only locally.
     assert_eq!(team_name(&message), name);

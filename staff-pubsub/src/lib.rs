@@ -39,6 +39,8 @@
 //! - `redis`: the Redis pub/sub transport (`staff_pubsub::redis`), for
 //!   several nodes.
 //! - `redis-tls`: `rediss://` URLs for the Redis transport.
+//! - `nats`: the NATS transport (`staff_pubsub::nats`), routed by interest:
+//!   a node receives only the topics it has subscribers of.
 //! - `testing`: `assert_receive!` and `refute_receive!`
 //!   (`staff_pubsub::testing`), for tests; pair them with a spec's
 //!   generated `scope` function.
@@ -50,6 +52,11 @@ mod default_server;
 mod error;
 mod inbox;
 mod link;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod net;
 mod pubsub;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

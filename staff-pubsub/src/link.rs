@@ -115,6 +115,30 @@ where
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    fn has_subscribers_here(&self, key: TopicKey<'_>) -> bool {
+        self.target
+            .upgrade()
+            .is_some_and(|core| core.registry.contains(key))
+    }
+
+    fn topics_here(&self) -> Vec<Topic> {
+        self.target
+            .upgrade()
+            .map_or_else(Vec::new, |core| core.registry.topics())
+    }
+
+    fn sync(&self) -> BoxFuture<'_, Result<(), Error>> {
+        let Some(core) = self.target.upgrade() else {
+            return Box::pin(ready(Ok(())));
+        };
+        Box::pin(async move {
+            match core.transport() {
+                Some(transport) => transport.sync().await.map_err(Error::Transport),
+                None => Ok(()),
+            }
+        })
+    }
 }
 
 /// Links `base` and `extension` into one bus (see the module docs):
@@ -165,11 +189,20 @@ where
     // Both cells were empty just above; a concurrent link of the same
     // servers (generated code links once per slot) loses harmlessly.
     let linked = base_core.peer.set(forward).is_ok() && extension_core.peer.set(back).is_ok();
-    // The server without a transport answers to the name of the one with.
+    // The server without a transport answers to the name of the one with,
+    // and its topics are the other transport's interest too.
     if extension_core.has_transport() {
         let _ = base_core.node_alias.set(Arc::clone(&extension_core.node));
+        let _ = base_core.interest.set(Core::interest_hook(extension_core));
+        for topic in base_core.registry.topics() {
+            base_core.interest_changed(topic, true);
+        }
     } else if base_core.has_transport() {
         let _ = extension_core.node_alias.set(Arc::clone(&base_core.node));
+        let _ = extension_core.interest.set(Core::interest_hook(base_core));
+        for topic in extension_core.registry.topics() {
+            extension_core.interest_changed(topic, true);
+        }
     }
     linked
 }

@@ -87,6 +87,25 @@ pub(crate) struct Core<M> {
     /// one's traffic, when this one has none: what [`PubSub::node_name`]
     /// reports.
     pub(crate) node_alias: OnceLock<Arc<str>>,
+    /// Tells the transport that routes by interest (this server's or the
+    /// linked one's) that a topic appeared or went: set with the
+    /// transport, or by the link. Holds the transport's server weakly.
+    pub(crate) interest: OnceLock<InterestHook>,
+}
+
+/// See [`Core::interest`].
+pub(crate) type InterestHook = Box<dyn Fn(Topic) + Send + Sync>;
+
+impl<M: Send + Sync + 'static> Core<M> {
+    /// The hook that tells this server's transport of interest changes.
+    pub(crate) fn interest_hook(core: &Arc<Self>) -> InterestHook {
+        let core = Arc::downgrade(core);
+        Box::new(move |topic| {
+            if let Some(transport) = core.upgrade().as_deref().and_then(Core::transport) {
+                transport.interest_changed(topic);
+            }
+        })
+    }
 }
 
 impl<M> Core<M> {
@@ -94,10 +113,38 @@ impl<M> Core<M> {
         self.transport.get().is_some()
     }
 
+    /// The first subscriber of `topic` appeared (`present`) or the last one
+    /// left: tells the transport that routes by interest, this server's
+    /// or, without one, the linked server's. Called after the registry
+    /// changed, outside its locks: notifications of one topic from several
+    /// threads may arrive in either order, so a transport checks
+    /// [`LocalNode::has_subscribers`] rather than trusting `present`.
+    pub(crate) fn interest_changed(&self, topic: Topic, present: bool) {
+        tracing::debug!(%topic, node = %self.node, present, "topic interest changed");
+        if let Some(notify) = self.interest.get() {
+            notify(topic);
+        }
+    }
+
+    /// Whether this server or its linked one has a subscriber of `key`.
+    pub(crate) fn has_subscribers(&self, key: TopicKey<'_>) -> bool {
+        self.registry.contains(key)
+            || self
+                .peer
+                .get()
+                .is_some_and(|peer| peer.has_subscribers_here(key))
+    }
+
     /// Every subscriber of this server gets a gap (not its peer's).
     pub(crate) fn signal_gap_here(&self) {
         self.counters.record_gap();
         self.registry.for_each_inbox(|inbox| inbox.signal_gap());
+    }
+}
+
+impl<M: Send + Sync + 'static> Core<M> {
+    pub(crate) fn transport(&self) -> Option<&dyn Transport<M>> {
+        self.transport.get().map(|transport| &**transport)
     }
 }
 
@@ -130,6 +177,15 @@ pub(crate) trait Peer<M>: Send + Sync {
 
     /// For finding the peer's server back (`crate::link::linked_base`).
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// Whether the peer itself (not its own peer) has a subscriber of `key`.
+    fn has_subscribers_here(&self, key: TopicKey<'_>) -> bool;
+
+    /// The topics the peer itself has subscribers of.
+    fn topics_here(&self) -> Vec<Topic>;
+
+    /// [`PubSub::sync`] on the peer's transport.
+    fn sync(&self) -> BoxFuture<'_, Result<(), Error>>;
 }
 
 /// The server's side of the transport seam: what a [`LocalNode`] does.
@@ -172,6 +228,20 @@ impl<M: Send + Sync + 'static> NodeSink<M> for Core<M> {
 
     fn set_connection(&self, connection: Connection) {
         self.connection.set(connection);
+    }
+
+    fn has_subscribers(&self, topic: &Topic) -> bool {
+        Core::has_subscribers(self, topic.as_key())
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        let mut topics = self.registry.topics();
+        if let Some(peer) = self.peer.get() {
+            topics.extend(peer.topics_here());
+            topics.sort_unstable();
+            topics.dedup();
+        }
+        topics
     }
 }
 
@@ -296,8 +366,10 @@ impl<M: Send + Sync + 'static> Builder<M> {
             core: Arc::new(self.core(name, Connection::Disconnected)),
         };
         let transport = connect(pubsub.local_node()).await.map_err(Error::Connect)?;
-        // The cell was created empty just above and nothing else can see it.
+        // The cells were created empty just above and nothing else can see
+        // them.
         let _ = pubsub.core.transport.set(Box::new(transport));
+        let _ = pubsub.core.interest.set(Core::interest_hook(&pubsub.core));
         Ok(pubsub)
     }
 
@@ -313,6 +385,7 @@ impl<M: Send + Sync + 'static> Builder<M> {
             transport: OnceLock::new(),
             peer: OnceLock::new(),
             node_alias: OnceLock::new(),
+            interest: OnceLock::new(),
         }
     }
 }
@@ -392,7 +465,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         let inbox = Arc::new(Inbox::new());
         for topic in topics.as_slice() {
             if core.registry.insert(*topic, Arc::clone(&inbox)) {
-                tracing::debug!(%topic, node = %core.node, "topic created");
+                core.interest_changed(*topic, true);
             }
         }
         tracing::debug!(topics = topics.as_slice().len(), node = %core.node, "subscribed");
@@ -553,6 +626,28 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             }
         }
         self.core.connection.get()
+    }
+
+    /// Waits until this node's transport has registered every topic
+    /// subscribed before the call with the engine, so that what other
+    /// nodes broadcast from then on reaches them. With NATS, which routes
+    /// by interest, a new topic's subscription reaches the server a moment
+    /// after [`subscribe`](Self::subscribe) returns; in process and with
+    /// Redis (which receives every topic) it resolves at once. A server
+    /// linked with another spec's waits for the linked one's transport.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the transport could not confirm it (not
+    /// connected, no answer in time).
+    pub async fn sync(&self) -> Result<(), Error> {
+        if let Some(transport) = self.core.transport() {
+            return transport.sync().await.map_err(Error::Transport);
+        }
+        match self.core.peer.get() {
+            Some(peer) => peer.sync().await,
+            None => Ok(()),
+        }
     }
 
     /// Waits until [`connection`](Self::connection) is `state` (at once if
@@ -1028,7 +1123,7 @@ impl<M> Subscription<M> {
             return Ok(false);
         }
         if core.registry.insert(topic, Arc::clone(&self.inbox)) {
-            tracing::debug!(%topic, node = %core.node, "topic created");
+            core.interest_changed(topic, true);
         }
         if parked {
             core.registry.unpark(&self.inbox);
@@ -1081,7 +1176,7 @@ impl<M> Subscription<M> {
         }
         if let Some(core) = self.core.upgrade() {
             if core.registry.remove(topic, &self.inbox) {
-                tracing::debug!(%topic, node = %core.node, "topic removed");
+                core.interest_changed(*topic, false);
             }
             if self.topics.as_slice().is_empty() {
                 // Parked, so that the server's end still closes it.
@@ -1145,7 +1240,7 @@ impl<M> Subscription<M> {
         }
         for topic in topics.as_slice() {
             if core.registry.remove(topic, &self.inbox) {
-                tracing::debug!(%topic, node = %core.node, "topic removed");
+                core.interest_changed(*topic, false);
             }
         }
         core.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);

@@ -237,6 +237,15 @@ impl<M> Registry<M> {
         drop(evicted);
     }
 
+    /// Every topic with a subscriber, in no particular order.
+    pub(crate) fn topics(&self) -> Vec<Topic> {
+        let mut topics = Vec::new();
+        for shard in self.shards.iter() {
+            topics.extend(shard.table.read().iter().map(|entry| entry.topic));
+        }
+        topics
+    }
+
     /// Whether the topic has a subscriber.
     pub(crate) fn contains(&self, key: TopicKey<'_>) -> bool {
         let hash = self.hash(key);

@@ -70,6 +70,24 @@ pub trait Transport<M>: Send + Sync + 'static {
         &'a self,
         envelope: Envelope<'a, M>,
     ) -> BoxFuture<'a, Result<(), TransportError>>;
+
+    /// The node's first subscriber of `topic` appeared, or its last one
+    /// left: a transport that routes by interest (NATS) subscribes to or
+    /// leaves the topic's subject. Called synchronously, after the change,
+    /// on the thread that made it; calls for one topic from several
+    /// threads may arrive in either order, so check
+    /// [`LocalNode::has_subscribers`] for the current state. The default
+    /// does nothing (Redis receives every topic).
+    fn interest_changed(&self, topic: Topic) {
+        let _ = topic;
+    }
+
+    /// Resolves once every interest change notified before the call is
+    /// registered with the engine, so that broadcasts other nodes make
+    /// from then on reach those topics. The default resolves at once.
+    fn sync(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// The state of a server's link to other nodes: [`PubSub::connection`](crate::PubSub::connection).
@@ -101,6 +119,11 @@ pub(crate) trait NodeSink<M>: Send + Sync {
     fn record_name_conflict(&self);
     /// Records the link's state.
     fn set_connection(&self, connection: Connection);
+    /// Whether the node (this server or its linked one) has a subscriber
+    /// of `topic`.
+    fn has_subscribers(&self, topic: &Topic) -> bool;
+    /// Every topic the node has a subscriber of.
+    fn topics(&self) -> Vec<Topic>;
 }
 
 /// A transport's handle on the server it serves: where received messages go.
@@ -205,6 +228,27 @@ impl<M> LocalNode<M> {
         if let Some(sink) = self.sink.upgrade() {
             sink.set_connection(connection);
         }
+    }
+
+    /// Whether this node has a subscriber of `topic` now: on this server
+    /// or, for a server linked with another spec's (one bus), on that one.
+    /// What a transport routing by interest checks on
+    /// [`Transport::interest_changed`].
+    #[must_use]
+    pub fn has_subscribers(&self, topic: &Topic) -> bool {
+        self.sink
+            .upgrade()
+            .is_some_and(|sink| sink.has_subscribers(topic))
+    }
+
+    /// Every topic this node has a subscriber of now (both servers of a
+    /// linked pair): what a transport routing by interest subscribes to
+    /// when it starts.
+    #[must_use]
+    pub fn topics(&self) -> Vec<Topic> {
+        self.sink
+            .upgrade()
+            .map_or_else(Vec::new, |sink| sink.topics())
     }
 
     /// Counts an envelope from another live server that carries this

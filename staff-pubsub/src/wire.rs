@@ -70,6 +70,11 @@ use crate::transport::{Envelope, Mode};
 /// The envelope format version this crate writes and reads.
 pub const VERSION: u64 = 1;
 
+/// The default most topics one received envelope may list: a generated
+/// `broadcast_*` function lists a handful; an envelope with more is
+/// refused.
+pub const DEFAULT_MAX_TOPICS: usize = 1024;
+
 /// The default largest encoded envelope, in bytes (1 MiB): larger ones are
 /// refused when sent and skipped when received.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;

@@ -459,6 +459,13 @@ pub async fn check_broadcasts_across<C: Contract>(nodes: &[PubSub<C::Message>]) 
             (topics, node.subscribe(FENCE).expect("subscribe the fence"))
         })
         .collect();
+    // A transport that routes by interest (NATS) registers the topics with
+    // its server a moment after `subscribe`: wait for it.
+    for node in nodes {
+        crate::within("the subscriptions to reach the engine", node.sync())
+            .await
+            .expect("sync");
+    }
     let message_of = |entry: &Value| -> C::Message {
         serde_json::from_value(json!({ "scope": contract["scope"], "event": entry["event"], "payload": entry["payload"] }))
             .expect("the contract's payload deserializes")

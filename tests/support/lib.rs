@@ -7,8 +7,10 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub mod child;
 pub mod conformance;
 pub mod logs;
+pub mod nats_server;
 pub mod redis_server;
 
 use std::future::Future;

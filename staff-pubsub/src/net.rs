@@ -1,0 +1,490 @@
+//! What the network transports share: URLs and errors shown without their
+//! secrets, the handling of a received envelope (decode, refuse, contain
+//! panics, dispatch), log rate limits, reconnection backoff.
+
+use std::fmt;
+use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+
+use crate::transport::LocalNode;
+use crate::wire;
+
+/// How often a persistent failure (reconnecting, a name clash) is logged
+/// again at WARN or ERROR level after its first report.
+pub(crate) const REPEAT_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// The URL as logs and errors show it: whatever may be a password
+/// replaced by `***`. Everything between `://` and the *last* `@` is user
+/// information (a password may hold `/`, `?` or `@`); of it only the user
+/// name before the first `:` is kept. The values of `pass` and `password`
+/// query parameters (Unix socket URLs) are replaced too. When in doubt it
+/// hides more, never less.
+pub(crate) fn redact(url: &str) -> String {
+    let (mut shown, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            match rest[..at].split_once(':') {
+                Some((user, _password)) => {
+                    shown.push_str(user);
+                    shown.push_str(":***@");
+                }
+                None => shown.push_str("***@"),
+            }
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    let Some((path, query)) = rest.split_once('?') else {
+        shown.push_str(rest);
+        return shown;
+    };
+    shown.push_str(path);
+    shown.push('?');
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    shown.push_str(&pairs.join("&"));
+    if let Some(fragment) = fragment {
+        shown.push('#');
+        shown.push_str(fragment);
+    }
+    shown
+}
+
+/// Whether a query key names a password, as redis-rs reads it (`pass`),
+/// or might (`password`), in any case and percent-encoding.
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    let key = percent_decode(key).to_ascii_lowercase();
+    key == "pass" || key == "password"
+}
+
+/// `%XX` and `+` decoded, invalid sequences kept as they are.
+pub(crate) fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match hex {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The secrets of one URL, to scrub from any text shown: every spelling
+/// of its password that the URL or redis-rs may produce.
+#[derive(Default)]
+pub(crate) struct Secrets {
+    needles: Vec<String>,
+}
+
+impl Secrets {
+    pub(crate) fn of(url: &str) -> Self {
+        let mut needles = Vec::new();
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        if let Some(at) = rest.rfind('@') {
+            let userinfo = &rest[..at];
+            let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+            needles.push(password.to_owned());
+            needles.push(percent_decode(password));
+        }
+        if let Some((_, query)) = rest.split_once('?') {
+            let query = query.split_once('#').map_or(query, |(query, _)| query);
+            for pair in query.split('&') {
+                if let Some((key, value)) = pair.split_once('=') {
+                    if is_secret_key(key) {
+                        needles.push(value.to_owned());
+                        needles.push(percent_decode(value));
+                    }
+                }
+            }
+        }
+        #[cfg(feature = "redis")]
+        if let Ok(client) = ::redis::Client::open(url) {
+            if let Some(password) = client.get_connection_info().redis_settings().password() {
+                needles.push(password.to_owned());
+            }
+        }
+        needles.retain(|needle| !needle.is_empty());
+        // Longest first, so that a password holding another is replaced whole.
+        needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
+        needles.dedup();
+        Self { needles }
+    }
+
+    /// Also hides `secret` (a password or token given apart from the URL).
+    pub(crate) fn with(mut self, secret: &str) -> Self {
+        if !secret.is_empty() {
+            self.needles.push(secret.to_owned());
+            self.needles
+                .sort_by_key(|needle| std::cmp::Reverse(needle.len()));
+            self.needles.dedup();
+        }
+        self
+    }
+
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for needle in &self.needles {
+            if text.contains(needle.as_str()) {
+                text = text.replace(needle.as_str(), "***");
+            }
+        }
+        text
+    }
+
+    /// An engine error and its sources as one line of text, scrubbed.
+    pub(crate) fn cause(&self, error: &(dyn std::error::Error + 'static)) -> Cause {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(next) = source {
+            let more = next.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            source = next.source();
+        }
+        Cause(Arc::from(self.scrub(&text)))
+    }
+}
+
+/// A Redis error as scrubbed text: what errors and logs carry instead of
+/// redis-rs's own error, which could quote a URL.
+#[derive(Clone)]
+pub(crate) struct Cause(pub(crate) Arc<str>);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {}
+
+/// Aborts a task when dropped: the receive task ends with its supervisor.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The text of a panic, when it has one.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
+}
+
+/// Drops a panic's payload, whose destructor is foreign code and may panic
+/// too: such a second payload is leaked rather than dropped.
+pub(crate) fn release_panic(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
+
+/// Allows one log line now, then one per [`REPEAT_LOG_EVERY`].
+#[derive(Default)]
+pub(crate) struct RateLimit {
+    last: Mutex<Option<Instant>>,
+}
+
+impl RateLimit {
+    pub(crate) fn allow(&self) -> bool {
+        let mut last = self.last.lock();
+        let now = Instant::now();
+        match *last {
+            Some(at) if now.duration_since(at) < REPEAT_LOG_EVERY => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        *self.last.lock() = None;
+    }
+}
+
+/// The receiving side of a network transport: turns one received envelope
+/// into deliveries, and skips, counts and logs anything else.
+pub(crate) struct Inbound<M> {
+    pub(crate) local: LocalNode<M>,
+    /// The engine, for log lines: `Redis`, `NATS`.
+    pub(crate) engine: &'static str,
+    /// Where envelopes come from (the channel, the subject prefix).
+    pub(crate) source: Arc<str>,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_topics: usize,
+    pub(crate) conflict_log: RateLimit,
+}
+
+impl<M> Inbound<M>
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    /// Decodes and dispatches one envelope; skips, counts and logs anything
+    /// malformed, and a panic of the message's own code (its
+    /// `Deserialize`, or the `Drop` of a message evicted from a full
+    /// queue). Returns false once the server is gone.
+    pub(crate) fn handle(&self, bytes: &[u8]) -> bool {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_unguarded(bytes))) {
+            Ok(alive) => alive,
+            Err(payload) => {
+                self.local.record_rejected();
+                tracing::error!(
+                    panic = panic_message(payload.as_ref()),
+                    size = bytes.len(),
+                    source = %self.source,
+                    node = self.local.node_name(),
+                    "a message's own code panicked on the {} receive task: message skipped",
+                    self.engine
+                );
+                // A payload whose destructor panics in turn escapes from
+                // here: the task's supervisor then restarts it.
+                drop(payload);
+                self.local.is_alive()
+            }
+        }
+    }
+
+    fn handle_unguarded(&self, bytes: &[u8]) -> bool {
+        let me = self.local.node_name();
+        let instance = self.local.instance();
+        let incoming = match wire::decode(bytes, self.max_message_size) {
+            Ok(incoming) => incoming,
+            Err(error) => return self.reject(&error, bytes.len()),
+        };
+        if incoming.is_name_conflict(me, instance) {
+            self.local.record_name_conflict();
+            if self.conflict_log.allow() {
+                tracing::error!(
+                    node = me,
+                    other_instance = %format_args!("{:016x}", incoming.instance().unwrap_or_default()),
+                    own_instance = %format_args!("{instance:016x}"),
+                    source = %self.source,
+                    "another live node uses this node's name: give each node a unique name \
+                     (its broadcasts are still delivered here; see stats().name_conflicts)"
+                );
+            }
+        }
+        if !incoming.is_for(me, instance) {
+            return self.local.is_alive();
+        }
+        let topics = incoming.topics().len();
+        if topics > self.max_topics {
+            let error = wire::WireError::TooManyTopics {
+                count: topics,
+                max: self.max_topics,
+            };
+            return self.reject(&error, bytes.len());
+        }
+        match incoming.message::<M>() {
+            Ok(message) => self
+                .local
+                .dispatch_wire(incoming.topics(), message)
+                .is_some(),
+            Err(error) => self.reject(&error, bytes.len()),
+        }
+    }
+
+    fn reject(&self, error: &wire::WireError, size: usize) -> bool {
+        self.local.record_rejected();
+        tracing::warn!(
+            %error,
+            size,
+            source = %self.source,
+            node = self.local.node_name(),
+            "skipped a message from {}",
+            self.engine
+        );
+        self.local.is_alive()
+    }
+}
+
+/// Exponential backoff between two bounds, with jitter so that the nodes
+/// of a cluster do not all reconnect at the same instant.
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Self { next: min, max }
+    }
+
+    /// The delay before the next attempt: between half of and the whole
+    /// current step; the step doubles up to the maximum.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let step = self.next.min(self.max);
+        self.next = step.saturating_mul(2).min(self.max);
+        let half = step / 2;
+        let spread = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        let random =
+            std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+        let jitter = if spread == 0 { 0 } else { random % spread };
+        half + Duration::from_nanos(jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://app:s3cret@127.0.0.1:6379/0"),
+            "redis://app:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact("rediss://:s3cret@example.invalid"),
+            "rediss://:***@example.invalid"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact("redis://tok@host/1"), "redis://***@host/1");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+
+    /// Every URL form redis-rs accepts, with a password where it can carry
+    /// one: neither the shown URL nor a scrubbed text holds the password.
+    #[test]
+    fn no_url_form_shows_its_password() {
+        let cases = [
+            (
+                "redis://app:S3cret@127.0.0.1:6379/0",
+                "S3cret",
+                "redis://app:***@127.0.0.1:6379/0",
+            ),
+            (
+                "redis://:S3cret@127.0.0.1",
+                "S3cret",
+                "redis://:***@127.0.0.1",
+            ),
+            (
+                "redis://app:S3c/ret@host",
+                "S3c/ret",
+                "redis://app:***@host",
+            ),
+            (
+                "redis://app:S3c%2Fret@host:1/2",
+                "S3c/ret",
+                "redis://app:***@host:1/2",
+            ),
+            (
+                "redis://app:p@ss?w#rd@host",
+                "p@ss?w#rd",
+                "redis://app:***@host",
+            ),
+            (
+                "rediss://app:S3cret@host/#insecure",
+                "S3cret",
+                "rediss://app:***@host/#insecure",
+            ),
+            (
+                "valkey://app:S3cret@host",
+                "S3cret",
+                "valkey://app:***@host",
+            ),
+            (
+                "valkeys://app:S3cret@host",
+                "S3cret",
+                "valkeys://app:***@host",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?pass=S3cret",
+                "S3cret",
+                "redis+unix:///tmp/r.sock?pass=***",
+            ),
+            (
+                "unix:///tmp/r.sock?db=1&user=app&pass=S3cret",
+                "S3cret",
+                "unix:///tmp/r.sock?db=1&user=app&pass=***",
+            ),
+            (
+                "unix:///tmp/r.sock?PASSWORD=S3cret&db=2",
+                "S3cret",
+                "unix:///tmp/r.sock?PASSWORD=***&db=2",
+            ),
+            (
+                "unix:///tmp/r.sock?p%61ss=S3c%2Bret",
+                "S3c+ret",
+                "unix:///tmp/r.sock?p%61ss=***",
+            ),
+        ];
+        for (url, password, shown) in cases {
+            assert_eq!(redact(url), shown, "{url}");
+            let secrets = Secrets::of(url);
+            let text = format!(
+                "failed at {url} with {password} and {}",
+                percent_decode(password)
+            );
+            let scrubbed = secrets.scrub(&text);
+            assert!(!scrubbed.contains(password), "{url}: {scrubbed}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_its_bounds() {
+        let min = Duration::from_millis(100);
+        let max = Duration::from_millis(1000);
+        let mut backoff = Backoff::new(min, max);
+        let mut step = min;
+        for _ in 0..10 {
+            let delay = backoff.next_delay();
+            assert!(
+                delay >= step / 2 && delay <= step,
+                "{delay:?} for step {step:?}"
+            );
+            step = (step * 2).min(max);
+        }
+        assert!(backoff.next_delay() <= max);
+        let mut zero = Backoff::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(zero.next_delay(), Duration::ZERO);
+    }
+}

@@ -1,0 +1,371 @@
+//! The NATS transport against real `nats-server`s that each test starts on
+//! free loopback ports (see `support/nats_server.rs`). Every wait is
+//! bounded; "nothing else arrived" is checked after `sync` and a fence.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use staff_pubsub::nats::NatsConfig;
+use staff_pubsub::staff::{self, Team, TeamEvent};
+use staff_pubsub::{
+    assert_receive, refute_receive, Connection, Error, Outcome, PubSub, RecvError, Topic, Uuid,
+};
+use staff_pubsub_tests::child::Cluster;
+use staff_pubsub_tests::nats_server::NatsServer;
+use staff_pubsub_tests::{conformance, contract_for, logs, within};
+
+contract_for!(Stock, staff);
+
+type Message = staff::Message;
+
+const NAMESPACE: &str = "test";
+
+fn config(server: &NatsServer) -> NatsConfig {
+    NatsConfig::new(server.url())
+        .namespace(NAMESPACE)
+        .connect_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
+}
+
+async fn node(server: &NatsServer, name: &str) -> PubSub<Message> {
+    staff::builder()
+        .node_name(name)
+        .nats(config(server))
+        .await
+        .unwrap_or_else(|e| panic!("node {name}: {e}"))
+}
+
+fn team(name: &str) -> Message {
+    Message::Team(
+        TeamEvent::Created,
+        Team {
+            uuid: Uuid::now_v7(),
+            name: Some(name.to_owned()),
+            department_uuid: None,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_fan_out_reaches_every_node_as_in_process() {
+    let server = NatsServer::start().await;
+    let nodes = vec![
+        node(&server, "a").await,
+        node(&server, "b").await,
+        node(&server, "c").await,
+    ];
+    conformance::check_broadcasts_across::<Stock>(&nodes).await;
+    for node in &nodes {
+        let stats = node.stats();
+        assert_eq!((stats.rejected, stats.gaps), (0, 0), "{}", node.node_name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_receives_only_the_topics_it_has_subscribers_of() {
+    let server = NatsServer::start().await;
+    let a = node(&server, "a").await;
+    let b = node(&server, "b").await;
+    let wanted = staff::topic_person(Uuid::now_v7());
+    let unwanted = staff::topic_person(Uuid::now_v7());
+    let mut on_b = b.subscribe(wanted).unwrap();
+    b.sync().await.unwrap();
+    let baseline = b.stats().received;
+
+    for _ in 0..10 {
+        a.broadcast([unwanted], team("not for b")).await.unwrap();
+    }
+    a.broadcast([wanted], team("for b")).await.unwrap();
+    assert_receive!(on_b, Message::Team(..));
+    // Only the one envelope b has a subscriber for reached it.
+    assert_eq!(b.stats().received - baseline, 1);
+    assert!(server.subjects().await.contains(&format!(
+        "{NAMESPACE}.staff.person.{}",
+        wanted.id().unwrap()
+    )));
+    assert!(!server.subjects().await.contains(&format!(
+        "{NAMESPACE}.staff.person.{}",
+        unwanted.id().unwrap()
+    )));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_churn_leaves_no_subject_behind() {
+    let server = NatsServer::start().await;
+    let a = node(&server, "a").await;
+    a.sync().await.unwrap();
+    let before = server.subjects().await;
+    let mut subscriptions = Vec::new();
+    for round in 0..200 {
+        let topic = staff::topic_person(Uuid::from_u128(round % 50));
+        subscriptions.push(a.subscribe(topic).unwrap());
+        if round % 3 == 0 {
+            subscriptions.swap_remove(0);
+        }
+    }
+    let mut live = subscriptions.pop().unwrap();
+    live.add_topic(staff::topic_teams()).unwrap();
+    drop(subscriptions);
+    a.sync().await.unwrap();
+    let mut expected = before.clone();
+    expected.extend(
+        live.topics()
+            .iter()
+            .map(|topic| format!("{NAMESPACE}.{}", topic.to_string().replace(':', "."))),
+    );
+    expected.sort();
+    assert_eq!(server.subjects().await, expected);
+    drop(live);
+    a.sync().await.unwrap();
+    assert_eq!(
+        server.subjects().await,
+        before,
+        "only the node's own subjects"
+    );
+    assert_eq!(a.stats().topics, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_direct_broadcasts_follow_the_phoenix_api() {
+    let server = NatsServer::start().await;
+    let a = node(&server, "a").await;
+    let b = node(&server, "b").await;
+    let c = node(&server, "c").await;
+    let mut on_a = a.subscribe(staff::topic_teams()).unwrap();
+    let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
+    let mut on_c = c.subscribe(staff::topic_teams()).unwrap();
+    for node in [&a, &b, &c] {
+        node.sync().await.unwrap();
+    }
+
+    a.local_broadcast(&[staff::topic_teams()], team("local"));
+    a.direct_broadcast("c", &[staff::topic_teams()], team("direct"))
+        .await
+        .unwrap();
+    assert_receive!(on_a, Message::Team(_, t) if t.name.as_deref() == Some("local"));
+    assert_receive!(on_c, Message::Team(_, t) if t.name.as_deref() == Some("direct"));
+    // broadcast_from: not to the sender's own subscription.
+    a.broadcast_from(&on_a, [staff::topic_teams()], team("from a"))
+        .await
+        .unwrap();
+    assert_receive!(on_b, Message::Team(_, t) if t.name.as_deref() == Some("from a"));
+    assert_receive!(on_c, Message::Team(_, t) if t.name.as_deref() == Some("from a"));
+    refute_receive!(on_a, _);
+    refute_receive!(on_b, _);
+    refute_receive!(on_c, _);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_namespaces_never_see_each_other() {
+    let server = NatsServer::start().await;
+    let a = node(&server, "a").await;
+    let other: PubSub<Message> = staff::builder()
+        .node_name("a")
+        .nats(config(&server).namespace("other.tenant"))
+        .await
+        .unwrap();
+    let mut on_other = other.subscribe(staff::topic_teams()).unwrap();
+    other.sync().await.unwrap();
+    a.broadcast([staff::topic_teams()], team("test"))
+        .await
+        .unwrap();
+    refute_receive!(on_other, _);
+    let bad = staff::builder()
+        .nats(config(&server).namespace("no spaces.>"))
+        .await;
+    assert!(
+        matches!(bad, Err(Error::Connect(ref e)) if e.to_string().contains("not a subject prefix")),
+        "{bad:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_nats_fails_broadcasts_and_a_restart_brings_a_gap_then_delivery() {
+    let mut server = NatsServer::start().await;
+    let a = node(&server, "a").await;
+    let b = node(&server, "b").await;
+    let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
+    b.sync().await.unwrap();
+    a.broadcast([staff::topic_teams()], team("before"))
+        .await
+        .unwrap();
+    assert_receive!(on_b, Message::Team(..));
+
+    server.kill();
+    within(
+        "a to notice",
+        a.wait_for_connection(Connection::Disconnected),
+    )
+    .await;
+    let Err(Error::Transport(error)) = a.broadcast([staff::topic_teams()], team("lost")).await
+    else {
+        panic!("a broadcast while NATS is down");
+    };
+    assert_eq!(error.outcome(), Outcome::NotSent, "{error}");
+
+    server.restart().await;
+    within(
+        "b to reconnect",
+        b.wait_for_connection(Connection::Connected),
+    )
+    .await;
+    within(
+        "a to reconnect",
+        a.wait_for_connection(Connection::Connected),
+    )
+    .await;
+    assert_eq!(
+        within("the gap", on_b.recv()).await.err(),
+        Some(RecvError::Gap)
+    );
+    b.sync().await.unwrap();
+    a.broadcast([staff::topic_teams()], team("after"))
+        .await
+        .unwrap();
+    assert_receive!(on_b, Message::Team(_, t) if t.name.as_deref() == Some("after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_subject_is_skipped_and_counted() {
+    let server = NatsServer::start().await;
+    let b = node(&server, "b").await;
+    let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
+    b.sync().await.unwrap();
+    let subject = format!("{NAMESPACE}.staff.teams");
+    for garbage in [&b"hello"[..], b"{}", b"{\"v\":2}", &[0xff, 0x00]] {
+        server.publish_raw(&subject, garbage).await;
+    }
+    let good = serde_json::to_vec(&serde_json::json!({
+        "v": 1, "origin": "tool", "mode": "all", "topics": ["staff:teams"],
+        "message": serde_json::to_value(team("good")).unwrap(),
+    }))
+    .unwrap();
+    server.publish_raw(&subject, &good).await;
+    assert_receive!(on_b, Message::Team(_, t) if t.name.as_deref() == Some("good"));
+    assert_eq!(b.stats().rejected, 4);
+}
+
+/// A message type whose `Deserialize` takes its time: the receive side
+/// falls behind a burst, the client's small buffer overflows.
+#[derive(Debug, Serialize)]
+struct Slow(u32);
+
+static SLOW_DECODES: AtomicUsize = AtomicUsize::new(0);
+
+impl<'de> Deserialize<'de> for Slow {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        SLOW_DECODES.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(5));
+        u32::deserialize(deserializer).map(Slow)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_becomes_a_gap_not_a_silent_hole() {
+    const ROOMS: Topic = Topic::new("chat:rooms");
+    let server = NatsServer::start().await;
+    let a: PubSub<Slow> = PubSub::builder()
+        .node_name("a")
+        .nats(config(&server))
+        .await
+        .unwrap();
+    let b: PubSub<Slow> = PubSub::builder()
+        .node_name("b")
+        .nats(config(&server).subscription_capacity(4))
+        .await
+        .unwrap();
+    let mut on_b = b.subscribe(ROOMS).unwrap();
+    b.sync().await.unwrap();
+    for n in 0..400 {
+        a.broadcast([ROOMS], Slow(n)).await.unwrap();
+    }
+    let mut gaps = 0;
+    let mut received = 0;
+    within("a gap among the messages", async {
+        while gaps == 0 {
+            match on_b.recv().await {
+                Ok(_) => received += 1,
+                Err(RecvError::Gap) => gaps += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(received < 400, "some were dropped, and the gap says so");
+    assert!(b.stats().gaps >= 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn credentials_never_show() {
+    let (_guard, logs) = logs::capture();
+    let server = NatsServer::start_with(&["--user", "app", "--pass", "S3cretPw"]).await;
+    let good = config(&server).user_and_password("app", "S3cretPw");
+    let shown_config = format!("{good:?}");
+    let pubsub = staff::builder().nats(good).await.unwrap();
+    drop(pubsub);
+    let wrong = staff::builder()
+        .nats(config(&server).user_and_password("app", "S3cretPwX"))
+        .await
+        .expect_err("a wrong password");
+    let in_url = staff::builder()
+        .nats(
+            NatsConfig::new(server.url().replace("nats://", "nats://app:S3cretPwY@"))
+                .namespace(NAMESPACE),
+        )
+        .await
+        .expect_err("a wrong password in the URL");
+    let token = staff::builder()
+        .nats(config(&server).token("S3cretTok"))
+        .await
+        .expect_err("no token auth");
+    let texts = [
+        shown_config,
+        format!("{wrong} {wrong:?}"),
+        format!("{in_url} {in_url:?}"),
+        format!("{token} {token:?}"),
+    ];
+    for text in texts.iter().chain(&logs.lines()) {
+        assert!(!text.contains("S3cret"), "a secret shows: {text}");
+    }
+    assert!(
+        texts[1].contains("cannot connect to NATS at"),
+        "{}",
+        texts[1]
+    );
+}
+
+/// The `cluster` example with `--nats`, as a second OS process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_crosses_two_os_processes_through_the_cluster_example() {
+    let server = NatsServer::start().await;
+    let url = server.url();
+    let mut child = Cluster::start(
+        env!("CARGO_BIN_EXE_cluster"),
+        &["--node", "child", "--nats", &url, "--namespace", NAMESPACE],
+    );
+    child.wait_for("ready: node child").await;
+
+    let parent = node(&server, "parent").await;
+    let mut teams = parent.subscribe(staff::topic_teams()).unwrap();
+    parent.sync().await.unwrap();
+
+    let name = format!("from the parent {}", Uuid::now_v7());
+    staff::broadcast_team_on(
+        &parent,
+        TeamEvent::Created,
+        Team {
+            uuid: Uuid::now_v7(),
+            name: Some(name.clone()),
+            department_uuid: None,
+        },
+    )
+    .await
+    .unwrap();
+    let line = child.wait_for(&name).await;
+    assert!(line.starts_with("[child] received"), "{line}");
+
+    child.type_line("from the child");
+    assert_receive!(teams, Message::Team(_, t) if t.name.as_deref() == Some(name.as_str()));
+    assert_receive!(teams, Message::Team(_, t) if t.name.as_deref() == Some("from the child"));
+}
