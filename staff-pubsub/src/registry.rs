@@ -7,12 +7,25 @@
 //! Invariant: an entry exists exactly while it has at least one subscriber.
 //! The last removal deletes the entry, so per-entity topics do not leak.
 //!
+//! A broadcast to topics nobody has is the common case (per-entity topics
+//! nobody watches): a fixed table of presence counters, one per hash slot,
+//! answers "certainly absent" with one atomic load, before any lock.
+//!
+//! Invariant: `presence[slot(hash)]` is the number of entries whose hash
+//! falls in that slot, or `u16::MAX` once it reached that (it then stays:
+//! "maybe present" forever, never a wrong "absent"). It changes under the
+//! write lock of the entry's shard, after the entry is inserted and after it
+//! is removed, so a count of zero means no entry of that slot exists (a
+//! subscriber added before a broadcast, in the happens-before sense, is
+//! counted when the broadcast reads it).
+//!
 //! An inbox on no topic (a subscription whose topics were all removed, and
 //! that may add some again) is parked in a separate set instead, so that the
 //! server's end still closes it: the server closes the inboxes it finds
 //! through the entries, and the registry's drop closes the parked ones.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -30,6 +43,30 @@ pub(crate) struct Registry<M> {
     /// is here only between removing its last topic and adding one again
     /// (or unsubscribing).
     parked: Mutex<HashTable<Arc<Inbox<M>>>>,
+    /// Entries per hash slot: see the module's invariant. 128 KiB per
+    /// server: with 10,000 topics, 86% of the slots are empty.
+    presence: Box<[AtomicU16]>,
+}
+
+/// Presence slots: a power of two.
+const PRESENCE_SLOTS: usize = 1 << 16;
+
+/// The presence slot of a hash: bits 40..56, apart from hashbrown's (the
+/// low bits and the top 7) and, up to 256 shards, the shard's (from 32).
+fn presence_slot(hash: u64) -> usize {
+    (hash >> 40) as usize & (PRESENCE_SLOTS - 1)
+}
+
+/// Counts an entry in or out of its slot; a count that reached `u16::MAX`
+/// stays there (two shards may share a slot, hence the atomic update).
+fn count(slot: &AtomicU16, entry_added: bool) {
+    let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        match (n, entry_added) {
+            (u16::MAX, _) => None,
+            (n, true) => Some(n + 1),
+            (n, false) => Some(n.saturating_sub(1)),
+        }
+    });
 }
 
 /// Aligned to two cache lines so that two shards' locks never share one
@@ -121,7 +158,14 @@ impl<M> Registry<M> {
                 })
                 .collect(),
             parked: Mutex::new(HashTable::new()),
+            presence: (0..PRESENCE_SLOTS).map(|_| AtomicU16::new(0)).collect(),
         }
+    }
+
+    /// Whether an entry of `hash`'s slot may exist: `false` is certain.
+    #[inline]
+    fn maybe_present(&self, hash: u64) -> bool {
+        self.presence[presence_slot(hash)].load(Ordering::Relaxed) != 0
     }
 
     fn hash(&self, key: TopicKey<'_>) -> u64 {
@@ -155,6 +199,7 @@ impl<M> Registry<M> {
                     subscribers: Subscribers::One(inbox),
                 };
                 table.insert_unique(hash, entry, |entry| self.hash(entry.topic.as_key()));
+                count(&self.presence[presence_slot(hash)], true);
                 true
             }
         }
@@ -171,6 +216,7 @@ impl<M> Registry<M> {
             return false;
         }
         occupied.remove();
+        count(&self.presence[presence_slot(hash)], false);
         // Give memory back after a wave of short-lived per-entity topics.
         shrink(&mut table, |entry| self.hash(entry.topic.as_key()));
         true
@@ -213,8 +259,11 @@ impl<M> Registry<M> {
         // lock (declared before the guard, so dropped after it): the last
         // reference runs the user's destructor, which must not run under
         // our lock. Empty, and so allocation-free, unless a queue is full.
-        let mut evicted = Vec::new();
         let hash = self.hash(key);
+        if !self.maybe_present(hash) {
+            return;
+        }
+        let mut evicted = Vec::new();
         let table = self.shard(hash).table.read();
         let Some(entry) = table.find(hash, |entry| key.matches(&entry.topic)) else {
             return;
@@ -249,6 +298,9 @@ impl<M> Registry<M> {
     /// Whether the topic has a subscriber.
     pub(crate) fn contains(&self, key: TopicKey<'_>) -> bool {
         let hash = self.hash(key);
+        if !self.maybe_present(hash) {
+            return false;
+        }
         let table = self.shard(hash).table.read();
         table
             .find(hash, |entry| key.matches(&entry.topic))
@@ -315,6 +367,53 @@ fn shrink<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The presence counters hold the module's invariant through churn,
+    /// and a counted slot never hides a topic.
+    #[test]
+    fn presence_counts_the_entries_of_each_slot() {
+        let registry = Registry::<u32>::new(4, 8);
+        let inboxes: Vec<_> = (0..3).map(|_| Arc::new(Inbox::new())).collect();
+        let topics: Vec<_> = (0..5_000_u128)
+            .map(|n| Topic::keyed("chat:room", uuid::Uuid::from_u128(n)))
+            .collect();
+        // Each inbox on a topic at most once, as subscriptions guarantee.
+        let mut held = std::collections::HashSet::new();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for round in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let index = (seed % 5_000) as usize;
+            let topic = topics[index];
+            let inbox = &inboxes[round % 3];
+            if seed & (1 << 40) == 0 {
+                if held.insert((index, round % 3)) {
+                    registry.insert(topic, Arc::clone(inbox));
+                }
+            } else if held.remove(&(index, round % 3)) {
+                registry.remove(&topic, inbox);
+            }
+        }
+        let mut expected = vec![0_u16; PRESENCE_SLOTS];
+        for topic in registry.topics() {
+            expected[presence_slot(registry.hash(topic.as_key()))] += 1;
+            assert!(registry.contains(topic.as_key()), "{topic}");
+        }
+        let counted: Vec<u16> = registry
+            .presence
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counted, expected);
+        for (index, inbox) in held {
+            registry.remove(&topics[index], &inboxes[inbox]);
+        }
+        assert!(registry
+            .presence
+            .iter()
+            .all(|count| count.load(Ordering::Relaxed) == 0));
+    }
 
     #[test]
     fn an_entry_is_56_bytes() {
