@@ -41,6 +41,8 @@
 //! - `redis-tls`: `rediss://` URLs for the Redis transport.
 //! - `nats`: the NATS transport (`staff_pubsub::nats`), routed by interest:
 //!   a node receives only the topics it has subscribers of.
+//! - `phoenix`: joining a Phoenix application's PubSub through its
+//!   Redis (`phoenix_pubsub_redis` frames), `staff_pubsub::phoenix`.
 //! - `testing`: `assert_receive!` and `refute_receive!`
 //!   (`staff_pubsub::testing`), for tests; pair them with a spec's
 //!   generated `scope` function.
@@ -55,6 +57,9 @@ mod link;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
+#[cfg(feature = "phoenix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "phoenix")))]
+pub mod phoenix;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod net;
 mod pubsub;

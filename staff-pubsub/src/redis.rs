@@ -283,88 +283,21 @@ where
     /// failed): `cannot connect to Redis at <url>: <cause>`, the password
     /// hidden.
     pub async fn connect(config: RedisConfig, local: LocalNode<M>) -> Result<Self, TransportError> {
-        if config.namespace.is_empty() {
-            return Err(not_sent("the Redis namespace must not be empty"));
-        }
-        if config.max_message_size == 0 {
-            return Err(not_sent(
-                "the maximum message size must be at least one byte",
-            ));
-        }
-        if config.max_topics == 0 {
-            return Err(not_sent(
-                "the maximum number of topics must be at least one",
-            ));
-        }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
-            TransportError::new("the Redis transport needs a tokio runtime", error)
-                .with_outcome(Outcome::NotSent)
-        })?;
-        let secrets = Arc::new(Secrets::of(&config.url));
-        let shown: Arc<str> = Arc::from(redact(&config.url));
-        let client = Client::open(config.url.as_str()).map_err(|error| {
-            let cause = secrets.cause(&error);
-            not_sent(format!("invalid Redis URL {shown}: {cause}"))
-        })?;
-        let channel: Arc<str> = Arc::from(config.namespace.as_str());
-        let publisher = Arc::new(Publisher::new(
-            client.clone(),
-            &config,
-            Arc::clone(&secrets),
-            Arc::clone(&shown),
-        ));
-        let connected = tokio::time::timeout(config.connect_timeout, async {
-            publisher.connection().await?;
-            subscribe(&client, &channel)
-                .await
-                .map_err(|error| secrets.cause(&error))
-        })
-        .await;
-        let subscription = match connected {
-            Ok(Ok(subscription)) => subscription,
-            Ok(Err(cause)) => {
-                return Err(not_sent(format!(
-                    "cannot connect to Redis at {shown}: {cause}"
-                )))
-            }
-            Err(_) => {
-                return Err(not_sent(format!(
-                    "cannot connect to Redis at {shown}: no answer within {:?}",
-                    config.connect_timeout
-                )))
-            }
-        };
-        tracing::info!(
-            url = %shown,
-            channel = %channel,
-            node = local.node_name(),
-            "connected to Redis"
-        );
-        local.set_connection(Connection::Connected);
-        let receiver = Arc::new(Receiver {
-            client,
-            publisher: Arc::clone(&publisher),
-            channel: Arc::clone(&channel),
-            local: local.clone(),
-            config: config.clone(),
-            secrets,
-            reconnect_log: RateLimit::default(),
-            inbound: Inbound {
-                local,
-                engine: "Redis",
-                source: Arc::clone(&channel),
-                max_message_size: config.max_message_size,
-                max_topics: config.max_topics,
-                conflict_log: RateLimit::default(),
-            },
-        });
-        let supervisor = runtime.spawn(supervise(receiver, subscription));
-        Ok(Self {
-            publisher,
-            channel,
+        let opened = open(config, local, |local, channel, config| Inbound {
+            local,
+            engine: "Redis",
+            source: channel,
             max_message_size: config.max_message_size,
             max_topics: config.max_topics,
-            supervisor,
+            conflict_log: RateLimit::default(),
+        })
+        .await?;
+        Ok(Self {
+            publisher: opened.publisher,
+            channel: opened.channel,
+            max_message_size: opened.config.max_message_size,
+            max_topics: opened.config.max_topics,
+            supervisor: opened.supervisor,
             message: PhantomData,
         })
     }
@@ -376,7 +309,123 @@ where
     }
 }
 
-fn not_sent(what: impl Into<String>) -> TransportError {
+/// What [`open`] started: the publishing side and the supervised receive
+/// task of one channel.
+pub(crate) struct Opened {
+    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) channel: Arc<str>,
+    pub(crate) config: RedisConfig,
+    pub(crate) supervisor: tokio::task::JoinHandle<()>,
+}
+
+/// What the receive task does with each message of the channel: decode
+/// and dispatch it, or skip, count and log it. Returns false once the
+/// server is gone.
+pub(crate) trait Handler: Send + Sync + 'static {
+    fn handle(&self, bytes: &[u8]) -> bool;
+}
+
+impl<M> Handler for Inbound<M>
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    fn handle(&self, bytes: &[u8]) -> bool {
+        Inbound::handle(self, bytes)
+    }
+}
+
+/// Connects to Redis, subscribes to `config`'s channel (its namespace), and
+/// starts the supervised task that hands what arrives to the handler that
+/// `handler` makes: what [`RedisTransport::connect`] does, for any format
+/// of message on the channel.
+pub(crate) async fn open<M, H>(
+    config: RedisConfig,
+    local: LocalNode<M>,
+    handler: impl FnOnce(LocalNode<M>, Arc<str>, &RedisConfig) -> H,
+) -> Result<Opened, TransportError>
+where
+    M: Send + Sync + 'static,
+    H: Handler,
+{
+    if config.namespace.is_empty() {
+        return Err(not_sent("the Redis namespace must not be empty"));
+    }
+    if config.max_message_size == 0 {
+        return Err(not_sent(
+            "the maximum message size must be at least one byte",
+        ));
+    }
+    if config.max_topics == 0 {
+        return Err(not_sent(
+            "the maximum number of topics must be at least one",
+        ));
+    }
+    let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
+        TransportError::new("the Redis transport needs a tokio runtime", error)
+            .with_outcome(Outcome::NotSent)
+    })?;
+    let secrets = Arc::new(Secrets::of(&config.url));
+    let shown: Arc<str> = Arc::from(redact(&config.url));
+    let client = Client::open(config.url.as_str()).map_err(|error| {
+        let cause = secrets.cause(&error);
+        not_sent(format!("invalid Redis URL {shown}: {cause}"))
+    })?;
+    let channel: Arc<str> = Arc::from(config.namespace.as_str());
+    let publisher = Arc::new(Publisher::new(
+        client.clone(),
+        &config,
+        Arc::clone(&secrets),
+        Arc::clone(&shown),
+    ));
+    let connected = tokio::time::timeout(config.connect_timeout, async {
+        publisher.connection().await?;
+        subscribe(&client, &channel)
+            .await
+            .map_err(|error| secrets.cause(&error))
+    })
+    .await;
+    let subscription = match connected {
+        Ok(Ok(subscription)) => subscription,
+        Ok(Err(cause)) => {
+            return Err(not_sent(format!(
+                "cannot connect to Redis at {shown}: {cause}"
+            )))
+        }
+        Err(_) => {
+            return Err(not_sent(format!(
+                "cannot connect to Redis at {shown}: no answer within {:?}",
+                config.connect_timeout
+            )))
+        }
+    };
+    tracing::info!(
+        url = %shown,
+        channel = %channel,
+        node = local.node_name(),
+        "connected to Redis"
+    );
+    local.set_connection(Connection::Connected);
+    let inbound = handler(local.clone(), Arc::clone(&channel), &config);
+    let receiver = Arc::new(Receiver {
+        client,
+        publisher: Arc::clone(&publisher),
+        channel: Arc::clone(&channel),
+        local,
+        config: config.clone(),
+        secrets,
+        reconnect_log: RateLimit::default(),
+        inbound,
+    });
+    let supervisor = runtime.spawn(supervise(receiver, subscription));
+    Ok(Opened {
+        publisher,
+        channel,
+        config,
+        supervisor,
+    })
+}
+
+pub(crate) fn not_sent(what: impl Into<String>) -> TransportError {
     TransportError::msg(what).with_outcome(Outcome::NotSent)
 }
 
@@ -450,7 +499,7 @@ enum Slot {
 /// Invariant: at most one connection attempt runs at a time, and a publish
 /// waits for at most one (the one running when it arrives, or its own), so
 /// a publish takes at most `connect_timeout + response_timeout`.
-struct Publisher {
+pub(crate) struct Publisher {
     client: Client,
     redis_config: AsyncConnectionConfig,
     connect_timeout: Duration,
@@ -545,7 +594,7 @@ impl Publisher {
         }
     }
 
-    async fn publish(&self, channel: &str, bytes: &[u8]) -> Result<(), TransportError> {
+    pub(crate) async fn publish(&self, channel: &str, bytes: &[u8]) -> Result<(), TransportError> {
         // Set once the PUBLISH may have reached Redis: from then on a
         // failure's outcome is unknown.
         let written = AtomicBool::new(false);
@@ -627,9 +676,10 @@ enum Stopped {
 /// Runs the receive task, and runs it again whenever it ends while the
 /// server lives (a panic that escaped it): after each restart it
 /// subscribes again and every subscriber gets a gap, as after a reconnect.
-async fn supervise<M>(receiver: Arc<Receiver<M>>, first: Subscribed)
+async fn supervise<M, H>(receiver: Arc<Receiver<M, H>>, first: Subscribed)
 where
-    M: DeserializeOwned + Send + Sync + 'static,
+    M: Send + Sync + 'static,
+    H: Handler,
 {
     let mut first = Some(first);
     let mut backoff = Backoff::new(receiver.config.reconnect_min, receiver.config.reconnect_max);
@@ -661,7 +711,7 @@ where
 }
 
 /// The receive side: one task per transport (restarted by [`supervise`]).
-struct Receiver<M> {
+struct Receiver<M, H> {
     client: Client,
     publisher: Arc<Publisher>,
     channel: Arc<str>,
@@ -670,12 +720,13 @@ struct Receiver<M> {
     secrets: Arc<Secrets>,
     reconnect_log: RateLimit,
     /// Decodes and dispatches what the channel carries.
-    inbound: Inbound<M>,
+    inbound: H,
 }
 
-impl<M> Receiver<M>
+impl<M, H> Receiver<M, H>
 where
-    M: DeserializeOwned + Send + Sync + 'static,
+    M: Send + Sync + 'static,
+    H: Handler,
 {
     /// Reads `first`, or subscribes afresh without one (a restart), and
     /// reconnects whenever the connection drops, until the server is gone.

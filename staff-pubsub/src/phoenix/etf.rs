@@ -1,0 +1,1047 @@
+//! The subset of Erlang's External Term Format that Phoenix frames use:
+//! a bounded reader that borrows from the frame, a serde `Deserializer`
+//! over what it reads, a writer, and an owned [`Term`] for inspection.
+//!
+//! The reader validates a whole term once ([`skip`]) before anything reads
+//! it: nesting deeper than [`MAX_DEPTH`] is refused, and every length is
+//! checked against the bytes that are left before it is used, so nothing
+//! is allocated from a length the frame states. Reading then walks the
+//! validated bytes lazily: a payload field the message does not have is
+//! never materialised.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::{Read, Write};
+
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserializer;
+
+/// The deepest nesting of lists, tuples and maps a term may have. A staff
+/// frame needs 4 (a `DateTime` in a payload); the bound keeps a hostile
+/// frame from exhausting the stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// The longest a zlib stream can inflate per input byte (deflate's
+/// maximum ratio is about 1032:1): a compressed frame declaring more is
+/// refused before inflating.
+const MAX_INFLATE_RATIO: usize = 1100;
+
+pub(crate) const VERSION: u8 = 131;
+const COMPRESSED: u8 = 80;
+const NEW_FLOAT_EXT: u8 = 70;
+const BIT_BINARY_EXT: u8 = 77;
+const NEW_PID_EXT: u8 = 88;
+const NEW_PORT_EXT: u8 = 89;
+const NEWER_REFERENCE_EXT: u8 = 90;
+const SMALL_INTEGER_EXT: u8 = 97;
+const INTEGER_EXT: u8 = 98;
+const FLOAT_EXT: u8 = 99;
+const ATOM_EXT: u8 = 100;
+const REFERENCE_EXT: u8 = 101;
+const PORT_EXT: u8 = 102;
+const PID_EXT: u8 = 103;
+const SMALL_TUPLE_EXT: u8 = 104;
+const LARGE_TUPLE_EXT: u8 = 105;
+const NIL_EXT: u8 = 106;
+const STRING_EXT: u8 = 107;
+const LIST_EXT: u8 = 108;
+const BINARY_EXT: u8 = 109;
+const SMALL_BIG_EXT: u8 = 110;
+const LARGE_BIG_EXT: u8 = 111;
+const NEW_FUN_EXT: u8 = 112;
+const EXPORT_EXT: u8 = 113;
+const NEW_REFERENCE_EXT: u8 = 114;
+const SMALL_ATOM_EXT: u8 = 115;
+const MAP_EXT: u8 = 116;
+const ATOM_UTF8_EXT: u8 = 118;
+const SMALL_ATOM_UTF8_EXT: u8 = 119;
+const V4_PORT_EXT: u8 = 120;
+
+/// Why bytes are not a term this reader takes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EtfError {
+    /// The bytes end inside a term.
+    #[error("truncated term")]
+    Truncated,
+    /// The first byte is not the format version 131.
+    #[error("not an Erlang term (version byte {0}, expected 131)")]
+    Version(u8),
+    /// A tag this reader does not know (or one used only by distribution).
+    #[error("unsupported term tag {0}")]
+    UnsupportedTag(u8),
+    /// Lists, tuples and maps nested deeper than [`MAX_DEPTH`].
+    #[error("terms nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+    /// A length or count larger than the bytes that follow could hold.
+    #[error("a length of {0} exceeds the frame")]
+    Length(u64),
+    /// An atom whose UTF-8 text is not UTF-8, or longer than 255 characters.
+    #[error("invalid atom")]
+    InvalidAtom,
+    /// A compressed term larger than allowed, or whose stream does not
+    /// inflate to the size it states.
+    #[error("invalid compressed term: {0}")]
+    Compressed(&'static str),
+    /// Bytes after the term.
+    #[error("{0} bytes after the term")]
+    Trailing(usize),
+    /// A term too large to encode.
+    #[error("too large to encode: {0}")]
+    Encode(&'static str),
+}
+
+/// The term of a frame: inflated when it was compressed. Refuses a frame
+/// (or inflated term) of more than `max_size` bytes, before inflating.
+pub(crate) fn body(frame: &[u8], max_size: usize) -> Result<Cow<'_, [u8]>, EtfError> {
+    let (&version, rest) = frame.split_first().ok_or(EtfError::Truncated)?;
+    if version != VERSION {
+        return Err(EtfError::Version(version));
+    }
+    if rest.first() != Some(&COMPRESSED) {
+        return Ok(Cow::Borrowed(rest));
+    }
+    let size = rest.get(1..5).ok_or(EtfError::Truncated)?;
+    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize;
+    let stream = &rest[5..];
+    if size > max_size {
+        return Err(EtfError::Compressed("larger than the maximum frame size"));
+    }
+    if size > stream.len().saturating_mul(MAX_INFLATE_RATIO) {
+        return Err(EtfError::Compressed("states a size its stream cannot hold"));
+    }
+    // Never more than the stated size (plus one byte, to notice a stream
+    // that goes on): the buffer grows with what actually inflates.
+    let mut inflated = Vec::new();
+    let mut decoder = flate2::bufread::ZlibDecoder::new(stream);
+    (&mut decoder)
+        .take(size as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|_| EtfError::Compressed("not a zlib stream"))?;
+    if inflated.len() != size {
+        return Err(EtfError::Compressed("inflates to another size"));
+    }
+    if decoder.total_in() != stream.len() as u64 {
+        return Err(EtfError::Compressed("bytes after the zlib stream"));
+    }
+    Ok(Cow::Owned(inflated))
+}
+
+fn take(bytes: &[u8], pos: usize, len: usize) -> Result<&[u8], EtfError> {
+    let end = pos.checked_add(len).ok_or(EtfError::Truncated)?;
+    bytes.get(pos..end).ok_or(EtfError::Truncated)
+}
+
+fn u8_at(bytes: &[u8], pos: usize) -> Result<u8, EtfError> {
+    bytes.get(pos).copied().ok_or(EtfError::Truncated)
+}
+
+fn u16_at(bytes: &[u8], pos: usize) -> Result<usize, EtfError> {
+    let b = take(bytes, pos, 2)?;
+    Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
+}
+
+fn u32_at(bytes: &[u8], pos: usize) -> Result<usize, EtfError> {
+    let b = take(bytes, pos, 4)?;
+    Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// `count` items of at least `min` bytes each must fit in what is left.
+fn fits(bytes: &[u8], pos: usize, count: usize, min: usize) -> Result<(), EtfError> {
+    let needed = count.saturating_mul(min);
+    if needed > bytes.len().saturating_sub(pos) {
+        return Err(EtfError::Length(count as u64));
+    }
+    Ok(())
+}
+
+/// Validates the term at `pos` and returns where it ends. Recursion is
+/// bounded by [`MAX_DEPTH`]; lengths are checked before they are used.
+pub(crate) fn skip(bytes: &[u8], pos: usize, depth: usize) -> Result<usize, EtfError> {
+    let tag = u8_at(bytes, pos)?;
+    let at = pos + 1;
+    let nested = |depth: usize| {
+        if depth >= MAX_DEPTH {
+            Err(EtfError::TooDeep)
+        } else {
+            Ok(depth + 1)
+        }
+    };
+    let end = match tag {
+        SMALL_INTEGER_EXT => at + 1,
+        INTEGER_EXT => at + 4,
+        NEW_FLOAT_EXT => at + 8,
+        FLOAT_EXT => at + 31,
+        ATOM_EXT | SMALL_ATOM_EXT | ATOM_UTF8_EXT | SMALL_ATOM_UTF8_EXT => {
+            let (atom, end) = read_atom(bytes, pos)?;
+            atom.check()?;
+            end
+        }
+        NIL_EXT => at,
+        STRING_EXT => at + 2 + u16_at(bytes, at)?,
+        BINARY_EXT => {
+            let len = u32_at(bytes, at)?;
+            fits(bytes, at + 4, len, 1)?;
+            at + 4 + len
+        }
+        BIT_BINARY_EXT => {
+            let len = u32_at(bytes, at)?;
+            fits(bytes, at + 5, len, 1)?;
+            at + 5 + len
+        }
+        SMALL_BIG_EXT => at + 2 + usize::from(u8_at(bytes, at)?),
+        LARGE_BIG_EXT => {
+            let len = u32_at(bytes, at)?;
+            fits(bytes, at + 5, len, 1)?;
+            at + 5 + len
+        }
+        SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
+            let (arity, mut next) = if tag == SMALL_TUPLE_EXT {
+                (usize::from(u8_at(bytes, at)?), at + 1)
+            } else {
+                (u32_at(bytes, at)?, at + 4)
+            };
+            fits(bytes, next, arity, 1)?;
+            let depth = nested(depth)?;
+            for _ in 0..arity {
+                next = skip(bytes, next, depth)?;
+            }
+            next
+        }
+        LIST_EXT => {
+            let count = u32_at(bytes, at)?;
+            fits(bytes, at + 4, count, 1)?;
+            let depth = nested(depth)?;
+            let mut next = at + 4;
+            // The elements, then the tail (`[]` for a proper list).
+            for _ in 0..=count {
+                next = skip(bytes, next, depth)?;
+            }
+            next
+        }
+        MAP_EXT => {
+            let arity = u32_at(bytes, at)?;
+            fits(bytes, at + 4, arity, 2)?;
+            let depth = nested(depth)?;
+            let mut next = at + 4;
+            for _ in 0..arity {
+                next = skip(bytes, next, depth)?;
+                next = skip(bytes, next, depth)?;
+            }
+            next
+        }
+        // Opaque terms: validated so that they can be skipped, never read.
+        NEW_PID_EXT => skip_atom(bytes, at)? + 12,
+        PID_EXT => skip_atom(bytes, at)? + 9,
+        NEW_PORT_EXT => skip_atom(bytes, at)? + 8,
+        V4_PORT_EXT => skip_atom(bytes, at)? + 12,
+        PORT_EXT => skip_atom(bytes, at)? + 5,
+        REFERENCE_EXT => skip_atom(bytes, at)? + 5,
+        NEW_REFERENCE_EXT | NEWER_REFERENCE_EXT => {
+            let ids = u16_at(bytes, at)?;
+            let creation = if tag == NEW_REFERENCE_EXT { 1 } else { 4 };
+            skip_atom(bytes, at + 2)? + creation + 4 * ids
+        }
+        EXPORT_EXT => {
+            let next = skip_atom(bytes, at)?;
+            let next = skip_atom(bytes, next)?;
+            if u8_at(bytes, next)? != SMALL_INTEGER_EXT {
+                return Err(EtfError::UnsupportedTag(tag));
+            }
+            next + 2
+        }
+        NEW_FUN_EXT => {
+            // Its size counts itself and everything after the tag.
+            let size = u32_at(bytes, at)?;
+            if size < 4 {
+                return Err(EtfError::Length(size as u64));
+            }
+            at + size
+        }
+        other => return Err(EtfError::UnsupportedTag(other)),
+    };
+    if end > bytes.len() {
+        return Err(EtfError::Truncated);
+    }
+    Ok(end)
+}
+
+fn skip_atom(bytes: &[u8], pos: usize) -> Result<usize, EtfError> {
+    let (atom, end) = read_atom(bytes, pos)?;
+    atom.check()?;
+    Ok(end)
+}
+
+/// Validates a whole term (the body of a frame, after the version byte).
+pub(crate) fn validate(body: &[u8]) -> Result<(), EtfError> {
+    let end = skip(body, 0, 0)?;
+    if end != body.len() {
+        return Err(EtfError::Trailing(body.len() - end));
+    }
+    Ok(())
+}
+
+/// An atom as the frame holds it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AtomRef<'a> {
+    bytes: &'a [u8],
+    utf8: bool,
+}
+
+impl<'a> AtomRef<'a> {
+    fn check(&self) -> Result<(), EtfError> {
+        if self.utf8 {
+            let text = std::str::from_utf8(self.bytes).map_err(|_| EtfError::InvalidAtom)?;
+            if text.chars().count() > 255 {
+                return Err(EtfError::InvalidAtom);
+            }
+        } else if self.bytes.len() > 255 {
+            return Err(EtfError::InvalidAtom);
+        }
+        Ok(())
+    }
+
+    /// The atom's text (Latin-1 atoms converted to UTF-8).
+    pub(crate) fn text(&self) -> Cow<'a, str> {
+        if self.utf8 || self.bytes.is_ascii() {
+            // Checked by `skip`; lossless for valid input.
+            String::from_utf8_lossy(self.bytes)
+        } else {
+            Cow::Owned(self.bytes.iter().map(|&b| char::from(b)).collect())
+        }
+    }
+
+    /// Whether the atom is `name`, without allocating.
+    pub(crate) fn is(&self, name: &str) -> bool {
+        if self.utf8 || self.bytes.is_ascii() {
+            self.bytes == name.as_bytes()
+        } else {
+            self.bytes.len() == name.chars().count()
+                && self
+                    .bytes
+                    .iter()
+                    .zip(name.chars())
+                    .all(|(&b, c)| char::from(b) == c)
+        }
+    }
+}
+
+fn read_atom(bytes: &[u8], pos: usize) -> Result<(AtomRef<'_>, usize), EtfError> {
+    let tag = u8_at(bytes, pos)?;
+    let (len, start, utf8) = match tag {
+        ATOM_EXT => (u16_at(bytes, pos + 1)?, pos + 3, false),
+        ATOM_UTF8_EXT => (u16_at(bytes, pos + 1)?, pos + 3, true),
+        SMALL_ATOM_EXT => (usize::from(u8_at(bytes, pos + 1)?), pos + 2, false),
+        SMALL_ATOM_UTF8_EXT => (usize::from(u8_at(bytes, pos + 1)?), pos + 2, true),
+        other => return Err(EtfError::UnsupportedTag(other)),
+    };
+    let bytes = take(bytes, start, len)?;
+    Ok((AtomRef { bytes, utf8 }, start + len))
+}
+
+/// A validated term, read lazily: containers keep their encoded items.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TermRef<'a> {
+    Int(i64),
+    UInt(u64),
+    BigInt,
+    Float(f64),
+    Atom(AtomRef<'a>),
+    Binary(&'a [u8]),
+    /// `STRING_EXT`: a list of small integers.
+    Bytes(&'a [u8]),
+    /// A proper or improper list: `count` elements then the tail.
+    List {
+        count: usize,
+        items: &'a [u8],
+    },
+    Tuple {
+        arity: usize,
+        items: &'a [u8],
+    },
+    Map {
+        arity: usize,
+        items: &'a [u8],
+    },
+    Opaque(u8),
+}
+
+/// Reads the validated term at `pos`: the term and where it ends.
+pub(crate) fn read(bytes: &[u8], pos: usize) -> Result<(TermRef<'_>, usize), EtfError> {
+    let end = skip(bytes, pos, 0)?;
+    let tag = u8_at(bytes, pos)?;
+    let at = pos + 1;
+    let term = match tag {
+        SMALL_INTEGER_EXT => TermRef::Int(i64::from(u8_at(bytes, at)?)),
+        INTEGER_EXT => {
+            let b = take(bytes, at, 4)?;
+            TermRef::Int(i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+        }
+        NEW_FLOAT_EXT => {
+            let b = take(bytes, at, 8)?;
+            let mut raw = [0_u8; 8];
+            raw.copy_from_slice(b);
+            TermRef::Float(f64::from_be_bytes(raw))
+        }
+        FLOAT_EXT => {
+            let text = take(bytes, at, 31)?;
+            let text = std::str::from_utf8(text)
+                .unwrap_or("")
+                .trim_end_matches('\0');
+            text.trim()
+                .parse()
+                .map_or(TermRef::Opaque(tag), TermRef::Float)
+        }
+        ATOM_EXT | SMALL_ATOM_EXT | ATOM_UTF8_EXT | SMALL_ATOM_UTF8_EXT => {
+            TermRef::Atom(read_atom(bytes, pos)?.0)
+        }
+        NIL_EXT => TermRef::List {
+            count: 0,
+            items: &bytes[at..end],
+        },
+        STRING_EXT => TermRef::Bytes(&bytes[at + 2..end]),
+        BINARY_EXT => TermRef::Binary(&bytes[at + 4..end]),
+        SMALL_BIG_EXT | LARGE_BIG_EXT => {
+            let (sign, digits) = if tag == SMALL_BIG_EXT {
+                (u8_at(bytes, at + 1)?, &bytes[at + 2..end])
+            } else {
+                (u8_at(bytes, at + 4)?, &bytes[at + 5..end])
+            };
+            big(sign != 0, digits)
+        }
+        SMALL_TUPLE_EXT => TermRef::Tuple {
+            arity: usize::from(u8_at(bytes, at)?),
+            items: &bytes[at + 1..end],
+        },
+        LARGE_TUPLE_EXT => TermRef::Tuple {
+            arity: u32_at(bytes, at)?,
+            items: &bytes[at + 4..end],
+        },
+        LIST_EXT => TermRef::List {
+            count: u32_at(bytes, at)?,
+            items: &bytes[at + 4..end],
+        },
+        MAP_EXT => TermRef::Map {
+            arity: u32_at(bytes, at)?,
+            items: &bytes[at + 4..end],
+        },
+        other => TermRef::Opaque(other),
+    };
+    Ok((term, end))
+}
+
+/// A bignum: little-endian digits.
+fn big(negative: bool, digits: &[u8]) -> TermRef<'static> {
+    let significant = digits.iter().rposition(|&d| d != 0).map_or(0, |i| i + 1);
+    if significant > 8 {
+        return TermRef::BigInt;
+    }
+    let magnitude = digits[..significant]
+        .iter()
+        .rev()
+        .fold(0_u64, |acc, &d| (acc << 8) | u64::from(d));
+    if !negative {
+        return match i64::try_from(magnitude) {
+            Ok(value) => TermRef::Int(value),
+            Err(_) => TermRef::UInt(magnitude),
+        };
+    }
+    if magnitude <= i64::MAX as u64 + 1 {
+        TermRef::Int(0_i64.wrapping_sub_unsigned(magnitude))
+    } else {
+        TermRef::BigInt
+    }
+}
+
+/// The items of a validated container, in order.
+pub(crate) struct Items<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    left: usize,
+}
+
+impl<'a> Items<'a> {
+    pub(crate) fn new(items: &'a [u8], count: usize) -> Self {
+        Self {
+            bytes: items,
+            pos: 0,
+            left: count,
+        }
+    }
+
+    pub(crate) fn next_term(&mut self) -> Result<Option<TermRef<'a>>, EtfError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let (term, end) = read(self.bytes, self.pos)?;
+        self.pos = end;
+        Ok(Some(term))
+    }
+
+    /// What follows the items: a list's tail.
+    fn rest(&self) -> Result<TermRef<'a>, EtfError> {
+        Ok(read(self.bytes, self.pos)?.0)
+    }
+}
+
+// ---------------------------------------------------------------- serde
+
+/// A payload value that does not fit the message's type.
+#[derive(Debug)]
+pub(crate) struct DeError(pub(crate) String);
+
+impl fmt::Display for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DeError {}
+
+impl de::Error for DeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Self(msg.to_string())
+    }
+}
+
+impl From<EtfError> for DeError {
+    fn from(error: EtfError) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// A serde `Deserializer` over a validated term, in Elixir's terms: atom
+/// keys and atoms read as strings, `nil` as `None` (or unit), `true` and
+/// `false` as booleans, binaries as strings (or bytes when not UTF-8),
+/// lists and tuples as sequences, maps as maps.
+#[derive(Clone, Copy)]
+pub(crate) struct TermDeserializer<'a>(pub(crate) TermRef<'a>);
+
+impl<'de> TermDeserializer<'de> {
+    fn unsupported(self, what: &str) -> DeError {
+        DeError(format!("{what} cannot be read from this term"))
+    }
+}
+
+struct Seq<'a>(Items<'a>);
+
+impl<'de> SeqAccess<'de> for Seq<'de> {
+    type Error = DeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        match self.0.next_term()? {
+            Some(term) => seed.deserialize(TermDeserializer(term)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.0.left)
+    }
+}
+
+struct ByteSeq<'a>(std::slice::Iter<'a, u8>);
+
+impl<'de> SeqAccess<'de> for ByteSeq<'de> {
+    type Error = DeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        match self.0.next() {
+            Some(&byte) => seed.deserialize(byte.into_deserializer()).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+struct Map<'a> {
+    items: Items<'a>,
+    value: Option<TermRef<'a>>,
+}
+
+/// A map key: atoms and binaries as their text.
+struct Key<'a>(TermRef<'a>);
+
+impl<'de> Deserializer<'de> for Key<'de> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            TermRef::Atom(atom) => match atom.text() {
+                Cow::Borrowed(text) => visitor.visit_borrowed_str(text),
+                Cow::Owned(text) => visitor.visit_string(text),
+            },
+            other => TermDeserializer(other).deserialize_any(visitor),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl<'de> MapAccess<'de> for Map<'de> {
+    type Error = DeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some(key) = self.items.next_term()? else {
+            return Ok(None);
+        };
+        self.value = self.items.next_term()?;
+        seed.deserialize(Key(key)).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        match self.value.take() {
+            Some(value) => seed.deserialize(TermDeserializer(value)),
+            None => Err(DeError("a map value is missing".to_owned())),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.left / 2)
+    }
+}
+
+impl<'de> Deserializer<'de> for TermDeserializer<'de> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            TermRef::Int(value) => visitor.visit_i64(value),
+            TermRef::UInt(value) => visitor.visit_u64(value),
+            TermRef::BigInt => Err(self.unsupported("an integer this large")),
+            TermRef::Float(value) => visitor.visit_f64(value),
+            TermRef::Atom(atom) if atom.is("nil") => visitor.visit_unit(),
+            TermRef::Atom(atom) if atom.is("true") => visitor.visit_bool(true),
+            TermRef::Atom(atom) if atom.is("false") => visitor.visit_bool(false),
+            TermRef::Atom(atom) => match atom.text() {
+                Cow::Borrowed(text) => visitor.visit_borrowed_str(text),
+                Cow::Owned(text) => visitor.visit_string(text),
+            },
+            TermRef::Binary(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => visitor.visit_borrowed_str(text),
+                Err(_) => visitor.visit_borrowed_bytes(bytes),
+            },
+            TermRef::Bytes(bytes) => visitor.visit_seq(ByteSeq(bytes.iter())),
+            TermRef::List { count, items } => {
+                let mut seq = Seq(Items::new(items, count));
+                let value = visitor.visit_seq(&mut seq)?;
+                // The visitor may stop early: drain, then check the tail.
+                while seq.0.next_term()?.is_some() {}
+                match seq.0.rest() {
+                    Ok(TermRef::List { count: 0, .. }) => Ok(value),
+                    _ if count == 0 => Ok(value),
+                    _ => Err(self.unsupported("an improper list")),
+                }
+            }
+            TermRef::Tuple { arity, items } => visitor.visit_seq(Seq(Items::new(items, arity))),
+            TermRef::Map { arity, items } => visitor.visit_map(Map {
+                items: Items::new(items, arity.saturating_mul(2)),
+                value: None,
+            }),
+            TermRef::Opaque(tag) => Err(DeError(format!(
+                "a term with tag {tag} (pid, port, reference, fun or bitstring) cannot be read"
+            ))),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            TermRef::Atom(atom) if atom.is("nil") => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        // Validated already: nothing to walk.
+        visitor.visit_unit()
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        let text: Cow<'de, str> = match self.0 {
+            TermRef::Atom(atom) => atom.text(),
+            TermRef::Binary(bytes) => Cow::Borrowed(
+                std::str::from_utf8(bytes).map_err(|_| self.unsupported("an enum variant"))?,
+            ),
+            _ => return Err(self.unsupported("an enum variant")),
+        };
+        visitor.visit_enum(text.into_owned().into_deserializer())
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        Key(self.0).deserialize_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+    }
+}
+
+// ---------------------------------------------------------------- writing
+
+/// Writes an atom as OTP 25 does: `ATOM_EXT` with Latin-1 bytes when every
+/// character is Latin-1, else `SMALL_ATOM_UTF8_EXT`.
+pub(crate) fn write_atom(out: &mut Vec<u8>, name: &str) -> Result<(), EtfError> {
+    if name.chars().count() > 255 {
+        return Err(EtfError::Encode("an atom longer than 255 characters"));
+    }
+    if name.is_ascii() {
+        out.push(ATOM_EXT);
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+    } else if name.chars().all(|c| u32::from(c) <= 0xff) {
+        out.push(ATOM_EXT);
+        out.extend_from_slice(&(name.chars().count() as u16).to_be_bytes());
+        out.extend(name.chars().map(|c| u32::from(c) as u8));
+    } else if name.len() <= 255 {
+        out.push(SMALL_ATOM_UTF8_EXT);
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+    } else {
+        out.push(ATOM_UTF8_EXT);
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    Ok(())
+}
+
+pub(crate) fn write_binary(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), EtfError> {
+    let len = u32::try_from(bytes.len()).map_err(|_| EtfError::Encode("a binary over 4 GiB"))?;
+    out.push(BINARY_EXT);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+pub(crate) fn write_small_tuple(out: &mut Vec<u8>, arity: u8) {
+    out.push(SMALL_TUPLE_EXT);
+    out.push(arity);
+}
+
+pub(crate) fn write_int(out: &mut Vec<u8>, value: i128) {
+    if (0..=255).contains(&value) {
+        out.push(SMALL_INTEGER_EXT);
+        out.push(value as u8);
+    } else if let Ok(small) = i32::try_from(value) {
+        out.push(INTEGER_EXT);
+        out.extend_from_slice(&small.to_be_bytes());
+    } else {
+        let magnitude = value.unsigned_abs();
+        let digits = magnitude.to_le_bytes();
+        let len = digits.iter().rposition(|&d| d != 0).map_or(0, |i| i + 1);
+        out.push(SMALL_BIG_EXT);
+        out.push(len as u8);
+        out.push(u8::from(value < 0));
+        out.extend_from_slice(&digits[..len]);
+    }
+}
+
+/// Writes a JSON value as Elixir would hold it: objects as maps (keys as
+/// atoms when `atom_keys`, else binaries; in sorted order, which is
+/// Erlang's term order for atom and binary keys), strings as binaries,
+/// `null` as `nil`, booleans as `true`/`false`, arrays as lists.
+pub(crate) fn write_json(
+    out: &mut Vec<u8>,
+    value: &serde_json::Value,
+    atom_keys: bool,
+    depth: usize,
+) -> Result<(), EtfError> {
+    use serde_json::Value;
+    if depth > MAX_DEPTH {
+        return Err(EtfError::TooDeep);
+    }
+    match value {
+        Value::Null => write_atom(out, "nil")?,
+        Value::Bool(true) => write_atom(out, "true")?,
+        Value::Bool(false) => write_atom(out, "false")?,
+        Value::Number(number) => {
+            if let Some(int) = number.as_i64() {
+                write_int(out, i128::from(int));
+            } else if let Some(int) = number.as_u64() {
+                write_int(out, i128::from(int));
+            } else {
+                out.push(NEW_FLOAT_EXT);
+                out.extend_from_slice(&number.as_f64().unwrap_or(f64::NAN).to_be_bytes());
+            }
+        }
+        Value::String(text) => write_binary(out, text.as_bytes())?,
+        Value::Array(items) if items.is_empty() => out.push(NIL_EXT),
+        Value::Array(items) => {
+            let len =
+                u32::try_from(items.len()).map_err(|_| EtfError::Encode("a list too long"))?;
+            out.push(LIST_EXT);
+            out.extend_from_slice(&len.to_be_bytes());
+            for item in items {
+                write_json(out, item, false, depth + 1)?;
+            }
+            out.push(NIL_EXT);
+        }
+        Value::Object(map) => {
+            let len = u32::try_from(map.len()).map_err(|_| EtfError::Encode("a map too large"))?;
+            let mut pairs: Vec<_> = map.iter().collect();
+            pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(MAP_EXT);
+            out.extend_from_slice(&len.to_be_bytes());
+            for (key, value) in pairs {
+                if atom_keys {
+                    write_atom(out, key)?;
+                } else {
+                    write_binary(out, key.as_bytes())?;
+                }
+                write_json(out, value, false, depth + 1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `131` then the term, compressed with zlib at `level` (1..=9) as
+/// `term_to_binary(term, compressed: level)` does: only when that is
+/// smaller.
+pub(crate) fn finish(term: &[u8], level: u32, out: &mut Vec<u8>) -> Result<(), EtfError> {
+    out.push(VERSION);
+    if level > 0 {
+        let size = u32::try_from(term.len()).map_err(|_| EtfError::Encode("a term over 4 GiB"))?;
+        let mut encoder = flate2::write::ZlibEncoder::new(
+            Vec::with_capacity(term.len() / 2),
+            flate2::Compression::new(level.min(9)),
+        );
+        let compressed = encoder
+            .write_all(term)
+            .and_then(|()| encoder.finish())
+            .map_err(|_| EtfError::Encode("zlib failed"))?;
+        if compressed.len() + 5 < term.len() {
+            out.push(COMPRESSED);
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&compressed);
+            return Ok(());
+        }
+    }
+    out.extend_from_slice(term);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- owned
+
+/// An Erlang term, owned: what [`decode_term`](super::decode_term) returns,
+/// to inspect or compare frames. Maps compare equal whatever the order of
+/// their pairs (as Erlang maps do).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Term {
+    /// An integer that fits in an `i128`.
+    Int(i128),
+    /// A larger integer: its sign and little-endian magnitude.
+    BigInt {
+        /// Whether it is negative.
+        negative: bool,
+        /// The magnitude's bytes, least significant first.
+        digits: Vec<u8>,
+    },
+    /// A float.
+    Float(f64),
+    /// An atom, by its text (Latin-1 and UTF-8 atoms alike).
+    Atom(String),
+    /// A binary (an Elixir string when UTF-8).
+    Binary(Vec<u8>),
+    /// A list: its elements and its tail (`[]` for a proper list,
+    /// [`Term::List`] with no elements and no tail).
+    List(Vec<Term>, Option<Box<Term>>),
+    /// A tuple.
+    Tuple(Vec<Term>),
+    /// A map, as pairs in the frame's order.
+    Map(Vec<(Term, Term)>),
+    /// A pid, port, reference, fun or bitstring: its tag and bytes.
+    Opaque(u8, Vec<u8>),
+}
+
+impl PartialEq for Term {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Term::Int(a), Term::Int(b)) => a == b,
+            (
+                Term::BigInt {
+                    negative: a,
+                    digits: x,
+                },
+                Term::BigInt {
+                    negative: b,
+                    digits: y,
+                },
+            ) => a == b && x == y,
+            (Term::Float(a), Term::Float(b)) => a.to_bits() == b.to_bits(),
+            (Term::Atom(a), Term::Atom(b)) => a == b,
+            (Term::Binary(a), Term::Binary(b)) => a == b,
+            (Term::List(a, x), Term::List(b, y)) => a == b && x == y,
+            (Term::Tuple(a), Term::Tuple(b)) => a == b,
+            (Term::Map(a), Term::Map(b)) => {
+                a.len() == b.len() && a.iter().all(|pair| b.contains(pair))
+            }
+            (Term::Opaque(a, x), Term::Opaque(b, y)) => a == b && x == y,
+            _ => false,
+        }
+    }
+}
+
+impl Term {
+    /// The term at `pos` of validated bytes, owned.
+    pub(crate) fn read_owned(bytes: &[u8], pos: usize) -> Result<(Term, usize), EtfError> {
+        let (term, end) = read(bytes, pos)?;
+        let owned = match term {
+            TermRef::Int(value) => Term::Int(i128::from(value)),
+            TermRef::UInt(value) => Term::Int(i128::from(value)),
+            TermRef::BigInt => {
+                let tag = u8_at(bytes, pos)?;
+                let (negative, digits) = if tag == SMALL_BIG_EXT {
+                    (u8_at(bytes, pos + 2)? != 0, &bytes[pos + 3..end])
+                } else {
+                    (u8_at(bytes, pos + 5)? != 0, &bytes[pos + 6..end])
+                };
+                Term::BigInt {
+                    negative,
+                    digits: digits.to_vec(),
+                }
+            }
+            TermRef::Float(value) => Term::Float(value),
+            TermRef::Atom(atom) => Term::Atom(atom.text().into_owned()),
+            TermRef::Binary(bytes) => Term::Binary(bytes.to_vec()),
+            TermRef::Bytes(bytes) => Term::List(
+                bytes.iter().map(|&b| Term::Int(i128::from(b))).collect(),
+                None,
+            ),
+            TermRef::List { count, items } => {
+                let mut elements = Vec::new();
+                let mut at = 0;
+                for _ in 0..count {
+                    let (element, next) = Term::read_owned(items, at)?;
+                    elements.push(element);
+                    at = next;
+                }
+                let tail = if count == 0 {
+                    None
+                } else {
+                    match Term::read_owned(items, at)?.0 {
+                        Term::List(nil, None) if nil.is_empty() => None,
+                        tail => Some(Box::new(tail)),
+                    }
+                };
+                Term::List(elements, tail)
+            }
+            TermRef::Tuple { arity, items } => {
+                let mut elements = Vec::new();
+                let mut at = 0;
+                for _ in 0..arity {
+                    let (element, next) = Term::read_owned(items, at)?;
+                    elements.push(element);
+                    at = next;
+                }
+                Term::Tuple(elements)
+            }
+            TermRef::Map { arity, items } => {
+                let mut pairs = Vec::new();
+                let mut at = 0;
+                for _ in 0..arity {
+                    let (key, next) = Term::read_owned(items, at)?;
+                    let (value, next) = Term::read_owned(items, next)?;
+                    pairs.push((key, value));
+                    at = next;
+                }
+                Term::Map(pairs)
+            }
+            TermRef::Opaque(tag) => Term::Opaque(tag, bytes[pos + 1..end].to_vec()),
+        };
+        Ok((owned, end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(bytes: &[u8]) -> Result<Term, EtfError> {
+        let body = body(bytes, 1 << 20)?;
+        validate(&body)?;
+        Ok(Term::read_owned(&body, 0)?.0)
+    }
+
+    #[test]
+    fn integers_round_trip() {
+        for value in [
+            0_i128,
+            255,
+            256,
+            -1,
+            i128::from(i32::MAX),
+            i128::from(i32::MIN),
+            i128::from(i32::MAX) + 1,
+            i128::from(i64::MAX),
+            i128::from(i64::MIN),
+            i128::from(u64::MAX),
+        ] {
+            let mut term = Vec::new();
+            write_int(&mut term, value);
+            let mut frame = Vec::new();
+            finish(&term, 0, &mut frame).unwrap();
+            assert_eq!(decode(&frame).unwrap(), Term::Int(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn latin1_and_utf8_atoms_are_read_as_text() {
+        let mut term = Vec::new();
+        write_atom(&mut term, "été").unwrap();
+        assert_eq!(term[0], ATOM_EXT);
+        assert_eq!(&term[3..], [0xe9, b't', 0xe9]);
+        let mut frame = Vec::new();
+        finish(&term, 0, &mut frame).unwrap();
+        assert_eq!(decode(&frame).unwrap(), Term::Atom("été".into()));
+        let mut term = Vec::new();
+        write_atom(&mut term, "Ωmega").unwrap();
+        assert_eq!(term[0], SMALL_ATOM_UTF8_EXT);
+        let mut frame = Vec::new();
+        finish(&term, 0, &mut frame).unwrap();
+        assert_eq!(decode(&frame).unwrap(), Term::Atom("Ωmega".into()));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut frame = vec![VERSION];
+        for _ in 0..=MAX_DEPTH {
+            frame.extend_from_slice(&[SMALL_TUPLE_EXT, 1]);
+        }
+        frame.push(NIL_EXT);
+        assert_eq!(decode(&frame), Err(EtfError::TooDeep));
+        let mut ok = vec![VERSION];
+        for _ in 0..MAX_DEPTH {
+            ok.extend_from_slice(&[SMALL_TUPLE_EXT, 1]);
+        }
+        ok.push(NIL_EXT);
+        assert!(decode(&ok).is_ok());
+    }
+}

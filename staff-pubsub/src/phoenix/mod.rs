@@ -1,0 +1,774 @@
+//! Joining a Phoenix application's PubSub: a transport that speaks
+//! `phoenix_pubsub_redis` (feature `phoenix`).
+//!
+//! A Phoenix application configured with
+//! `{Phoenix.PubSub, name: MyApp.PubSub, adapter: Phoenix.PubSub.Redis, ...}`
+//! publishes every broadcast on the Redis channel
+//! `phx:Elixir.MyApp.PubSub.Adapter`, one frame per topic: the Erlang term
+//! `{3, mode, node_name, topic, message, dispatcher}` in the External Term
+//! Format. A [`PubSub`] built with [`Builder::phoenix`] reads that channel
+//! and writes to it:
+//!
+//! - A frame whose message is `{scope, event, payload}` of the server's
+//!   spec (`{:staff, :team_created, %{uuid: "...", name: "...", department_uuid: nil}}`)
+//!   is decoded into the spec's message and dispatched to this node's
+//!   subscribers of the frame's topic: payload fields are the map's atom
+//!   keys, UUID strings are parsed, `nil` is `None`, other keys are
+//!   ignored. Everything else the channel carries (channel broadcasts,
+//!   other scopes, other dispatchers, invalid ids) is skipped, counted in
+//!   [`Stats::rejected`](crate::Stats::rejected) and logged at DEBUG (a
+//!   Phoenix application's channel carries many messages that are not for
+//!   this spec).
+//! - A broadcast is published as Phoenix publishes it: one frame per topic,
+//!   `{3, :except, "<this node>", topic, {scope, event, payload}, Phoenix.PubSub}`
+//!   (`:only` and the target node for
+//!   [`direct_broadcast`](PubSub::direct_broadcast)), so that a LiveView's
+//!   `handle_info({:staff, :team_created, %{uuid: uuid}}, socket)` receives
+//!   it. The only atoms written are the spec's own names (scope, events,
+//!   payload fields) and Phoenix's (`except`, `only`, `nil`, `true`,
+//!   `false`, `Elixir.Phoenix.PubSub`). `local_broadcast` publishes nothing.
+//! - A frame `:except` this node's name (its own broadcasts) is not
+//!   dispatched again; an `:only` frame is taken only by the node it names.
+//!   Node names compare as Phoenix compares them: this node's name is a
+//!   binary, and an atom never equals it.
+//!
+//! Connection, timeouts, reconnection with [`RecvError::Gap`](crate::RecvError::Gap),
+//! outcomes of a failed broadcast and password redaction are those of the
+//! [Redis transport](crate::redis) (the same code).
+//!
+//! ```no_run
+//! use staff_pubsub::phoenix::PhoenixConfig;
+//! use staff_pubsub::staff;
+//!
+//! # async fn start() -> Result<(), staff_pubsub::Error> {
+//! let config = PhoenixConfig::new("redis://127.0.0.1:6379", "MyApp.PubSub");
+//! assert_eq!(config.channel(), "phx:Elixir.MyApp.PubSub.Adapter");
+//! let pubsub = staff::builder().node_name("rust-1").phoenix(config).await?;
+//! staff::install(pubsub).expect("installed at start-up, before first use");
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Outcome, TransportError};
+use crate::net::panic_message;
+use crate::pubsub::{Builder, PubSub};
+use crate::redis::{not_sent, open, Handler, Publisher, RedisConfig};
+use crate::spec::SpecMessage;
+use crate::transport::{BoxFuture, Envelope, LocalNode, Mode, Transport};
+
+mod etf;
+mod value;
+
+pub use etf::{EtfError, Term, MAX_DEPTH};
+use etf::{TermDeserializer, TermRef};
+
+/// The `phoenix_pubsub_redis` frame version this transport reads and writes.
+pub const FRAME_VERSION: u8 = 3;
+
+/// The largest frame read or written, unless
+/// [`PhoenixConfig::max_frame_size`] says otherwise: 1 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 1024 * 1024;
+
+/// The dispatcher of every frame this transport takes and writes.
+const DISPATCHER: &str = "Elixir.Phoenix.PubSub";
+
+/// The Redis channel of a Phoenix PubSub server named `pubsub_name`
+/// (`"MyApp.PubSub"`, with or without `Elixir.`): what
+/// `phoenix_pubsub_redis` derives, `"phx:" <> to_string(Module.concat(name, "Adapter"))`.
+///
+/// ```
+/// assert_eq!(staff_pubsub::phoenix::channel("MyApp.PubSub"), "phx:Elixir.MyApp.PubSub.Adapter");
+/// ```
+#[must_use]
+pub fn channel(pubsub_name: &str) -> String {
+    let name = pubsub_name.strip_prefix("Elixir.").unwrap_or(pubsub_name);
+    format!("phx:Elixir.{name}.Adapter")
+}
+
+/// Where the Redis of a Phoenix application is, and how to take part in
+/// its PubSub.
+///
+/// ```
+/// use std::time::Duration;
+/// use staff_pubsub::phoenix::PhoenixConfig;
+///
+/// let config = PhoenixConfig::new("redis://app:secret@127.0.0.1:6379/0", "MyApp.PubSub")
+///     .compression_level(6)
+///     .max_frame_size(64 * 1024)
+///     .connect_timeout(Duration::from_secs(2));
+/// assert_eq!(config.channel(), "phx:Elixir.MyApp.PubSub.Adapter");
+/// assert!(!format!("{config:?}").contains("secret"));
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct PhoenixConfig {
+    redis: RedisConfig,
+    pubsub_name: String,
+    compression_level: u32,
+    max_frame_size: usize,
+}
+
+impl PhoenixConfig {
+    /// The Phoenix PubSub server `pubsub_name` (the `name:` of its child
+    /// spec, such as `"MyApp.PubSub"`) on the Redis at `url` (any URL the
+    /// [Redis transport](crate::redis::RedisConfig::new) takes; the
+    /// password is never shown).
+    pub fn new(url: impl Into<String>, pubsub_name: impl Into<String>) -> Self {
+        let pubsub_name = pubsub_name.into();
+        Self {
+            redis: RedisConfig::new(url)
+                .namespace(channel(&pubsub_name))
+                .max_message_size(DEFAULT_MAX_FRAME_SIZE),
+            pubsub_name,
+            compression_level: 0,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+        }
+    }
+
+    /// The zlib level of the frames this node sends, 0 (none, Phoenix's
+    /// default) to 9, as the adapter's `compression_level`. A frame is
+    /// sent compressed only when that makes it smaller, as
+    /// `:erlang.term_to_binary/2` does. Compressed frames are read
+    /// whatever this is. Levels above 9 are 9.
+    pub fn compression_level(mut self, level: u32) -> Self {
+        self.compression_level = level.min(9);
+        self
+    }
+
+    /// The largest frame, in bytes, read or sent (for a compressed frame,
+    /// the size of its inflated term): a broadcast whose frame is larger
+    /// fails with outcome `NotSent`; a larger received frame is skipped
+    /// and counted, before it is inflated. Default
+    /// [`DEFAULT_MAX_FRAME_SIZE`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self.redis = self.redis.max_message_size(bytes);
+        self
+    }
+
+    /// As [`RedisConfig::connect_timeout`]. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.redis = self.redis.connect_timeout(timeout);
+        self
+    }
+
+    /// As [`RedisConfig::response_timeout`]. Default 5 s.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.redis = self.redis.response_timeout(timeout);
+        self
+    }
+
+    /// As [`RedisConfig::reconnect_backoff`]. Defaults 100 ms and 5 s.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.redis = self.redis.reconnect_backoff(min, max);
+        self
+    }
+
+    /// As [`RedisConfig::health_check_interval`]. Default 15 s.
+    pub fn health_check_interval(mut self, interval: Duration) -> Self {
+        self.redis = self.redis.health_check_interval(interval);
+        self
+    }
+
+    /// The Phoenix PubSub server's name, as given.
+    #[must_use]
+    pub fn pubsub_name(&self) -> &str {
+        &self.pubsub_name
+    }
+
+    /// The Redis channel: `phx:Elixir.<name>.Adapter`.
+    #[must_use]
+    pub fn channel(&self) -> &str {
+        self.redis.channel()
+    }
+}
+
+impl fmt::Debug for PhoenixConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhoenixConfig")
+            .field("pubsub_name", &self.pubsub_name)
+            .field("compression_level", &self.compression_level)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("redis", &self.redis)
+            .finish()
+    }
+}
+
+/// Which nodes take a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameMode {
+    /// `:except`: every node but the one named (the sender, which
+    /// delivered locally already).
+    Except,
+    /// `:only`: only the node named (`direct_broadcast`).
+    Only,
+}
+
+/// A node name as a frame carries it: a binary (a `node_name: "..."`
+/// option, and every Rust node) or an atom (the `node()` default, or an
+/// atom option). Phoenix never takes an atom to equal a binary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeName {
+    /// A binary.
+    Binary(String),
+    /// An atom.
+    Atom(String),
+}
+
+/// A decoded frame of this spec: [`decode_frame`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Frame<M> {
+    /// `:except` or `:only`.
+    pub mode: FrameMode,
+    /// The node the mode refers to.
+    pub node: NodeName,
+    /// The topic.
+    pub topic: String,
+    /// The message.
+    pub message: M,
+}
+
+/// Why a frame was not decoded (skipped) or not encoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Larger than the maximum frame size.
+    #[error("frame of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The frame's size (inflated, when it was compressed and this is
+        /// known).
+        size: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// Not a well-formed Erlang term, or not one this reader takes.
+    #[error("not a valid Erlang term: {0}")]
+    Term(#[from] EtfError),
+    /// A term that is not `{3, :except | :only, node, topic, message, dispatcher}`.
+    #[error("not a phoenix_pubsub_redis v3 frame: {0}")]
+    NotAFrame(&'static str),
+    /// Another dispatcher than `Phoenix.PubSub` (such as the
+    /// `Phoenix.Channel.Server` of an endpoint broadcast).
+    #[error("dispatcher {0} is not Phoenix.PubSub")]
+    Dispatcher(String),
+    /// A message that is not `{scope, event, map}` of this spec.
+    #[error("not a message of this spec: {0}")]
+    NotThisSpec(String),
+    /// A message of this spec whose payload does not fit its event.
+    #[error("payload of {event}: {error}")]
+    Payload {
+        /// The event.
+        event: String,
+        /// What does not fit.
+        error: String,
+    },
+    /// A message this node cannot encode.
+    #[error("message not encoded: {0}")]
+    Encode(String),
+}
+
+/// A parsed frame whose message is not read yet.
+struct Header<'a> {
+    mode: FrameMode,
+    node: NodeRef<'a>,
+    topic: &'a str,
+    message: TermRef<'a>,
+    dispatcher: etf::AtomRef<'a>,
+}
+
+impl Header<'_> {
+    /// Phoenix.PubSub's own dispatcher, not another one (the
+    /// `Phoenix.Channel.Server` of an endpoint broadcast).
+    fn check_dispatcher(&self) -> Result<(), FrameError> {
+        if self.dispatcher.is(DISPATCHER) {
+            return Ok(());
+        }
+        let name = self.dispatcher.text();
+        let name = name.strip_prefix("Elixir.").unwrap_or(&name);
+        Err(FrameError::Dispatcher(name.chars().take(64).collect()))
+    }
+}
+
+enum NodeRef<'a> {
+    Binary(&'a [u8]),
+    Atom(etf::AtomRef<'a>),
+}
+
+impl NodeRef<'_> {
+    /// Whether this is the binary `name` (an atom never is).
+    fn is_binary(&self, name: &str) -> bool {
+        matches!(self, NodeRef::Binary(bytes) if *bytes == name.as_bytes())
+    }
+
+    fn owned(&self) -> NodeName {
+        match self {
+            NodeRef::Binary(bytes) => NodeName::Binary(String::from_utf8_lossy(bytes).into_owned()),
+            NodeRef::Atom(atom) => NodeName::Atom(atom.text().into_owned()),
+        }
+    }
+}
+
+/// Validates the frame's term, then reads its six elements.
+fn header(body: &[u8]) -> Result<Header<'_>, FrameError> {
+    etf::validate(body)?;
+    let (TermRef::Tuple { arity: 6, items }, _) = etf::read(body, 0)? else {
+        return Err(FrameError::NotAFrame("not a 6-tuple"));
+    };
+    let mut items = etf::Items::new(items, 6);
+    let mut next = || -> Result<TermRef<'_>, FrameError> {
+        items
+            .next_term()?
+            .ok_or(FrameError::NotAFrame("not a 6-tuple"))
+    };
+    if !matches!(next()?, TermRef::Int(version) if version == i64::from(FRAME_VERSION)) {
+        return Err(FrameError::NotAFrame("version is not 3"));
+    }
+    let mode = match next()? {
+        TermRef::Atom(atom) if atom.is("except") => FrameMode::Except,
+        TermRef::Atom(atom) if atom.is("only") => FrameMode::Only,
+        _ => return Err(FrameError::NotAFrame("mode is not :except or :only")),
+    };
+    let node = match next()? {
+        TermRef::Binary(bytes) => NodeRef::Binary(bytes),
+        TermRef::Atom(atom) => NodeRef::Atom(atom),
+        _ => {
+            return Err(FrameError::NotAFrame(
+                "node name is not a binary or an atom",
+            ))
+        }
+    };
+    let topic = match next()? {
+        TermRef::Binary(bytes) => {
+            std::str::from_utf8(bytes).map_err(|_| FrameError::NotAFrame("topic is not UTF-8"))?
+        }
+        _ => return Err(FrameError::NotAFrame("topic is not a binary")),
+    };
+    let message = next()?;
+    let TermRef::Atom(dispatcher) = next()? else {
+        return Err(FrameError::NotAFrame("dispatcher is not an atom"));
+    };
+    Ok(Header {
+        mode,
+        node,
+        topic,
+        message,
+        dispatcher,
+    })
+}
+
+/// Reads `{scope, event, map}` of `M`'s spec.
+fn message<M: SpecMessage>(term: TermRef<'_>) -> Result<M, FrameError> {
+    let TermRef::Tuple { arity: 3, items } = term else {
+        return Err(FrameError::NotThisSpec(
+            "not a {scope, event, payload} tuple".to_owned(),
+        ));
+    };
+    let mut items = etf::Items::new(items, 3);
+    let mut next = || -> Result<TermRef<'_>, FrameError> {
+        items
+            .next_term()?
+            .ok_or(FrameError::NotAFrame("short tuple"))
+    };
+    let scope = next()?;
+    if !matches!(scope, TermRef::Atom(atom) if atom.is(M::SCOPE)) {
+        return Err(FrameError::NotThisSpec(format!(
+            "scope is not :{}",
+            M::SCOPE
+        )));
+    }
+    let TermRef::Atom(event) = next()? else {
+        return Err(FrameError::NotThisSpec("event is not an atom".to_owned()));
+    };
+    let Some(&event) = M::EVENTS.iter().find(|name| event.is(name)) else {
+        let name: String = event.text().chars().take(64).collect();
+        return Err(FrameError::NotThisSpec(format!(
+            "no event :{name} in scope :{}",
+            M::SCOPE
+        )));
+    };
+    let payload = next()?;
+    if !matches!(payload, TermRef::Map { .. }) {
+        return Err(FrameError::Payload {
+            event: event.to_owned(),
+            error: "not a map".to_owned(),
+        });
+    }
+    M::deserialize_payload(event, TermDeserializer(payload)).map_err(|error| FrameError::Payload {
+        event: event.to_owned(),
+        error: error.0.chars().take(200).collect(),
+    })
+}
+
+fn check_size(frame: &[u8], max: usize) -> Result<(), FrameError> {
+    if frame.len() > max {
+        return Err(FrameError::TooLarge {
+            size: frame.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn body(frame: &[u8], max: usize) -> Result<std::borrow::Cow<'_, [u8]>, FrameError> {
+    check_size(frame, max)?;
+    Ok(etf::body(frame, max)?)
+}
+
+/// Decodes one frame (a Redis message of the channel) whose message is of
+/// `M`'s spec.
+///
+/// # Errors
+///
+/// [`FrameError`]: too large (checked first, and for a compressed frame
+/// before inflating), not a term, not a frame, another dispatcher, not a
+/// message of this spec, or a payload that does not fit its event (an
+/// invalid UUID, a missing field).
+pub fn decode_frame<M: SpecMessage>(
+    frame: &[u8],
+    max_frame_size: usize,
+) -> Result<Frame<M>, FrameError> {
+    let body = body(frame, max_frame_size)?;
+    let header = header(&body)?;
+    header.check_dispatcher()?;
+    Ok(Frame {
+        mode: header.mode,
+        node: header.node.owned(),
+        topic: header.topic.to_owned(),
+        message: message(header.message)?,
+    })
+}
+
+/// Decodes any term (a frame, or anything else written by
+/// `:erlang.term_to_binary/1,2`), to inspect it or compare two frames.
+///
+/// # Errors
+///
+/// Too large, or not a term this reader takes ([`EtfError`]).
+pub fn decode_term(bytes: &[u8], max_size: usize) -> Result<Term, FrameError> {
+    let body = body(bytes, max_size)?;
+    etf::validate(&body)?;
+    Ok(Term::read_owned(&body, 0)?.0)
+}
+
+/// The term `{scope, event, payload}` of `message`, encoded (no version
+/// byte): the spec's scope and event atoms, the payload's fields as atom
+/// keys.
+fn encode_message<M: Serialize + SpecMessage>(message: &M) -> Result<Vec<u8>, FrameError> {
+    let value = value::to_value(message).map_err(|error| FrameError::Encode(error.to_string()))?;
+    let field = |name: &str| value.get(name);
+    let scope = field("scope").and_then(serde_json::Value::as_str);
+    if scope != Some(M::SCOPE) {
+        return Err(FrameError::Encode(format!(
+            "the message's scope is not {}",
+            M::SCOPE
+        )));
+    }
+    let event = field("event")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|event| M::EVENTS.iter().find(|name| **name == event))
+        .ok_or_else(|| FrameError::Encode("the message's event is not of its spec".to_owned()))?;
+    let payload = field("payload")
+        .filter(|payload| payload.is_object())
+        .ok_or_else(|| FrameError::Encode("the payload is not a struct".to_owned()))?;
+    let mut out = Vec::with_capacity(128);
+    etf::write_small_tuple(&mut out, 3);
+    etf::write_atom(&mut out, M::SCOPE)?;
+    etf::write_atom(&mut out, event)?;
+    etf::write_json(&mut out, payload, true, 0)?;
+    Ok(out)
+}
+
+/// One frame around an encoded message term.
+fn assemble(
+    mode: FrameMode,
+    node: &str,
+    topic: &str,
+    message: &[u8],
+    compression_level: u32,
+) -> Result<Vec<u8>, FrameError> {
+    let mut term = Vec::with_capacity(message.len() + node.len() + topic.len() + 48);
+    etf::write_small_tuple(&mut term, 6);
+    etf::write_int(&mut term, i128::from(FRAME_VERSION));
+    etf::write_atom(
+        &mut term,
+        match mode {
+            FrameMode::Except => "except",
+            FrameMode::Only => "only",
+        },
+    )?;
+    etf::write_binary(&mut term, node.as_bytes())?;
+    etf::write_binary(&mut term, topic.as_bytes())?;
+    term.extend_from_slice(message);
+    etf::write_atom(&mut term, DISPATCHER)?;
+    if compression_level == 0 {
+        term.insert(0, etf::VERSION);
+        return Ok(term);
+    }
+    let mut frame = Vec::with_capacity(term.len() + 1);
+    etf::finish(&term, compression_level, &mut frame)?;
+    Ok(frame)
+}
+
+/// Encodes `message` as the frame a Phoenix node would publish for it on
+/// `topic`: `{3, mode, node, topic, {scope, event, payload}, Phoenix.PubSub}`,
+/// with `node` as a binary, compressed at `compression_level` (0: not)
+/// when that makes it smaller. Payload fields become atom keys in Erlang's
+/// order (so that, uncompressed, the bytes equal OTP 25's
+/// `term_to_binary`); `None` becomes `nil`, strings and UUIDs binaries,
+/// nested maps binary-keyed maps.
+///
+/// # Errors
+///
+/// [`FrameError::Encode`]: the message does not serialize as its spec's
+/// `{"scope","event","payload"}` form with a struct payload.
+pub fn encode_frame<M: Serialize + SpecMessage>(
+    mode: FrameMode,
+    node: &str,
+    topic: &str,
+    message: &M,
+    compression_level: u32,
+) -> Result<Vec<u8>, FrameError> {
+    let message = encode_message(message)?;
+    assemble(mode, node, topic, &message, compression_level.min(9))
+}
+
+/// The transport of one node in a Phoenix application's PubSub: made by
+/// [`PhoenixTransport::connect`], usually through [`Builder::phoenix`].
+/// Dropping it (which dropping the last [`PubSub`] handle does) stops its
+/// receive task and closes its connections.
+pub struct PhoenixTransport<M> {
+    publisher: Arc<Publisher>,
+    channel: Arc<str>,
+    compression_level: u32,
+    max_frame_size: usize,
+    supervisor: tokio::task::JoinHandle<()>,
+    message: PhantomData<fn(&M)>,
+}
+
+impl<M> fmt::Debug for PhoenixTransport<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhoenixTransport")
+            .field("channel", &self.channel)
+            .field("compression_level", &self.compression_level)
+            .field("max_frame_size", &self.max_frame_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> Drop for PhoenixTransport<M> {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+impl<M> PhoenixTransport<M>
+where
+    M: SpecMessage + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Connects to Redis, subscribes to the Phoenix PubSub's channel, and
+    /// starts the task that dispatches the frames of `M`'s spec to
+    /// `local`'s subscribers. Must run inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// An empty PubSub name, a zero maximum frame size, an invalid URL, no
+    /// tokio runtime, or Redis not reachable within the connect timeout:
+    /// `cannot connect to Redis at <url>: <cause>`, the password hidden.
+    pub async fn connect(
+        config: PhoenixConfig,
+        local: LocalNode<M>,
+    ) -> Result<Self, TransportError> {
+        if config.pubsub_name.is_empty() {
+            return Err(not_sent("the Phoenix PubSub name must not be empty"));
+        }
+        let max_frame_size = config.max_frame_size;
+        let opened = open(config.redis, local, |local, channel, _| PhoenixInbound {
+            local,
+            channel,
+            max_frame_size,
+        })
+        .await?;
+        Ok(Self {
+            publisher: opened.publisher,
+            channel: opened.channel,
+            compression_level: config.compression_level,
+            max_frame_size,
+            supervisor: opened.supervisor,
+            message: PhantomData,
+        })
+    }
+
+    /// The Redis channel this transport publishes to and reads.
+    #[must_use]
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
+impl<M> Transport<M> for PhoenixTransport<M>
+where
+    M: SpecMessage + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn publish<'a>(
+        &'a self,
+        envelope: Envelope<'a, M>,
+    ) -> BoxFuture<'a, Result<(), TransportError>> {
+        let (mode, node) = match envelope.mode {
+            // Phoenix has no "every node": the sender has delivered locally.
+            Mode::All | Mode::ExceptOrigin => (FrameMode::Except, envelope.origin),
+            Mode::Only(node) => (FrameMode::Only, node),
+        };
+        let frames = encode_message(envelope.message).and_then(|message| {
+            envelope
+                .topics
+                .iter()
+                .map(|topic| {
+                    let frame = assemble(
+                        mode,
+                        node,
+                        &topic.to_string(),
+                        &message,
+                        self.compression_level,
+                    )?;
+                    check_size(&frame, self.max_frame_size)?;
+                    Ok(frame)
+                })
+                .collect::<Result<Vec<_>, FrameError>>()
+        });
+        Box::pin(async move {
+            let frames = frames.map_err(|error| {
+                TransportError::new("message not encoded for Phoenix", error)
+                    .with_outcome(Outcome::NotSent)
+            })?;
+            // One PUBLISH per topic, as Phoenix: concurrently, on the one
+            // multiplexed connection, so that the broadcast stays within
+            // `connect_timeout + response_timeout`.
+            let results = futures_util::future::join_all(
+                frames
+                    .iter()
+                    .map(|frame| self.publisher.publish(&self.channel, frame)),
+            )
+            .await;
+            let total = results.len();
+            let mut errors = results.into_iter().filter_map(Result::err);
+            let Some(first) = errors.next() else {
+                return Ok(());
+            };
+            let rest: Vec<TransportError> = errors.collect();
+            let failed = rest.len() + 1;
+            if failed == total
+                && first.outcome() == Outcome::NotSent
+                && rest.iter().all(|error| error.outcome() == Outcome::NotSent)
+            {
+                return Err(first);
+            }
+            // Some frames may have gone: the broadcast reached some topics.
+            Err(TransportError::new(
+                format!("{failed} of {total} Phoenix frames not acknowledged"),
+                first,
+            )
+            .with_outcome(Outcome::Unknown))
+        })
+    }
+}
+
+impl<M> Builder<M>
+where
+    M: SpecMessage + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Builds a server that takes part in the Phoenix PubSub of `config`
+    /// through its Redis: [`build_with`](Self::build_with) and
+    /// [`PhoenixTransport::connect`] in one call. Without a
+    /// [`node_name`](Self::node_name), the node gets a unique one; name it
+    /// to be the target of an Elixir `direct_broadcast`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyNodeName`], or [`Error::Connect`] as
+    /// [`PhoenixTransport::connect`].
+    pub async fn phoenix(self, config: PhoenixConfig) -> Result<PubSub<M>, Error> {
+        self.build_with(|local| PhoenixTransport::connect(config, local))
+            .await
+    }
+}
+
+/// The receive side: decodes the frames of the channel for this node.
+struct PhoenixInbound<M> {
+    local: LocalNode<M>,
+    channel: Arc<str>,
+    max_frame_size: usize,
+}
+
+impl<M> PhoenixInbound<M>
+where
+    M: SpecMessage + Send + Sync + 'static,
+{
+    fn handle_unguarded(&self, bytes: &[u8]) -> bool {
+        match self.decode(bytes) {
+            Ok(Some((topic, message))) => self.local.dispatch_wire([&*topic], message).is_some(),
+            Ok(None) => self.local.is_alive(),
+            Err(error) => {
+                self.local.record_rejected();
+                tracing::debug!(
+                    %error,
+                    size = bytes.len(),
+                    channel = %self.channel,
+                    node = self.local.node_name(),
+                    "skipped a Phoenix frame"
+                );
+                self.local.is_alive()
+            }
+        }
+    }
+
+    /// The frame's topic and message when this node takes it; `None` for
+    /// a frame not for this node (its own, or another's direct broadcast).
+    fn decode(&self, bytes: &[u8]) -> Result<Option<(String, M)>, FrameError> {
+        let body = body(bytes, self.max_frame_size)?;
+        let header = header(&body)?;
+        let me = self.local.node_name();
+        let mine = header.node.is_binary(me);
+        let take = match header.mode {
+            FrameMode::Except => !mine,
+            FrameMode::Only => mine,
+        };
+        if !take {
+            return Ok(None);
+        }
+        header.check_dispatcher()?;
+        let message = message(header.message)?;
+        Ok(Some((header.topic.to_owned(), message)))
+    }
+}
+
+impl<M> Handler for PhoenixInbound<M>
+where
+    M: SpecMessage + Send + Sync + 'static,
+{
+    fn handle(&self, bytes: &[u8]) -> bool {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_unguarded(bytes))) {
+            Ok(alive) => alive,
+            Err(payload) => {
+                self.local.record_rejected();
+                tracing::error!(
+                    panic = panic_message(payload.as_ref()),
+                    size = bytes.len(),
+                    channel = %self.channel,
+                    node = self.local.node_name(),
+                    "a message's own code panicked on the Phoenix receive task: frame skipped"
+                );
+                drop(payload);
+                self.local.is_alive()
+            }
+        }
+    }
+}
