@@ -39,6 +39,8 @@
 //! - `redis`: the Redis pub/sub transport (`staff_pubsub::redis`), for
 //!   several nodes.
 //! - `redis-tls`: `rediss://` URLs for the Redis transport.
+//! - `axum`: live updates in the browser, a subscription as a Server-Sent
+//!   Events response for axum 0.8 (`staff_pubsub::sse`).
 //! - `nats`: the NATS transport (`staff_pubsub::nats`), routed by interest:
 //!   a node receives only the topics it has subscribers of.
 //! - `phoenix`: joining a Phoenix application's PubSub through its
@@ -68,6 +70,9 @@ mod pubsub;
 pub mod redis;
 mod registry;
 pub mod spec;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod sse;
 mod stock;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

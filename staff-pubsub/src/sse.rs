@@ -1,0 +1,537 @@
+//! Live updates in the browser: a [`Subscription`] as a Server-Sent Events
+//! response, for [axum](https://docs.rs/axum) 0.8.
+//!
+//! An [`SseBridge`] serves `GET <path>?topic=<topic>&topic=<topic>...`: it
+//! parses each `topic` parameter with the spec's strict `parse_topic`, asks
+//! the application's authorization hook, subscribes, and streams:
+//!
+//! | SSE `event:` | `data:` | when |
+//! | --- | --- | --- |
+//! | `ready` | `{"topics":["staff:teams",...]}` | first, once subscribed: every broadcast after it reaches the page |
+//! | the event atom (`team_created`) | the message's JSON form, `{"scope":"staff","event":"team_created","payload":{...}}` | one per message received |
+//! | `resync` | `{"reason":"lagged","missed":n}`, `{"reason":"gap"}` or `{"reason":"reconnected"}` | messages were lost: reload the state the page shows |
+//!
+//! Every event has an `id:`, a sequence number of the connection (1 for
+//! `ready`). A browser's `EventSource` that reconnects sends the last id
+//! it saw (`Last-Event-ID`): what was broadcast meanwhile is lost, so the
+//! new stream says `resync` (`"reconnected"`) right after `ready`.
+//! Keep-alive comments flow while nothing happens (every 15 s by default).
+//! The stream ends when the server is gone or [`SseBridge::close`] is
+//! called. A spec event named `ready` or `resync` would be ambiguous: do
+//! not declare one in a spec served by the bridge.
+//!
+//! Refusals are JSON, `{"error": <code>, "message": <text>, ...}`:
+//!
+//! | status | `error` | cause |
+//! | --- | --- | --- |
+//! | 400 | `invalid_topic` (with `"topic"`, the input) | a topic the spec's `parse_topic` rejects |
+//! | 400 | `no_topics` | no `topic` parameter |
+//! | 400 | `too_many_topics` (with `"limit"`) | more `topic` parameters than [`SseBridge::max_topics`] |
+//! | 403 | `forbidden` (with `"topic"`) | the [`SseBridge::authorize`] hook refused a topic |
+//! | 503 | `unavailable` | the bridge is closed, or the server's subscription limit is reached |
+//!
+//! A slow or stalled browser never holds anything up: each connection reads
+//! from its own subscription, whose bounded queue drops the oldest message
+//! when full (the server never waits for the client); the client is told
+//! with `resync` once it reads again.
+//!
+//! It works for any spec: give the bridge the spec's generated
+//! `parse_topic` and `Message::event_name`.
+//!
+//! ```
+//! use axum::Router;
+//! use staff_pubsub::sse::SseBridge;
+//! use staff_pubsub::{staff, PubSub, Topic};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bridge = SseBridge::new(staff::server(), staff::parse_topic, staff::Message::event_name)
+//!     .max_topics(8)
+//!     // Which topics may this request subscribe to? Here: no single person's.
+//!     .authorize(|_request, topic: &Topic| !topic.to_string().starts_with("staff:person:"));
+//! let app: Router = Router::new().route("/events", bridge.route());
+//! # let _ = app;
+//!
+//! // The page: new EventSource("/events?topic=staff:teams&topic=staff:departments")
+//! # Ok(()) }
+//! ```
+//!
+//! An application that chooses the topics itself (from its session, say)
+//! turns its own subscription into a response with [`SseBridge::stream`].
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use futures_core::Stream;
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::{Error, ParseTopicError, PubSub, RecvError, Subscription, Topic};
+
+/// The default bound on topics per connection ([`SseBridge::max_topics`]).
+pub const DEFAULT_MAX_TOPICS: usize = 16;
+
+/// The default interval of keep-alive comments ([`SseBridge::keep_alive`]).
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The query parameter that names a topic: `?topic=staff:teams`.
+pub const TOPIC_PARAMETER: &str = "topic";
+
+/// The SSE event that tells the page to reload what it shows.
+pub const RESYNC_EVENT: &str = "resync";
+
+/// The SSE event sent first, once the connection is subscribed.
+pub const READY_EVENT: &str = "ready";
+
+/// A spec's strict topic parser: the generated `parse_topic`.
+pub type ParseTopic = fn(&str) -> Result<Topic, ParseTopicError>;
+
+/// A message's SSE event name: the generated `Message::event_name`.
+pub type EventName<M> = fn(&M) -> &'static str;
+
+type Authorize = dyn Fn(&Parts, &Topic) -> bool + Send + Sync;
+
+/// Serves subscriptions of a [`PubSub`] as Server-Sent Events: see the
+/// [module docs](self). Cheap to clone.
+pub struct SseBridge<M> {
+    inner: Arc<Inner<M>>,
+}
+
+struct Inner<M> {
+    pubsub: PubSub<M>,
+    parse_topic: ParseTopic,
+    event_name: EventName<M>,
+    max_topics: usize,
+    keep_alive: Duration,
+    authorize: Option<Box<Authorize>>,
+    closed: watch::Sender<bool>,
+}
+
+impl<M> Clone for SseBridge<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<M> fmt::Debug for SseBridge<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseBridge")
+            .field("pubsub", &self.inner.pubsub)
+            .field("max_topics", &self.inner.max_topics)
+            .field("keep_alive", &self.inner.keep_alive)
+            .field("authorize", &self.inner.authorize.is_some())
+            .field("closed", &*self.inner.closed.borrow())
+            .finish()
+    }
+}
+
+/// Why a request was refused: its response is the status and a JSON body
+/// (see the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// A `topic` parameter the spec's `parse_topic` rejects (400).
+    InvalidTopic {
+        /// The parameter, as sent (at most 256 bytes of it).
+        topic: String,
+        /// Why the spec rejects it.
+        message: String,
+    },
+    /// No `topic` parameter (400).
+    NoTopics,
+    /// More `topic` parameters than allowed (400).
+    TooManyTopics {
+        /// The bound.
+        limit: usize,
+    },
+    /// The authorization hook refused a topic (403).
+    Forbidden {
+        /// The refused topic.
+        topic: String,
+    },
+    /// The bridge is closed, or the server allows no more subscriptions (503).
+    Unavailable {
+        /// Why.
+        message: String,
+    },
+}
+
+impl Rejection {
+    /// The response status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidTopic { .. } | Self::NoTopics | Self::TooManyTopics { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON body.
+    #[must_use]
+    pub fn body(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Self::InvalidTopic { topic, message } => {
+                json!({"error": "invalid_topic", "topic": topic, "message": message})
+            }
+            Self::NoTopics => json!({
+                "error": "no_topics",
+                "message": format!("subscribe to at least one topic: ?{TOPIC_PARAMETER}=<topic>"),
+            }),
+            Self::TooManyTopics { limit } => json!({
+                "error": "too_many_topics",
+                "limit": limit,
+                "message": format!("at most {limit} topics per connection"),
+            }),
+            Self::Forbidden { topic } => json!({
+                "error": "forbidden",
+                "topic": topic,
+                "message": format!("not allowed to subscribe to {topic}"),
+            }),
+            Self::Unavailable { message } => json!({"error": "unavailable", "message": message}),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self
+            .body()
+            .get("message")
+            .and_then(serde_json::Value::as_str)
+        {
+            Some(message) => f.write_str(message),
+            None => f.write_str("refused"),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes, on a char boundary.
+fn clip(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+impl<M> SseBridge<M>
+where
+    M: Serialize + Send + Sync + 'static,
+{
+    /// A bridge from `pubsub` that parses topics with `parse_topic` (the
+    /// spec's generated `parse_topic`) and names SSE events with
+    /// `event_name` (the generated `Message::event_name`). No authorization
+    /// hook: every topic the spec accepts may be subscribed to.
+    #[must_use]
+    pub fn new(pubsub: PubSub<M>, parse_topic: ParseTopic, event_name: EventName<M>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pubsub,
+                parse_topic,
+                event_name,
+                max_topics: DEFAULT_MAX_TOPICS,
+                keep_alive: DEFAULT_KEEP_ALIVE,
+                authorize: None,
+                closed: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    fn inner_mut(&mut self) -> Option<&mut Inner<M>> {
+        Arc::get_mut(&mut self.inner)
+    }
+
+    /// At most `limit` topics per connection (at least 1); default
+    /// [`DEFAULT_MAX_TOPICS`]. Configure before cloning the bridge: on a
+    /// bridge already cloned this has no effect (and logs an error).
+    #[must_use]
+    pub fn max_topics(mut self, limit: usize) -> Self {
+        match self.inner_mut() {
+            Some(inner) => inner.max_topics = limit.max(1),
+            None => tracing::error!("SseBridge::max_topics on a cloned bridge: ignored"),
+        }
+        self
+    }
+
+    /// Keep-alive comments every `interval` while no event is sent; default
+    /// [`DEFAULT_KEEP_ALIVE`]. Configure before cloning the bridge.
+    #[must_use]
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        match self.inner_mut() {
+            Some(inner) => inner.keep_alive = interval,
+            None => tracing::error!("SseBridge::keep_alive on a cloned bridge: ignored"),
+        }
+        self
+    }
+
+    /// The authorization hook: `allow(request, topic)` says whether the
+    /// request (its headers, URI and extensions, where an authentication
+    /// layer put the user) may subscribe to `topic`. It is asked for each
+    /// topic after all of them parsed; the first refusal is a 403 naming
+    /// the topic. Configure before cloning the bridge.
+    #[must_use]
+    pub fn authorize<F>(mut self, allow: F) -> Self
+    where
+        F: Fn(&Parts, &Topic) -> bool + Send + Sync + 'static,
+    {
+        match self.inner_mut() {
+            Some(inner) => inner.authorize = Some(Box::new(allow)),
+            None => tracing::error!("SseBridge::authorize on a cloned bridge: ignored"),
+        }
+        self
+    }
+
+    /// The server the bridge subscribes to.
+    #[must_use]
+    pub fn pubsub(&self) -> &PubSub<M> {
+        &self.inner.pubsub
+    }
+
+    /// Ends every stream of this bridge (after the event each is sending)
+    /// and refuses new requests with 503: call it before a graceful
+    /// shutdown of the HTTP server, which otherwise waits for the streams.
+    pub fn close(&self) {
+        self.inner.closed.send_replace(true);
+    }
+
+    /// The topics a request asks for, parsed and authorized.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] when the request may not be served.
+    pub fn topics(&self, request: &Parts) -> Result<Vec<Topic>, Rejection> {
+        let query = request.uri.query().unwrap_or("");
+        let limit = self.inner.max_topics;
+        let mut topics: Vec<Topic> = Vec::new();
+        let mut count = 0_usize;
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if name != TOPIC_PARAMETER {
+                continue;
+            }
+            count += 1;
+            if count > limit {
+                return Err(Rejection::TooManyTopics { limit });
+            }
+            let topic =
+                (self.inner.parse_topic)(&value).map_err(|error| Rejection::InvalidTopic {
+                    topic: clip(&value, 256),
+                    message: error.to_string(),
+                })?;
+            if !topics.contains(&topic) {
+                topics.push(topic);
+            }
+        }
+        if topics.is_empty() {
+            return Err(Rejection::NoTopics);
+        }
+        if let Some(allow) = &self.inner.authorize {
+            if let Some(refused) = topics.iter().find(|topic| !allow(request, topic)) {
+                return Err(Rejection::Forbidden {
+                    topic: refused.to_string(),
+                });
+            }
+        }
+        Ok(topics)
+    }
+
+    /// Serves one request: the topics of its query, checked, subscribed and
+    /// streamed; or the refusal.
+    pub fn serve(&self, request: &Parts) -> Response {
+        match self.subscribe(request) {
+            Ok(subscription) => {
+                let resumed = request.headers.contains_key("last-event-id");
+                self.stream(subscription, resumed).into_response()
+            }
+            Err(rejection) => rejection.into_response(),
+        }
+    }
+
+    /// The subscription a request asks for.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] when the request may not be served.
+    pub fn subscribe(&self, request: &Parts) -> Result<Subscription<M>, Rejection> {
+        let topics = self.topics(request)?;
+        if *self.inner.closed.borrow() {
+            return Err(Rejection::Unavailable {
+                message: "the event stream is shut down".to_owned(),
+            });
+        }
+        self.inner
+            .pubsub
+            .subscribe_many(topics)
+            .map_err(|error: Error| Rejection::Unavailable {
+                message: error.to_string(),
+            })
+    }
+
+    /// A `GET` route serving [`serve`](Self::serve), for
+    /// `Router::route(path, bridge.route())`.
+    pub fn route<S>(&self) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let bridge = self.clone();
+        axum::routing::get(move |request: axum::extract::Request| {
+            let bridge = bridge.clone();
+            async move {
+                let (parts, _body) = request.into_parts();
+                let mut response = bridge.serve(&parts);
+                // Proxies such as nginx buffer responses unless told not to.
+                response
+                    .headers_mut()
+                    .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+                response
+            }
+        })
+    }
+
+    /// `subscription` as an SSE response (see the [module docs](self) for
+    /// the events): for an application that subscribes by itself. With
+    /// `resumed` (the client sent `Last-Event-ID`), a `resync` follows
+    /// `ready`.
+    pub fn stream(
+        &self,
+        subscription: Subscription<M>,
+        resumed: bool,
+    ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
+        let keep_alive = KeepAlive::new().interval(self.inner.keep_alive);
+        Sse::new(events(
+            subscription,
+            self.inner.event_name,
+            self.inner.closed.subscribe(),
+            resumed,
+        ))
+        .keep_alive(keep_alive)
+    }
+}
+
+/// What the stream sends next.
+enum Step {
+    Ready,
+    Reconnected,
+    Messages,
+}
+
+struct State<M> {
+    subscription: Subscription<M>,
+    event_name: EventName<M>,
+    closed: watch::Receiver<bool>,
+    step: Step,
+    resumed: bool,
+    sequence: u64,
+}
+
+impl<M> State<M> {
+    fn event(&mut self, name: &str, data: &str) -> Event {
+        self.sequence += 1;
+        Event::default()
+            .event(name)
+            .id(self.sequence.to_string())
+            .data(data)
+    }
+}
+
+fn resync(reason: &str, missed: Option<u64>) -> String {
+    let mut body = serde_json::Map::new();
+    body.insert("reason".into(), reason.into());
+    if let Some(missed) = missed {
+        body.insert("missed".into(), missed.into());
+    }
+    serde_json::Value::Object(body).to_string()
+}
+
+fn events<M>(
+    subscription: Subscription<M>,
+    event_name: EventName<M>,
+    closed: watch::Receiver<bool>,
+    resumed: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static
+where
+    M: Serialize + Send + Sync + 'static,
+{
+    let state = State {
+        subscription,
+        event_name,
+        closed,
+        step: Step::Ready,
+        resumed,
+        sequence: 0,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        let event = match state.step {
+            Step::Ready => {
+                state.step = if state.resumed {
+                    Step::Reconnected
+                } else {
+                    Step::Messages
+                };
+                let topics: Vec<String> = state
+                    .subscription
+                    .topics()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                let data = serde_json::json!({ "topics": topics }).to_string();
+                state.event(READY_EVENT, &data)
+            }
+            Step::Reconnected => {
+                state.step = Step::Messages;
+                state.event(RESYNC_EVENT, &resync("reconnected", None))
+            }
+            Step::Messages => {
+                if *state.closed.borrow_and_update() {
+                    return None;
+                }
+                let item = tokio::select! {
+                    biased;
+                    // Err: the bridge is gone, so nothing can close the
+                    // stream any more; the branch is disabled.
+                    Ok(()) = state.closed.changed() => return None,
+                    item = state.subscription.next() => item?,
+                };
+                match item {
+                    Ok(message) => match serde_json::to_string(&*message) {
+                        Ok(data) => {
+                            let name = (state.event_name)(&message);
+                            state.event(name, &data)
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "cannot encode a message for SSE: resync");
+                            state.event(RESYNC_EVENT, &resync("encode", Some(1)))
+                        }
+                    },
+                    Err(RecvError::Lagged(missed)) => {
+                        state.event(RESYNC_EVENT, &resync("lagged", Some(missed)))
+                    }
+                    Err(RecvError::Gap) => state.event(RESYNC_EVENT, &resync("gap", None)),
+                    Err(_) => return None,
+                }
+            }
+        };
+        Some((Ok(event), state))
+    })
+}
