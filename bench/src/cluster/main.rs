@@ -1,0 +1,209 @@
+//! Several nodes: the Redis and NATS transports against their engines' raw
+//! clients (two nodes, A to B), and 16 simulated nodes (scale).
+//!
+//! ```text
+//! cargo run --release -p staff-pubsub-bench --features cluster --bin cluster_bench -- --quick
+//! cargo run --release -p staff-pubsub-bench --features cluster --bin cluster_bench
+//! cargo run --release -p staff-pubsub-bench --features cluster --bin cluster_bench -- --only pair
+//! cargo run --release -p staff-pubsub-bench --features cluster --bin cluster_bench -- --only scale --scale-broadcasts 20000
+//! ```
+//!
+//! Options: `--quick` (pair 20,000 broadcasts x 3 rounds, scale 10,000
+//! broadcasts x 1 run per engine; the full run is 100,000 x 5 and 100,000
+//! x 3), `--only pair|scale`, `--pair-broadcasts N`, `--rounds N`,
+//! `--scale-broadcasts N`, `--scale-runs N`, `--nodes N` (16).
+//!
+//! It starts its own `redis-server` and `nats-server` on free loopback ports
+//! (from `PATH`, or `REDIS_SERVER` / `NATS_SERVER`); everything else runs in
+//! this process, on a tokio runtime with one worker per core. See
+//! [`pair`] and [`scale`] for what is measured; the report is Markdown on
+//! standard output.
+
+mod cpu;
+mod pair;
+mod scale;
+mod servers;
+
+use std::time::Instant;
+
+use pair::{Contender, Pair, Run, IN_FLIGHT};
+use scale::{Engine, ScaleRun, NODES, PEOPLE};
+use servers::Server;
+
+struct Plan {
+    pair_broadcasts: usize,
+    rounds: usize,
+    scale_broadcasts: usize,
+    scale_runs: usize,
+    nodes: usize,
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|at| args.get(at + 1))
+            .map(|v| v.replace('_', "").parse::<usize>().expect("a number"))
+    };
+    let quick = has("--quick");
+    let plan = Plan {
+        pair_broadcasts: value("--pair-broadcasts").unwrap_or(if quick { 20_000 } else { 100_000 }),
+        rounds: value("--rounds").unwrap_or(if quick { 3 } else { 5 }),
+        scale_broadcasts: value("--scale-broadcasts").unwrap_or(if quick {
+            10_000
+        } else {
+            100_000
+        }),
+        nodes: value("--nodes").unwrap_or(NODES),
+        scale_runs: value("--scale-runs").unwrap_or(if quick { 1 } else { 3 }),
+    };
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|at| args.get(at + 1).cloned());
+    let started = Instant::now();
+    let redis = Server::redis().await;
+    let nats = Server::nats().await;
+    println!(
+        "# cluster_bench ({}; {} cores; {IN_FLIGHT} broadcasts in flight)\n",
+        if quick { "--quick" } else { "full" },
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    if only.as_deref().is_none_or(|only| only == "pair") {
+        pair_report(&redis, &nats, &plan).await;
+    }
+    if only.as_deref().is_none_or(|only| only == "scale") {
+        scale_report(&redis, &nats, &plan).await;
+    }
+    println!("\ntotal {:.0} s", started.elapsed().as_secs_f64());
+}
+
+async fn pair_report(redis: &Server, nats: &Server, plan: &Plan) {
+    let pair = Pair::connect(redis, nats).await;
+    let n = plan.pair_broadcasts;
+    // Warm-up, discarded.
+    for contender in Contender::ALL {
+        pair.run(contender, (n / 5).max(500)).await;
+    }
+    let mut rounds: Vec<Vec<Run>> = Vec::new();
+    for round in 0..plan.rounds {
+        let mut runs = Vec::new();
+        let count = Contender::ALL.len();
+        for i in 0..count {
+            let contender = Contender::ALL[(i + round) % count];
+            runs.push(pair.run(contender, n).await);
+        }
+        runs.sort_by_key(|run| Contender::ALL.iter().position(|c| *c == run.contender));
+        rounds.push(runs);
+    }
+    println!(
+        "## Two nodes, A to B: {n} membership broadcasts (4 topics) x {} rounds\n",
+        plan.rounds
+    );
+    println!("Median over rounds [min .. max]:\n");
+    println!("| contender | broadcasts/s | p50 µs | p99 µs | process CPU µs/broadcast | server CPU µs/broadcast | anomalies |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (i, contender) in Contender::ALL.iter().enumerate() {
+        let of = |f: fn(&Run) -> f64| -> Vec<f64> { rounds.iter().map(|r| f(&r[i])).collect() };
+        println!(
+            "| `{}` | {} | {} | {} | {} | {} | {} |",
+            contender.name(),
+            spread(&of(|r| r.per_sec), 0),
+            spread(&of(|r| r.p50_us), 0),
+            spread(&of(|r| r.p99_us), 0),
+            spread(&of(|r| r.cpu_us), 1),
+            spread(&of(|r| r.server_cpu_us), 1),
+            rounds.iter().map(|r| r[i].anomalies).sum::<u64>(),
+        );
+    }
+    println!("\nThroughput ratios, paired within each round (goal >= 0.8):\n");
+    println!("| ratio | median [min .. max] | per round |");
+    println!("| --- | ---: | --- |");
+    for (ours, raw) in [
+        (Contender::Redis, Contender::RedisRaw),
+        (Contender::Redis, Contender::RedisRawDecoded),
+        (Contender::Nats, Contender::NatsRaw),
+        (Contender::Nats, Contender::NatsRawFlush),
+        (Contender::Nats, Contender::NatsRawDecoded),
+    ] {
+        let at = |c: Contender| Contender::ALL.iter().position(|x| *x == c).unwrap_or(0);
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .map(|r| r[at(ours)].per_sec / r[at(raw)].per_sec)
+            .collect();
+        println!(
+            "| `{}` / `{}` | {} | {} |",
+            ours.name(),
+            raw.name(),
+            spread(&ratios, 2),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+async fn scale_report(redis: &Server, nats: &Server, plan: &Plan) {
+    let n = plan.scale_broadcasts;
+    println!(
+        "\n## Scale: {} nodes, {PEOPLE} person topics, {n} person broadcasts x {} runs per engine\n",
+        plan.nodes, plan.scale_runs
+    );
+    println!("| run | engine | broadcasts/s | s | received per node [min .. max] | received, all nodes | rejected | delivered | lagged | gaps | process CPU s | µs/broadcast | server CPU s | complete |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    let mut run_id = 0;
+    for run in 0..plan.scale_runs {
+        // Alternate which engine goes first.
+        let engines = if run % 2 == 0 {
+            [Engine::Redis, Engine::Nats]
+        } else {
+            [Engine::Nats, Engine::Redis]
+        };
+        for engine in engines {
+            run_id += 1;
+            let server = match engine {
+                Engine::Redis => redis,
+                Engine::Nats => nats,
+            };
+            let result = scale::run(engine, server, plan.nodes, n, run_id).await;
+            print_scale(run + 1, &result);
+        }
+    }
+}
+
+fn print_scale(run: usize, r: &ScaleRun) {
+    let min = r.received.iter().min().copied().unwrap_or(0);
+    let max = r.received.iter().max().copied().unwrap_or(0);
+    println!(
+        "| {run} | `{}` | {:.0} | {:.2} | {min} .. {max} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.2} | {} |",
+        r.engine.name(),
+        r.per_sec,
+        r.secs,
+        r.received.iter().sum::<u64>(),
+        r.rejected,
+        r.delivered,
+        r.lagged,
+        r.gaps,
+        r.cpu_s,
+        r.cpu_s * 1e6 / r.n as f64,
+        r.server_cpu_s,
+        if r.complete { "yes" } else { "**no**" },
+    );
+}
+
+/// `median [min .. max]` with `digits` decimals.
+fn spread(values: &[f64], digits: usize) -> String {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    format!(
+        "{median:.digits$} [{:.digits$} .. {:.digits$}]",
+        sorted[0],
+        sorted[sorted.len() - 1]
+    )
+}
