@@ -99,8 +99,9 @@ pub mod __private {
     pub use crate::default_server::{DefaultServer, ScopeEntry};
     pub use crate::link::{link, linked_base};
     pub use crate::spec::{
-        deserialize_message, serialize_message, unknown_event, Route, Spec, SpecMessage, Target,
-        TargetKey, TopicList, UnknownEvent,
+        broadcast_default, broadcast_on, deserialize_event, deserialize_message,
+        deserialize_payload_of, parse_event, payload_field, serialize_message, unknown_event,
+        PayloadField, Route, Spec, SpecMessage, Target, TargetKey, TopicList, UnknownEvent,
     };
     pub use crate::{
         AlreadyInstalled, Builder, Error, ParseTopicError, PubSub, Scoped, Subscription, Topic,

@@ -6,12 +6,16 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
+
+use futures_util::future::Either;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Topic, TopicKind};
+use crate::default_server::DefaultServer;
+use crate::{Error, PubSub, Topic, TopicKind};
 
 /// A whole spec as constant data: `<spec>::SPEC`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,6 +192,140 @@ pub fn serialize_message<P: Serialize, S: Serializer>(
 /// An unknown-event error in the deserializer's terms.
 pub fn unknown_event<E: de::Error>(event: &str, expected: &'static [&'static str]) -> E {
     E::unknown_variant(event, expected)
+}
+
+/// A generated `broadcast_*`: on the spec's scoped server inside its
+/// [`Scoped`](crate::Scoped) future, else on its process-wide one (`global`).
+/// One async layer on the process-wide server; `Send` is checked here, once.
+#[doc(hidden)]
+pub fn broadcast_default<M, T>(
+    server: &'static DefaultServer<M>,
+    global: fn() -> &'static PubSub<M>,
+    topics: T,
+    message: M,
+) -> impl Future<Output = Result<(), Error>> + Send + 'static
+where
+    M: Send + Sync + 'static,
+    T: AsRef<[Topic]> + Send + Sync + 'static,
+{
+    match server.scoped() {
+        None => Either::Left(global().broadcast(topics, message)),
+        Some(pubsub) => Either::Right(Box::pin(
+            async move { pubsub.broadcast(topics, message).await },
+        )),
+    }
+}
+
+/// A generated `broadcast_*_on`: [`PubSub::broadcast`], with `Send` checked
+/// here, once, rather than for each spec's every broadcast function.
+#[doc(hidden)]
+pub fn broadcast_on<M, T>(
+    pubsub: &PubSub<M>,
+    topics: T,
+    message: M,
+) -> impl Future<Output = Result<(), Error>> + Send + '_
+where
+    M: Send + Sync + 'static,
+    T: AsRef<[Topic]> + Send + Sync + 'static,
+{
+    pubsub.broadcast(topics, message)
+}
+
+/// What a payload field needs: the payload derives these traits. The
+/// generated code checks each field type against it, so that a type lacking
+/// one is reported once, at the field, in these words.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a payload field: payloads derive Clone, Debug, PartialEq, Serialize and Deserialize",
+    label = "not usable in a payload"
+)]
+pub trait PayloadField {}
+
+impl<T: Clone + fmt::Debug + PartialEq + Serialize + de::DeserializeOwned> PayloadField for T {}
+
+/// The generated check of one payload field's type.
+#[doc(hidden)]
+pub const fn payload_field<T: PayloadField>() {}
+
+/// A generated event enum's `FromStr`: the event of `all` whose atom, at
+/// the same index of `atoms`, is `name`.
+///
+/// # Errors
+///
+/// `name` is not one of `atoms`.
+#[doc(hidden)]
+pub fn parse_event<E: Copy>(
+    name: &str,
+    atoms: &'static [&'static str],
+    all: &[E],
+) -> Result<E, UnknownEvent> {
+    atoms
+        .iter()
+        .position(|atom| *atom == name)
+        .and_then(|index| all.get(index).copied())
+        .ok_or_else(|| UnknownEvent::new(name, atoms))
+}
+
+/// An event enum's `Deserialize`: the atom as a string, read through the
+/// enum's `FromStr`; an unknown atom is serde's unknown-variant error,
+/// listing `atoms`.
+///
+/// # Errors
+///
+/// Not a string, or not one of `atoms`.
+#[doc(hidden)]
+pub fn deserialize_event<'de, E: std::str::FromStr, D: Deserializer<'de>>(
+    deserializer: D,
+    atoms: &'static [&'static str],
+) -> Result<E, D::Error> {
+    deserializer.deserialize_str(EventVisitor {
+        atoms,
+        event: PhantomData,
+    })
+}
+
+struct EventVisitor<E> {
+    atoms: &'static [&'static str],
+    event: PhantomData<E>,
+}
+
+impl<E: std::str::FromStr> Visitor<'_> for EventVisitor<E> {
+    type Value = E;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("variant identifier")
+    }
+
+    fn visit_str<Er: de::Error>(self, atom: &str) -> Result<E, Er> {
+        atom.parse()
+            .map_err(|_| Er::unknown_variant(atom, self.atoms))
+    }
+
+    fn visit_bytes<Er: de::Error>(self, bytes: &[u8]) -> Result<E, Er> {
+        match std::str::from_utf8(bytes) {
+            Ok(atom) => self.visit_str(atom),
+            Err(_) => Err(Er::invalid_value(de::Unexpected::Bytes(bytes), &self)),
+        }
+    }
+}
+
+/// One arm of a generated `deserialize_payload`: the payload of `event`,
+/// made a message by `message` (a variant of the spec's `Message`).
+///
+/// # Errors
+///
+/// The payload does not deserialize.
+#[doc(hidden)]
+pub fn deserialize_payload_of<'de, E, P, M, D>(
+    deserializer: D,
+    event: E,
+    message: impl FnOnce(E, P) -> M,
+) -> Result<M, D::Error>
+where
+    P: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    P::deserialize(deserializer).map(|payload| message(event, payload))
 }
 
 const FIELDS: &[&str] = &["scope", "event", "payload"];
@@ -669,6 +807,44 @@ mod tests {
             event: event.as_str(),
             scope: "staff",
         }
+    }
+
+    #[test]
+    fn an_event_is_its_atom_in_serde_with_the_derived_errors() {
+        use staff::TeamEvent;
+        // What `#[derive(Deserialize)]` with the atoms as names gave before.
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        enum Derived {
+            #[serde(rename = "team_created")]
+            Created,
+            #[serde(rename = "team_updated")]
+            Updated,
+            #[serde(rename = "team_deleted")]
+            Deleted,
+        }
+        for event in TeamEvent::ALL {
+            let json = serde_json::to_string(event).unwrap();
+            assert_eq!(json, format!("\"{}\"", event.as_str()));
+            assert_eq!(serde_json::from_str::<TeamEvent>(&json).unwrap(), *event);
+            assert_eq!(event.to_string().parse::<TeamEvent>(), Ok(*event));
+            let value = serde_value::to_value(event).unwrap();
+            assert_eq!(value, serde_value::Value::String(event.as_str().to_owned()));
+        }
+        let unknown = r#""team_exploded""#;
+        assert_eq!(
+            serde_json::from_str::<TeamEvent>(unknown)
+                .unwrap_err()
+                .to_string(),
+            serde_json::from_str::<Derived>(unknown)
+                .unwrap_err()
+                .to_string()
+        );
+        assert_eq!(
+            "team_exploded".parse::<TeamEvent>().unwrap_err().to_string(),
+            "unknown event `team_exploded`: expected one of team_created, team_updated, team_deleted"
+        );
+        assert!(serde_json::from_str::<TeamEvent>("1").is_err());
     }
 
     #[test]
