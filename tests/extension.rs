@@ -1,5 +1,5 @@
 //! An application's spec that extends the stock staff spec with `location`,
-//! `skill` and the `person_skill` link, as a user crate would.
+//! `skill` and the `person_skill` relation, as a user crate would.
 
 use staff_pubsub::staff;
 use staff_pubsub::{PubSub, TryRecvError, Uuid};
@@ -34,9 +34,9 @@ pub mod app {
     }
 
     /// A person gained or lost a skill.
-    #[link(events(person_skill_added, person_skill_removed))]
+    #[relation(events(person_skill_added, person_skill_removed))]
     pub struct PersonSkill {
-        /// The link's id.
+        /// The relation's id.
         pub uuid: Uuid,
         /// The person: reaches the people topic and the person's topic.
         #[endpoint(person)]

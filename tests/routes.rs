@@ -4,7 +4,7 @@
 use staff_pubsub::spec::{Target, TargetKey};
 use staff_pubsub::{PubSub, TryRecvError, Uuid};
 
-/// A spec whose link joins two people.
+/// A spec whose relation joins two people.
 #[staff_pubsub::staff_events(scope = "mentoring")]
 pub mod mentoring {
     use staff_pubsub::Uuid;
@@ -17,9 +17,9 @@ pub mod mentoring {
     }
 
     /// One person mentors another: both endpoints are people.
-    #[link(events(mentorship_started))]
+    #[relation(events(mentorship_started))]
     pub struct Mentorship {
-        /// The link.
+        /// The relation.
         pub uuid: Uuid,
         /// The mentor: reaches `mentoring:people` and the mentor's topic.
         #[endpoint(person)]
@@ -41,7 +41,7 @@ fn keyed(topic: &'static str, field: &'static str, optional: bool) -> Target {
 }
 
 #[test]
-fn a_link_with_two_endpoints_of_one_entity_lists_the_collection_once() {
+fn a_relation_with_two_endpoints_of_one_entity_lists_the_collection_once() {
     let route = mentoring::ROUTES
         .iter()
         .find(|route| route.function == "broadcast_mentorship")

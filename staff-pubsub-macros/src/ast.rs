@@ -9,7 +9,7 @@ use syn::{Attribute, Fields, Ident, Item, ItemMod, ItemStruct, Type, Visibility}
 
 use crate::attr::{
     misspelled_helper, EntityAttr, EntityKind, Name, Options, RouteAttr, RouteKind, FIELD_HELPERS,
-    STRUCT_HELPERS,
+    RENAMED_STRUCT_HELPERS, STRUCT_HELPERS,
 };
 use crate::ctxt::Ctxt;
 use crate::names::snake_case;
@@ -27,7 +27,7 @@ pub(crate) struct Entity {
     pub(crate) ident: Ident,
     /// Its visibility, as written.
     pub(crate) vis: Visibility,
-    /// Where the `#[entity]`/`#[link]` attribute is.
+    /// Where the `#[entity]`/`#[relation]` attribute is.
     pub(crate) span: Span,
     /// The singular name: `team`, `team_membership`.
     pub(crate) name: Name,
@@ -134,11 +134,18 @@ fn read_item(cx: &mut Ctxt, item: &mut Item, item_index: usize) -> Option<Entity
     })
 }
 
-/// Removes and parses the `#[entity]` or `#[link]` attribute of a struct.
+/// Removes and parses the `#[entity]` or `#[relation]` attribute of a struct.
 fn take_entity_attr(cx: &mut Ctxt, attrs: &mut Vec<Attribute>) -> Option<syn::Result<EntityAttr>> {
-    let kinds = [("entity", EntityKind::Entity), ("link", EntityKind::Link)];
-    let once = "a payload struct takes one `#[entity]` or `#[link]` attribute";
-    take_helper(cx, attrs, &kinds, STRUCT_HELPERS, once, EntityAttr::parse)
+    let kinds = [
+        ("entity", EntityKind::Entity),
+        ("relation", EntityKind::Relation),
+    ];
+    let helpers = Helpers {
+        names: STRUCT_HELPERS,
+        renamed: RENAMED_STRUCT_HELPERS,
+        once: "a payload struct takes one `#[entity]` or `#[relation]` attribute",
+    };
+    take_helper(cx, attrs, &kinds, &helpers, EntityAttr::parse)
 }
 
 /// Removes and parses the `#[route]`/`#[endpoint]` attributes of a struct's
@@ -152,7 +159,7 @@ fn take_fields(cx: &mut Ctxt, item: &mut ItemStruct, is_payload: bool) -> Vec<Fi
                 cx.error_at(
                     route.span,
                     format!(
-                        "`#[{}]` only applies to fields of an `#[entity]` or `#[link]` struct",
+                        "`#[{}]` only applies to fields of an `#[entity]` or `#[relation]` struct",
                         route.kind.attr_name()
                     ),
                 );
@@ -182,26 +189,51 @@ fn take_route_attr(cx: &mut Ctxt, attrs: &mut Vec<Attribute>) -> Option<syn::Res
         ("route", RouteKind::Route),
         ("endpoint", RouteKind::Endpoint),
     ];
-    let once = "a field takes one `#[route]` or `#[endpoint]` attribute";
-    take_helper(cx, attrs, &kinds, FIELD_HELPERS, once, RouteAttr::parse)
+    let helpers = Helpers {
+        names: FIELD_HELPERS,
+        renamed: &[],
+        once: "a field takes one `#[route]` or `#[endpoint]` attribute",
+    };
+    take_helper(cx, attrs, &kinds, &helpers, RouteAttr::parse)
+}
+
+/// The helper attributes of one position (struct or field).
+struct Helpers {
+    names: &'static [&'static str],
+    /// `(old, new, why)`: see [`RENAMED_STRUCT_HELPERS`].
+    renamed: &'static [(&'static str, &'static str, &'static str)],
+    /// The error for a second one.
+    once: &'static str,
 }
 
 /// Removes the helper attributes named in `kinds` from `attrs` and parses the
-/// one allowed; reports a second one, and near misses of the helper names
-/// (which are removed too, so rustc adds no error of its own).
+/// one allowed; reports a second one, near misses of the helper names and
+/// former names (which are removed too, so rustc adds no error of its own; a
+/// former name is read as the current one).
 fn take_helper<K: Copy, T>(
     cx: &mut Ctxt,
     attrs: &mut Vec<Attribute>,
     kinds: &[(&str, K)],
-    helpers: &[&'static str],
-    once: &str,
+    helpers: &Helpers,
     parse: fn(&Attribute, K) -> syn::Result<T>,
 ) -> Option<syn::Result<T>> {
     let mut found = None;
     let mut kept = Vec::with_capacity(attrs.len());
     for attr in attrs.drain(..) {
-        let Some((_, kind)) = kinds.iter().find(|(name, _)| attr.path().is_ident(name)) else {
-            match misspelled_helper(&attr, helpers) {
+        let mut name = attr.path().get_ident().map(ToString::to_string);
+        if let Some((_, new, why)) = helpers
+            .renamed
+            .iter()
+            .find(|(old, ..)| name.as_deref() == Some(old))
+        {
+            cx.error_spanned_by(
+                attr.path(),
+                format!("{why} (and the former name of `#[{new}]`); did you mean `#[{new}(...)]`?"),
+            );
+            name = Some((*new).to_owned());
+        }
+        let Some((_, kind)) = kinds.iter().find(|(kind, _)| name.as_deref() == Some(kind)) else {
+            match misspelled_helper(&attr, helpers.names) {
                 Some(helper) => cx.error_spanned_by(
                     attr.path(),
                     format!("unknown attribute; did you mean `#[{helper}(...)]`?"),
@@ -211,7 +243,7 @@ fn take_helper<K: Copy, T>(
             continue;
         };
         if found.is_some() {
-            cx.error_spanned_by(&attr, once);
+            cx.error_spanned_by(&attr, helpers.once);
             continue;
         }
         found = Some(parse(&attr, *kind));
@@ -245,4 +277,21 @@ fn item_attrs(item: &mut Item) -> Option<&mut Vec<Attribute>> {
         Item::Use(i) => &mut i.attrs,
         _ => return None,
     })
+}
+
+/// The name an item defines in the module, if it is one the macro could
+/// generate (a type, a function, a constant, ...).
+pub(crate) fn item_ident(item: &Item) -> Option<&syn::Ident> {
+    match item {
+        Item::Const(i) => Some(&i.ident),
+        Item::Enum(i) => Some(&i.ident),
+        Item::Fn(i) => Some(&i.sig.ident),
+        Item::Static(i) => Some(&i.ident),
+        Item::Struct(i) => Some(&i.ident),
+        Item::Trait(i) => Some(&i.ident),
+        Item::Type(i) => Some(&i.ident),
+        Item::Union(i) => Some(&i.ident),
+        Item::Mod(i) => Some(&i.ident),
+        _ => None,
+    }
 }

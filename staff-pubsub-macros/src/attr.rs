@@ -1,5 +1,5 @@
 //! The macro's own arguments and its helper attributes: `#[entity(...)]`,
-//! `#[link(...)]` on payload structs, `#[route(...)]` and
+//! `#[relation(...)]` on payload structs, `#[route(...)]` and
 //! `#[endpoint(...)]` on their fields.
 
 use proc_macro2::{Span, TokenStream};
@@ -89,11 +89,11 @@ impl Options {
 pub(crate) enum EntityKind {
     /// `#[entity]`: has its own collection and per-entity topics.
     Entity,
-    /// `#[link]`: joins two entities and reaches their topics only.
-    Link,
+    /// `#[relation]`: joins entities and reaches their topics only.
+    Relation,
 }
 
-/// The contents of `#[entity(...)]` or `#[link(...)]`.
+/// The contents of `#[entity(...)]` or `#[relation(...)]`.
 pub(crate) struct EntityAttr {
     pub(crate) kind: EntityKind,
     pub(crate) span: Span,
@@ -104,7 +104,7 @@ pub(crate) struct EntityAttr {
 }
 
 const ENTITY_KEYS: &[&str] = &["name", "collection", "events"];
-const LINK_KEYS: &[&str] = &["name", "events"];
+const RELATION_KEYS: &[&str] = &["name", "events"];
 
 impl EntityAttr {
     pub(crate) fn parse(attr: &Attribute, kind: EntityKind) -> syn::Result<Self> {
@@ -131,12 +131,12 @@ impl EntityAttr {
                 parsed.events.extend(events);
             } else if meta.path.is_ident("collection") {
                 return Err(meta.error(
-                    "a `#[link]` has no collection of its own: it reaches the topics of its `#[endpoint]` fields",
+                    "a `#[relation]` has no collection of its own: it reaches the topics of its `#[endpoint]` fields",
                 ));
             } else {
                 let (what, keys) = match kind {
                     EntityKind::Entity => ("#[entity]", ENTITY_KEYS),
-                    EntityKind::Link => ("#[link]", LINK_KEYS),
+                    EntityKind::Relation => ("#[relation]", RELATION_KEYS),
                 };
                 return Err(unknown_key(&meta, what, keys));
             }
@@ -191,7 +191,16 @@ impl RouteAttr {
 }
 
 /// The helper attribute names the macro consumes.
-pub(crate) const STRUCT_HELPERS: &[&str] = &["entity", "link"];
+pub(crate) const STRUCT_HELPERS: &[&str] = &["entity", "relation"];
+
+/// Former names of helper attributes, `(old, new, why)`: the old name is an
+/// error naming the new one, and is read as the new one, so that the rest of
+/// the spec is still checked. `#[link]` is also rustc's own attribute.
+pub(crate) const RENAMED_STRUCT_HELPERS: &[(&str, &str, &str)] = &[(
+    "link",
+    "relation",
+    "`#[link]` is rustc's attribute for native libraries",
+)];
 pub(crate) const FIELD_HELPERS: &[&str] = &["route", "endpoint"];
 
 /// A near miss of a helper attribute name (`#[entiy]`), for a clear error

@@ -2,6 +2,8 @@
 //! runtime's `__private` module, so the output compiles whatever the user's
 //! module imports or shadows (`#![no_implicit_prelude]` included).
 
+use std::cell::OnceCell;
+
 use proc_macro2::{Ident, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
@@ -14,22 +16,32 @@ use crate::names::upper_camel_case;
 use crate::plan;
 use crate::types::option_inner;
 
-struct Expander<'a> {
+pub(crate) struct Expander<'a> {
     spec: &'a Spec,
     /// `<runtime>::__private`.
-    p: TokenStream,
+    pub(crate) p: TokenStream,
     scope: &'a str,
+    /// The targets of each entity, by index: computed once, on first use
+    /// (the topic docs read every entity's targets for every topic).
+    targets: OnceCell<Vec<Vec<Target>>>,
+}
+
+impl<'a> Expander<'a> {
+    pub(crate) fn new(spec: &'a Spec) -> Self {
+        let krate = &spec.options.krate;
+        Expander {
+            spec,
+            p: quote!(#krate::__private),
+            scope: spec.options.scope.as_ref().map_or("", |s| s.value.as_str()),
+            targets: OnceCell::new(),
+        }
+    }
 }
 
 /// The user's module with derives added to the payloads and the generated
 /// items appended, `carrier` (the macro of an extensible spec) last.
 pub(crate) fn expand(spec: Spec, carrier: Option<TokenStream>) -> TokenStream {
-    let krate = &spec.options.krate;
-    let ex = Expander {
-        spec: &spec,
-        p: quote!(#krate::__private),
-        scope: spec.options.scope.as_ref().map_or("", |s| s.value.as_str()),
-    };
+    let ex = Expander::new(&spec);
     let generated = [
         ex.reexports(),
         ex.scope_const(),
@@ -48,12 +60,7 @@ pub(crate) fn expand(spec: Spec, carrier: Option<TokenStream>) -> TokenStream {
                 add_payload_derives(&ex, item);
             }
         }
-        let field_checks = spec
-            .entities
-            .iter()
-            .filter(|e| e.inherited_from.is_none())
-            .map(|e| ex.payload_field_check(e));
-        items.extend(field_checks.map(Item::Verbatim));
+        items.push(Item::Verbatim(ex.payload_field_checks()));
         items.extend(generated.into_iter().map(Item::Verbatim));
         items.extend(carrier.map(Item::Verbatim));
     }
@@ -70,23 +77,63 @@ fn mentions_self(tokens: TokenStream) -> bool {
     })
 }
 
+/// A trait a payload needs to travel in a message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PayloadTrait {
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+}
+
+impl PayloadTrait {
+    const ALL: [PayloadTrait; 5] = [
+        PayloadTrait::Clone,
+        PayloadTrait::Debug,
+        PayloadTrait::PartialEq,
+        PayloadTrait::Serialize,
+        PayloadTrait::Deserialize,
+    ];
+
+    /// Its name in a `#[derive]`.
+    fn name(self) -> &'static str {
+        match self {
+            PayloadTrait::Clone => "Clone",
+            PayloadTrait::Debug => "Debug",
+            PayloadTrait::PartialEq => "PartialEq",
+            PayloadTrait::Serialize => "Serialize",
+            PayloadTrait::Deserialize => "Deserialize",
+        }
+    }
+
+    /// Its path, `p` being `<runtime>::__private`.
+    pub(crate) fn path(self, p: &TokenStream) -> TokenStream {
+        match self {
+            PayloadTrait::Clone => quote!(::core::clone::Clone),
+            PayloadTrait::Debug => quote!(::core::fmt::Debug),
+            PayloadTrait::PartialEq => quote!(::core::cmp::PartialEq),
+            PayloadTrait::Serialize => quote!(#p::serde::Serialize),
+            PayloadTrait::Deserialize => quote!(#p::serde::Deserialize),
+        }
+    }
+
+    /// The ones the payload does not derive itself, which the macro adds.
+    pub(crate) fn missing(attrs: &[Attribute]) -> impl Iterator<Item = PayloadTrait> {
+        let present = derived_names(attrs);
+        Self::ALL
+            .into_iter()
+            .filter(move |t| !present.iter().any(|d| d == t.name()))
+    }
+}
+
 /// Derives a payload needs to travel in a message: the standard ones it lacks,
 /// and serde, with absent optional fields omitted rather than `null`.
 fn add_payload_derives(ex: &Expander<'_>, item: &mut ItemStruct) {
     let p = &ex.p;
-    let present = derived_names(&item.attrs);
-    let mut derives = Vec::new();
-    for (name, path) in [
-        ("Clone", quote!(::core::clone::Clone)),
-        ("Debug", quote!(::core::fmt::Debug)),
-        ("PartialEq", quote!(::core::cmp::PartialEq)),
-        ("Serialize", quote!(#p::serde::Serialize)),
-        ("Deserialize", quote!(#p::serde::Deserialize)),
-    ] {
-        if !present.iter().any(|d| d == name) {
-            derives.push(path);
-        }
-    }
+    let derives: Vec<TokenStream> = PayloadTrait::missing(&item.attrs)
+        .map(|t| t.path(p))
+        .collect();
     let serde_crate = serde_crate_path(ex);
     item.attrs.push(syn::parse_quote!(#[derive(#(#derives),*)]));
     item.attrs
@@ -130,32 +177,24 @@ impl Expander<'_> {
         self.entities().filter(|e| e.kind == EntityKind::Entity)
     }
 
-    /// A compile-time check that each field of a payload has the traits the
-    /// payload derives, spanned at the field's type: a field type that lacks
-    /// one is reported there, once per missing trait (rustc still reports
-    /// the derives' own errors too). Plain bounds, not a trait with
-    /// `#[diagnostic::on_unimplemented]`: tool attributes do not resolve
-    /// under `#![no_implicit_prelude]`.
-    fn payload_field_check(&self, entity: &Entity) -> TokenStream {
+    /// A compile-time check that each field of each payload has the traits
+    /// the payload derives, spanned at the field's type: a field type that
+    /// lacks one is reported there, in the words of the runtime's
+    /// `PayloadField` (rustc still reports the derives' own errors too). The
+    /// trait and its `#[diagnostic::on_unimplemented]` live in the runtime,
+    /// so that the check resolves under `#![no_implicit_prelude]`. One
+    /// constant for the whole spec.
+    fn payload_field_checks(&self) -> TokenStream {
         let p = &self.p;
-        let checks = entity
-            .fields
-            .iter()
+        let checks = self
+            .entities()
+            .filter(|e| e.inherited_from.is_none())
+            .flat_map(|entity| &entity.fields)
             .map(|field| &field.ty)
             .filter(|ty| !mentions_self(quote!(#ty)))
-            .map(|ty| quote_spanned!(ty.span()=> __payload_field::<#ty>();));
+            .map(|ty| quote_spanned!(ty.span()=> #p::payload_field::<#ty>();));
         quote! {
             const _: () = {
-                // The traits the macro derives for the payload, so that it
-                // travels in messages: each field type needs them too.
-                const fn __payload_field<
-                    T: ::core::clone::Clone
-                        + ::core::fmt::Debug
-                        + ::core::cmp::PartialEq
-                        + #p::serde::Serialize
-                        + #p::serde::de::DeserializeOwned,
-                >() {
-                }
                 #(#checks)*
             };
         }
@@ -228,8 +267,8 @@ impl Expander<'_> {
     fn reached_by(&self, topic: &str) -> String {
         let mut reaches = Vec::new();
         for entity in self.entities() {
-            let function = plan::broadcast_fn(entity);
             for target in self.targets(entity).iter().filter(|t| t.topic == topic) {
+                let function = plan::Pattern::Broadcast.name(&entity.name.value);
                 reaches.push(match &target.key {
                     Some((field, optional)) => {
                         let when = if *optional { ", when `Some`" } else { "" };
@@ -286,18 +325,20 @@ impl Expander<'_> {
         let enums = self
             .entities()
             .filter(|e| e.inherited_from.is_none())
-            .map(|e| self.event_enum(e));
+            .map(|e| self.event_enum(e, &e.events));
         quote!(#(#enums)*)
     }
 
-    fn event_enum(&self, entity: &Entity) -> TokenStream {
+    /// The event enum of `entity`, with a variant per event of `events`.
+    /// Its serde form is the atom, written by hand through `as_str` and
+    /// `FromStr`: serde's derive would generate a visitor and a field enum
+    /// per event enum, for a string.
+    pub(crate) fn event_enum(&self, entity: &Entity, events: &[Ident]) -> TokenStream {
         let p = &self.p;
-        let serde_crate = serde_crate_path(self);
         let ident = plan::event_enum(entity);
         let display = plan::display_name(&entity.name.value);
-        let atoms: Vec<String> = entity.events.iter().map(ToString::to_string).collect();
-        let variants: Vec<Ident> = entity
-            .events
+        let atoms: Vec<String> = events.iter().map(ToString::to_string).collect();
+        let variants: Vec<Ident> = events
             .iter()
             .map(|e| plan::variant_ident(entity, e))
             .collect();
@@ -314,7 +355,10 @@ impl Expander<'_> {
             .map(|a| format!("`{a}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        let doc = format!("A {display} broadcast event: one variant per event atom ({list}).");
+        let doc = format!(
+            "A {display} broadcast event: one variant per event atom ({list}). \
+             Its serde form is the atom, a string."
+        );
         let payload = &entity.ident;
         let payload_doc = format!(
             "Sent with a [`{payload}`] payload; see [`{}`].",
@@ -327,14 +371,11 @@ impl Expander<'_> {
             #[derive(
                 ::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug,
                 ::core::cmp::PartialEq, ::core::cmp::Eq, ::core::hash::Hash,
-                #p::serde::Serialize, #p::serde::Deserialize,
             )]
-            #[serde(crate = #serde_crate)]
             pub enum #ident {
                 #(
                     #[doc = #variant_docs]
                     #aliases
-                    #[serde(rename = #atoms)]
                     #variants,
                 )*
             }
@@ -343,12 +384,13 @@ impl Expander<'_> {
                 /// Every event, in declaration order.
                 pub const ALL: &'static [Self] = &[#(Self::#variants),*];
 
+                /// The atoms of [`ALL`](Self::ALL), in the same order.
+                pub const ATOMS: &'static [&'static str] = &[#(#atoms),*];
+
                 /// The event's atom, such as `team_created`.
                 #[must_use]
                 pub const fn as_str(self) -> &'static str {
-                    match self {
-                        #(Self::#variants => #atoms,)*
-                    }
+                    Self::ATOMS[self as usize]
                 }
             }
 
@@ -362,10 +404,24 @@ impl Expander<'_> {
                 type Err = #p::UnknownEvent;
 
                 fn from_str(name: &str) -> ::core::result::Result<Self, Self::Err> {
-                    match name {
-                        #(#atoms => ::core::result::Result::Ok(Self::#variants),)*
-                        _ => ::core::result::Result::Err(#p::UnknownEvent::new(name, &[#(#atoms),*])),
-                    }
+                    #p::parse_event(name, Self::ATOMS, Self::ALL)
+                }
+            }
+
+            impl #p::serde::Serialize for #ident {
+                fn serialize<S: #p::serde::Serializer>(
+                    &self,
+                    serializer: S,
+                ) -> ::core::result::Result<S::Ok, S::Error> {
+                    serializer.serialize_str(self.as_str())
+                }
+            }
+
+            impl<'de> #p::serde::Deserialize<'de> for #ident {
+                fn deserialize<D: #p::serde::Deserializer<'de>>(
+                    deserializer: D,
+                ) -> ::core::result::Result<Self, D::Error> {
+                    #p::deserialize_event(deserializer, Self::ATOMS)
                 }
             }
         }
@@ -385,6 +441,17 @@ impl Expander<'_> {
         let all_atoms = self
             .entities()
             .flat_map(|e| e.events.iter().map(ToString::to_string));
+        // One arm per atom: the event's variant and the message's.
+        let (mut arm_atoms, mut arm_events, mut arm_idents) = (Vec::new(), Vec::new(), Vec::new());
+        for entity in self.entities() {
+            let event_enum = plan::event_enum(entity);
+            for event in &entity.events {
+                let variant = plan::variant_ident(entity, event);
+                arm_atoms.push(event.to_string());
+                arm_events.push(quote!(#event_enum::#variant));
+                arm_idents.push(&entity.ident);
+            }
+        }
         let scope = self.scope;
         let doc = format!(
             "A message of the `{scope}` spec: the analog of Elixir's `{{:{scope}, event, payload}}`.\n\n\
@@ -452,17 +519,10 @@ impl Expander<'_> {
                     event: &str,
                     deserializer: D,
                 ) -> ::core::result::Result<Self, D::Error> {
-                    #(
-                        // `ALL` rather than `FromStr`, whose error allocates:
-                        // no allocation per entity tried.
-                        for candidate in #events::ALL {
-                            if candidate.as_str() == event {
-                                return <#idents as #p::serde::Deserialize<'de>>::deserialize(deserializer)
-                                    .map(|payload| Self::#idents(*candidate, payload));
-                            }
-                        }
-                    )*
-                    ::core::result::Result::Err(#p::unknown_event::<D::Error>(event, EVENTS))
+                    match event {
+                        #(#arm_atoms => #p::deserialize_payload_of(deserializer, #arm_events, Self::#arm_idents),)*
+                        _ => ::core::result::Result::Err(#p::unknown_event::<D::Error>(event, EVENTS)),
+                    }
                 }
             }
         }
@@ -474,9 +534,9 @@ impl Expander<'_> {
             let function = plan::broadcast_fn(entity).to_string();
             let name = &entity.name.value;
             let atoms = entity.events.iter().map(ToString::to_string);
-            let targets = self.targets(entity).into_iter().map(|target| {
-                let topic = target.topic;
-                match target.key {
+            let targets = self.targets(entity).iter().map(|target| {
+                let topic = &target.topic;
+                match &target.key {
                     None => quote!(#p::Target { topic: #topic, key: ::core::option::Option::None }),
                     Some((field, optional)) => quote!(#p::Target {
                         topic: #topic,
@@ -710,8 +770,8 @@ impl Expander<'_> {
         let function_on = plan::broadcast_on_fn(entity);
         let targets = self.targets(entity);
         let capacity = targets.len();
-        let pushes = targets.iter().map(|target| target.push.clone());
-        let doc = self.broadcast_doc(entity, &targets);
+        let pushes: Vec<&TokenStream> = targets.iter().map(|target| &target.push).collect();
+        let doc = self.broadcast_doc(entity, targets);
         let doc_on = format!("As [`{function}`], on the given server instead of the default one.");
         let broadcast = format!(
             "[`PubSub::broadcast`]({}::PubSub::broadcast)",
@@ -729,12 +789,9 @@ impl Expander<'_> {
                 event: #event,
                 payload: #ident,
             ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + 'static {
-                match __SERVER.scoped() {
-                    ::core::option::Option::None => #p::Either::Left(#function_on(__global(), event, payload)),
-                    ::core::option::Option::Some(pubsub) => #p::Either::Right(::std::boxed::Box::pin(async move {
-                        #function_on(&pubsub, event, payload).await
-                    })),
-                }
+                let mut topics = #p::TopicList::<#capacity>::new();
+                #(#pushes)*
+                #p::broadcast_default(&__SERVER, __global, topics, Message::#ident(event, payload))
             }
 
             #[doc = #doc_on]
@@ -749,7 +806,7 @@ impl Expander<'_> {
             ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + '_ {
                 let mut topics = #p::TopicList::<#capacity>::new();
                 #(#pushes)*
-                pubsub.broadcast(topics, Message::#ident(event, payload))
+                #p::broadcast_on(pubsub, topics, Message::#ident(event, payload))
             }
         }
     }
@@ -782,7 +839,19 @@ impl Expander<'_> {
     /// collection topic), so that the code, the docs and the route table
     /// show what a broadcast reaches; keyed targets of different fields
     /// stay apart, as they are different topics for most payloads.
-    fn targets(&self, entity: &Entity) -> Vec<Target> {
+    fn targets(&self, entity: &Entity) -> &[Target] {
+        let all = self.targets.get_or_init(|| {
+            self.entities()
+                .map(|entity| self.distinct_targets(entity))
+                .collect()
+        });
+        self.entities()
+            .position(|e| std::ptr::eq(e, entity))
+            .and_then(|index| all.get(index))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn distinct_targets(&self, entity: &Entity) -> Vec<Target> {
         let mut targets = self.all_targets(entity);
         let mut seen: Vec<(String, Option<(String, bool)>)> = Vec::with_capacity(targets.len());
         targets.retain(|target| {
@@ -895,7 +964,7 @@ struct Target {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeSet;
 
     use proc_macro2::{Delimiter, TokenStream, TokenTree};
@@ -916,7 +985,7 @@ mod tests {
             #[route(customer)]
             pub customer_uuid: Option<Uuid>,
         }
-        #[link(events(customer_followed))]
+        #[relation(events(customer_followed))]
         pub struct Follow {
             pub uuid: Uuid,
             #[endpoint(customer)]
@@ -935,7 +1004,7 @@ mod tests {
         }
     }"#;
 
-    fn tokens(text: &str) -> TokenStream {
+    pub(crate) fn tokens(text: &str) -> TokenStream {
         text.parse().unwrap()
     }
 
@@ -1004,7 +1073,7 @@ mod tests {
 
     /// The names a module's items add to its namespaces (a `macro_rules!`
     /// name is left out: the carrier's lives at the crate root).
-    fn item_names(items: &[Item]) -> BTreeSet<String> {
+    pub(crate) fn item_names(items: &[Item]) -> BTreeSet<String> {
         fn use_names(tree: &UseTree, names: &mut BTreeSet<String>) {
             match tree {
                 UseTree::Path(path) => use_names(&path.tree, names),
@@ -1061,15 +1130,15 @@ mod tests {
         names
     }
 
-    fn read(args: &str, module: &str) -> Spec {
+    pub(crate) fn read(args: &str, module: &str) -> Spec {
         let mut cx = Ctxt::default();
         let options = Options::parse(&mut cx, tokens(args));
         let spec = Spec::from_module(&mut cx, options, syn::parse_str(module).unwrap());
-        assert!(!cx.has_errors());
+        cx.check().unwrap();
         spec
     }
 
-    fn module_items(module: &ItemMod) -> &[Item] {
+    pub(crate) fn module_items(module: &ItemMod) -> &[Item] {
         module
             .content
             .as_ref()

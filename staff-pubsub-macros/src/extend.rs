@@ -9,7 +9,7 @@
 //! everything else (topic functions, message, routes, fan-out) is generated
 //! for the union, so the extended module is a complete spec of its own.
 
-use proc_macro2::{Delimiter, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use quote::quote;
 use syn::ItemMod;
 
@@ -48,39 +48,40 @@ pub(crate) fn call_carrier(
             .to_compile_error();
     };
     let carrier = syn::Ident::new(CARRIER, module.ident.span());
-    let krate = Options::parse(&mut Ctxt::default(), args.clone()).krate;
+    // The arguments were checked by the caller.
+    let mut checked = Ctxt::default();
+    let krate = Options::parse(&mut checked, args.clone()).krate;
+    checked.discard();
     quote!(#extends::#carrier! { [#krate] [#args] [#input] })
 }
 
 /// The callback: `[extension args] [extension module] [base args] [base module]`.
+/// The carrier writes that form, and the first step checked the extension's
+/// arguments and module, so anything else is the macro's own bug: an
+/// internal error, not a message about the user's spec.
 pub(crate) fn staff_events_extend(input: TokenStream) -> TokenStream {
-    let groups: Vec<TokenStream> = input
-        .into_iter()
-        .filter_map(|tree| match tree {
-            TokenTree::Group(group) if group.delimiter() == Delimiter::Bracket => {
-                Some(group.stream())
-            }
-            _ => None,
-        })
-        .collect();
-    let [args, module, base_args, base_module] =
-        <[TokenStream; 4]>::try_from(groups).unwrap_or_default();
+    let Some([args, module, base_args, base_module]) = carried_groups(input) else {
+        return internal_error(
+            Span::call_site(),
+            "the extension step expects `[args] [module] [base args] [base module]`",
+        );
+    };
+    let module: ItemMod = match syn::parse2(module) {
+        Ok(module) => module,
+        Err(error) => return internal_error(error.span(), "the carried module does not parse"),
+    };
     let mut cx = Ctxt::default();
     let mut options = Options::parse(&mut cx, args);
-    let module: ItemMod = match syn::parse2(module.clone()) {
-        Ok(module) => module,
-        Err(error) => return error.to_compile_error(),
-    };
     let Some(extends) = options.extends.clone() else {
-        return syn::Error::new_spanned(&module.ident, "internal: extension without `extends`")
-            .to_compile_error();
+        cx.discard();
+        return internal_error(module.ident.span(), "an extension without `extends`");
     };
-    let base = match read_base(base_args, base_module) {
-        Some(base) => base,
-        None => {
-            return syn::Error::new_spanned(&extends, "the extended spec could not be read")
-                .to_compile_error();
-        }
+    let Some(base) = read_base(base_args, base_module) else {
+        cx.discard();
+        return internal_error(
+            extends_span(&extends),
+            "the extended spec could not be read",
+        );
     };
     inherit_scope(&mut cx, &mut options, &base, &extends);
     let mut spec = Spec::from_module(&mut cx, options, module);
@@ -93,13 +94,36 @@ pub(crate) fn staff_events_extend(input: TokenStream) -> TokenStream {
     finish(cx, spec, None)
 }
 
+/// Exactly four bracketed groups, and nothing else.
+fn carried_groups(input: TokenStream) -> Option<[TokenStream; 4]> {
+    let groups = input
+        .into_iter()
+        .map(|tree| match tree {
+            TokenTree::Group(group) if group.delimiter() == Delimiter::Bracket => {
+                Some(group.stream())
+            }
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    <[TokenStream; 4]>::try_from(groups).ok()
+}
+
+/// A bug of the macro, reported as one.
+fn internal_error(span: Span, what: &str) -> TokenStream {
+    syn::Error::new(
+        span,
+        format!("internal error of #[staff_events]: {what}; please report it"),
+    )
+    .to_compile_error()
+}
+
 fn read_base(args: TokenStream, module: TokenStream) -> Option<Spec> {
     // The base compiled already, in its own crate: its spec is valid.
+    let module: ItemMod = syn::parse2(module).ok()?;
     let mut cx = Ctxt::default();
     let options = Options::parse(&mut cx, args);
-    let module: ItemMod = syn::parse2(module).ok()?;
     let spec = Spec::from_module(&mut cx, options, module);
-    (!cx.has_errors()).then_some(spec)
+    cx.check().ok().map(|()| spec)
 }
 
 /// An extension shares the base's scope: its topics sit beside the base's.
@@ -123,9 +147,30 @@ fn inherit_scope(cx: &mut Ctxt, options: &mut Options, base: &Spec, extends: &sy
     }
 }
 
-fn extends_span(extends: &syn::Path) -> proc_macro2::Span {
+fn extends_span(extends: &syn::Path) -> Span {
     extends
         .segments
         .first()
-        .map_or_else(proc_macro2::Span::call_site, |s| s.ident.span())
+        .map_or_else(Span::call_site, |s| s.ident.span())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_carrier_input_is_an_internal_error() {
+        for input in [
+            "",
+            "[scope = \"x\"] [pub mod x {}]",
+            "[] [] [] [] []",
+            "a b c d",
+        ] {
+            let out = staff_events_extend(input.parse().unwrap()).to_string();
+            assert!(
+                out.contains("compile_error") && out.contains("internal error"),
+                "{input}: {out}"
+            );
+        }
+    }
 }

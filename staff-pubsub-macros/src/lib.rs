@@ -16,6 +16,7 @@ mod ctxt;
 mod entry;
 mod expand;
 mod extend;
+mod fallback;
 mod names;
 mod plan;
 mod types;

@@ -91,13 +91,16 @@ mod tests {
 
     #[test]
     fn suggests_near_misses_only() {
-        assert_eq!(did_you_mean("entiy", &["entity", "link"]), Some("entity"));
+        assert_eq!(
+            did_you_mean("entiy", &["entity", "relation"]),
+            Some("entity")
+        );
         assert_eq!(
             did_you_mean("colection", &["name", "collection", "events"]),
             Some("collection")
         );
         assert_eq!(
-            did_you_mean("derive", &["entity", "link", "route", "endpoint"]),
+            did_you_mean("derive", &["entity", "relation", "route", "endpoint"]),
             None
         );
     }

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use proc_macro2::Span;
-use syn::{Item, Visibility};
+use syn::Visibility;
 
-use crate::ast::{Entity, Field, Spec};
+use crate::ast::{item_ident, Entity, Field, Spec};
 use crate::attr::{EntityKind, Name, RouteKind};
 use crate::ctxt::Ctxt;
 use crate::names::{did_you_mean, is_lower_snake};
@@ -27,7 +27,7 @@ pub(crate) fn check(cx: &mut Ctxt, spec: &Spec) {
     check_unique_topics(cx, spec);
     check_unique_events(cx, spec);
     check_routes(cx, spec);
-    check_link_endpoints(cx, spec);
+    check_relation_endpoints(cx, spec);
     check_generated_names_are_free(cx, spec);
     check_generated_names_are_distinct(cx, spec);
 }
@@ -132,7 +132,7 @@ fn check_names(cx: &mut Ctxt, entity: &Entity) {
                 entity.name.value
             ),
         ),
-        (None, EntityKind::Link) => {}
+        (None, EntityKind::Relation) => {}
     }
 }
 
@@ -299,10 +299,10 @@ fn check_routes(cx: &mut Ctxt, spec: &Spec) {
                 );
                 continue;
             };
-            if target_entity.kind == EntityKind::Link {
+            if target_entity.kind == EntityKind::Relation {
                 cx.error_spanned_by(
                     &route.target,
-                    format!("`{target}` is a link: it has no topics to route to"),
+                    format!("`{target}` is a relation: it has no topics to route to"),
                 );
             } else if std::ptr::eq(target_entity, entity) && field.ident == "uuid" {
                 cx.error_spanned_by(
@@ -329,15 +329,15 @@ fn check_route_field_type(cx: &mut Ctxt, field: &Field, kind: RouteKind) {
         RouteKind::Endpoint => cx.error_spanned_by(
             &field.ty,
             format!(
-                "an endpoint is the id of an entity the link joins: `{}: Uuid`, never optional (use `#[route(...)]` for an optional id)",
+                "an endpoint is the id of an entity the relation joins: `{}: Uuid`, never optional (use `#[route(...)]` for an optional id)",
                 field.ident
             ),
         ),
     }
 }
 
-fn check_link_endpoints(cx: &mut Ctxt, spec: &Spec) {
-    for entity in local_entities(spec).filter(|e| e.kind == EntityKind::Link) {
+fn check_relation_endpoints(cx: &mut Ctxt, spec: &Spec) {
+    for entity in local_entities(spec).filter(|e| e.kind == EntityKind::Relation) {
         let endpoints = entity
             .routed_fields()
             .filter(|(_, r)| r.kind == RouteKind::Endpoint)
@@ -345,7 +345,7 @@ fn check_link_endpoints(cx: &mut Ctxt, spec: &Spec) {
         if endpoints == 0 && entity.named_fields {
             cx.error_at(
                 entity.span,
-                format!("the link `{}` reaches no topic: mark the id fields it joins with `#[endpoint(entity)]`", entity.ident),
+                format!("the relation `{}` reaches no topic: mark the id fields it joins with `#[endpoint(entity)]`", entity.ident),
             );
         }
     }
@@ -405,21 +405,6 @@ fn check_generated_names_are_distinct(cx: &mut Ctxt, spec: &Spec) {
                 generated.name, entity.name.value
             ),
         );
-    }
-}
-
-fn item_ident(item: &Item) -> Option<&syn::Ident> {
-    match item {
-        Item::Const(i) => Some(&i.ident),
-        Item::Enum(i) => Some(&i.ident),
-        Item::Fn(i) => Some(&i.sig.ident),
-        Item::Static(i) => Some(&i.ident),
-        Item::Struct(i) => Some(&i.ident),
-        Item::Trait(i) => Some(&i.ident),
-        Item::Type(i) => Some(&i.ident),
-        Item::Union(i) => Some(&i.ident),
-        Item::Mod(i) => Some(&i.ident),
-        _ => None,
     }
 }
 

@@ -79,7 +79,7 @@ pub mod staff {
     }
 
     /// The payload of team-membership events: a person joined or left a team.
-    #[link(events(team_person_added, team_person_removed))]
+    #[relation(events(team_person_added, team_person_removed))]
     pub struct TeamMembership {
         /// The membership's id.
         pub uuid: Uuid,

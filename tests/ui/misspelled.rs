@@ -1,4 +1,5 @@
-// Misspelled helper attributes and keys get a "did you mean".
+// Misspelled helper attributes and keys get a "did you mean"; so does
+// `#[link]`, the former name of `#[relation]` (and rustc's own attribute).
 use staff_pubsub::staff_events;
 
 #[staff_events(scop = "shop")]
@@ -25,11 +26,18 @@ pub mod shop {
         pub referrer_uuid: Uuid,
     }
 
-    #[link(collection = "lines", events(line_added))]
+    #[relation(collection = "lines", events(line_added))]
     pub struct Line {
         pub uuid: Uuid,
         #[endpoint(customer)]
         pub customer_uuid: Uuid,
+    }
+
+    #[link(events(customer_followed))]
+    pub struct Follow {
+        pub uuid: Uuid,
+        #[endpoint(customer)]
+        pub follower_uuid: Uuid,
     }
 }
 

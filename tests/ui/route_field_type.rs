@@ -21,7 +21,7 @@ pub mod shop {
         pub payer_uuid: Vec<Uuid>,
     }
 
-    #[link(events(customer_referred))]
+    #[relation(events(customer_referred))]
     pub struct Referral {
         pub uuid: Uuid,
         #[endpoint(customer)]

@@ -1,6 +1,6 @@
 // A route names an entity of the spec that has topics (its own kind only
 // through another field, such as a parent);
-// a link joins entities through `#[endpoint]` fields.
+// a relation joins entities through `#[endpoint]` fields.
 use staff_pubsub::staff_events;
 
 #[staff_events(scope = "shop")]
@@ -24,7 +24,7 @@ pub mod shop {
         pub line_uuid: Uuid,
     }
 
-    #[link(events(order_line_added))]
+    #[relation(events(order_line_added))]
     pub struct OrderLine {
         pub uuid: Uuid,
         pub order_uuid: Uuid,

@@ -44,7 +44,7 @@ pub mod bare {
     }
 
     /// A desk booking.
-    #[link(events(desk_person_booked))]
+    #[relation(events(desk_person_booked))]
     pub struct Booking {
         /// Its id.
         pub uuid: ::renamed_pubsub::Uuid,

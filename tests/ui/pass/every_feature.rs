@@ -39,7 +39,7 @@ pub mod school {
     }
 
     /// A pupil in a class.
-    #[link(events(pupil_joined_class, pupil_left_class))]
+    #[relation(events(pupil_joined_class, pupil_left_class))]
     pub struct Enrolment {
         /// Id.
         pub uuid: Uuid,
@@ -55,7 +55,7 @@ pub mod school {
     }
 
     /// One pupil mentoring another: both endpoints are pupils.
-    #[link(events(mentoring_started))]
+    #[relation(events(mentoring_started))]
     pub struct Mentoring {
         /// Id.
         pub uuid: Uuid,
@@ -129,7 +129,7 @@ async fn main() {
     let second = campus_page.recv().await.unwrap();
     assert_eq!(second.event_name(), "pupil_joined_class");
 
-    // A link whose two endpoints are pupils reaches `school:pupils` once.
+    // A relation whose two endpoints are pupils reaches `school:pupils` once.
     let mut pupils = school::subscribe(school::topic_pupils()).unwrap();
     let mentoring = school::Mentoring {
         uuid: Uuid::from_u128(5),
