@@ -368,7 +368,18 @@ pub(crate) enum TermRef<'a> {
 
 /// Reads the validated term at `pos`: the term and where it ends.
 pub(crate) fn read(bytes: &[u8], pos: usize) -> Result<(TermRef<'_>, usize), EtfError> {
-    let end = skip(bytes, pos, 0)?;
+    Ok((view(bytes, pos)?, skip(bytes, pos, 0)?))
+}
+
+/// The items of a container from `pos` on (to the end of the bytes: the
+/// container's count bounds what is read of them).
+fn from(bytes: &[u8], pos: usize) -> Result<&[u8], EtfError> {
+    bytes.get(pos..).ok_or(EtfError::Truncated)
+}
+
+/// Reads the validated term at `pos`, without walking it: a container's
+/// items are read as they are iterated ([`Items`]).
+pub(crate) fn view(bytes: &[u8], pos: usize) -> Result<TermRef<'_>, EtfError> {
     let tag = u8_at(bytes, pos)?;
     let at = pos + 1;
     let term = match tag {
@@ -397,37 +408,37 @@ pub(crate) fn read(bytes: &[u8], pos: usize) -> Result<(TermRef<'_>, usize), Etf
         }
         NIL_EXT => TermRef::List {
             count: 0,
-            items: &bytes[at..end],
+            items: &[],
         },
-        STRING_EXT => TermRef::Bytes(&bytes[at + 2..end]),
-        BINARY_EXT => TermRef::Binary(&bytes[at + 4..end]),
-        SMALL_BIG_EXT | LARGE_BIG_EXT => {
-            let (sign, digits) = if tag == SMALL_BIG_EXT {
-                (u8_at(bytes, at + 1)?, &bytes[at + 2..end])
-            } else {
-                (u8_at(bytes, at + 4)?, &bytes[at + 5..end])
-            };
-            big(sign != 0, digits)
-        }
+        STRING_EXT => TermRef::Bytes(take(bytes, at + 2, u16_at(bytes, at)?)?),
+        BINARY_EXT => TermRef::Binary(take(bytes, at + 4, u32_at(bytes, at)?)?),
+        SMALL_BIG_EXT => big(
+            u8_at(bytes, at + 1)? != 0,
+            take(bytes, at + 2, usize::from(u8_at(bytes, at)?))?,
+        ),
+        LARGE_BIG_EXT => big(
+            u8_at(bytes, at + 4)? != 0,
+            take(bytes, at + 5, u32_at(bytes, at)?)?,
+        ),
         SMALL_TUPLE_EXT => TermRef::Tuple {
             arity: usize::from(u8_at(bytes, at)?),
-            items: &bytes[at + 1..end],
+            items: from(bytes, at + 1)?,
         },
         LARGE_TUPLE_EXT => TermRef::Tuple {
             arity: u32_at(bytes, at)?,
-            items: &bytes[at + 4..end],
+            items: from(bytes, at + 4)?,
         },
         LIST_EXT => TermRef::List {
             count: u32_at(bytes, at)?,
-            items: &bytes[at + 4..end],
+            items: from(bytes, at + 4)?,
         },
         MAP_EXT => TermRef::Map {
             arity: u32_at(bytes, at)?,
-            items: &bytes[at + 4..end],
+            items: from(bytes, at + 4)?,
         },
         other => TermRef::Opaque(other),
     };
-    Ok((term, end))
+    Ok(term)
 }
 
 /// A bignum: little-endian digits.
@@ -453,11 +464,15 @@ fn big(negative: bool, digits: &[u8]) -> TermRef<'static> {
     }
 }
 
-/// The items of a validated container, in order.
+/// The items of a validated container, in order. The end of an item is
+/// found (by walking it) only when the next one is asked for, so the last
+/// item of a container is never walked twice.
 pub(crate) struct Items<'a> {
     bytes: &'a [u8],
     pos: usize,
     left: usize,
+    /// Where the item last returned starts, until the next one is read.
+    current: Option<usize>,
 }
 
 impl<'a> Items<'a> {
@@ -466,22 +481,33 @@ impl<'a> Items<'a> {
             bytes: items,
             pos: 0,
             left: count,
+            current: None,
         }
     }
 
+    /// Moves past the item last returned.
+    fn advance(&mut self) -> Result<(), EtfError> {
+        if let Some(start) = self.current.take() {
+            self.pos = skip(self.bytes, start, 0)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn next_term(&mut self) -> Result<Option<TermRef<'a>>, EtfError> {
+        self.advance()?;
         if self.left == 0 {
             return Ok(None);
         }
         self.left -= 1;
-        let (term, end) = read(self.bytes, self.pos)?;
-        self.pos = end;
+        let term = view(self.bytes, self.pos)?;
+        self.current = Some(self.pos);
         Ok(Some(term))
     }
 
     /// What follows the items: a list's tail.
-    fn rest(&self) -> Result<TermRef<'a>, EtfError> {
-        Ok(read(self.bytes, self.pos)?.0)
+    fn rest(&mut self) -> Result<TermRef<'a>, EtfError> {
+        self.advance()?;
+        view(self.bytes, self.pos)
     }
 }
 

@@ -320,7 +320,7 @@ impl NodeRef<'_> {
 /// Validates the frame's term, then reads its six elements.
 fn header(body: &[u8]) -> Result<Header<'_>, FrameError> {
     etf::validate(body)?;
-    let (TermRef::Tuple { arity: 6, items }, _) = etf::read(body, 0)? else {
+    let TermRef::Tuple { arity: 6, items } = etf::view(body, 0)? else {
         return Err(FrameError::NotAFrame("not a 6-tuple"));
     };
     let mut items = etf::Items::new(items, 6);
