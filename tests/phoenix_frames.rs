@@ -669,3 +669,93 @@ fn hostile_compressed_frames_are_refused() {
     }
     assert!(decode_frame::<Message>(&stated(219, stream), DEFAULT_MAX_FRAME_SIZE).is_ok());
 }
+
+/// An application's extension of the stock spec.
+#[staff_pubsub::staff_events(extends = staff_pubsub::staff)]
+pub mod app {
+    use staff_pubsub::Uuid;
+
+    /// A location.
+    #[entity(collection = "locations", events(location_created))]
+    pub struct Location {
+        /// The location.
+        pub uuid: Uuid,
+        /// Its name.
+        pub name: Option<String>,
+        /// Its department.
+        #[route(department)]
+        pub department_uuid: Option<Uuid>,
+    }
+}
+
+/// A spec of its own scope.
+#[staff_pubsub::staff_events(scope = "shop")]
+pub mod shop {
+    use staff_pubsub::Uuid;
+
+    /// An order.
+    #[entity(collection = "orders", events(order_placed))]
+    pub struct Order {
+        /// The order.
+        pub uuid: Uuid,
+    }
+}
+
+/// Any spec's message: an extension reads the stock events and its own;
+/// another scope reads its own and skips `:staff` frames (and the other
+/// way round).
+#[test]
+fn any_spec_decodes_its_own_frames() {
+    let golden = bytes("01a_team_created__staff_teams.bin");
+    let frame: Frame<app::Message> =
+        decode_frame(&golden, DEFAULT_MAX_FRAME_SIZE).expect("stock event");
+    assert!(
+        matches!(frame.message, app::Message::Team(app::TeamEvent::Created, ref t) if t.uuid == id(TEAM))
+    );
+
+    let location = app::Message::Location(
+        app::LocationEvent::Created,
+        app::Location {
+            uuid: Uuid::now_v7(),
+            name: None,
+            department_uuid: Some(id(DEPARTMENT)),
+        },
+    );
+    let encoded = encode_frame(FrameMode::Except, "rust-1", "staff:locations", &location, 0)
+        .expect("encoded");
+    let back: Frame<app::Message> =
+        decode_frame(&encoded, DEFAULT_MAX_FRAME_SIZE).expect("decoded");
+    assert_eq!(back.message, location);
+    // The stock spec has no location_created: skipped, not misread.
+    assert!(matches!(
+        decode_frame::<Message>(&encoded, DEFAULT_MAX_FRAME_SIZE),
+        Err(FrameError::NotThisSpec(why)) if why.contains("location_created")
+    ));
+
+    let order = shop::Message::Order(
+        shop::OrderEvent::Placed,
+        shop::Order {
+            uuid: Uuid::now_v7(),
+        },
+    );
+    let encoded =
+        encode_frame(FrameMode::Except, "rust-1", "shop:orders", &order, 0).expect("encoded");
+    let term = decode_term(&encoded, DEFAULT_MAX_FRAME_SIZE).expect("term");
+    let Term::Tuple(items) = term else {
+        panic!("{term:?}")
+    };
+    assert!(
+        matches!(&items[4], Term::Tuple(m) if m[0] == Term::Atom("shop".into()) && m[1] == Term::Atom("order_placed".into()))
+    );
+    let back: Frame<shop::Message> =
+        decode_frame(&encoded, DEFAULT_MAX_FRAME_SIZE).expect("decoded");
+    assert_eq!(back.message, order);
+    assert!(matches!(
+        decode_frame::<shop::Message>(&golden, DEFAULT_MAX_FRAME_SIZE),
+        Err(FrameError::NotThisSpec(why)) if why.contains(":shop")
+    ));
+    assert!(matches!(
+        decode_frame::<Message>(&encoded, DEFAULT_MAX_FRAME_SIZE),
+        Err(FrameError::NotThisSpec(_))
+    ));
+}
