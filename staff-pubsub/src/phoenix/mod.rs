@@ -450,6 +450,10 @@ pub fn decode_frame<M: SpecMessage>(
 /// Decodes any term (a frame, or anything else written by
 /// `:erlang.term_to_binary/1,2`), to inspect it or compare two frames.
 ///
+/// Unlike [`decode_frame`], which reads lazily, this builds the whole
+/// tree: a hostile term of `max_size` bytes may take up to about 100 times that in
+/// memory. Meant for tools and tests, not for a channel's every message.
+///
 /// # Errors
 ///
 /// Too large, or not a term this reader takes ([`EtfError`]).
@@ -713,9 +717,8 @@ where
     M: SpecMessage + Send + Sync + 'static,
 {
     fn handle_unguarded(&self, bytes: &[u8]) -> bool {
-        match self.decode(bytes) {
-            Ok(Some((topic, message))) => self.local.dispatch_wire([&*topic], message).is_some(),
-            Ok(None) => self.local.is_alive(),
+        match self.decode_and_dispatch(bytes) {
+            Ok(alive) => alive,
             Err(error) => {
                 self.local.record_rejected();
                 tracing::debug!(
@@ -730,9 +733,11 @@ where
         }
     }
 
-    /// The frame's topic and message when this node takes it; `None` for
-    /// a frame not for this node (its own, or another's direct broadcast).
-    fn decode(&self, bytes: &[u8]) -> Result<Option<(String, M)>, FrameError> {
+    /// Dispatches the frame's message to this node's subscribers of its
+    /// topic when this node takes it; a frame not for this node (its own,
+    /// or another's direct broadcast) is not read further. Returns whether
+    /// the server lives.
+    fn decode_and_dispatch(&self, bytes: &[u8]) -> Result<bool, FrameError> {
         let body = body(bytes, self.max_frame_size)?;
         let header = header(&body)?;
         let me = self.local.node_name();
@@ -742,11 +747,11 @@ where
             FrameMode::Only => mine,
         };
         if !take {
-            return Ok(None);
+            return Ok(self.local.is_alive());
         }
         header.check_dispatcher()?;
         let message = message(header.message)?;
-        Ok(Some((header.topic.to_owned(), message)))
+        Ok(self.local.dispatch_wire([header.topic], message).is_some())
     }
 }
 
