@@ -338,6 +338,23 @@ fn every_event_round_trips() {
 
 /// A frame over the maximum is refused before it is read (a compressed
 /// one by its stated size, before inflating).
+/// The channel is `phx:` and the adapter's module name, as
+/// `phoenix_pubsub_redis` derives it (the golden frames' channel).
+#[test]
+fn the_channel_is_derived_from_the_pubsub_name() {
+    let channel = manifest()[0]["channel"]
+        .as_str()
+        .expect("channel")
+        .to_owned();
+    assert_eq!(staff_pubsub::phoenix::channel("MyApp.PubSub"), channel);
+    assert_eq!(
+        staff_pubsub::phoenix::channel("Elixir.MyApp.PubSub"),
+        channel
+    );
+    let config = staff_pubsub::phoenix::PhoenixConfig::new("redis://127.0.0.1", "MyApp.PubSub");
+    assert_eq!(config.channel(), channel);
+}
+
 #[test]
 fn the_maximum_frame_size_is_enforced() {
     let plain = bytes("01a_team_created__staff_teams.bin");

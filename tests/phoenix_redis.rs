@@ -445,6 +445,11 @@ async fn connect_errors_hide_the_password_and_large_frames_are_not_sent() {
     assert!(!format!("{error:?}{text}").contains("S3cret"), "{text}");
 
     let server = RedisServer::start().await;
+    let error = staff::builder()
+        .phoenix(PhoenixConfig::new(server.url(), ""))
+        .await
+        .expect_err("no PubSub name");
+    assert!(error.to_string().contains("must not be empty"), "{error}");
     let small = node_with("rust-1", config(&server).max_frame_size(150)).await;
     let mut teams = small.subscribe(staff::topic_teams()).unwrap();
     let error = small
