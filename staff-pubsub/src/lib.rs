@@ -59,11 +59,11 @@ mod link;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod net;
 #[cfg(feature = "phoenix")]
 #[cfg_attr(docsrs, doc(cfg(feature = "phoenix")))]
 pub mod phoenix;
-#[cfg(any(feature = "redis", feature = "nats"))]
-mod net;
 mod pubsub;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
