@@ -99,7 +99,7 @@ async fn server(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
     let args = match args() {
         Ok(args) => args,
         Err(message) => {
@@ -107,6 +107,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::process::exit(2);
         }
     };
+    if let Err(error) = run(args).await {
+        eprintln!("staff_web: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let pubsub = server(&args).await?;
     // The generated functions without `_on` go through this server too.
     if staff::install(pubsub.clone()).is_err() {
