@@ -16,8 +16,10 @@
 //! it saw (`Last-Event-ID`): what was broadcast meanwhile is lost, so the
 //! new stream says `resync` (`"reconnected"`) right after `ready`.
 //! Keep-alive comments flow while nothing happens (every 15 s by default).
-//! The stream ends when the server is gone or [`SseBridge::close`] is
-//! called. A spec event named `ready` or `resync` would be ambiguous: do
+//! The stream ends when [`SseBridge::close`] is called, or when the server
+//! is gone (every handle of it dropped: the bridge holds one, so a router
+//! serving [`SseBridge::route`] keeps it alive; call `close` before a
+//! graceful shutdown). A spec event named `ready` or `resync` would be ambiguous: do
 //! not declare one in a spec served by the bridge.
 //!
 //! Refusals are JSON, `{"error": <code>, "message": <text>, ...}`:
