@@ -6,7 +6,7 @@
 //! one task); `n` person broadcasts (`staff::broadcast_person_on`, which
 //! reaches `staff:people` and the person's topic) from node `i % nodes`
 //! for broadcast `i`, to a person
-//! picked pseudo-randomly. At most [`IN_FLIGHT`](crate::pair::IN_FLIGHT)
+//! picked pseudo-randomly. At most [`IN_FLIGHT`]
 //! broadcasts are in flight (sent and not yet delivered to the person's
 //! subscriber). A run ends when every broadcast was delivered and every
 //! node has received (decoded and dispatched) all it will receive:
