@@ -770,7 +770,19 @@ impl Expander<'_> {
         let function_on = plan::broadcast_on_fn(entity);
         let targets = self.targets(entity);
         let capacity = targets.len();
-        let pushes: Vec<&TokenStream> = targets.iter().map(|target| &target.push).collect();
+        // A topic whose name no other target of the route has cannot repeat
+        // one: no duplicate scan for it.
+        let pushes: Vec<&TokenStream> = targets
+            .iter()
+            .map(|target| {
+                let sharing = targets.iter().filter(|t| t.topic == target.topic).count();
+                if sharing == 1 {
+                    &target.push_distinct
+                } else {
+                    &target.push
+                }
+            })
+            .collect();
         let doc = self.broadcast_doc(entity, targets);
         let doc_on = format!("As [`{function}`], on the given server instead of the default one.");
         let broadcast = format!(
@@ -916,6 +928,7 @@ impl Expander<'_> {
             key: None,
             phrase: format!("the {} topic", plan::display_name(collection)),
             push: quote!(topics.push(#topic_fn());),
+            push_distinct: quote!(topics.push_distinct(#topic_fn());),
         }
     }
 
@@ -929,15 +942,19 @@ impl Expander<'_> {
         let topic_fn = plan::topic_fn(name);
         // `r#type` in code, `type` in the payload's JSON and the route table.
         let field = field_ident.unraw().to_string();
-        let push = if optional {
-            quote! {
-                if let ::core::option::Option::Some(id) = payload.#field_ident {
-                    topics.push(#topic_fn(id));
+        let pushing = |method: Ident| {
+            if optional {
+                quote! {
+                    if let ::core::option::Option::Some(id) = payload.#field_ident {
+                        topics.#method(#topic_fn(id));
+                    }
                 }
+            } else {
+                quote!(topics.#method(#topic_fn(payload.#field_ident));)
             }
-        } else {
-            quote!(topics.push(#topic_fn(payload.#field_ident));)
         };
+        let push = pushing(format_ident!("push"));
+        let push_distinct = pushing(format_ident!("push_distinct"));
         let topic = plan::topic_string(self.scope, name);
         Target {
             pattern: format!("{topic}:<{field}>"),
@@ -945,6 +962,7 @@ impl Expander<'_> {
             key: Some((field.to_owned(), optional)),
             phrase,
             push,
+            push_distinct,
         }
     }
 }
@@ -961,6 +979,10 @@ struct Target {
     phrase: String,
     /// The statement that adds it to `topics`.
     push: TokenStream,
+    /// The same, without the duplicate check: for a target whose topic
+    /// name no other target of the route has, so that it can never equal
+    /// another of the route's topics.
+    push_distinct: TokenStream,
 }
 
 #[cfg(test)]

@@ -123,6 +123,25 @@ impl<const N: usize> TopicList<N> {
         }
     }
 
+    /// Appends a topic that cannot be in the list already: the generated
+    /// code uses it for a target whose topic name no other target of the
+    /// route has (topics of different names never are equal), and so skips
+    /// [`push`](Self::push)'s duplicate scan. Overflow is handled as by
+    /// `push`.
+    pub fn push_distinct(&mut self, topic: Topic) {
+        debug_assert!(
+            !self.as_slice().contains(&topic),
+            "push_distinct of a topic already listed: {topic}"
+        );
+        match self.topics.get_mut(self.len) {
+            Some(slot) => {
+                *slot = topic;
+                self.len += 1;
+            }
+            None => tracing::error!(%topic, capacity = N, "topic list full: topic dropped"),
+        }
+    }
+
     /// The topics pushed so far.
     #[must_use]
     pub fn as_slice(&self) -> &[Topic] {
