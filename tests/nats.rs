@@ -369,3 +369,178 @@ async fn an_event_crosses_two_os_processes_through_the_cluster_example() {
     assert_receive!(teams, Message::Team(_, t) if t.name.as_deref() == Some(name.as_str()));
     assert_receive!(teams, Message::Team(_, t) if t.name.as_deref() == Some("from the child"));
 }
+
+/// A server that stops answering while its connections stay open (frozen,
+/// or cut off) holds no broadcast past the response timeout: the client's
+/// buffers fill up, and a broadcast still returns, with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_holds_no_broadcast_past_the_response_timeout() {
+    let server = NatsServer::start().await;
+    let timeout = Duration::from_millis(300);
+    let a: PubSub<Message> = staff::builder()
+        .node_name("a")
+        .nats(config(&server).response_timeout(timeout))
+        .await
+        .unwrap();
+    server.pause();
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..64 {
+        let a = a.clone();
+        tasks.spawn(async move {
+            // Enough to fill the socket's and the client's buffers.
+            let mut errors = 0;
+            let mut slowest = Duration::ZERO;
+            for round in 0..20 {
+                let big = Message::Team(
+                    TeamEvent::Created,
+                    Team {
+                        uuid: Uuid::now_v7(),
+                        name: Some(format!("{n}.{round} {}", "x".repeat(60_000))),
+                        department_uuid: None,
+                    },
+                );
+                let one = std::time::Instant::now();
+                errors += usize::from(a.broadcast([staff::topic_teams()], big).await.is_err());
+                slowest = slowest.max(one.elapsed());
+            }
+            (errors, slowest)
+        });
+    }
+    let mut errors = 0;
+    let mut slowest = Duration::ZERO;
+    while let Some(joined) = within("every broadcast to return", tasks.join_next()).await {
+        let (failed, took) = joined.unwrap();
+        errors += failed;
+        slowest = slowest.max(took);
+    }
+    server.resume();
+    assert!(errors > 0, "a frozen server took 77 MB?");
+    assert!(
+        slowest < timeout + Duration::from_millis(1500),
+        "the slowest broadcast took {slowest:?} ({:?} in all)",
+        started.elapsed()
+    );
+}
+
+/// While the server is away, `sync` answers within its bound (an error)
+/// however many topics wait; once it is back, the topics are subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_is_bounded_while_the_server_is_away_and_catches_up_after() {
+    let mut server = NatsServer::start().await;
+    let timeout = Duration::from_millis(300);
+    let b: PubSub<Message> = staff::builder()
+        .node_name("b")
+        .nats(config(&server).response_timeout(timeout))
+        .await
+        .unwrap();
+    server.kill();
+    within(
+        "b to notice",
+        b.wait_for_connection(Connection::Disconnected),
+    )
+    .await;
+    let subscriptions: Vec<_> = (0..2_100_u128)
+        .map(|n| {
+            b.subscribe(staff::topic_person(Uuid::from_u128(n)))
+                .unwrap()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let synced = b.sync().await;
+    assert!(synced.is_err(), "{synced:?}");
+    assert!(
+        started.elapsed() < timeout * 2 + Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    server.restart().await;
+    within(
+        "b to reconnect",
+        b.wait_for_connection(Connection::Connected),
+    )
+    .await;
+    within("the subscriptions to catch up", async {
+        while b.sync().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let subjects = server.subjects().await;
+    let persons = subjects
+        .iter()
+        .filter(|subject| subject.starts_with(&format!("{NAMESPACE}.staff.person.")))
+        .count();
+    assert_eq!(persons, subscriptions.len());
+}
+
+/// Namespaces whose subjects overlap (`app` with topic `tenant:x`, and
+/// `app.tenant` with topic `x`) still never see each other: an envelope on
+/// a topic's subject must list that topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_namespaces_never_see_each_other() {
+    const NESTED: Topic = Topic::new("tenant:x");
+    const PLAIN: Topic = Topic::new("x");
+    let server = NatsServer::start().await;
+    let a: PubSub<Message> = staff::builder()
+        .node_name("a")
+        .nats(config(&server).namespace("app"))
+        .await
+        .unwrap();
+    let b: PubSub<Message> = staff::builder()
+        .node_name("b")
+        .nats(config(&server).namespace("app.tenant"))
+        .await
+        .unwrap();
+    let mut on_b = b.subscribe_many([PLAIN, NESTED]).unwrap();
+    b.sync().await.unwrap();
+    a.broadcast([NESTED], team("from app")).await.unwrap();
+    // A fence from b's own namespace: b has handled a's envelope by then.
+    let c: PubSub<Message> = staff::builder()
+        .node_name("c")
+        .nats(config(&server).namespace("app.tenant"))
+        .await
+        .unwrap();
+    c.broadcast([PLAIN], team("fence")).await.unwrap();
+    assert_receive!(on_b, Message::Team(_, t) if t.name.as_deref() == Some("fence"));
+    refute_receive!(on_b, _);
+    assert_eq!(b.stats().rejected, 1, "counted as misrouted");
+    // A topic segment starting with `_` could reach the direct subject.
+    let refused = a.broadcast([Topic::new("tenant:_direct")], team("x")).await;
+    assert!(
+        matches!(refused, Err(Error::Transport(ref e)) if e.outcome() == Outcome::NotSent),
+        "{refused:?}"
+    );
+}
+
+/// A subscription the server refuses (here: over its limit) is not
+/// confirmed by `sync`: the refusal is reported, not silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_reports_a_subscription_the_server_refused() {
+    let dir = std::env::temp_dir().join(format!("nats-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("limit.conf");
+    std::fs::write(&conf, "max_subscriptions: 5\n").unwrap();
+    let server = NatsServer::start_with(&["-c", conf.to_str().unwrap()]).await;
+    let b = node(&server, "b").await;
+    let subscriptions: Vec<_> = (0..6_u128)
+        .map(|n| {
+            b.subscribe(staff::topic_person(Uuid::from_u128(n)))
+                .unwrap()
+        })
+        .collect();
+    // The refusal reaches the client's events a moment after the server
+    // sent it: one of the next syncs reports it.
+    let reported = within("a sync to report the refusal", async {
+        loop {
+            if let Err(Error::Transport(error)) = b.sync().await {
+                return error.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(reported.contains("refused"), "{reported}");
+    drop(subscriptions);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -40,14 +40,17 @@
 //!   skipped, counted in [`Stats::rejected`](crate::Stats::rejected) and
 //!   logged, as with Redis; so is a message whose own code panics.
 //! - A topic whose string is not a valid subject (a segment that is empty,
-//!   holds white space, `.`, `*` or `>`, or a first segment starting with
-//!   `_`) cannot be routed: subscribing to it works on this node only (an
+//!   holds white space, `.`, `*` or `>`, or starts with `_`) cannot be
+//!   routed: subscribing to it works on this node only (an
 //!   error is logged) and broadcasting to it fails with
 //!   [`Outcome::NotSent`]. The generated topics are always valid.
+//! - A subscription the server refuses (over its limits, without
+//!   permission) is logged at ERROR; the next [`PubSub::sync`] fails with
+//!   the refusal (each refusal is reported to one `sync`).
 //! - Credentials (a user and password, a token, or in the URL) never
 //!   appear in `Debug`, errors or logs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,9 +60,10 @@ use std::time::Duration;
 use async_nats::{Client, ConnectOptions, Event};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::net::{redact, AbortOnDrop, Inbound, RateLimit, Secrets};
@@ -264,7 +268,12 @@ fn check_namespace(namespace: &str) -> Result<(), TransportError> {
 /// `<namespace>.<topic segments>`: see the module docs.
 fn subject(namespace: &str, topic: &Topic) -> Result<String, TransportError> {
     let text = topic.to_string();
-    let valid = text.split(':').all(is_token) && !text.starts_with('_');
+    // No segment starts with `_`: the subjects of the transport's own use
+    // (`<ns>._direct`, `<ns>._sync.<id>`) stay apart from every topic's,
+    // whatever the namespace.
+    let valid = text
+        .split(':')
+        .all(|segment| is_token(segment) && !segment.starts_with('_'));
     if !valid {
         return Err(TransportError::msg(format!(
             "topic {text:?} cannot be a NATS subject (a segment is empty, holds white \
@@ -279,13 +288,37 @@ fn not_sent(what: impl Into<String>) -> TransportError {
     TransportError::msg(what).with_outcome(Outcome::NotSent)
 }
 
-/// What the interest task is asked to do, in order.
-enum Interest {
-    /// The node's interest in a topic may have changed: compare with the
-    /// registry and subscribe or leave.
-    Changed(Topic),
-    /// Answer once every earlier change is registered with the server.
-    Sync(oneshot::Sender<Result<(), TransportError>>),
+/// What the interest task has to do: the topics whose interest may have
+/// changed (each once, however often it changed: bounded by the number of
+/// topics) and the `sync` calls waiting for the next round trip. Shared
+/// between the server's threads (which add) and the task (which drains).
+#[derive(Default)]
+struct InterestQueue {
+    pending: Mutex<Pending>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    topics: HashSet<Topic>,
+    syncs: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl InterestQueue {
+    fn changed(&self, topic: Topic) {
+        self.pending.lock().topics.insert(topic);
+        self.wake.notify_one();
+    }
+
+    /// Puts back topics whose subscription failed, to be retried on the
+    /// next wake (a change, a sync, a reconnect), not at once.
+    fn retry_later(&self, topics: impl IntoIterator<Item = Topic>) {
+        self.pending.lock().topics.extend(topics);
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending.lock())
+    }
 }
 
 /// The NATS transport of one node. Made by [`NatsTransport::connect`],
@@ -298,7 +331,7 @@ pub struct NatsTransport<M> {
     response_timeout: Duration,
     shown: Arc<str>,
     secrets: Arc<Secrets>,
-    interest: mpsc::UnboundedSender<Interest>,
+    interest: Arc<InterestQueue>,
     _tasks: Vec<AbortOnDrop>,
     message: PhantomData<fn(&M)>,
 }
@@ -346,6 +379,9 @@ where
             lost: AtomicBool::new(false),
             source: Arc::clone(&namespace),
             log: RateLimit::default(),
+            queue: Mutex::new(None),
+            refused: AtomicU64::new(0),
+            last_refusal: Mutex::new(None),
         });
         // Credentials written in the URL go to the client as options, and
         // the URL without them: the client logs the server address it
@@ -411,7 +447,8 @@ where
             .map_err(fail)?;
         let sync_subject = format!("{namespace}._sync.{:016x}", local.instance());
         let sync = client.subscribe(sync_subject.clone()).await.map_err(fail)?;
-        let (interest_tx, interest_rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(InterestQueue::default());
+        *events.queue.lock() = Some(Arc::clone(&queue));
         let interests = InterestTask {
             client: client.clone(),
             namespace: Arc::clone(&namespace),
@@ -422,11 +459,14 @@ where
             next_sync: AtomicU64::new(0),
             response_timeout: config.response_timeout,
             secrets: Arc::clone(&secrets),
+            queue: Arc::clone(&queue),
+            events: Arc::clone(&events),
+            reported_refusals: 0,
         };
         let initial = local.topics();
         let tasks = vec![
-            AbortOnDrop(runtime.spawn(read(direct, Arc::clone(&inbound)))),
-            AbortOnDrop(runtime.spawn(interests.run(initial, interest_rx))),
+            AbortOnDrop(runtime.spawn(read(direct, Arc::clone(&inbound), None))),
+            AbortOnDrop(runtime.spawn(interests.run(initial))),
         ];
         tracing::info!(url = %shown, namespace = %namespace, node = local.node_name(), "connected to NATS");
         local.set_connection(Connection::Connected);
@@ -437,7 +477,7 @@ where
             response_timeout: config.response_timeout,
             shown,
             secrets,
-            interest: interest_tx,
+            interest: queue,
             _tasks: tasks,
             message: PhantomData,
         })
@@ -449,6 +489,9 @@ where
         &self.namespace
     }
 
+    /// Publishes the envelopes and flushes them, all within the response
+    /// timeout: a stalled server (whose connection still reads as
+    /// connected) cannot hold a broadcast longer.
     async fn send(&self, subjects: Vec<(String, Vec<u8>)>) -> Result<(), TransportError> {
         if !matches!(
             self.client.connection_state(),
@@ -459,30 +502,42 @@ where
                 self.shown
             )));
         }
-        for (subject, bytes) in subjects {
-            self.client
-                .publish(subject, Bytes::from(bytes))
-                .await
-                .map_err(|error| {
-                    TransportError::msg(format!(
-                        "NATS publish failed: {}",
-                        self.secrets.cause(&error)
-                    ))
+        // Set once an envelope may have been handed to the client: from then
+        // on a failure's outcome is unknown.
+        let handed = AtomicBool::new(false);
+        let outcome = |handed: &AtomicBool| {
+            if handed.load(Ordering::Relaxed) {
+                Outcome::Unknown
+            } else {
+                Outcome::NotSent
+            }
+        };
+        let sending = async {
+            for (subject, bytes) in subjects {
+                self.client
+                    .publish(subject, Bytes::from(bytes))
+                    .await
+                    .map_err(|error| {
+                        TransportError::msg(format!(
+                            "NATS publish failed: {}",
+                            self.secrets.cause(&error)
+                        ))
+                        .with_outcome(outcome(&handed))
+                    })?;
+                handed.store(true, Ordering::Relaxed);
+            }
+            self.client.flush().await.map_err(|error| {
+                TransportError::msg(format!("NATS flush failed: {}", self.secrets.cause(&error)))
                     .with_outcome(Outcome::Unknown)
-                })?;
-        }
-        match tokio::time::timeout(self.response_timeout, self.client.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(TransportError::msg(format!(
-                "NATS flush failed: {}",
-                self.secrets.cause(&error)
-            ))
-            .with_outcome(Outcome::Unknown)),
+            })
+        };
+        match tokio::time::timeout(self.response_timeout, sending).await {
+            Ok(result) => result,
             Err(_) => Err(TransportError::msg(format!(
                 "NATS did not take the broadcast within {:?}",
                 self.response_timeout
             ))
-            .with_outcome(Outcome::Unknown)),
+            .with_outcome(outcome(&handed))),
         }
     }
 }
@@ -500,19 +555,28 @@ where
     }
 
     fn interest_changed(&self, topic: Topic) {
-        // The task ends only with the transport: a send cannot fail while
-        // `self` exists, and if it did there would be nobody to tell.
-        let _ = self.interest.send(Interest::Changed(topic));
+        self.interest.changed(topic);
     }
 
     fn sync(&self) -> BoxFuture<'_, Result<(), TransportError>> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.interest.send(Interest::Sync(reply));
+        self.interest.pending.lock().syncs.push(reply);
+        self.interest.wake.notify_one();
+        // Bounded as a whole, waiting for the task (busy subscribing while
+        // the server is away) included. Concurrent syncs share one round
+        // trip.
+        let bound = self.response_timeout * 2;
         Box::pin(async move {
-            sent.map_err(|_| not_sent("the NATS transport has stopped"))?;
-            answer
-                .await
-                .map_err(|_| not_sent("the NATS transport has stopped"))?
+            match tokio::time::timeout(bound, answer).await {
+                Ok(Ok(result)) => {
+                    result.map_err(|what| TransportError::msg(what).with_outcome(Outcome::Unknown))
+                }
+                Ok(Err(_)) => Err(not_sent("the NATS transport has stopped")),
+                Err(_) => Err(TransportError::msg(format!(
+                    "NATS did not confirm the subscriptions within {bound:?}"
+                ))
+                .with_outcome(Outcome::Unknown)),
+            }
         })
     }
 }
@@ -565,12 +629,30 @@ where
 }
 
 /// Reads one NATS subscription until it ends or the server is gone.
-async fn read<M>(mut subscriber: async_nats::Subscriber, inbound: Arc<Inbound<M>>)
-where
+///
+/// On a topic's subject (`topic` is `Some`), an envelope must list that
+/// topic alone: one that lists others (another namespace whose subjects
+/// overlap this one's, a hand-made envelope) is skipped and counted, so that
+/// a subject delivers to its own topic only. On the direct subject, only
+/// direct (`only`) envelopes are taken.
+async fn read<M>(
+    mut subscriber: async_nats::Subscriber,
+    inbound: Arc<Inbound<M>>,
+    topic: Option<Topic>,
+) where
     M: DeserializeOwned + Send + Sync + 'static,
 {
+    let expected = topic.map(|topic| topic.to_string());
     while let Some(message) = subscriber.next().await {
-        if !inbound.handle(&message.payload) {
+        let alive = match &expected {
+            Some(topic) => inbound.handle_checked(&message.payload, |incoming| {
+                incoming.topics().eq(std::iter::once(topic.as_str()))
+            }),
+            None => inbound.handle_checked(&message.payload, |incoming| {
+                matches!(incoming.mode(), Mode::Only(_))
+            }),
+        };
+        if !alive {
             break;
         }
     }
@@ -589,62 +671,96 @@ struct InterestTask<M> {
     next_sync: AtomicU64,
     response_timeout: Duration,
     secrets: Arc<Secrets>,
+    queue: Arc<InterestQueue>,
+    events: Arc<Events<M>>,
+    /// The server errors already reported to a `sync`.
+    reported_refusals: u64,
 }
 
 impl<M> InterestTask<M>
 where
     M: DeserializeOwned + Send + Sync + 'static,
 {
-    async fn run(mut self, initial: Vec<Topic>, mut requests: mpsc::UnboundedReceiver<Interest>) {
-        for topic in initial {
-            self.update(topic).await;
-        }
-        while let Some(request) = requests.recv().await {
-            match request {
-                Interest::Changed(topic) => self.update(topic).await,
-                Interest::Sync(reply) => {
-                    let result = self.round_trip().await;
-                    let _ = reply.send(result);
+    async fn run(self, initial: Vec<Topic>) {
+        let mut task = self;
+        task.queue.retry_later(initial);
+        task.queue.wake.notify_one();
+        loop {
+            task.queue.wake.notified().await;
+            if !task.inbound.local.is_alive() {
+                break;
+            }
+            let Pending { topics, syncs } = task.queue.take();
+            let mut failed = Vec::new();
+            for topic in topics {
+                if !task.update(topic).await {
+                    failed.push(topic);
                 }
             }
-            if !self.inbound.local.is_alive() {
-                break;
+            let retry = !failed.is_empty();
+            task.queue.retry_later(failed);
+            if syncs.is_empty() {
+                continue;
+            }
+            let result = if retry {
+                Err(
+                    "some topics could not be subscribed at NATS now (not connected?): \
+                     they are retried on the next change or reconnect"
+                        .to_owned(),
+                )
+            } else {
+                task.round_trip().await.map_err(|error| error.to_string())
+            };
+            for reply in syncs {
+                let _ = reply.send(result.clone());
             }
         }
     }
 
     /// Subscribes to or leaves `topic`'s subject so that it matches whether
     /// the node has a subscriber of it now.
-    async fn update(&mut self, topic: Topic) {
+    /// Returns false when the subscription could not be made now (to be
+    /// retried).
+    async fn update(&mut self, topic: Topic) -> bool {
         let wanted = self.inbound.local.has_subscribers(&topic);
         let held = self.subscribed.contains_key(&topic);
         if wanted == held {
-            return;
+            return true;
         }
         if !wanted {
             self.subscribed.remove(&topic);
             tracing::debug!(%topic, "left the NATS subject");
-            return;
+            return true;
         }
         let subject = match subject(&self.namespace, &topic) {
             Ok(subject) => subject,
             Err(error) => {
                 tracing::error!(%error, %topic, "topic not routed over NATS: its subscribers receive this node's broadcasts only");
-                return;
+                return true;
             }
         };
-        match self.client.subscribe(subject).await {
-            Ok(subscriber) => {
-                let task = tokio::spawn(read(subscriber, Arc::clone(&self.inbound)));
+        let subscribing = tokio::time::timeout(
+            self.response_timeout,
+            self.client.subscribe(subject.clone()),
+        );
+        match subscribing.await {
+            Ok(Ok(subscriber)) => {
+                let task = tokio::spawn(read(subscriber, Arc::clone(&self.inbound), Some(topic)));
                 self.subscribed.insert(topic, AbortOnDrop(task));
                 tracing::debug!(%topic, "subscribed to the NATS subject");
+                true
             }
-            Err(error) => {
-                tracing::error!(
+            Ok(Err(error)) => {
+                tracing::warn!(
                     cause = %self.secrets.cause(&error),
                     %topic,
-                    "cannot subscribe to a topic's NATS subject: its subscribers receive this node's broadcasts only"
+                    "cannot subscribe to a topic's NATS subject now: retried on the next change or reconnect"
                 );
+                false
+            }
+            Err(_) => {
+                tracing::warn!(%topic, "the NATS client took no subscription within the response timeout: retried on the next change or reconnect");
+                false
             }
         }
     }
@@ -654,13 +770,13 @@ where
     /// subscription is in place once it comes back.
     async fn round_trip(&mut self) -> Result<(), TransportError> {
         let token = self.next_sync.fetch_add(1, Ordering::Relaxed).to_string();
-        self.client
-            .publish(self.sync_subject.clone(), Bytes::from(token.clone()))
-            .await
-            .map_err(|error| {
-                not_sent(format!("NATS sync failed: {}", self.secrets.cause(&error)))
-            })?;
         let waiting = async {
+            self.client
+                .publish(self.sync_subject.clone(), Bytes::from(token.clone()))
+                .await
+                .map_err(|error| {
+                    not_sent(format!("NATS sync failed: {}", self.secrets.cause(&error)))
+                })?;
             while let Some(message) = self.sync.next().await {
                 if message.payload.as_ref() == token.as_bytes() {
                     return Ok(());
@@ -668,14 +784,28 @@ where
             }
             Err(not_sent("the NATS connection closed"))
         };
-        match tokio::time::timeout(self.response_timeout, waiting).await {
+        let answered = match tokio::time::timeout(self.response_timeout, waiting).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::msg(format!(
                 "NATS did not answer within {:?}",
                 self.response_timeout
             ))
             .with_outcome(Outcome::Unknown)),
+        };
+        answered?;
+        // A refusal (too many subscriptions, no permission) comes as a
+        // server error, reported through the client's events: each is
+        // reported to one sync, the first that finds it.
+        let refused = self.events.refused.load(Ordering::Relaxed);
+        if refused != self.reported_refusals {
+            self.reported_refusals = refused;
+            let what = self.events.last_refusal.lock().clone().unwrap_or_default();
+            return Err(TransportError::msg(format!(
+                "the NATS server refused a subscription: {what}"
+            ))
+            .with_outcome(Outcome::NotSent));
         }
+        Ok(())
     }
 }
 
@@ -687,6 +817,13 @@ struct Events<M> {
     lost: AtomicBool,
     source: Arc<str>,
     log: RateLimit,
+    /// The interest task's queue: woken on a reconnect, to retry what
+    /// failed while the server was away.
+    queue: Mutex<Option<Arc<InterestQueue>>>,
+    /// Errors the server sent (a refused subscription, a permission):
+    /// how many, and the last one, for `sync` to report.
+    refused: AtomicU64,
+    last_refusal: Mutex<Option<String>>,
 }
 
 impl<M: Send + Sync + 'static> Events<M> {
@@ -705,6 +842,9 @@ impl<M: Send + Sync + 'static> Events<M> {
                     tracing::info!(namespace = %self.source, node = self.local.node_name(), "reconnected to NATS: subscribers told of the gap");
                 }
                 self.local.set_connection(Connection::Connected);
+                if let Some(queue) = &*self.queue.lock() {
+                    queue.wake.notify_one();
+                }
             }
             Event::SlowConsumer(_) => {
                 // The client dropped messages of a subscription whose
@@ -715,6 +855,12 @@ impl<M: Send + Sync + 'static> Events<M> {
                 }
             }
             Event::Closed => self.local.set_connection(Connection::Disconnected),
+            Event::ServerError(error) => {
+                let text = error.to_string();
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %text, namespace = %self.source, node = self.local.node_name(), "the NATS server refused a command (a topic's subscription may receive nothing from other nodes)");
+                *self.last_refusal.lock() = Some(text);
+            }
             other => {
                 if self.log.allow() {
                     tracing::warn!(event = %other, namespace = %self.source, "NATS event");

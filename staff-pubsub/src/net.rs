@@ -271,7 +271,19 @@ where
     /// `Deserialize`, or the `Drop` of a message evicted from a full
     /// queue). Returns false once the server is gone.
     pub(crate) fn handle(&self, bytes: &[u8]) -> bool {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_unguarded(bytes))) {
+        self.handle_checked(bytes, |_| true)
+    }
+
+    /// As [`handle`](Self::handle), skipping (and counting, as misrouted)
+    /// an envelope that `belongs` refuses: one that does not match where it
+    /// arrived.
+    pub(crate) fn handle_checked(
+        &self,
+        bytes: &[u8],
+        belongs: impl Fn(&wire::Incoming<'_>) -> bool,
+    ) -> bool {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_unguarded(bytes, &belongs)))
+        {
             Ok(alive) => alive,
             Err(payload) => {
                 self.local.record_rejected();
@@ -291,13 +303,20 @@ where
         }
     }
 
-    fn handle_unguarded(&self, bytes: &[u8]) -> bool {
+    fn handle_unguarded(
+        &self,
+        bytes: &[u8],
+        belongs: &dyn Fn(&wire::Incoming<'_>) -> bool,
+    ) -> bool {
         let me = self.local.node_name();
         let instance = self.local.instance();
         let incoming = match wire::decode(bytes, self.max_message_size) {
             Ok(incoming) => incoming,
             Err(error) => return self.reject(&error, bytes.len()),
         };
+        if !belongs(&incoming) {
+            return self.reject(&wire::WireError::Misrouted, bytes.len());
+        }
         if incoming.is_name_conflict(me, instance) {
             self.local.record_name_conflict();
             if self.conflict_log.allow() {

@@ -114,6 +114,11 @@ pub enum WireError {
         /// The configured maximum.
         max: usize,
     },
+    /// The envelope does not belong where it arrived: on a NATS topic's
+    /// subject, it lists other topics than that one; on the direct subject,
+    /// it is not a direct (`only`) envelope.
+    #[error("the envelope does not belong on the subject it arrived on")]
+    Misrouted,
     /// The `instance` is not 16 hex digits.
     #[error("the envelope's `instance` is not 16 hex digits")]
     InvalidInstance,

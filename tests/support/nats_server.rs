@@ -90,6 +90,27 @@ impl NatsServer {
         );
     }
 
+    /// Stops the server with SIGSTOP: its connections stay open and it
+    /// answers nothing until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a [`pause`](Self::pause)d server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// The subjects of every client subscription the server holds, from
     /// its monitoring endpoint (`/subsz?subs=1`).
     ///
@@ -98,7 +119,7 @@ impl NatsServer {
     /// If the endpoint does not answer.
     pub async fn subjects(&self) -> Vec<String> {
         let body = self
-            .monitoring("/subsz?subs=1")
+            .monitoring("/subsz?subs=1&limit=1000000")
             .await
             .expect("the monitoring endpoint answers");
         let json: serde_json::Value = serde_json::from_str(&body).expect("JSON from /subsz");
