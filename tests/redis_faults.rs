@@ -651,3 +651,24 @@ async fn a_persistent_reconnect_failure_is_a_warning_with_its_cause_and_the_stat
     .await;
     assert_eq!(on_b.try_recv(), Err(TryRecvError::Gap));
 }
+
+// A server outliving its runtime.
+
+/// A networked server belongs to the tokio runtime it was built in. If that
+/// runtime shuts down, the server stops receiving: not silently, its state
+/// turns disconnected and its subscribers get a gap.
+#[test]
+fn a_server_whose_runtime_shut_down_says_it_no_longer_receives() {
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (server, a) = first.block_on(async {
+        let server = RedisServer::start().await;
+        let a: PubSub<Message> = node(&server, Some("a")).await;
+        (server, a)
+    });
+    let mut on_a = a.subscribe(staff::topic_teams()).unwrap();
+    assert_eq!(a.connection(), Connection::Connected);
+    drop(first);
+    assert_eq!(a.connection(), Connection::Disconnected);
+    assert_eq!(on_a.try_recv(), Err(TryRecvError::Gap));
+    drop(server);
+}

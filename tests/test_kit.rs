@@ -153,3 +153,17 @@ async fn refute_receive_consumes_other_messages_lags_and_gaps() {
         Err(staff_pubsub::TryRecvError::Empty)
     );
 }
+
+#[tokio::test]
+async fn refute_receive_waits_the_whole_timeout_even_on_a_closed_subscription() {
+    let pubsub = PubSub::<Message>::new();
+    let mut departments = pubsub.subscribe(staff::topic_departments()).unwrap();
+    drop(pubsub);
+    let started = std::time::Instant::now();
+    refute_receive!(departments, _, Duration::from_millis(80));
+    assert!(
+        started.elapsed() >= Duration::from_millis(80),
+        "{:?}",
+        started.elapsed()
+    );
+}

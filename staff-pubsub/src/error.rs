@@ -34,6 +34,10 @@ pub enum Error {
     /// `cannot connect to Redis at redis://127.0.0.1:6379: Connection refused`).
     #[error(transparent)]
     Connect(TransportError),
+    /// [`PubSub::sync`](crate::PubSub::sync) could not confirm that this
+    /// node's subscriptions reached the engine.
+    #[error("the transport could not confirm this node's subscriptions")]
+    Sync(#[source] TransportError),
     /// A server that talks to other nodes needs a non-empty node name.
     #[error("the node name must not be empty when the server has a transport")]
     EmptyNodeName,

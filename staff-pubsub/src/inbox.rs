@@ -113,14 +113,21 @@ impl<M> Inbox<M> {
     /// [`RecvError::Gap`] after them and before any message queued later.
     /// A second gap before the first is received moves the one marker to
     /// the end (reloading there covers both losses).
-    pub(crate) fn signal_gap(&self) {
+    ///
+    /// Returns whether the gap is new to the subscriber (no marker was
+    /// waiting), for the count of gaps subscribers were told of.
+    pub(crate) fn signal_gap(&self) -> bool {
+        let mut new = false;
         self.update(|state| {
             if state.word & GAP != 0 {
                 state.queue.retain(Option::is_some);
+            } else {
+                new = true;
             }
             state.queue.push_back(None);
             state.word |= GAP;
         });
+        new
     }
 
     /// Closes the inbox: queued messages can still be received, then

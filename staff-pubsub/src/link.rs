@@ -134,7 +134,7 @@ where
         };
         Box::pin(async move {
             match core.transport() {
-                Some(transport) => transport.sync().await.map_err(Error::Transport),
+                Some(transport) => transport.sync().await.map_err(Error::Sync),
                 None => Ok(()),
             }
         })

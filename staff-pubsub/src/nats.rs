@@ -66,7 +66,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::net::{redact, AbortOnDrop, Inbound, RateLimit, Secrets};
+use crate::net::{redact, AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
 use crate::pubsub::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Mode, Transport};
@@ -683,11 +683,15 @@ where
 {
     async fn run(self, initial: Vec<Topic>) {
         let mut task = self;
+        // Dropped without being disarmed: this task was stopped from
+        // outside, and so was the client's connection.
+        let mut stopped = StopReport::new(task.inbound.local.clone(), "NATS");
         task.queue.retry_later(initial);
         task.queue.wake.notify_one();
         loop {
             task.queue.wake.notified().await;
             if !task.inbound.local.is_alive() {
+                stopped.disarm();
                 break;
             }
             let Pending { topics, syncs } = task.queue.take();

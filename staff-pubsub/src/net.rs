@@ -249,6 +249,50 @@ impl RateLimit {
     }
 }
 
+/// Reports, when dropped while its server lives, that a transport's task was
+/// stopped from outside (its tokio runtime shut down, most likely: a
+/// networked server belongs to the runtime it was built in): the node no
+/// longer receives, so its state turns disconnected, every subscriber gets a
+/// gap, and an ERROR says why. Disarmed when the task ends normally (the
+/// server is gone).
+pub(crate) struct StopReport<M> {
+    local: LocalNode<M>,
+    engine: &'static str,
+    armed: bool,
+}
+
+impl<M> StopReport<M> {
+    pub(crate) fn new(local: LocalNode<M>, engine: &'static str) -> Self {
+        Self {
+            local,
+            engine,
+            armed: true,
+        }
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl<M> Drop for StopReport<M> {
+    fn drop(&mut self) {
+        if !self.armed || !self.local.is_alive() {
+            return;
+        }
+        self.local
+            .set_connection(crate::transport::Connection::Disconnected);
+        self.local.signal_gap();
+        tracing::error!(
+            node = self.local.node_name(),
+            "the {} transport's task was stopped while its server lives (its tokio runtime \
+             shut down?): this node no longer receives from other nodes; build a networked \
+             server in the runtime that uses it",
+            self.engine
+        );
+    }
+}
+
 /// The receiving side of a network transport: turns one received envelope
 /// into deliveries, and skips, counts and logs anything else.
 pub(crate) struct Inbound<M> {

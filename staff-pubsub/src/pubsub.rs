@@ -136,9 +136,21 @@ impl<M> Core<M> {
     }
 
     /// Every subscriber of this server gets a gap (not its peer's).
+    ///
+    /// Counted in `stats().gaps` when it is news to a subscriber (or there
+    /// is none): a gap signalled again before the subscribers read the last
+    /// one (a slow consumer dropping message after message) moves their
+    /// markers to the end and is one gap, not one per signal.
     pub(crate) fn signal_gap_here(&self) {
-        self.counters.record_gap();
-        self.registry.for_each_inbox(|inbox| inbox.signal_gap());
+        let mut any = false;
+        let mut new = false;
+        self.registry.for_each_inbox(|inbox| {
+            any = true;
+            new |= inbox.signal_gap();
+        });
+        if new || !any {
+            self.counters.record_gap();
+        }
     }
 }
 
@@ -638,11 +650,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     ///
     /// # Errors
     ///
-    /// [`Error::Transport`] if the transport could not confirm it (not
-    /// connected, no answer in time).
+    /// [`Error::Sync`] if the transport could not confirm it (not
+    /// connected, no answer in time, a subscription refused).
     pub async fn sync(&self) -> Result<(), Error> {
         if let Some(transport) = self.core.transport() {
-            return transport.sync().await.map_err(Error::Transport);
+            return transport.sync().await.map_err(Error::Sync);
         }
         match self.core.peer.get() {
             Some(peer) => peer.sync().await,
@@ -789,8 +801,10 @@ pub struct Stats {
     pub received: u64,
     /// Messages from the wire that were malformed or refused, and skipped.
     pub rejected: u64,
-    /// Times the transport lost its connection (or restarted its receive
-    /// task) and told subscribers of a gap.
+    /// Times subscribers were told of a gap: the transport lost its
+    /// connection, restarted its receive task, or dropped messages (a slow
+    /// consumer). A gap signalled again before the subscribers read the
+    /// previous one counts once.
     pub gaps: u64,
     /// Envelopes received from another live server that uses this node's
     /// name (each is also logged at ERROR level, and still delivered).

@@ -75,6 +75,7 @@ use serde::Serialize;
 use crate::error::{Error, Outcome, TransportError};
 use crate::net::{
     panic_message, redact, release_panic, AbortOnDrop, Backoff, Cause, Inbound, RateLimit, Secrets,
+    StopReport,
 };
 use crate::pubsub::{Builder, PubSub};
 use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Transport};
@@ -683,10 +684,13 @@ where
 {
     let mut first = Some(first);
     let mut backoff = Backoff::new(receiver.config.reconnect_min, receiver.config.reconnect_max);
+    // Dropped without being disarmed: this task was stopped from outside.
+    let mut stopped = StopReport::new(receiver.local.clone(), "Redis");
     loop {
         let mut task = AbortOnDrop(tokio::spawn(Arc::clone(&receiver).run(first.take())));
         let ended = (&mut task.0).await;
         if !receiver.local.is_alive() {
+            stopped.disarm();
             break;
         }
         receiver.local.set_connection(Connection::Disconnected);

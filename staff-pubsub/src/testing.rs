@@ -99,7 +99,12 @@ pub async fn refute_receive<M: Debug>(
                 "refute_receive!: received a message matching `{pattern}` within {timeout:?}: {message:?}"
             ),
             Ok(_) | Err(RecvError::Lagged(_) | RecvError::Gap) => {}
-            Err(_closed) => return,
+            // Nothing more can come: the wait still lasts the whole
+            // timeout, as documented.
+            Err(_closed) => {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
         }
     }
 }
