@@ -6,7 +6,11 @@
 //! cargo run --release -p staff-pubsub-bench --features cluster --bin cluster_bench
 //! cargo run --release -p staff-pubsub-bench --features cluster --bin cluster_bench -- --only pair
 //! cargo run --release -p staff-pubsub-bench --features cluster --bin cluster_bench -- --only scale --scale-broadcasts 20000
+//! cargo run --release -p staff-pubsub-bench --features cluster --bin cluster_bench -- --only interest
 //! ```
+//!
+//! `--only interest` measures what one subscription per topic costs NATS as
+//! a node holds 1,000 to 50,000 person topics ([`interest`]).
 //!
 //! Options: `--quick` (pair 20,000 broadcasts x 3 rounds, scale 10,000
 //! broadcasts x 1 run per engine; the full run is 100,000 x 5 and 100,000
@@ -20,6 +24,7 @@
 //! standard output.
 
 mod cpu;
+mod interest;
 mod pair;
 mod scale;
 mod servers;
@@ -77,6 +82,9 @@ async fn main() {
     }
     if only.as_deref().is_none_or(|only| only == "scale") {
         scale_report(&redis, &nats, &plan).await;
+    }
+    if only.as_deref() == Some("interest") {
+        interest_report(&nats).await;
     }
     println!("\ntotal {:.0} s", started.elapsed().as_secs_f64());
 }
@@ -206,4 +214,22 @@ fn spread(values: &[f64], digits: usize) -> String {
         sorted[0],
         sorted[sorted.len() - 1]
     )
+}
+
+async fn interest_report(nats: &Server) {
+    println!("## Interest: one NATS subscription per topic, K person topics on one node\n");
+    println!("| K topics | subscribe + sync ms | server RSS growth KiB | server CPU ms | received of 10,000 (half to its topics) |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    for (i, topics) in [1_000, 10_000, 50_000].into_iter().enumerate() {
+        let run = interest::run(nats, topics, &format!("interest{i}")).await;
+        println!(
+            "| {} | {:.0} | {} | {:.0} | {} of {} |",
+            run.topics,
+            run.subscribe_ms,
+            run.server_rss_kib,
+            run.server_cpu_ms,
+            run.received,
+            run.broadcasts
+        );
+    }
 }

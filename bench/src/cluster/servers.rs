@@ -88,6 +88,20 @@ impl Server {
         format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
+    /// The server process's resident memory now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> i64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|line| line.starts_with("VmRSS:"))
+                    .and_then(|line| line.split_whitespace().nth(1))
+                    .and_then(|kib| kib.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// The server process's CPU time so far (user + system).
     pub fn cpu(&self) -> Duration {
         crate::cpu::of_pid(&self.child.id().to_string())
