@@ -356,7 +356,11 @@ async fn a_change_in_one_window_shows_in_the_other_without_reload() {
         shows_department(c, "Engineering", false)
     })
     .await;
-    assert!(shows_department(&a, "Engineering", false).await);
+    // A's own page hears of it as B's does (not necessarily first).
+    wait(&a, "Engineering gone in A", LIVE, |c| {
+        shows_department(c, "Engineering", false)
+    })
+    .await;
 
     // All of it live: neither window reloaded or refetched.
     assert_loads(&a, 1).await;

@@ -260,7 +260,7 @@ async fn broadcast_from_skips_only_the_senders_own_subscription() {
     let mut peer = a.subscribe(staff::topic_teams()).unwrap();
     let mut remote = b.subscribe(staff::topic_teams()).unwrap();
 
-    a.broadcast_from(&sender, &[staff::topic_teams()], team("x"))
+    a.broadcast_from(&sender, [staff::topic_teams()], team("x"))
         .await
         .unwrap();
 
@@ -287,7 +287,7 @@ async fn local_broadcast_publishes_nothing() {
     let mut fence = b.subscribe(FENCE).unwrap();
 
     assert_eq!(a.local_broadcast(&[staff::topic_teams()], team("here")), 1);
-    a.broadcast(&[FENCE], team("fence")).await.unwrap();
+    a.broadcast([FENCE], team("fence")).await.unwrap();
 
     let first = next_raw(&mut channel).await;
     assert_eq!(
@@ -319,7 +319,7 @@ async fn direct_broadcast_reaches_only_the_named_node() {
         .unwrap();
     assert_eq!(team_name(&recv(&mut on[1]).await), "for b");
 
-    b.broadcast(&[FENCE], team("fence")).await.unwrap();
+    b.broadcast([FENCE], team("fence")).await.unwrap();
     recv(&mut fence_a).await;
     recv(&mut fence_c).await;
     assert!(drain(&mut on[0]).is_empty(), "the sender got it");
@@ -347,18 +347,18 @@ async fn two_namespaces_on_one_redis_never_see_each_other() {
     let mut two_fence = two_y.subscribe(FENCE).unwrap();
 
     one_x
-        .broadcast(&[staff::topic_teams()], team("one"))
+        .broadcast([staff::topic_teams()], team("one"))
         .await
         .unwrap();
     two_x
-        .broadcast(&[staff::topic_teams()], team("two"))
+        .broadcast([staff::topic_teams()], team("two"))
         .await
         .unwrap();
     assert_eq!(team_name(&recv(&mut one_teams).await), "one");
     assert_eq!(team_name(&recv(&mut two_teams).await), "two");
 
-    one_x.broadcast(&[FENCE], team("fence")).await.unwrap();
-    two_x.broadcast(&[FENCE], team("fence")).await.unwrap();
+    one_x.broadcast([FENCE], team("fence")).await.unwrap();
+    two_x.broadcast([FENCE], team("fence")).await.unwrap();
     recv(&mut one_fence).await;
     recv(&mut two_fence).await;
     assert!(drain(&mut one_teams).is_empty());
@@ -424,7 +424,7 @@ async fn garbage_on_the_channel_is_skipped_and_counted_and_valid_messages_still_
     publish_raw(&mut connection, NAMESPACE, &complete).await;
     assert_eq!(team_name(&recv(&mut on_b).await), "from another client");
     // ... and from a node.
-    a.broadcast(&[staff::topic_teams()], team("after the garbage"))
+    a.broadcast([staff::topic_teams()], team("after the garbage"))
         .await
         .unwrap();
     assert_eq!(team_name(&recv(&mut on_b).await), "after the garbage");
@@ -449,7 +449,7 @@ async fn an_oversize_broadcast_is_refused_with_a_typed_error() {
     let mut fence = b.subscribe(FENCE).unwrap();
 
     let error = a
-        .broadcast(&[staff::topic_teams()], team(&"x".repeat(2000)))
+        .broadcast([staff::topic_teams()], team(&"x".repeat(2000)))
         .await
         .expect_err("an oversize message is refused");
     let Error::Transport(transport) = &error else {
@@ -465,7 +465,7 @@ async fn an_oversize_broadcast_is_refused_with_a_typed_error() {
     // This node's subscribers got it before the transport refused it.
     assert_eq!(drain(&mut local).len(), 1);
 
-    a.broadcast(&[FENCE], team("fence")).await.unwrap();
+    a.broadcast([FENCE], team("fence")).await.unwrap();
     recv(&mut fence).await;
     assert!(drain(&mut remote).is_empty());
 }
@@ -553,7 +553,7 @@ async fn killing_redis_fails_broadcasts_and_a_restart_brings_a_gap_then_delivery
     let mut on_a = a.subscribe(staff::topic_teams()).unwrap();
     let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
 
-    a.broadcast(&[staff::topic_teams()], team("before"))
+    a.broadcast([staff::topic_teams()], team("before"))
         .await
         .unwrap();
     assert_eq!(team_name(&recv(&mut on_b).await), "before");
@@ -563,7 +563,7 @@ async fn killing_redis_fails_broadcasts_and_a_restart_brings_a_gap_then_delivery
     for attempt in 0..3 {
         let start = Instant::now();
         let result = a
-            .broadcast(&[staff::topic_teams()], team(&format!("lost {attempt}")))
+            .broadcast([staff::topic_teams()], team(&format!("lost {attempt}")))
             .await;
         assert!(
             matches!(result, Err(Error::Transport(_))),
@@ -572,7 +572,7 @@ async fn killing_redis_fails_broadcasts_and_a_restart_brings_a_gap_then_delivery
         assert!(start.elapsed() < Duration::from_secs(5));
     }
     assert!(b
-        .broadcast(&[staff::topic_teams()], team("lost too"))
+        .broadcast([staff::topic_teams()], team("lost too"))
         .await
         .is_err());
 
@@ -597,12 +597,12 @@ async fn killing_redis_fails_broadcasts_and_a_restart_brings_a_gap_then_delivery
     );
 
     // Messages flow again, both ways.
-    a.broadcast(&[staff::topic_teams()], team("after a"))
+    a.broadcast([staff::topic_teams()], team("after a"))
         .await
         .expect("the publisher reconnects");
     assert_eq!(team_name(&recv(&mut on_b).await), "after a");
     assert_eq!(team_name(&drain(&mut on_a)[0]), "after a", "the local copy");
-    b.broadcast(&[staff::topic_teams()], team("after b"))
+    b.broadcast([staff::topic_teams()], team("after b"))
         .await
         .expect("the publisher reconnects");
     assert_eq!(team_name(&recv(&mut on_a).await), "after b");
@@ -635,7 +635,7 @@ async fn a_connection_that_stops_answering_is_noticed_by_the_health_check() {
 
     let gap = within("the gap after the pause", on_b.recv()).await;
     assert_eq!(gap, Err(RecvError::Gap));
-    a.broadcast(&[staff::topic_teams()], team("after the pause"))
+    a.broadcast([staff::topic_teams()], team("after the pause"))
         .await
         .unwrap();
     assert_eq!(team_name(&recv(&mut on_b).await), "after the pause");
@@ -673,7 +673,7 @@ async fn a_subscription_to_several_topics_gets_one_gap_per_reconnect() {
                 async move { gaps == (round as u64, round as u64) }
             })
             .await;
-            a.broadcast(&[staff::topic_teams()], team(&format!("after {round}")))
+            a.broadcast([staff::topic_teams()], team(&format!("after {round}")))
                 .await
                 .unwrap();
             within("the reader to read", read.recv()).await;
@@ -726,7 +726,7 @@ async fn a_slow_subscriber_does_not_hold_up_the_transport_or_other_subscribers()
     // its full queue held up b's receive task, the ninth would never come.
     let expected: Vec<String> = (0..SENT).map(|n| n.to_string()).collect();
     for name in &expected {
-        a.broadcast(&[staff::topic_teams()], team(name))
+        a.broadcast([staff::topic_teams()], team(name))
             .await
             .unwrap();
         assert_eq!(team_name(&recv(&mut fast_b).await), name);

@@ -121,11 +121,11 @@ async fn nodes_built_without_a_name_get_unique_names_and_reach_each_other() {
 
     let mut on_a = a.subscribe(staff::topic_teams()).unwrap();
     let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
-    a.broadcast(&[staff::topic_teams()], team("from a"))
+    a.broadcast([staff::topic_teams()], team("from a"))
         .await
         .unwrap();
     assert_eq!(next(&mut on_b, name_of).await, "from a");
-    b.broadcast(&[staff::topic_teams()], team("from b"))
+    b.broadcast([staff::topic_teams()], team("from b"))
         .await
         .unwrap();
     assert_eq!(next(&mut on_a, name_of).await, "from a", "a's own copy");
@@ -143,7 +143,7 @@ async fn two_live_nodes_with_one_name_still_reach_each_other_and_report_the_clas
     let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
 
     // One broadcast of a: b receives it and reports the clash.
-    a.broadcast(&[staff::topic_teams()], team("from a"))
+    a.broadcast([staff::topic_teams()], team("from a"))
         .await
         .unwrap();
     assert_eq!(next(&mut on_b, name_of).await, "from a");
@@ -154,7 +154,7 @@ async fn two_live_nodes_with_one_name_still_reach_each_other_and_report_the_clas
         logs.lines()
     );
     // One broadcast of b: a does too. Neither takes its own back.
-    b.broadcast(&[staff::topic_teams()], team("from b"))
+    b.broadcast([staff::topic_teams()], team("from b"))
         .await
         .unwrap();
     assert_eq!(next(&mut on_a, name_of).await, "from a");
@@ -244,8 +244,8 @@ async fn a_panicking_deserialize_or_drop_is_skipped_and_counted_and_the_task_goe
     let fence = Topic::new("chat:fence");
     let mut fence_reader = b.subscribe(fence).unwrap();
 
-    a.broadcast(&[ROOMS], Touchy("panic".into())).await.unwrap();
-    a.broadcast(&[ROOMS], Touchy("after the panic".into()))
+    a.broadcast([ROOMS], Touchy("panic".into())).await.unwrap();
+    a.broadcast([ROOMS], Touchy("after the panic".into()))
         .await
         .unwrap();
     assert_eq!(next(&mut reader, touchy).await, "after the panic");
@@ -253,13 +253,13 @@ async fn a_panicking_deserialize_or_drop_is_skipped_and_counted_and_the_task_goe
 
     // A full queue evicts "drop bomb" on b's receive task: its destructor
     // panics there, is contained, and the next message still comes.
-    a.broadcast(&[ROOMS], Touchy("drop bomb".into()))
+    a.broadcast([ROOMS], Touchy("drop bomb".into()))
         .await
         .unwrap();
-    a.broadcast(&[ROOMS], Touchy("evicts the bomb".into()))
+    a.broadcast([ROOMS], Touchy("evicts the bomb".into()))
         .await
         .unwrap();
-    a.broadcast(&[fence], Touchy("fence".into())).await.unwrap();
+    a.broadcast([fence], Touchy("fence".into())).await.unwrap();
     assert_eq!(next(&mut fence_reader, touchy).await, "fence");
     assert!(DROP_BOMBS.load(Ordering::Relaxed) >= 1);
     assert_eq!(next(&mut reader, touchy).await, "Lagged(1)");
@@ -276,12 +276,10 @@ async fn a_receive_task_that_dies_is_restarted_and_every_subscriber_gets_a_gap()
     let mut one = b.subscribe(ROOMS).unwrap();
     let mut two = b.subscribe(Topic::new("chat:other")).unwrap();
 
-    a.broadcast(&[ROOMS], Touchy("before".into()))
-        .await
-        .unwrap();
+    a.broadcast([ROOMS], Touchy("before".into())).await.unwrap();
     assert_eq!(next(&mut one, touchy).await, "before");
     // The payload of this panic cannot even be dropped: the task dies.
-    a.broadcast(&[ROOMS], Touchy("double panic".into()))
+    a.broadcast([ROOMS], Touchy("double panic".into()))
         .await
         .unwrap();
     assert_eq!(next(&mut one, touchy).await, "Gap");
@@ -292,7 +290,7 @@ async fn a_receive_task_that_dies_is_restarted_and_every_subscriber_gets_a_gap()
         b.wait_for_connection(Connection::Connected),
     )
     .await;
-    a.broadcast(&[ROOMS], Touchy("after the restart".into()))
+    a.broadcast([ROOMS], Touchy("after the restart".into()))
         .await
         .unwrap();
     assert_eq!(next(&mut one, touchy).await, "after the restart");
@@ -307,7 +305,7 @@ async fn a_gap_comes_after_what_was_queued_before_the_outage_and_before_what_cam
     let b: PubSub<Message> = node(&server, Some("b")).await;
     let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
     for name in ["old 1", "old 2"] {
-        a.broadcast(&[staff::topic_teams()], team(name))
+        a.broadcast([staff::topic_teams()], team(name))
             .await
             .unwrap();
     }
@@ -326,7 +324,7 @@ async fn a_gap_comes_after_what_was_queued_before_the_outage_and_before_what_cam
     )
     .await;
     eventually("a to reconnect", || a.connection() == Connection::Connected).await;
-    a.broadcast(&[staff::topic_teams()], team("new"))
+    a.broadcast([staff::topic_teams()], team("new"))
         .await
         .unwrap();
 
@@ -344,13 +342,13 @@ async fn every_broadcast_returns_within_the_timeouts_however_many_run_at_once() 
     const BROADCASTERS: usize = 40;
     let server = RedisServer::start().await;
     let a: PubSub<Message> = node(&server, Some("a")).await;
-    a.broadcast(&[staff::topic_teams()], team("connected"))
+    a.broadcast([staff::topic_teams()], team("connected"))
         .await
         .unwrap();
 
     server.pause();
     // The first broadcast times out on the live connection, and drops it.
-    let first = a.broadcast(&[staff::topic_teams()], team("first")).await;
+    let first = a.broadcast([staff::topic_teams()], team("first")).await;
     assert!(first.is_err(), "{first:?}");
     // Now every broadcast needs a new connection, to a Redis that answers
     // nothing: they share one attempt instead of queueing for their own.
@@ -361,7 +359,7 @@ async fn every_broadcast_returns_within_the_timeouts_however_many_run_at_once() 
         let a = a.clone();
         tasks.spawn(async move {
             let result = a
-                .broadcast(&[staff::topic_teams()], team(&format!("{n}")))
+                .broadcast([staff::topic_teams()], team(&format!("{n}")))
                 .await;
             (result, Instant::now())
         });
@@ -433,7 +431,7 @@ async fn repeated_topics_are_reached_once_and_too_many_topics_are_refused() {
     assert_eq!(small.stats().rejected, 1);
     let refused = small
         .broadcast(
-            &[staff::topic_teams(), staff::topic_people(), ROOMS],
+            [staff::topic_teams(), staff::topic_people(), ROOMS],
             team("too wide"),
         )
         .await;
@@ -456,7 +454,7 @@ async fn an_error_says_whether_the_message_was_certainly_not_sent_or_may_arrive(
     // PUBLISH and delivers it once it runs again. Outcome unknown.
     server.pause();
     let frozen = a
-        .broadcast(&[staff::topic_teams()], team("maybe"))
+        .broadcast([staff::topic_teams()], team("maybe"))
         .await
         .expect_err("no reply from a frozen Redis");
     let Error::Transport(error) = &frozen else {
@@ -478,7 +476,7 @@ async fn an_error_says_whether_the_message_was_certainly_not_sent_or_may_arrive(
     )
     .await;
     let refused = a
-        .broadcast(&[staff::topic_teams()], team("never"))
+        .broadcast([staff::topic_teams()], team("never"))
         .await
         .expect_err("no Redis");
     let Error::Transport(error) = &refused else {
@@ -499,7 +497,7 @@ async fn an_error_says_whether_the_message_was_certainly_not_sent_or_may_arrive(
             department_uuid: None,
         },
     );
-    let Err(Error::Transport(error)) = a.broadcast(&[staff::topic_teams()], huge).await else {
+    let Err(Error::Transport(error)) = a.broadcast([staff::topic_teams()], huge).await else {
         panic!("a message over the maximum size");
     };
     assert_eq!(error.outcome(), Outcome::NotSent);

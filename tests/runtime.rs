@@ -35,7 +35,7 @@ async fn one_copy_per_reached_topic_per_subscription() {
     let mut both = pubsub.subscribe_many([ROOMS, room(1)]).unwrap();
     let mut other_room = pubsub.subscribe(room(2)).unwrap();
 
-    pubsub.broadcast(&[ROOMS, room(1)], 7).await.unwrap();
+    pubsub.broadcast([ROOMS, room(1)], 7).await.unwrap();
 
     assert_eq!(drain(&mut rooms).0.len(), 1);
     assert_eq!(drain(&mut both).0.len(), 2);
@@ -46,7 +46,7 @@ async fn one_copy_per_reached_topic_per_subscription() {
 #[tokio::test]
 async fn broadcast_to_a_topic_nobody_has_is_ok_and_costs_no_topic() {
     let pubsub = PubSub::<u32>::new();
-    pubsub.broadcast(&[room(9)], 1).await.unwrap();
+    pubsub.broadcast([room(9)], 1).await.unwrap();
     let stats = pubsub.stats();
     assert_eq!((stats.published, stats.delivered, stats.topics), (1, 0, 0));
 }
@@ -57,10 +57,7 @@ async fn broadcast_from_skips_only_the_sender() {
     let mut sender = pubsub.subscribe(ROOMS).unwrap();
     let mut peer = pubsub.subscribe(ROOMS).unwrap();
 
-    pubsub
-        .broadcast_from(&sender, &[ROOMS], "hi")
-        .await
-        .unwrap();
+    pubsub.broadcast_from(&sender, [ROOMS], "hi").await.unwrap();
     assert_eq!(pubsub.local_broadcast_from(&sender, &[ROOMS], "again"), 1);
 
     assert_eq!(sender.try_recv(), Err(TryRecvError::Empty));
@@ -115,7 +112,7 @@ async fn a_subscription_is_a_stream_that_ends_with_the_server() {
     let pubsub = PubSub::<u32>::new();
     let subscription = pubsub.subscribe(ROOMS).unwrap();
     for n in 0..3 {
-        pubsub.broadcast(&[ROOMS], n).await.unwrap();
+        pubsub.broadcast([ROOMS], n).await.unwrap();
     }
     drop(pubsub);
 
@@ -134,7 +131,7 @@ async fn recv_wakes_when_a_message_arrives_later() {
     let publisher = pubsub.clone();
     let waiter = tokio::spawn(async move { subscription.recv().await });
     tokio::task::yield_now().await;
-    publisher.broadcast(&[ROOMS], 5).await.unwrap();
+    publisher.broadcast([ROOMS], 5).await.unwrap();
     let received = within("the waiting task", waiter).await.unwrap();
     assert_eq!(received.map(|m| *m), Ok(5));
 }
@@ -149,7 +146,7 @@ async fn a_slow_subscriber_is_told_exactly_how_many_it_missed() {
     let mut fast_received = 0;
 
     for n in 0..SENT {
-        pubsub.broadcast(&[ROOMS], n).await.unwrap();
+        pubsub.broadcast([ROOMS], n).await.unwrap();
         fast_received += drain(&mut fast).0.len();
     }
 
@@ -200,7 +197,7 @@ async fn a_gap_reaches_every_subscriber_as_a_distinct_item() {
     let mut first = pubsub.subscribe(ROOMS).unwrap();
     let mut second = pubsub.subscribe(room(1)).unwrap();
     pubsub.local_node().signal_gap();
-    pubsub.broadcast(&[ROOMS, room(1)], 1).await.unwrap();
+    pubsub.broadcast([ROOMS, room(1)], 1).await.unwrap();
     for subscription in [&mut first, &mut second] {
         assert_eq!(
             within("the gap", subscription.recv()).await,
@@ -244,7 +241,7 @@ async fn concurrent_publishers_deliver_everything_in_per_publisher_order() {
             tokio::spawn(async move {
                 for seq in 0..MESSAGES {
                     pubsub
-                        .broadcast(&[ROOMS, room(1)], (publisher, seq))
+                        .broadcast([ROOMS, room(1)], (publisher, seq))
                         .await
                         .unwrap();
                 }
@@ -288,7 +285,7 @@ async fn churn_racing_with_broadcasts_loses_no_accounting() {
             let pubsub = pubsub.clone();
             tokio::spawn(async move {
                 for seq in 0..MESSAGES {
-                    pubsub.broadcast(&[ROOMS, room(n)], seq).await.unwrap();
+                    pubsub.broadcast([ROOMS, room(n)], seq).await.unwrap();
                     tokio::task::yield_now().await;
                 }
             })
@@ -335,7 +332,7 @@ async fn a_subscription_needs_a_topic_and_counts_each_topic_once() {
 
     let mut twice = pubsub.subscribe_many([ROOMS, ROOMS]).unwrap();
     assert_eq!(twice.topics(), [ROOMS]);
-    pubsub.broadcast(&[ROOMS], 1).await.unwrap();
+    pubsub.broadcast([ROOMS], 1).await.unwrap();
     assert_eq!(drain(&mut twice).0.len(), 1);
 }
 

@@ -83,7 +83,9 @@ pub mod wire;
 
 pub use default_server::{AlreadyInstalled, Scoped};
 pub use error::{Error, Outcome, RecvError, TransportError, TryRecvError};
-pub use pubsub::{Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME};
+pub use pubsub::{
+    Broadcast, Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME,
+};
 #[doc = include_str!("staff_events.md")]
 pub use staff_pubsub_macros::staff_events;
 

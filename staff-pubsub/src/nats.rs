@@ -21,6 +21,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Order is kept per topic, not across topics: each topic's subject is read
+//! by a task of its own, so a subscription to several topics may receive
+//! broadcasts to different topics in another order than they were made.
+//!
 //! # Faults
 //!
 //! - [`NatsTransport::connect`] fails within the connect timeout when no
@@ -466,7 +470,11 @@ where
         let initial = local.topics();
         let tasks = vec![
             AbortOnDrop(runtime.spawn(read(direct, Arc::clone(&inbound), None))),
-            AbortOnDrop(runtime.spawn(interests.run(initial))),
+            // The report is made here, not in the task: a task the runtime
+            // drops before ever polling it still reports.
+            AbortOnDrop(
+                runtime.spawn(interests.run(initial, StopReport::new(local.clone(), "NATS"))),
+            ),
         ];
         tracing::info!(url = %shown, namespace = %namespace, node = local.node_name(), "connected to NATS");
         local.set_connection(Connection::Connected);
@@ -681,11 +689,10 @@ impl<M> InterestTask<M>
 where
     M: DeserializeOwned + Send + Sync + 'static,
 {
-    async fn run(self, initial: Vec<Topic>) {
+    /// `stopped`, dropped without being disarmed: this task was stopped
+    /// from outside, and so was the client's connection.
+    async fn run(self, initial: Vec<Topic>, mut stopped: StopReport<M>) {
         let mut task = self;
-        // Dropped without being disarmed: this task was stopped from
-        // outside, and so was the client's connection.
-        let mut stopped = StopReport::new(task.inbound.local.clone(), "NATS");
         task.queue.retry_later(initial);
         task.queue.wake.notify_one();
         loop {

@@ -489,11 +489,16 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// Sends `message` to every subscriber of `topics`, on every node: one
-    /// copy per reached topic per subscription. Local subscribers get it
-    /// before the call returns; with a transport, `Ok` means the engine took
-    /// it too. List each topic once: the list is not searched for
-    /// duplicates on this hot path, and a topic listed twice is reached
-    /// twice on this node (the generated `broadcast_*` functions list
+    /// copy per reached topic per subscription.
+    ///
+    /// This node's subscribers (and those of a linked server, see the
+    /// README's "One bus per application") receive it when `broadcast` is
+    /// called, before the returned future is first polled; the future sends
+    /// it to other nodes, and `Ok` then means the engine took it. Without a
+    /// transport the future is ready at once. Dropping the future unpolled
+    /// skips the other nodes only. List each topic once: the list is not
+    /// searched for duplicates on this hot path, and a topic listed twice is
+    /// reached twice on this node (the generated `broadcast_*` functions list
     /// distinct topics; other nodes reach each listed topic once).
     ///
     /// `topics` is anything that is a slice of topics: `&[Topic]`, an array,
@@ -505,8 +510,12 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// (this node's subscribers did receive it); its
     /// [`outcome`](crate::TransportError::outcome) says whether it may
     /// still reach them.
-    pub async fn broadcast<T: AsRef<[Topic]>>(&self, topics: T, message: M) -> Result<(), Error> {
-        self.send(topics.as_ref(), message, None).await
+    pub fn broadcast<'a, T>(&'a self, topics: T, message: M) -> Broadcast<'a>
+    where
+        T: AsRef<[Topic]> + Send + 'a,
+    {
+        let shared = self.dispatch(topics.as_ref(), message, None, true).1;
+        self.network(topics, shared)
     }
 
     /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
@@ -515,26 +524,55 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// # Errors
     ///
     /// As [`broadcast`](Self::broadcast).
-    pub async fn broadcast_from<T: AsRef<[Topic]>>(
-        &self,
+    pub fn broadcast_from<'a, T>(
+        &'a self,
         from: &Subscription<M>,
         topics: T,
         message: M,
-    ) -> Result<(), Error> {
-        self.send(topics.as_ref(), message, Some(&from.inbox)).await
+    ) -> Broadcast<'a>
+    where
+        T: AsRef<[Topic]> + Send + 'a,
+    {
+        let shared = self
+            .dispatch(topics.as_ref(), message, Some(&from.inbox), true)
+            .1;
+        self.network(topics, shared)
     }
 
-    /// The one send path of `broadcast` and `broadcast_from`: this node's
-    /// subscribers (but `except`) at once, then the other nodes.
-    async fn send(
-        &self,
-        topics: &[Topic],
+    /// As [`broadcast`](Self::broadcast), the future owning its handle on
+    /// the server: what a generated function returns for a scope's server.
+    pub(crate) fn into_broadcast<T>(
+        self,
+        topics: T,
         message: M,
-        except: Option<&Arc<Inbox<M>>>,
-    ) -> Result<(), Error> {
-        match self.dispatch(topics, message, except, true).1 {
-            Some(message) => self.publish(Mode::ExceptOrigin, topics, &message).await,
-            None => Ok(()),
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static
+    where
+        T: AsRef<[Topic]> + Send + 'static,
+    {
+        let shared = self.dispatch(topics.as_ref(), message, None, true).1;
+        async move {
+            match shared {
+                None => Ok(()),
+                Some(message) => {
+                    self.publish(Mode::ExceptOrigin, topics.as_ref(), &message)
+                        .await
+                }
+            }
+        }
+    }
+
+    /// The other nodes' part of a broadcast already dispatched here: a
+    /// future only when there is a message for the network.
+    fn network<'a, T>(&'a self, topics: T, shared: Option<Arc<M>>) -> Broadcast<'a>
+    where
+        T: AsRef<[Topic]> + Send + 'a,
+    {
+        match shared {
+            None => Broadcast::Done,
+            Some(message) => Broadcast::Sending(Box::pin(async move {
+                self.publish(Mode::ExceptOrigin, topics.as_ref(), &message)
+                    .await
+            })),
         }
     }
 
@@ -780,6 +818,41 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             tracing::warn!(%error, "broadcast not sent to other nodes");
             Error::Transport(error)
         })
+    }
+}
+
+/// What [`PubSub::broadcast`] returns: the other nodes' part of a broadcast
+/// (this node's subscribers have it already). Ready at once when there is
+/// nothing to send to other nodes; boxed when there is, as the transport's
+/// own future is.
+#[must_use = "other nodes receive the broadcast only when the future is awaited"]
+pub enum Broadcast<'a> {
+    /// Nothing to send to other nodes: resolves to `Ok(())` at once.
+    #[doc(hidden)]
+    Done,
+    /// Sending to other nodes.
+    #[doc(hidden)]
+    Sending(BoxFuture<'a, Result<(), Error>>),
+}
+
+impl std::fmt::Debug for Broadcast<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Done => "Broadcast(done)",
+            Self::Sending(_) => "Broadcast(sending to other nodes)",
+        })
+    }
+}
+
+impl Future for Broadcast<'_> {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // `Broadcast` is `Unpin`: the sending future is boxed.
+        match self.get_mut() {
+            Self::Done => Poll::Ready(Ok(())),
+            Self::Sending(sending) => sending.as_mut().poll(cx),
+        }
     }
 }
 

@@ -417,7 +417,10 @@ where
         reconnect_log: RateLimit::default(),
         inbound,
     });
-    let supervisor = runtime.spawn(supervise(receiver, subscription));
+    // Made here, not in the task: a task the runtime drops before ever
+    // polling it still reports.
+    let stopped = StopReport::new(receiver.local.clone(), "Redis");
+    let supervisor = runtime.spawn(supervise(receiver, subscription, stopped));
     Ok(Opened {
         publisher,
         channel,
@@ -677,15 +680,18 @@ enum Stopped {
 /// Runs the receive task, and runs it again whenever it ends while the
 /// server lives (a panic that escaped it): after each restart it
 /// subscribes again and every subscriber gets a gap, as after a reconnect.
-async fn supervise<M, H>(receiver: Arc<Receiver<M, H>>, first: Subscribed)
-where
+async fn supervise<M, H>(
+    receiver: Arc<Receiver<M, H>>,
+    first: Subscribed,
+    mut stopped: StopReport<M>,
+) where
     M: Send + Sync + 'static,
     H: Handler,
 {
     let mut first = Some(first);
     let mut backoff = Backoff::new(receiver.config.reconnect_min, receiver.config.reconnect_max);
-    // Dropped without being disarmed: this task was stopped from outside.
-    let mut stopped = StopReport::new(receiver.local.clone(), "Redis");
+    // `stopped`, dropped without being disarmed: this task was stopped
+    // from outside.
     loop {
         let mut task = AbortOnDrop(tokio::spawn(Arc::clone(&receiver).run(first.take())));
         let ended = (&mut task.0).await;

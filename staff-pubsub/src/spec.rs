@@ -229,9 +229,7 @@ where
 {
     match server.scoped() {
         None => Either::Left(global().broadcast(topics, message)),
-        Some(pubsub) => Either::Right(Box::pin(
-            async move { pubsub.broadcast(topics, message).await },
-        )),
+        Some(pubsub) => Either::Right(Box::pin(pubsub.into_broadcast(topics, message))),
     }
 }
 
