@@ -5,29 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use staff_pubsub::{Error, PubSub, RecvError, Subscription, Topic, TryRecvError, Uuid};
-use staff_pubsub_tests::within;
+use staff_pubsub::{Error, PubSub, RecvError, Subscription, Topic, TryRecvError};
+use staff_pubsub_tests::{drain, room, within};
 
 const ROOMS: Topic = Topic::new("chat:rooms");
 const USERS: Topic = Topic::new("chat:users");
-
-fn room(n: u128) -> Topic {
-    Topic::keyed("chat:room", Uuid::from_u128(n))
-}
-
-/// Drains what is queued now: (messages, misses reported).
-fn drain<M>(subscription: &mut Subscription<M>) -> (Vec<Arc<M>>, u64) {
-    let mut messages = Vec::new();
-    let mut missed = 0;
-    loop {
-        match subscription.try_recv() {
-            Ok(message) => messages.push(message),
-            Err(TryRecvError::Lagged(n)) => missed += n,
-            Err(TryRecvError::Empty | TryRecvError::Closed) => return (messages, missed),
-            Err(other) => panic!("unexpected {other:?}"),
-        }
-    }
-}
 
 fn values<M: Copy>(messages: &[Arc<M>]) -> Vec<M> {
     messages.iter().map(|message| **message).collect()

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubStream};
+use redis::aio::PubSubStream;
 use serde_json::Value;
 use staff_pubsub::phoenix::{
     decode_term, encode_frame, FrameMode, PhoenixConfig, DEFAULT_MAX_FRAME_SIZE,
@@ -22,7 +22,7 @@ use staff_pubsub::staff::{
     TeamMembershipEvent,
 };
 use staff_pubsub::{Connection, Error, Outcome, PubSub, RecvError, Subscription, Topic, Uuid};
-use staff_pubsub_tests::redis_server::{free_port, RedisServer};
+use staff_pubsub_tests::redis_server::{free_port, publish_raw, RedisServer};
 use staff_pubsub_tests::{logs, within};
 
 const PUBSUB: &str = "MyApp.PubSub";
@@ -70,23 +70,6 @@ async fn node_with(name: &str, config: PhoenixConfig) -> PubSub<Message> {
 
 async fn node(server: &RedisServer, name: &str) -> PubSub<Message> {
     node_with(name, config(server)).await
-}
-
-async fn connection(server: &RedisServer) -> MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn publish_raw(connection: &mut MultiplexedConnection, bytes: &[u8]) {
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(CHANNEL)
-        .arg(bytes)
-        .query_async(connection)
-        .await
-        .unwrap();
 }
 
 /// A plain subscriber of the channel, as the capture of the golden frames was.
@@ -220,14 +203,14 @@ async fn golden_frames_reach_the_subscribers_of_the_node_they_are_for() {
     let phx = node(&server, "phx-a").await;
     let mut on_rust = rust.subscribe_many(all_topics()).unwrap();
     let mut on_phx = phx.subscribe_many(all_topics()).unwrap();
-    let mut publisher = connection(&server).await;
+    let mut publisher = server.connection().await;
 
     let mut for_rust = Vec::new();
     let mut for_phx = Vec::new();
     let mut skipped = 0;
     for entry in manifest() {
         let file = entry["file"].as_str().unwrap();
-        publish_raw(&mut publisher, &golden(file)).await;
+        publish_raw(&mut publisher, CHANNEL, &golden(file)).await;
         if entry["staff_decoder"] == "skip" {
             skipped += 1;
             continue;
@@ -241,7 +224,7 @@ async fn golden_frames_reach_the_subscribers_of_the_node_they_are_for() {
             for_phx.push(expected(file));
         }
     }
-    publish_raw(&mut publisher, &fence_frame()).await;
+    publish_raw(&mut publisher, CHANNEL, &fence_frame()).await;
 
     assert_eq!(for_rust.len(), 24);
     assert_eq!(until_fence(&mut on_rust).await, for_rust);
@@ -389,14 +372,15 @@ async fn skipped_frames_are_logged_at_debug() {
     let server = RedisServer::start().await;
     let rust = node(&server, "rust-1").await;
     let mut teams = rust.subscribe(staff::topic_teams()).unwrap();
-    let mut publisher = connection(&server).await;
+    let mut publisher = server.connection().await;
     publish_raw(
         &mut publisher,
+        CHANNEL,
         &golden("09c_skip_other_scope_tuple__staff_teams.bin"),
     )
     .await;
-    publish_raw(&mut publisher, b"not a term at all").await;
-    publish_raw(&mut publisher, &fence_frame()).await;
+    publish_raw(&mut publisher, CHANNEL, b"not a term at all").await;
+    publish_raw(&mut publisher, CHANNEL, &fence_frame()).await;
     assert!(until_fence(&mut teams).await.is_empty());
     assert_eq!(rust.stats().rejected, 2);
     assert!(logs.has_line_with(&["DEBUG", "skipped a Phoenix frame", "scope is not :staff"]));
@@ -419,8 +403,13 @@ async fn a_restart_gives_a_gap_then_frames_flow_again() {
     let gap = within("the gap", teams.recv()).await;
     assert_eq!(gap.err(), Some(RecvError::Gap));
     within("connected", rust.wait_for_connection(Connection::Connected)).await;
-    let mut publisher = connection(&server).await;
-    publish_raw(&mut publisher, &golden("01a_team_created__staff_teams.bin")).await;
+    let mut publisher = server.connection().await;
+    publish_raw(
+        &mut publisher,
+        CHANNEL,
+        &golden("01a_team_created__staff_teams.bin"),
+    )
+    .await;
     let message = within("the frame", teams.recv()).await.unwrap();
     assert_eq!(
         message,

@@ -16,7 +16,7 @@ use staff_pubsub::{Error, PubSub, RecvError, Subscription, Topic, TryRecvError, 
 use staff_pubsub_tests::child::Cluster;
 use staff_pubsub_tests::conformance;
 use staff_pubsub_tests::contract_for;
-use staff_pubsub_tests::redis_server::{free_port, RedisServer};
+use staff_pubsub_tests::redis_server::{free_port, publish_raw, RedisServer};
 use staff_pubsub_tests::within;
 
 contract_for!(Stock, staff);
@@ -94,15 +94,6 @@ async fn recv(subscription: &mut Subscription<Message>) -> Arc<Message> {
         .expect("a message, not an error")
 }
 
-/// A plain redis-rs connection: what another client of the same Redis sees.
-async fn raw(server: &RedisServer) -> MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// A plain subscriber of `channel`, as `redis-cli SUBSCRIBE channel` is.
 async fn raw_subscriber(server: &RedisServer, channel: &str) -> PubSubStream {
     let mut pubsub = redis::Client::open(server.url())
@@ -119,15 +110,6 @@ async fn next_raw(stream: &mut PubSubStream) -> Value {
         .await
         .expect("the stream goes on");
     serde_json::from_slice(message.get_payload_bytes()).expect("the channel carries JSON")
-}
-
-async fn publish_raw(connection: &mut MultiplexedConnection, channel: &str, bytes: &[u8]) {
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(channel)
-        .arg(bytes)
-        .query_async(connection)
-        .await
-        .unwrap();
 }
 
 async fn numsub(connection: &mut MultiplexedConnection, channel: &str) -> i64 {
@@ -364,7 +346,7 @@ async fn two_namespaces_on_one_redis_never_see_each_other() {
     assert!(drain(&mut one_teams).is_empty());
     assert!(drain(&mut two_teams).is_empty());
 
-    let mut connection = raw(&server).await;
+    let mut connection = server.connection().await;
     assert_eq!(numsub(&mut connection, "one").await, 2);
     assert_eq!(numsub(&mut connection, "two").await, 2);
 }
@@ -375,7 +357,7 @@ async fn garbage_on_the_channel_is_skipped_and_counted_and_valid_messages_still_
     let a = node(&server, "a").await;
     let b = node_with("b", config(&server).max_message_size(4096)).await;
     let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
-    let mut connection = raw(&server).await;
+    let mut connection = server.connection().await;
 
     let valid = |message: Value| json!({ "v": 1, "origin": "other", "mode": "all", "topics": ["staff:teams"], "message": message });
     let good = serde_json::to_value(team("from another client")).unwrap();
@@ -624,7 +606,7 @@ async fn a_connection_that_stops_answering_is_noticed_by_the_health_check() {
     .await;
     let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
 
-    let mut connection = raw(&server).await;
+    let mut connection = server.connection().await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(1500)
@@ -752,7 +734,7 @@ async fn a_slow_subscriber_does_not_hold_up_the_transport_or_other_subscribers()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_server_stops_its_task_and_closes_its_connections() {
     let server = RedisServer::start().await;
-    let mut connection = raw(&server).await;
+    let mut connection = server.connection().await;
     let baseline_clients = client_ids(&mut connection).await;
     let metrics = tokio::runtime::Handle::current().metrics();
     let baseline_tasks = metrics.num_alive_tasks();

@@ -7,14 +7,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use staff_pubsub::redis::RedisConfig;
 use staff_pubsub::staff::{self, Team, TeamEvent};
 use staff_pubsub::{Connection, Error, Outcome, PubSub, Subscription, Topic, TryRecvError, Uuid};
 use staff_pubsub_tests::logs;
-use staff_pubsub_tests::redis_server::RedisServer;
+use staff_pubsub_tests::redis_server::{publish_raw, RedisServer};
 use staff_pubsub_tests::within;
 
 type Message = staff::Message;
@@ -69,23 +68,6 @@ async fn next<M>(subscription: &mut Subscription<M>, show: fn(&M) -> &str) -> St
         Ok(message) => show(&message).to_owned(),
         Err(error) => format!("{error:?}"),
     }
-}
-
-async fn raw(server: &RedisServer) -> MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn publish_raw(connection: &mut MultiplexedConnection, bytes: &[u8]) {
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(NAMESPACE)
-        .arg(bytes)
-        .query_async(connection)
-        .await
-        .unwrap();
 }
 
 /// Polls `condition` until it holds, for at most the test wait.
@@ -384,7 +366,7 @@ async fn repeated_topics_are_reached_once_and_too_many_topics_are_refused() {
     let server = RedisServer::start().await;
     let b: PubSub<Message> = node(&server, Some("b")).await;
     let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
-    let mut connection = raw(&server).await;
+    let mut connection = server.connection().await;
     let message = serde_json::to_value(team("x")).unwrap();
     let envelope = |topics: Vec<&str>, name: &str| {
         let mut message = message.clone();
@@ -399,15 +381,31 @@ async fn repeated_topics_are_reached_once_and_too_many_topics_are_refused() {
     // receive task is not held up.
     let flood = envelope(vec!["staff:teams"; 70_000], "flood");
     assert!(flood.len() < staff_pubsub::wire::DEFAULT_MAX_MESSAGE_SIZE);
-    publish_raw(&mut connection, &flood).await;
+    publish_raw(&mut connection, NAMESPACE, &flood).await;
     // Three times the same topic, within the bound: one copy.
     publish_raw(
         &mut connection,
+        NAMESPACE,
         &envelope(vec!["staff:teams", "staff:teams", "staff:teams"], "thrice"),
     )
     .await;
-    publish_raw(&mut connection, &envelope(vec!["staff:teams"], "fence")).await;
+    // A long list (past the linear scan: 41 distinct topics, each twice,
+    // `staff:teams` last): still one copy.
+    let people: Vec<String> = (0..40_u128)
+        .map(|n| format!("staff:person:{}", Uuid::from_u128(n)))
+        .collect();
+    let mut long: Vec<&str> = people.iter().map(String::as_str).collect();
+    long.extend(people.iter().map(String::as_str));
+    long.extend(["staff:teams", "staff:teams"]);
+    publish_raw(&mut connection, NAMESPACE, &envelope(long, "long")).await;
+    publish_raw(
+        &mut connection,
+        NAMESPACE,
+        &envelope(vec!["staff:teams"], "fence"),
+    )
+    .await;
     assert_eq!(next(&mut on_b, name_of).await, "thrice");
+    assert_eq!(next(&mut on_b, name_of).await, "long");
     assert_eq!(next(&mut on_b, name_of).await, "fence");
     assert_eq!(b.stats().rejected, 1);
 
@@ -420,13 +418,19 @@ async fn repeated_topics_are_reached_once_and_too_many_topics_are_refused() {
     let mut on_small = small.subscribe(staff::topic_teams()).unwrap();
     publish_raw(
         &mut connection,
+        NAMESPACE,
         &envelope(
             vec!["staff:teams", "staff:people", "staff:departments"],
             "three",
         ),
     )
     .await;
-    publish_raw(&mut connection, &envelope(vec!["staff:teams"], "fence")).await;
+    publish_raw(
+        &mut connection,
+        NAMESPACE,
+        &envelope(vec!["staff:teams"], "fence"),
+    )
+    .await;
     assert_eq!(next(&mut on_small, name_of).await, "fence");
     assert_eq!(small.stats().rejected, 1);
     let refused = small

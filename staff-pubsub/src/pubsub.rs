@@ -206,11 +206,25 @@ impl<M: Send + Sync + 'static> NodeSink<M> for Core<M> {
         self.counters.record_received();
         let message = Arc::new(message);
         let mut tally = Tally::default();
-        let mut seen = hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::default());
-        let mut keys = Vec::new();
+        // Each distinct topic once. Envelopes list a handful of topics (the
+        // generated routes, one per NATS subject): a linear scan of the
+        // distinct ones so far, and a hash set only for a long list (bounded
+        // by the transport's `max_topics`).
+        let mut keys: Vec<TopicKey<'_>> = Vec::new();
+        let mut seen: Option<hashbrown::HashSet<TopicKey<'_>, foldhash::fast::FixedState>> = None;
         for topic in topics {
             let key = TopicKey::from_wire(topic);
-            if seen.insert(key) {
+            let new = match &mut seen {
+                Some(seen) => seen.insert(key),
+                None if keys.len() < 16 => !keys.contains(&key),
+                None => {
+                    let mut set: hashbrown::HashSet<_, _> = keys.iter().copied().collect();
+                    let new = set.insert(key);
+                    seen = Some(set);
+                    new
+                }
+            };
+            if new {
                 self.registry
                     .deliver(key, || Arc::clone(&message), None, &mut tally);
                 keys.push(key);

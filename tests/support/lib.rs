@@ -31,3 +31,28 @@ pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
         Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
     }
 }
+
+/// A keyed chat topic for runtime tests: `chat:room:<n as uuid>`.
+#[must_use]
+pub fn room(n: u128) -> staff_pubsub::Topic {
+    staff_pubsub::Topic::keyed("chat:room", staff_pubsub::Uuid::from_u128(n))
+}
+
+/// Drains what is queued now: (messages, misses reported).
+///
+/// # Panics
+///
+/// On a gap, which these in-process tests never expect.
+pub fn drain<M>(subscription: &mut staff_pubsub::Subscription<M>) -> (Vec<std::sync::Arc<M>>, u64) {
+    use staff_pubsub::TryRecvError;
+    let mut messages = Vec::new();
+    let mut missed = 0;
+    loop {
+        match subscription.try_recv() {
+            Ok(message) => messages.push(message),
+            Err(TryRecvError::Lagged(n)) => missed += n,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return (messages, missed),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+}

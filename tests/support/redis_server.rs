@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a server may take to answer `PING` after it was started.
@@ -125,6 +126,20 @@ impl RedisServer {
     pub async fn restart_with(&mut self, extra: &[&str]) {
         self.extra = extra.iter().map(|arg| (*arg).to_owned()).collect();
         self.restart().await;
+    }
+
+    /// A plain redis-rs connection: what another client of the same Redis
+    /// sees.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not take it.
+    pub async fn connection(&self) -> MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("a valid URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to the test's redis-server")
     }
 
     /// The port it listens on.
@@ -280,4 +295,18 @@ async fn ping(port: u16) -> bool {
         tokio::time::timeout(Duration::from_millis(500), attempt).await,
         Ok(Ok(true))
     )
+}
+
+/// `PUBLISH channel bytes`, as another program would publish.
+///
+/// # Panics
+///
+/// If Redis refuses it.
+pub async fn publish_raw(connection: &mut MultiplexedConnection, channel: &str, bytes: &[u8]) {
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(bytes)
+        .query_async(connection)
+        .await
+        .expect("PUBLISH");
 }
