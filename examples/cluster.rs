@@ -152,7 +152,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             event = events.recv() => match event {
                 Ok(message) => println!("[{node}] received {}", serde_json::to_string(&*message)?),
-                Err(RecvError::Gap) => println!(
+                Err(RecvError::Gap(_)) => println!(
                     "[{node}] gap: the connection was lost and is back; events may have been missed"
                 ),
                 Err(RecvError::Lagged(missed)) => println!("[{node}] lagged: {missed} events missed"),

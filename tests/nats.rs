@@ -217,7 +217,7 @@ async fn killing_nats_fails_broadcasts_and_a_restart_brings_a_gap_then_delivery(
     .await;
     assert_eq!(
         within("the gap", on_b.recv()).await.err(),
-        Some(RecvError::Gap)
+        Some(RecvError::Gap(staff_pubsub::Gap::Disconnected))
     );
     b.sync().await.unwrap();
     a.broadcast([staff::topic_teams()], team("after"))
@@ -286,7 +286,7 @@ async fn a_slow_consumer_becomes_a_gap_not_a_silent_hole() {
         while gaps == 0 {
             match on_b.recv().await {
                 Ok(_) => received += 1,
-                Err(RecvError::Gap) => gaps += 1,
+                Err(RecvError::Gap(_)) => gaps += 1,
                 Err(other) => panic!("{other:?}"),
             }
         }

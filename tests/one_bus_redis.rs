@@ -135,9 +135,15 @@ async fn an_installed_transport_carries_both_specs_broadcasts_both_ways() {
         .await
         .unwrap();
     let gap = within("the gap on the stock side", here_stock.recv()).await;
-    assert_eq!(gap.err(), Some(RecvError::Gap));
+    assert_eq!(
+        gap.err(),
+        Some(RecvError::Gap(staff_pubsub::Gap::Disconnected))
+    );
     let gap = within("the gap on the extension's side", here_page.recv()).await;
-    assert_eq!(gap.err(), Some(RecvError::Gap));
+    assert_eq!(
+        gap.err(),
+        Some(RecvError::Gap(staff_pubsub::Gap::Disconnected))
+    );
     within(
         "the stock side to see the reconnect",
         staff::server().wait_for_connection(Connection::Connected),

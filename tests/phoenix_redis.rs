@@ -401,7 +401,10 @@ async fn a_restart_gives_a_gap_then_frames_flow_again() {
     let mut teams = rust.subscribe(staff::topic_teams()).unwrap();
     server.restart().await;
     let gap = within("the gap", teams.recv()).await;
-    assert_eq!(gap.err(), Some(RecvError::Gap));
+    assert_eq!(
+        gap.err(),
+        Some(RecvError::Gap(staff_pubsub::Gap::Disconnected))
+    );
     within("connected", rust.wait_for_connection(Connection::Connected)).await;
     let mut publisher = server.connection().await;
     publish_raw(

@@ -616,7 +616,7 @@ async fn a_connection_that_stops_answering_is_noticed_by_the_health_check() {
         .unwrap();
 
     let gap = within("the gap after the pause", on_b.recv()).await;
-    assert_eq!(gap, Err(RecvError::Gap));
+    assert_eq!(gap, Err(RecvError::Gap(staff_pubsub::Gap::Disconnected)));
     a.broadcast([staff::topic_teams()], team("after the pause"))
         .await
         .unwrap();
@@ -680,7 +680,12 @@ async fn a_subscription_to_several_topics_gets_one_gap_per_reconnect() {
         seen.push(item);
     }
     let expected: Vec<_> = (1..=RECONNECTS)
-        .flat_map(|round| [Err(RecvError::Gap), Ok(format!("after {round}"))])
+        .flat_map(|round| {
+            [
+                Err(RecvError::Gap(staff_pubsub::Gap::Disconnected)),
+                Ok(format!("after {round}")),
+            ]
+        })
         .collect();
     assert_eq!(seen, expected);
     drop(driver.await.unwrap());

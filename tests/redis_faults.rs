@@ -651,7 +651,10 @@ async fn a_persistent_reconnect_failure_is_a_warning_with_its_cause_and_the_stat
         b.wait_for_connection(Connection::Connected),
     )
     .await;
-    assert_eq!(on_b.try_recv(), Err(TryRecvError::Gap));
+    assert_eq!(
+        on_b.try_recv(),
+        Err(TryRecvError::Gap(staff_pubsub::Gap::Disconnected))
+    );
 }
 
 // A server outliving its runtime.
@@ -671,6 +674,9 @@ fn a_server_whose_runtime_shut_down_says_it_no_longer_receives() {
     assert_eq!(a.connection(), Connection::Connected);
     drop(first);
     assert_eq!(a.connection(), Connection::Disconnected);
-    assert_eq!(on_a.try_recv(), Err(TryRecvError::Gap));
+    assert_eq!(
+        on_a.try_recv(),
+        Err(TryRecvError::Gap(staff_pubsub::Gap::Disconnected))
+    );
     drop(server);
 }

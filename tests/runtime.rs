@@ -182,7 +182,7 @@ async fn a_gap_reaches_every_subscriber_as_a_distinct_item() {
     for subscription in [&mut first, &mut second] {
         assert_eq!(
             within("the gap", subscription.recv()).await,
-            Err(RecvError::Gap)
+            Err(RecvError::Gap(staff_pubsub::Gap::Disconnected))
         );
         assert_eq!(subscription.try_recv().map(|m| *m), Ok(1));
     }

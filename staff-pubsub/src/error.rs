@@ -45,6 +45,16 @@ pub enum Error {
     /// subscription that was unsubscribed, or whose server is gone.
     #[error("the subscription is closed: it was unsubscribed or its server is gone")]
     SubscriptionClosed,
+    /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) on a
+    /// server whose transport keeps no log (in process, live-only Redis or
+    /// NATS): only a durable transport can replay.
+    #[error("this server's transport keeps no log to replay from: it is not durable")]
+    NotDurable,
+    /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) could
+    /// not read the log (the engine did not answer): the subscription was
+    /// not made.
+    #[error("cannot read the log to replay what was missed")]
+    Replay(#[source] TransportError),
 }
 
 /// What a failed send may still have done: whether retrying could deliver
@@ -135,13 +145,15 @@ pub enum RecvError {
     /// dropped. The next receive continues with the oldest message kept.
     #[error("subscriber lagged behind: {0} messages missed")]
     Lagged(u64),
-    /// The transport lost its connection (or its receive task had to be
-    /// restarted); messages may have been missed without a count. It comes
-    /// in queue order: after every message queued before the loss, before
-    /// every message received after it. Reload any state built from the
-    /// stream.
-    #[error("the transport reconnected: messages may have been missed")]
-    Gap,
+    /// Messages published on other nodes were lost on the way: the
+    /// transport lost its connection (or its receive task had to be
+    /// restarted), or, in durable mode, the log no longer held them. The
+    /// [`Gap`](crate::Gap) says which, and how many log entries are missing
+    /// when that is known. It comes in queue order: after every message
+    /// queued before the loss, before every message received after it.
+    /// Reload any state built from the stream.
+    #[error("{0}")]
+    Gap(crate::Gap),
     /// The server was dropped and every queued message has been received.
     #[error("the server is closed")]
     Closed,
@@ -158,8 +170,8 @@ pub enum TryRecvError {
     #[error("{}", RecvError::Lagged(*.0))]
     Lagged(u64),
     /// See [`RecvError::Gap`].
-    #[error("{}", RecvError::Gap)]
-    Gap,
+    #[error("{0}")]
+    Gap(crate::Gap),
     /// See [`RecvError::Closed`].
     #[error("{}", RecvError::Closed)]
     Closed,
@@ -169,7 +181,7 @@ impl From<RecvError> for TryRecvError {
     fn from(error: RecvError) -> Self {
         match error {
             RecvError::Lagged(n) => Self::Lagged(n),
-            RecvError::Gap => Self::Gap,
+            RecvError::Gap(gap) => Self::Gap(gap),
             RecvError::Closed => Self::Closed,
         }
     }

@@ -13,8 +13,8 @@
 //! Invariants: for every inbox, messages popped + misses reported + misses
 //! still pending + messages still queued == messages pushed (while fewer
 //! than 2^62 misses are pending, where their count saturates). The queue
-//! holds at most one gap marker (`None`), exactly while [`GAP`] is set, and
-//! at most `capacity` messages besides it.
+//! holds at most one gap marker (an entry without a message), exactly while
+//! [`State::gap`] is set, and at most `capacity` messages besides it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,28 +22,39 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
+use crate::log::{Gap, Position};
 use crate::RecvError;
 
-/// 64 bytes: the queue's capacity is the server's, passed to each push, and
-/// the two flags share a word with the count of misses.
+/// 72 bytes: the queue's capacity is the server's, passed to each push, and
+/// the flag shares a word with the count of misses.
 pub(crate) struct Inbox<M> {
     state: Mutex<State<M>>,
 }
 
-struct State<M> {
-    /// Grows on demand up to the capacity: an idle subscription allocates
-    /// no queue at all. `Some` is a message, `None` the gap marker (the
-    /// niche keeps an entry one pointer wide).
-    queue: VecDeque<Option<Arc<M>>>,
-    /// Messages dropped for lack of room and not yet reported (the low bits,
-    /// [`MISSED`]), and the flags [`GAP`] (a marker is queued) and [`CLOSED`].
-    word: u64,
-    waker: Option<Waker>,
+/// One queued item: a message and, in durable mode, its log position; or,
+/// without a message, the gap marker. Two words.
+struct Entry<M> {
+    message: Option<Arc<M>>,
+    position: Option<Position>,
 }
 
-/// In [`State::word`]: the transport lost messages (a reconnect) and the
-/// gap marker is queued, not yet reported.
-const GAP: u64 = 1 << 63;
+/// What a receive takes: a message with its log position (durable mode
+/// only), or why there is none.
+pub(crate) type Taken<M> = Result<(Arc<M>, Option<Position>), RecvError>;
+
+struct State<M> {
+    /// Grows on demand up to the capacity: an idle subscription allocates
+    /// no queue at all.
+    queue: VecDeque<Entry<M>>,
+    /// Messages dropped for lack of room and not yet reported (the low bits,
+    /// [`MISSED`]), and the flag [`CLOSED`].
+    word: u64,
+    waker: Option<Waker>,
+    /// What the queued gap marker reports: set exactly while one is queued.
+    /// Shared by every inbox a gap was signalled to at once.
+    gap: Option<Arc<Gap>>,
+}
+
 /// In [`State::word`]: the server is gone: nothing more will arrive once
 /// the queue is empty.
 const CLOSED: u64 = 1 << 62;
@@ -68,18 +79,21 @@ impl<M> Inbox<M> {
                 queue: VecDeque::new(),
                 word: 0,
                 waker: None,
+                gap: None,
             }),
         }
     }
 
-    /// Queues `message`, first dropping the oldest message if `capacity`
-    /// (at least 1) are queued already, and wakes a waiting subscriber.
-    /// Hands back the message that was dropped to make room, so that the
-    /// caller can release it after its own locks: it may be the last
-    /// reference, and its destructor is the user's code.
+    /// Queues `message` (at `position` in the log, in durable mode), first
+    /// dropping the oldest message if `capacity` (at least 1) are queued
+    /// already, and wakes a waiting subscriber. Hands back the message that
+    /// was dropped to make room, so that the caller can release it after
+    /// its own locks: it may be the last reference, and its destructor is
+    /// the user's code.
     pub(crate) fn push_returning_evicted(
         &self,
         message: Arc<M>,
+        position: Option<Position>,
         capacity: usize,
     ) -> (Pushed, Option<Arc<M>>) {
         let (waker, evicted, pushed) = {
@@ -95,7 +109,10 @@ impl<M> Inbox<M> {
             } else {
                 None
             };
-            state.queue.push_back(Some(message));
+            state.queue.push_back(Entry {
+                message: Some(message),
+                position,
+            });
             let pushed = if evicted.is_some() {
                 Pushed::QueuedDroppingOldest
             } else {
@@ -110,22 +127,30 @@ impl<M> Inbox<M> {
     }
 
     /// Marks a gap after every message queued so far: receiving reports
-    /// [`RecvError::Gap`] after them and before any message queued later.
-    /// A second gap before the first is received moves the one marker to
-    /// the end (reloading there covers both losses).
+    /// [`RecvError::Gap`] with `gap` after them and before any message
+    /// queued later. A second gap before the first is received moves the
+    /// one marker to the end (reloading there covers both losses) and
+    /// merges what the two report.
     ///
     /// Returns whether the gap is new to the subscriber (no marker was
     /// waiting), for the count of gaps subscribers were told of.
-    pub(crate) fn signal_gap(&self) -> bool {
+    pub(crate) fn signal_gap(&self, gap: &Arc<Gap>) -> bool {
         let mut new = false;
         self.update(|state| {
-            if state.word & GAP != 0 {
-                state.queue.retain(Option::is_some);
-            } else {
-                new = true;
+            match state.gap.take() {
+                Some(waiting) => {
+                    state.queue.retain(|entry| entry.message.is_some());
+                    state.gap = Some(Arc::new(waiting.merge(**gap)));
+                }
+                None => {
+                    new = true;
+                    state.gap = Some(Arc::clone(gap));
+                }
             }
-            state.queue.push_back(None);
-            state.word |= GAP;
+            state.queue.push_back(Entry {
+                message: None,
+                position: None,
+            });
         });
         new
     }
@@ -151,12 +176,12 @@ impl<M> Inbox<M> {
     /// Takes the next item: a lag report first (it concerns messages older
     /// than any still queued), then the queue in order, messages and the
     /// gap marker alike.
-    pub(crate) fn try_take(&self) -> Option<Result<Arc<M>, RecvError>> {
+    pub(crate) fn try_take(&self) -> Option<Taken<M>> {
         let mut state = self.state.lock();
         state.take()
     }
 
-    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<Arc<M>, RecvError>> {
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Taken<M>> {
         let mut state = self.state.lock();
         if let Some(item) = state.take() {
             return Poll::Ready(item);
@@ -176,29 +201,36 @@ impl<M> Inbox<M> {
 
 impl<M> State<M> {
     fn messages(&self) -> usize {
-        self.queue.len() - usize::from(self.word & GAP != 0)
+        self.queue.len() - usize::from(self.gap.is_some())
     }
 
     /// Removes the oldest message, leaving a gap marker in front of it in
     /// place: the marker stays after the messages that preceded the gap.
     fn pop_oldest_message(&mut self) -> Option<Arc<M>> {
         match self.queue.front() {
-            Some(None) => self.queue.remove(1).flatten(),
-            _ => self.queue.pop_front().flatten(),
+            Some(Entry { message: None, .. }) => {
+                self.queue.remove(1).and_then(|entry| entry.message)
+            }
+            _ => self.queue.pop_front().and_then(|entry| entry.message),
         }
     }
 
-    fn take(&mut self) -> Option<Result<Arc<M>, RecvError>> {
+    fn take(&mut self) -> Option<Taken<M>> {
         let missed = self.word & MISSED;
         if missed > 0 {
             self.word &= !MISSED;
             return Some(Err(RecvError::Lagged(missed)));
         }
         match self.queue.pop_front() {
-            Some(Some(message)) => Some(Ok(message)),
-            Some(None) => {
-                self.word &= !GAP;
-                Some(Err(RecvError::Gap))
+            Some(Entry {
+                message: Some(message),
+                position,
+            }) => Some(Ok((message, position))),
+            Some(Entry { message: None, .. }) => {
+                // The marker is queued exactly while `gap` is set; the
+                // fallback is never taken.
+                let gap = self.gap.take().map_or(Gap::Disconnected, |gap| *gap);
+                Some(Err(RecvError::Gap(gap)))
             }
             None => (self.word & CLOSED != 0).then_some(Err(RecvError::Closed)),
         }
@@ -212,7 +244,16 @@ mod tests {
     impl<M> Inbox<M> {
         /// Pushes and releases the evicted message at once.
         fn push(&self, message: Arc<M>, capacity: usize) -> Pushed {
-            self.push_returning_evicted(message, capacity).0
+            self.push_returning_evicted(message, None, capacity).0
+        }
+
+        fn gap(&self) -> bool {
+            self.signal_gap(&Arc::new(Gap::Disconnected))
+        }
+
+        fn take_message(&self) -> Option<Result<Arc<M>, RecvError>> {
+            self.try_take()
+                .map(|taken| taken.map(|(message, _)| message))
         }
     }
 
@@ -224,15 +265,16 @@ mod tests {
         assert!(pushed[2..]
             .iter()
             .all(|p| *p == Pushed::QueuedDroppingOldest));
-        assert_eq!(inbox.try_take(), Some(Err(RecvError::Lagged(3))));
-        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(3))));
-        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(4))));
-        assert_eq!(inbox.try_take(), None);
+        assert_eq!(inbox.take_message(), Some(Err(RecvError::Lagged(3))));
+        assert_eq!(inbox.take_message(), Some(Ok(Arc::new(3))));
+        assert_eq!(inbox.take_message(), Some(Ok(Arc::new(4))));
+        assert_eq!(inbox.take_message(), None);
     }
 
     #[test]
-    fn an_inbox_is_64_bytes() {
-        assert_eq!(std::mem::size_of::<Inbox<u32>>(), 64);
+    fn an_inbox_is_72_bytes() {
+        assert_eq!(std::mem::size_of::<Inbox<u32>>(), 72);
+        assert_eq!(std::mem::size_of::<Entry<u32>>(), 16);
     }
 
     #[test]
@@ -240,13 +282,16 @@ mod tests {
         let inbox = Inbox::new();
         inbox.push(Arc::new(1), 1);
         inbox.push(Arc::new(2), 1);
-        inbox.signal_gap();
+        inbox.gap();
         inbox.close();
         assert_eq!(inbox.push(Arc::new(3), 1), Pushed::Refused);
-        assert_eq!(inbox.try_take(), Some(Err(RecvError::Lagged(1))));
-        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(2))));
-        assert_eq!(inbox.try_take(), Some(Err(RecvError::Gap)));
-        assert_eq!(inbox.try_take(), Some(Err(RecvError::Closed)));
+        assert_eq!(inbox.take_message(), Some(Err(RecvError::Lagged(1))));
+        assert_eq!(inbox.take_message(), Some(Ok(Arc::new(2))));
+        assert_eq!(
+            inbox.take_message(),
+            Some(Err(RecvError::Gap(Gap::Disconnected)))
+        );
+        assert_eq!(inbox.take_message(), Some(Err(RecvError::Closed)));
     }
 
     #[test]
@@ -254,31 +299,34 @@ mod tests {
         let inbox = Inbox::new();
         inbox.push(Arc::new(1), 8);
         inbox.push(Arc::new(2), 8);
-        inbox.signal_gap();
+        inbox.gap();
         inbox.push(Arc::new(3), 8);
         assert_eq!(inbox.len(), 3);
-        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(1))));
-        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(2))));
-        assert_eq!(inbox.try_take(), Some(Err(RecvError::Gap)));
-        assert_eq!(inbox.try_take(), Some(Ok(Arc::new(3))));
-        assert_eq!(inbox.try_take(), None);
+        assert_eq!(inbox.take_message(), Some(Ok(Arc::new(1))));
+        assert_eq!(inbox.take_message(), Some(Ok(Arc::new(2))));
+        assert_eq!(
+            inbox.take_message(),
+            Some(Err(RecvError::Gap(Gap::Disconnected)))
+        );
+        assert_eq!(inbox.take_message(), Some(Ok(Arc::new(3))));
+        assert_eq!(inbox.take_message(), None);
     }
 
     #[test]
     fn a_second_gap_moves_the_marker_and_is_reported_once() {
         let inbox = Inbox::new();
         inbox.push(Arc::new(1), 8);
-        inbox.signal_gap();
+        inbox.gap();
         inbox.push(Arc::new(2), 8);
-        inbox.signal_gap();
+        inbox.gap();
         inbox.push(Arc::new(3), 8);
-        let taken: Vec<_> = std::iter::from_fn(|| inbox.try_take()).collect();
+        let taken: Vec<_> = std::iter::from_fn(|| inbox.take_message()).collect();
         assert_eq!(
             taken,
             [
                 Ok(Arc::new(1)),
                 Ok(Arc::new(2)),
-                Err(RecvError::Gap),
+                Err(RecvError::Gap(Gap::Disconnected)),
                 Ok(Arc::new(3))
             ]
         );
@@ -288,21 +336,49 @@ mod tests {
     fn a_full_queue_with_a_gap_keeps_the_marker_and_the_capacity() {
         let inbox = Inbox::new();
         inbox.push(Arc::new(1), 2);
-        inbox.signal_gap();
+        inbox.gap();
         inbox.push(Arc::new(2), 2);
         // Full: 1 is dropped, the marker stays in front of 2.
         assert_eq!(inbox.push(Arc::new(3), 2), Pushed::QueuedDroppingOldest);
         assert_eq!(inbox.len(), 2);
         // Full again: 2 is dropped, behind the marker.
         assert_eq!(inbox.push(Arc::new(4), 2), Pushed::QueuedDroppingOldest);
-        let taken: Vec<_> = std::iter::from_fn(|| inbox.try_take()).collect();
+        let taken: Vec<_> = std::iter::from_fn(|| inbox.take_message()).collect();
         assert_eq!(
             taken,
             [
                 Err(RecvError::Lagged(2)),
-                Err(RecvError::Gap),
+                Err(RecvError::Gap(Gap::Disconnected)),
                 Ok(Arc::new(3)),
                 Ok(Arc::new(4))
+            ]
+        );
+    }
+
+    #[test]
+    fn positions_travel_with_messages_and_two_gaps_merge() {
+        let inbox = Inbox::new();
+        let at = |seq| Position::new(1, seq);
+        inbox.push_returning_evicted(Arc::new(1), at(1), 8);
+        inbox.signal_gap(&Arc::new(Gap::Trimmed {
+            first: at(2).unwrap(),
+            missing: 3,
+        }));
+        inbox.push_returning_evicted(Arc::new(2), at(5), 8);
+        inbox.signal_gap(&Arc::new(Gap::Trimmed {
+            first: at(6).unwrap(),
+            missing: 2,
+        }));
+        let taken: Vec<_> = std::iter::from_fn(|| inbox.try_take()).collect();
+        assert_eq!(
+            taken,
+            [
+                Ok((Arc::new(1), at(1))),
+                Ok((Arc::new(2), at(5))),
+                Err(RecvError::Gap(Gap::Trimmed {
+                    first: at(2).unwrap(),
+                    missing: 5
+                })),
             ]
         );
     }

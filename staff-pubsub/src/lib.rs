@@ -56,6 +56,7 @@ mod default_server;
 mod error;
 mod inbox;
 mod link;
+mod log;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
@@ -83,6 +84,7 @@ pub mod wire;
 
 pub use default_server::{AlreadyInstalled, Scoped};
 pub use error::{Error, Outcome, RecvError, TransportError, TryRecvError};
+pub use log::{Gap, ParsePositionError, Position};
 pub use pubsub::{
     Broadcast, Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME,
 };
@@ -144,17 +146,21 @@ pub mod __bench {
         /// Queues `message` as the registry does, dropping the oldest if
         /// `capacity` are queued already (the evicted one after the push).
         pub fn push(&self, message: Arc<M>, capacity: usize) {
-            drop(self.0.push_returning_evicted(message, capacity));
+            drop(self.0.push_returning_evicted(message, None, capacity));
         }
 
         /// The next message or report, if one is queued.
         pub fn try_take(&self) -> Option<Result<Arc<M>, RecvError>> {
-            self.0.try_take()
+            self.0
+                .try_take()
+                .map(|taken| taken.map(|(message, _)| message))
         }
 
         /// The next message or report, or `Pending` with the waker kept.
         pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<Arc<M>, RecvError>> {
-            self.0.poll_take(cx)
+            self.0
+                .poll_take(cx)
+                .map(|taken| taken.map(|(message, _)| message))
         }
     }
 }

@@ -25,6 +25,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use crate::error::{Error, Outcome, TransportError};
+use crate::log::{Gap, Position};
 use crate::pubsub::{Core, Peer, PubSub};
 use crate::registry::Tally;
 use crate::topic::{Topic, TopicKey};
@@ -45,7 +46,12 @@ where
     M: Send + Sync + 'static,
     N: Send + Sync + 'static,
 {
-    fn mirror(&self, topics: &mut dyn Iterator<Item = TopicKey<'_>>, message: &M) {
+    fn mirror(
+        &self,
+        topics: &mut dyn Iterator<Item = TopicKey<'_>>,
+        message: &M,
+        position: Option<Position>,
+    ) {
         let Some(core) = self.target.upgrade() else {
             return;
         };
@@ -64,7 +70,7 @@ where
                 return;
             };
             core.registry
-                .deliver(key, || Arc::clone(message), None, &mut tally);
+                .deliver(key, || Arc::clone(message), position, None, &mut tally);
         }
         core.counters.record_dispatch(tally);
     }
@@ -95,9 +101,9 @@ where
         })
     }
 
-    fn signal_gap(&self) {
+    fn signal_gap(&self, gap: &Arc<Gap>) {
         if let Some(core) = self.target.upgrade() {
-            core.signal_gap_here();
+            core.signal_gap_here(gap);
         }
     }
 
@@ -191,6 +197,14 @@ where
     let linked = base_core.peer.set(forward).is_ok() && extension_core.peer.set(back).is_ok();
     // The server without a transport answers to the name of the one with,
     // and its topics are the other transport's interest too.
+    // A durable transport delivers both servers' broadcasts from its log.
+    let durable = base_core.is_durable() || extension_core.is_durable();
+    base_core
+        .durable
+        .store(durable, std::sync::atomic::Ordering::Relaxed);
+    extension_core
+        .durable
+        .store(durable, std::sync::atomic::Ordering::Relaxed);
     if extension_core.has_transport() {
         let _ = base_core.node_alias.set(Arc::clone(&extension_core.node));
         let _ = base_core.interest.set(Core::interest_hook(extension_core));

@@ -1,17 +1,19 @@
 //! The server handle, its builder, and subscriptions.
 
 use std::cell::{Cell, LazyCell};
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, RecvError, TransportError, TryRecvError};
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, Taken};
+use crate::log::{Gap, Position};
 use crate::registry::{Registry, Tally};
 use crate::topic::Topic;
 use crate::topic::TopicKey;
@@ -91,7 +93,19 @@ pub(crate) struct Core<M> {
     /// linked one's) that a topic appeared or went: set with the
     /// transport, or by the link. Holds the transport's server weakly.
     pub(crate) interest: OnceLock<InterestHook>,
+    /// Whether broadcasts go through a durable transport's log (this
+    /// server's, or the linked server's) and reach this node's subscribers
+    /// from there, in log order, instead of at the call.
+    pub(crate) durable: AtomicBool,
+    /// The log position the durable transport has read up to, packed as
+    /// a [`Position`] but with a sequence number that may be 0 (an empty
+    /// log); [`NO_HEAD`] until the transport has read the log's head.
+    /// Updated before the entry it names is dispatched.
+    head: AtomicU64,
 }
+
+/// In [`Core::head`]: no log position known.
+const NO_HEAD: u64 = u64::MAX;
 
 /// See [`Core::interest`].
 pub(crate) type InterestHook = Box<dyn Fn(Topic) + Send + Sync>;
@@ -111,6 +125,23 @@ impl<M: Send + Sync + 'static> Core<M> {
 impl<M> Core<M> {
     pub(crate) fn has_transport(&self) -> bool {
         self.transport.get().is_some()
+    }
+
+    /// Whether broadcasts go through a durable log (see [`Core::durable`]).
+    pub(crate) fn is_durable(&self) -> bool {
+        self.durable.load(Ordering::Relaxed)
+    }
+
+    /// The log's id and the sequence number read up to (0: none yet).
+    fn head(&self) -> Option<(u16, u64)> {
+        let bits = self.head.load(Ordering::Acquire);
+        // The top 16 bits are the log id: the shift leaves nothing else.
+        (bits != NO_HEAD).then(|| ((bits >> 48) as u16, bits & Position::MAX_SEQ))
+    }
+
+    fn set_head(&self, log: u16, seq: u64) {
+        let bits = (u64::from(log) << 48) | (seq & Position::MAX_SEQ);
+        self.head.store(bits, Ordering::Release);
     }
 
     /// The first subscriber of `topic` appeared (`present`) or the last one
@@ -141,12 +172,12 @@ impl<M> Core<M> {
     /// is none): a gap signalled again before the subscribers read the last
     /// one (a slow consumer dropping message after message) moves their
     /// markers to the end and is one gap, not one per signal.
-    pub(crate) fn signal_gap_here(&self) {
+    pub(crate) fn signal_gap_here(&self, gap: &Arc<Gap>) {
         let mut any = false;
         let mut new = false;
         self.registry.for_each_inbox(|inbox| {
             any = true;
-            new |= inbox.signal_gap();
+            new |= inbox.signal_gap(gap);
         });
         if new || !any {
             self.counters.record_gap();
@@ -165,7 +196,12 @@ impl<M: Send + Sync + 'static> Core<M> {
 pub(crate) trait Peer<M>: Send + Sync {
     /// Dispatches `message`, dispatched on this server already, to the
     /// peer's subscribers of `topics` (each listed once).
-    fn mirror(&self, topics: &mut dyn Iterator<Item = TopicKey<'_>>, message: &M);
+    fn mirror(
+        &self,
+        topics: &mut dyn Iterator<Item = TopicKey<'_>>,
+        message: &M,
+        position: Option<Position>,
+    );
 
     /// Publishes `message` through the peer's transport: `None` when the
     /// peer has none.
@@ -178,7 +214,7 @@ pub(crate) trait Peer<M>: Send + Sync {
 
     /// The peer's subscribers get a gap: this server's transport, which
     /// carries the peer's traffic too, lost messages.
-    fn signal_gap(&self);
+    fn signal_gap(&self, gap: &Arc<Gap>);
 
     /// The peer's connection state, when the peer has the transport.
     fn connection(&self) -> Option<Connection>;
@@ -202,7 +238,19 @@ pub(crate) trait Peer<M>: Send + Sync {
 
 /// The server's side of the transport seam: what a [`LocalNode`] does.
 impl<M: Send + Sync + 'static> NodeSink<M> for Core<M> {
-    fn dispatch_wire(&self, topics: &mut dyn Iterator<Item = &str>, message: M) -> u64 {
+    fn dispatch_wire(
+        &self,
+        topics: &mut dyn Iterator<Item = &str>,
+        message: M,
+        position: Option<Position>,
+    ) -> u64 {
+        if let Some(position) = position {
+            // Before the dispatch: a resume that reads the head after
+            // subscribing replays up to it and skips the live copies up to
+            // it, so an entry dispatched meanwhile is neither lost nor
+            // delivered twice (see `PubSub::subscribe_since`).
+            self.set_head(position.log(), position.seq());
+        }
         self.counters.record_received();
         let message = Arc::new(message);
         let mut tally = Tally::default();
@@ -226,22 +274,27 @@ impl<M: Send + Sync + 'static> NodeSink<M> for Core<M> {
             };
             if new {
                 self.registry
-                    .deliver(key, || Arc::clone(&message), None, &mut tally);
+                    .deliver(key, || Arc::clone(&message), position, None, &mut tally);
                 keys.push(key);
             }
         }
         self.counters.record_dispatch(tally);
         if let Some(peer) = self.peer.get() {
-            peer.mirror(&mut keys.into_iter(), &message);
+            peer.mirror(&mut keys.into_iter(), &message, position);
         }
         tally.delivered
     }
 
-    fn signal_gap(&self) {
-        self.signal_gap_here();
+    fn signal_gap(&self, gap: Gap) {
+        let gap = Arc::new(gap);
+        self.signal_gap_here(&gap);
         if let Some(peer) = self.peer.get() {
-            peer.signal_gap();
+            peer.signal_gap(&gap);
         }
+    }
+
+    fn set_head(&self, log: u16, seq: u64) {
+        Core::set_head(self, log, seq);
     }
 
     fn record_rejected(&self) {
@@ -394,6 +447,10 @@ impl<M: Send + Sync + 'static> Builder<M> {
         let transport = connect(pubsub.local_node()).await.map_err(Error::Connect)?;
         // The cells were created empty just above and nothing else can see
         // them.
+        pubsub
+            .core
+            .durable
+            .store(transport.durable(), Ordering::Relaxed);
         let _ = pubsub.core.transport.set(Box::new(transport));
         let _ = pubsub.core.interest.set(Core::interest_hook(&pubsub.core));
         Ok(pubsub)
@@ -412,6 +469,8 @@ impl<M: Send + Sync + 'static> Builder<M> {
             peer: OnceLock::new(),
             node_alias: OnceLock::new(),
             interest: OnceLock::new(),
+            durable: AtomicBool::new(false),
+            head: AtomicU64::new(NO_HEAD),
         }
     }
 }
@@ -499,7 +558,94 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             inbox,
             core: Arc::downgrade(core),
             topics,
+            resume: None,
         })
+    }
+
+    /// Subscribes to `topics` and first replays what was broadcast to them
+    /// after log position `after`: for a consumer that stored the position
+    /// of the last message it handled ([`Subscription::recv_with_position`])
+    /// and resumes after a restart, or a browser reconnecting with its
+    /// `Last-Event-ID` (the SSE bridge calls this). Needs a durable
+    /// transport on this server.
+    ///
+    /// The subscription then receives, in log order and each once (per
+    /// reached topic, the delivery rule): the broadcasts to `topics` after
+    /// `after` that this node had read when the call was made, then what
+    /// it reads after, live. When the replay cannot be whole, a
+    /// [`RecvError::Gap`] comes first, saying why: [`Gap::Trimmed`] (what
+    /// was after `after` is partly gone from the log; the rest is
+    /// replayed), [`Gap::LogLost`] (`after` is of another log: the log was
+    /// lost since, or the position is not of this namespace; nothing is
+    /// replayed), or [`Gap::ReplayLimit`] (more log entries than the
+    /// transport's replay limit are after `after`; nothing is replayed).
+    /// A position ahead of this node (a consumer that read another node's
+    /// log further) replays nothing and skips the live messages up to it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotDurable`] without a durable transport on this server;
+    /// [`Error::Replay`] when the log could not be read (the subscription
+    /// is dropped); as [`subscribe_many`](Self::subscribe_many) otherwise.
+    pub async fn subscribe_since(
+        &self,
+        topics: impl IntoIterator<Item = Topic>,
+        after: Position,
+    ) -> Result<Subscription<M>, Error> {
+        let core = &self.core;
+        let transport = match core.transport() {
+            Some(transport) if transport.durable() => transport,
+            _ => return Err(Error::NotDurable),
+        };
+        let mut subscription = self.subscribe_many(topics)?;
+        // Read after subscribing: what the transport dispatched up to here
+        // may or may not have reached the new queue; what it dispatches
+        // later does. Replaying up to the head and skipping queued copies
+        // up to it is exactly once.
+        let Some((log, seq)) = core.head() else {
+            return Err(Error::NotDurable);
+        };
+        let mut resume = Resume {
+            replayed: VecDeque::new(),
+            through: after,
+        };
+        if after.log() != log {
+            resume.replayed.push_back(Err(RecvError::Gap(Gap::LogLost)));
+        } else if after.seq() < seq {
+            // `seq` is at least 1 here, so a position.
+            if let Some(head) = Position::new(log, seq) {
+                let replay = transport
+                    .replay(after, head, subscription.topics())
+                    .await
+                    .map_err(Error::Replay)?;
+                resume
+                    .replayed
+                    .extend(replay.gap.map(|gap| Err(RecvError::Gap(gap))));
+                resume.replayed.extend(
+                    replay
+                        .entries
+                        .into_iter()
+                        .map(|(position, message)| Ok((Arc::new(message), Some(position)))),
+                );
+                resume.through = head;
+            }
+        }
+        tracing::debug!(%after, replayed = resume.replayed.len(), "resumed a subscription");
+        subscription.resume = Some(Box::new(resume));
+        Ok(subscription)
+    }
+
+    /// The position in the durable transport's log this node has read up
+    /// to: the last entry it delivered (or skipped: an entry for no
+    /// subscriber here). `None` without a durable transport, or while the
+    /// log is empty.
+    #[must_use]
+    pub fn log_position(&self) -> Option<Position> {
+        if !self.core.is_durable() {
+            return None;
+        }
+        let (log, seq) = self.core.head()?;
+        Position::new(log, seq)
     }
 
     /// Sends `message` to every subscriber of `topics`, on every node: one
@@ -528,8 +674,23 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     where
         T: AsRef<[Topic]> + Send + 'a,
     {
+        if self.core.is_durable() {
+            return self.through_log(topics, message);
+        }
         let shared = self.dispatch(topics.as_ref(), message, None, true).1;
         self.network(topics, shared)
+    }
+
+    /// A broadcast on a durable server: every node, this one included,
+    /// delivers it from the log.
+    fn through_log<'a, T>(&'a self, topics: T, message: M) -> Broadcast<'a>
+    where
+        T: AsRef<[Topic]> + Send + 'a,
+    {
+        self.record(topics.as_ref(), Tally::default());
+        Broadcast::Sending(Box::pin(async move {
+            self.publish(Mode::All, topics.as_ref(), &message).await
+        }))
     }
 
     /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
@@ -563,14 +724,22 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     where
         T: AsRef<[Topic]> + Send + 'static,
     {
-        let shared = self.dispatch(topics.as_ref(), message, None, true).1;
+        let durable = self.core.is_durable();
+        let shared = if durable {
+            self.record(topics.as_ref(), Tally::default());
+            Some(Arc::new(message))
+        } else {
+            self.dispatch(topics.as_ref(), message, None, true).1
+        };
+        let mode = if durable {
+            Mode::All
+        } else {
+            Mode::ExceptOrigin
+        };
         async move {
             match shared {
                 None => Ok(()),
-                Some(message) => {
-                    self.publish(Mode::ExceptOrigin, topics.as_ref(), &message)
-                        .await
-                }
+                Some(message) => self.publish(mode, topics.as_ref(), &message).await,
             }
         }
     }
@@ -767,20 +936,30 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         if peer.is_none() && !(for_network && core.has_transport()) {
             let shared = LazyCell::new(move || Arc::new(message));
             for topic in topics {
-                core.registry
-                    .deliver(topic.as_key(), || Arc::clone(&shared), except, &mut tally);
+                core.registry.deliver(
+                    topic.as_key(),
+                    || Arc::clone(&shared),
+                    None,
+                    except,
+                    &mut tally,
+                );
             }
             self.record(topics, tally);
             return (tally.delivered, None);
         }
         let message = Arc::new(message);
         for topic in topics {
-            core.registry
-                .deliver(topic.as_key(), || Arc::clone(&message), except, &mut tally);
+            core.registry.deliver(
+                topic.as_key(),
+                || Arc::clone(&message),
+                None,
+                except,
+                &mut tally,
+            );
         }
         self.record(topics, tally);
         if let Some(peer) = peer {
-            peer.mirror(&mut topics.iter().map(Topic::as_key), &message);
+            peer.mirror(&mut topics.iter().map(Topic::as_key), &message, None);
         }
         (tally.delivered, for_network.then_some(message))
     }
@@ -1074,6 +1253,19 @@ pub struct Subscription<M> {
     inbox: Arc<Inbox<M>>,
     core: Weak<Core<M>>,
     topics: Topics,
+    /// Made by [`PubSub::subscribe_since`]: what to deliver before the
+    /// queue, and the queued copies to skip. Dropped once the queue is past
+    /// the replay.
+    resume: Option<Box<Resume<M>>>,
+}
+
+/// What a resumed subscription delivers before its queue.
+struct Resume<M> {
+    /// A gap, then the replayed messages, in log order.
+    replayed: VecDeque<Taken<M>>,
+    /// Queued messages of this log up to here were replayed (or were
+    /// already read by the consumer): skipped.
+    through: Position,
 }
 
 /// The topics of a subscription, distinct, in the order they were added:
@@ -1296,7 +1488,75 @@ impl<M> Subscription<M> {
     /// continues with newer messages. [`RecvError::Closed`] once the server
     /// is gone and the queue is empty.
     pub async fn recv(&mut self) -> Result<Arc<M>, RecvError> {
-        poll_fn(|cx| self.inbox.poll_take(cx)).await
+        poll_fn(|cx| self.poll_entry(cx))
+            .await
+            .map(|(message, _)| message)
+    }
+
+    /// As [`recv`](Self::recv), with the message's position in the log
+    /// when the server's transport is durable (`None` otherwise, and for
+    /// a message sent with [`PubSub::local_broadcast`] or, on this node,
+    /// [`PubSub::broadcast_from`], which do not go through the log). Store
+    /// the position of the last message handled to resume after it with
+    /// [`PubSub::subscribe_since`].
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub async fn recv_with_position(&mut self) -> Result<(Arc<M>, Option<Position>), RecvError> {
+        poll_fn(|cx| self.poll_entry(cx)).await
+    }
+
+    /// As [`try_recv`](Self::try_recv), with the message's position, as
+    /// [`recv_with_position`](Self::recv_with_position) gives it.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv).
+    pub fn try_recv_with_position(&mut self) -> Result<(Arc<M>, Option<Position>), TryRecvError> {
+        match self.take_entry(|inbox| inbox.try_take()) {
+            Some(item) => item.map_err(TryRecvError::from),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    fn poll_entry(&mut self, cx: &mut Context<'_>) -> Poll<Taken<M>> {
+        // `take_entry` returns `None` only when the queue is pending, and
+        // the queue has then registered the waker.
+        match self.take_entry(|inbox| match inbox.poll_take(cx) {
+            Poll::Ready(item) => Some(item),
+            Poll::Pending => None,
+        }) {
+            Some(item) => Poll::Ready(item),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The next item: a resumed subscription's replay first, then the
+    /// queue, skipping the copies the replay covered.
+    fn take_entry(
+        &mut self,
+        mut take: impl FnMut(&Inbox<M>) -> Option<Taken<M>>,
+    ) -> Option<Taken<M>> {
+        let Some(resume) = self.resume.as_deref_mut() else {
+            return take(&self.inbox);
+        };
+        if let Some(item) = resume.replayed.pop_front() {
+            return Some(item);
+        }
+        loop {
+            let item = take(&self.inbox)?;
+            if let Ok((_, Some(position))) = &item {
+                let through = resume.through;
+                if position.log() == through.log() && position.seq() <= through.seq() {
+                    continue;
+                }
+                // The queue holds log entries in log order: nothing after
+                // this one is covered by the replay.
+                self.resume = None;
+            }
+            return Some(item);
+        }
     }
 
     /// Takes the next message if one is queued.
@@ -1306,10 +1566,7 @@ impl<M> Subscription<M> {
     /// [`TryRecvError::Empty`] when nothing is queued; otherwise as
     /// [`recv`](Self::recv).
     pub fn try_recv(&mut self) -> Result<Arc<M>, TryRecvError> {
-        match self.inbox.try_take() {
-            Some(item) => item.map_err(TryRecvError::from),
-            None => Err(TryRecvError::Empty),
-        }
+        self.try_recv_with_position().map(|(message, _)| message)
     }
 
     /// The number of messages queued and not yet received.
@@ -1358,9 +1615,10 @@ impl<M> futures_core::Stream for Subscription<M> {
     type Item = Result<Arc<M>, RecvError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inbox.poll_take(cx).map(|item| match item {
+        // `Subscription` is `Unpin`.
+        self.get_mut().poll_entry(cx).map(|item| match item {
             Err(RecvError::Closed) => None,
-            item => Some(item),
+            item => Some(item.map(|(message, _)| message)),
         })
     }
 }

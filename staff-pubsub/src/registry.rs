@@ -32,6 +32,7 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 
 use crate::inbox::{Inbox, Pushed};
+use crate::log::Position;
 use crate::topic::{Topic, TopicKey};
 
 pub(crate) struct Registry<M> {
@@ -252,6 +253,7 @@ impl<M> Registry<M> {
         &self,
         key: TopicKey<'_>,
         mut share: impl FnMut() -> Arc<M>,
+        position: Option<Position>,
         except: Option<&Arc<Inbox<M>>>,
         tally: &mut Tally,
     ) {
@@ -272,7 +274,7 @@ impl<M> Registry<M> {
             if except.is_some_and(|except| Arc::ptr_eq(except, inbox)) {
                 continue;
             }
-            match inbox.push_returning_evicted(share(), self.capacity) {
+            match inbox.push_returning_evicted(share(), position, self.capacity) {
                 (Pushed::Queued, _) => tally.delivered += 1,
                 (Pushed::QueuedDroppingOldest, old) => {
                     tally.delivered += 1;
@@ -434,9 +436,15 @@ mod tests {
         assert_eq!(registry.subscriber_count(&topic), 1);
         let mut tally = Tally::default();
         let seven = Arc::new(7);
-        registry.deliver(topic.as_key(), || Arc::clone(&seven), None, &mut tally);
+        registry.deliver(
+            topic.as_key(),
+            || Arc::clone(&seven),
+            None,
+            None,
+            &mut tally,
+        );
         assert_eq!(tally.delivered, 1);
-        assert_eq!(inboxes[2].try_take(), Some(Ok(Arc::new(7))));
+        assert_eq!(inboxes[2].try_take(), Some(Ok((Arc::new(7), None))));
         assert!(registry.remove(&topic, &inboxes[2]));
         assert_eq!(registry.topic_count(), 0);
     }

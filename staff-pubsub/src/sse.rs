@@ -529,7 +529,7 @@ where
                     Err(RecvError::Lagged(missed)) => {
                         state.event(RESYNC_EVENT, &resync("lagged", Some(missed)))
                     }
-                    Err(RecvError::Gap) => state.event(RESYNC_EVENT, &resync("gap", None)),
+                    Err(RecvError::Gap(_)) => state.event(RESYNC_EVENT, &resync("gap", None)),
                     Err(_) => return None,
                 }
             }

@@ -98,7 +98,7 @@ pub async fn refute_receive<M: Debug>(
             Ok(message) if matcher(&message) => panic!(
                 "refute_receive!: received a message matching `{pattern}` within {timeout:?}: {message:?}"
             ),
-            Ok(_) | Err(RecvError::Lagged(_) | RecvError::Gap) => {}
+            Ok(_) | Err(RecvError::Lagged(_) | RecvError::Gap(_)) => {}
             // Nothing more can come: the wait still lasts the whole
             // timeout, as documented.
             Err(_closed) => {

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use crate::error::TransportError;
+use crate::log::{Gap, Position};
 use crate::topic::Topic;
 
 /// A boxed, sendable future: what [`Transport::publish`] returns.
@@ -88,6 +89,56 @@ pub trait Transport<M>: Send + Sync + 'static {
     fn sync(&self) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// Whether this transport is durable: it appends every envelope to a
+    /// log and delivers every one from it on every node, the sending node
+    /// included (with [`Mode::All`]), through
+    /// [`LocalNode::dispatch_logged`]. The server then does not dispatch a
+    /// broadcast locally when it is made. The default is `false`.
+    fn durable(&self) -> bool {
+        false
+    }
+
+    /// A durable transport's entries after `after` up to and including
+    /// `through` (same log, `after` before `through`) that list one of
+    /// `topics`, decoded, in log order; with a [`Gap`] when some are gone
+    /// (trimmed) or the range is longer than the transport replays. What
+    /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) asks.
+    /// The default fails: the transport keeps no log.
+    fn replay<'a>(
+        &'a self,
+        after: Position,
+        through: Position,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>
+    where
+        M: Send + 'a,
+    {
+        let _ = (after, through, topics);
+        Box::pin(std::future::ready(Err(TransportError::msg(
+            "this transport keeps no log",
+        ))))
+    }
+}
+
+/// What [`Transport::replay`] read from the log.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Replay<M> {
+    /// Why some entries of the range are not replayed, if so: delivered
+    /// before the entries.
+    pub gap: Option<Gap>,
+    /// The entries that list one of the asked topics, with their
+    /// positions, in log order.
+    pub entries: Vec<(Position, M)>,
+}
+
+impl<M> Replay<M> {
+    /// A replay of `entries`, preceded by `gap` if some are missing.
+    #[must_use]
+    pub fn new(gap: Option<Gap>, entries: Vec<(Position, M)>) -> Self {
+        Self { gap, entries }
+    }
 }
 
 /// The state of a server's link to other nodes: [`PubSub::connection`](crate::PubSub::connection).
@@ -108,11 +159,19 @@ pub enum Connection {
 /// What a [`LocalNode`] asks of its server: implemented by the server's
 /// core (in `pubsub.rs`), so that this module names no part of it.
 pub(crate) trait NodeSink<M>: Send + Sync {
-    /// Dispatches a received message to this node's subscribers of
-    /// `topics`, each distinct topic once; returns the copies queued.
-    fn dispatch_wire(&self, topics: &mut dyn Iterator<Item = &str>, message: M) -> u64;
+    /// Dispatches a received message (at `position` in a durable log) to
+    /// this node's subscribers of `topics`, each distinct topic once;
+    /// returns the copies queued.
+    fn dispatch_wire(
+        &self,
+        topics: &mut dyn Iterator<Item = &str>,
+        message: M,
+        position: Option<Position>,
+    ) -> u64;
     /// Every subscriber gets a gap, in queue order.
-    fn signal_gap(&self);
+    fn signal_gap(&self, gap: Gap);
+    /// Records how far a durable transport has read its log.
+    fn set_head(&self, log: u16, seq: u64);
     /// Counts a refused message from the wire.
     fn record_rejected(&self);
     /// Counts an envelope from another live server with this node's name.
@@ -200,16 +259,50 @@ impl<M> LocalNode<M> {
         message: M,
     ) -> Option<u64> {
         let sink = self.sink.upgrade()?;
-        Some(sink.dispatch_wire(&mut topics.into_iter(), message))
+        Some(sink.dispatch_wire(&mut topics.into_iter(), message, None))
+    }
+
+    /// As [`dispatch_wire`](Self::dispatch_wire), for a durable transport:
+    /// the entry at `position` of its log. Subscribers receive the position
+    /// with the message, and the node records it as read (what
+    /// [`PubSub::log_position`](crate::PubSub::log_position) reports and a
+    /// resume replays up to) before dispatching. Call it for every entry
+    /// read, in log order, even one this node does not dispatch (pass no
+    /// topics), so that the node's position stays exact.
+    pub fn dispatch_logged<'t>(
+        &self,
+        position: Position,
+        topics: impl IntoIterator<Item = &'t str>,
+        message: M,
+    ) -> Option<u64> {
+        let sink = self.sink.upgrade()?;
+        Some(sink.dispatch_wire(&mut topics.into_iter(), message, Some(position)))
+    }
+
+    /// Records that a durable transport has read its log `log` up to
+    /// sequence number `seq` (0: the log is empty) without dispatching: at
+    /// start, and for an entry it skips without decoding.
+    pub fn set_log_head(&self, log: u16, seq: u64) {
+        if let Some(sink) = self.sink.upgrade() {
+            sink.set_head(log, seq);
+        }
     }
 
     /// Tells every subscriber that messages may have been lost (the
     /// connection to the engine dropped): each receives
-    /// [`RecvError::Gap`](crate::RecvError::Gap) once, after the messages
-    /// it has queued already and before any dispatched after this call.
+    /// [`RecvError::Gap`](crate::RecvError::Gap) with [`Gap::Disconnected`]
+    /// once, after the messages it has queued already and before any
+    /// dispatched after this call.
     pub fn signal_gap(&self) {
+        self.signal_gap_with(Gap::Disconnected);
+    }
+
+    /// As [`signal_gap`](Self::signal_gap), saying what was lost: what a
+    /// durable transport reports when its log no longer holds entries it
+    /// had not read ([`Gap::Trimmed`]) or was lost ([`Gap::LogLost`]).
+    pub fn signal_gap_with(&self, gap: Gap) {
         if let Some(sink) = self.sink.upgrade() {
-            sink.signal_gap();
+            sink.signal_gap(gap);
         }
     }
 
