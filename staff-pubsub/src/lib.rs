@@ -84,7 +84,7 @@ pub mod wire;
 
 pub use default_server::{AlreadyInstalled, Scoped};
 pub use error::{Error, Outcome, RecvError, TransportError, TryRecvError};
-pub use log::{Gap, ParsePositionError, Position};
+pub use log::{Gap, ParsePositionError, Position, Retention};
 pub use pubsub::{
     Broadcast, Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME,
 };

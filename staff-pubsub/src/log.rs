@@ -13,6 +13,7 @@
 use std::fmt;
 use std::num::NonZeroU64;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// The bits of a [`Position`] that hold the sequence number.
 const SEQ_BITS: u32 = 48;
@@ -213,6 +214,95 @@ impl fmt::Display for Gap {
                 write!(f, "{missing} log entries were past the replay limit")
             }
         }
+    }
+}
+
+/// How much of its log a durable transport keeps, and how much a resume
+/// may replay: what [`RedisConfig::durable`](crate::redis::RedisConfig::durable)
+/// and [`NatsConfig::durable`](crate::nats::NatsConfig::durable) take.
+///
+/// The log keeps at least the last `max_entries` entries and/or the
+/// entries younger than `max_age` (the engine may keep a few more: Redis
+/// trims whole blocks of entries). A node that is away longer than that
+/// misses what was trimmed, and its subscribers get [`Gap::Trimmed`].
+///
+/// ```
+/// use std::time::Duration;
+/// use staff_pubsub::Retention;
+///
+/// let retention = Retention::entries(100_000).max_age(Duration::from_secs(3600));
+/// assert_eq!(retention.entries_limit(), Some(100_000));
+/// assert_eq!(retention.age_limit(), Some(Duration::from_secs(3600)));
+/// assert_eq!(retention.replay_limit(), Retention::DEFAULT_MAX_REPLAY);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Retention {
+    max_entries: Option<u64>,
+    max_age: Option<Duration>,
+    max_replay: u64,
+}
+
+impl Retention {
+    /// The most log entries one [`PubSub::subscribe_since`](crate::PubSub::subscribe_since)
+    /// (and so one browser's resume) replays, unless
+    /// [`max_replay`](Self::max_replay) says otherwise: 10,000.
+    pub const DEFAULT_MAX_REPLAY: u64 = 10_000;
+
+    /// Keeps the last `max_entries` entries (at least 1).
+    pub fn entries(max_entries: u64) -> Self {
+        Self {
+            max_entries: Some(max_entries.max(1)),
+            max_age: None,
+            max_replay: Self::DEFAULT_MAX_REPLAY,
+        }
+    }
+
+    /// Keeps the entries younger than `max_age` (at least 1 ms).
+    pub fn age(max_age: Duration) -> Self {
+        Self {
+            max_entries: None,
+            max_age: Some(max_age.max(Duration::from_millis(1))),
+            max_replay: Self::DEFAULT_MAX_REPLAY,
+        }
+    }
+
+    /// Also bounds the number of entries kept (at least 1).
+    pub fn max_entries(mut self, max_entries: u64) -> Self {
+        self.max_entries = Some(max_entries.max(1));
+        self
+    }
+
+    /// Also bounds the age of the entries kept (at least 1 ms).
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// The most log entries one resume replays (at least 1): a position
+    /// further behind gets [`Gap::ReplayLimit`] instead of a replay.
+    /// Default [`DEFAULT_MAX_REPLAY`](Self::DEFAULT_MAX_REPLAY).
+    pub fn max_replay(mut self, entries: u64) -> Self {
+        self.max_replay = entries.max(1);
+        self
+    }
+
+    /// The bound on the number of entries kept, if any.
+    #[must_use]
+    pub fn entries_limit(&self) -> Option<u64> {
+        self.max_entries
+    }
+
+    /// The bound on the age of the entries kept, if any.
+    #[must_use]
+    pub fn age_limit(&self) -> Option<Duration> {
+        self.max_age
+    }
+
+    /// The most log entries one resume replays.
+    #[must_use]
+    pub fn replay_limit(&self) -> u64 {
+        self.max_replay
     }
 }
 
