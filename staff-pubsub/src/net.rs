@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
+use crate::log::Position;
+use crate::topic::{Topic, TopicKey};
 use crate::transport::LocalNode;
 use crate::wire;
 
@@ -318,6 +320,35 @@ where
         self.handle_checked(bytes, |_| true)
     }
 
+    /// As [`handle`](Self::handle), for the entry at `position` of a
+    /// durable log: dispatched with its position, and recorded as read
+    /// even when it is skipped.
+    pub(crate) fn handle_logged(&self, bytes: &[u8], position: Position) -> bool {
+        self.guarded(bytes, Some(position), &|_| true)
+    }
+
+    /// The message of a log entry being replayed, if it is for this node
+    /// and lists one of `wanted`: `None` for any other entry, and for one
+    /// that does not decode (counted and logged when it was read live).
+    pub(crate) fn replayed(&self, bytes: &[u8], wanted: &[Topic]) -> Option<M> {
+        let incoming = wire::decode(bytes, self.max_message_size).ok()?;
+        if !incoming.is_for(self.local.node_name(), self.local.instance())
+            || incoming.topics().len() > self.max_topics
+        {
+            return None;
+        }
+        let listed = incoming.topics().any(|topic| {
+            let key = TopicKey::from_wire(topic);
+            wanted.iter().any(|wanted| wanted.as_key() == key)
+        });
+        if !listed {
+            return None;
+        }
+        std::panic::catch_unwind(AssertUnwindSafe(|| incoming.message::<M>().ok()))
+            .ok()
+            .flatten()
+    }
+
     /// As [`handle`](Self::handle), skipping (and counting, as misrouted)
     /// an envelope that `belongs` refuses: one that does not match where it
     /// arrived.
@@ -326,8 +357,18 @@ where
         bytes: &[u8],
         belongs: impl Fn(&wire::Incoming<'_>) -> bool,
     ) -> bool {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_unguarded(bytes, &belongs)))
-        {
+        self.guarded(bytes, None, &belongs)
+    }
+
+    fn guarded(
+        &self,
+        bytes: &[u8],
+        position: Option<Position>,
+        belongs: &dyn Fn(&wire::Incoming<'_>) -> bool,
+    ) -> bool {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.handle_unguarded(bytes, position, belongs)
+        })) {
             Ok(alive) => alive,
             Err(payload) => {
                 self.local.record_rejected();
@@ -350,8 +391,14 @@ where
     fn handle_unguarded(
         &self,
         bytes: &[u8],
+        position: Option<Position>,
         belongs: &dyn Fn(&wire::Incoming<'_>) -> bool,
     ) -> bool {
+        if let Some(position) = position {
+            // Read, whatever becomes of it: a resume replays from the log
+            // up to here. Dispatching records it again, harmlessly.
+            self.local.set_log_head(position.log(), position.seq());
+        }
         let me = self.local.node_name();
         let instance = self.local.instance();
         let incoming = match wire::decode(bytes, self.max_message_size) {
@@ -386,10 +433,16 @@ where
             return self.reject(&error, bytes.len());
         }
         match incoming.message::<M>() {
-            Ok(message) => self
-                .local
-                .dispatch_wire(incoming.topics(), message)
-                .is_some(),
+            Ok(message) => match position {
+                Some(position) => self
+                    .local
+                    .dispatch_logged(position, incoming.topics(), message)
+                    .is_some(),
+                None => self
+                    .local
+                    .dispatch_wire(incoming.topics(), message)
+                    .is_some(),
+            },
             Err(error) => self.reject(&error, bytes.len()),
         }
     }
