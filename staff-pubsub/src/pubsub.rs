@@ -1137,7 +1137,7 @@ fn unique_node_name() -> String {
 
 /// A random number: std's hasher keys are random per process, and the
 /// counter and clock make each call differ.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::BuildHasher;
     static CALLS: AtomicU64 = AtomicU64::new(0);
     std::collections::hash_map::RandomState::new().hash_one((
