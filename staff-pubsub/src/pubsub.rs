@@ -250,6 +250,8 @@ impl<M: Send + Sync + 'static> NodeSink<M> for Core<M> {
             // it, so an entry dispatched meanwhile is neither lost nor
             // delivered twice (see `PubSub::subscribe_since`).
             self.set_head(position.log(), position.seq());
+            // Pairs with the fence in `subscribe_since` (see there).
+            std::sync::atomic::fence(Ordering::SeqCst);
         }
         self.counters.record_received();
         let message = Arc::new(message);
@@ -601,7 +603,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         // Read after subscribing: what the transport dispatched up to here
         // may or may not have reached the new queue; what it dispatches
         // later does. Replaying up to the head and skipping queued copies
-        // up to it is exactly once.
+        // up to it is exactly once. The fence pairs with the one in
+        // `dispatch_wire`: the registry's presence check is a relaxed load
+        // before any lock, so without both fences the reader could miss the
+        // new subscriber while this load misses the reader's new head.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let Some((log, seq)) = core.head() else {
             return Err(Error::NotDurable);
         };
@@ -621,12 +627,15 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 resume
                     .replayed
                     .extend(replay.gap.map(|gap| Err(RecvError::Gap(gap))));
-                resume.replayed.extend(
-                    replay
-                        .entries
-                        .into_iter()
-                        .map(|(position, message)| Ok((Arc::new(message), Some(position)))),
-                );
+                for (position, message, copies) in replay.into_copies() {
+                    // One copy per reached topic, as live delivery queues.
+                    let message = Arc::new(message);
+                    for _ in 0..copies {
+                        resume
+                            .replayed
+                            .push_back(Ok((Arc::clone(&message), Some(position))));
+                    }
+                }
                 resume.through = head;
             }
         }

@@ -131,13 +131,53 @@ pub struct Replay<M> {
     /// The entries that list one of the asked topics, with their
     /// positions, in log order.
     pub entries: Vec<(Position, M)>,
+    /// How many of the asked topics each entry lists, in the order of
+    /// `entries`: the copies a subscription on them receives (one per
+    /// reached topic, the delivery rule). Empty: one each.
+    copies: Vec<usize>,
 }
 
 impl<M> Replay<M> {
-    /// A replay of `entries`, preceded by `gap` if some are missing.
+    /// A replay of `entries`, preceded by `gap` if some are missing; each
+    /// entry is delivered once, which is right only when each lists one of
+    /// the asked topics: prefer [`with_copies`](Self::with_copies).
     #[must_use]
     pub fn new(gap: Option<Gap>, entries: Vec<(Position, M)>) -> Self {
-        Self { gap, entries }
+        Self {
+            gap,
+            entries,
+            copies: Vec::new(),
+        }
+    }
+
+    /// A replay of `entries`, preceded by `gap` if some are missing: each
+    /// entry with the number of the asked topics it lists (at least 1), so
+    /// that a subscription on several of them receives one copy per
+    /// reached topic, as it does live.
+    #[must_use]
+    pub fn with_copies(gap: Option<Gap>, entries: Vec<(Position, M, usize)>) -> Self {
+        let mut copies = Vec::with_capacity(entries.len());
+        let entries = entries
+            .into_iter()
+            .map(|(position, message, n)| {
+                copies.push(n.max(1));
+                (position, message)
+            })
+            .collect();
+        Self {
+            gap,
+            entries,
+            copies,
+        }
+    }
+
+    /// The entries, each with its number of copies.
+    pub(crate) fn into_copies(self) -> impl Iterator<Item = (Position, M, usize)> {
+        let copies = self.copies.into_iter().chain(std::iter::repeat(1));
+        self.entries
+            .into_iter()
+            .zip(copies)
+            .map(|((position, message), n)| (position, message, n))
     }
 }
 
