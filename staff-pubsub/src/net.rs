@@ -328,25 +328,32 @@ where
     }
 
     /// The message of a log entry being replayed, if it is for this node
-    /// and lists one of `wanted`: `None` for any other entry, and for one
-    /// that does not decode (counted and logged when it was read live).
-    pub(crate) fn replayed(&self, bytes: &[u8], wanted: &[Topic]) -> Option<M> {
+    /// and lists one of `wanted` (distinct topics), with the number of
+    /// `wanted` topics it lists: the copies a subscription on them
+    /// receives. `None` for any other entry, and for one that does not
+    /// decode (counted and logged when it was read live).
+    pub(crate) fn replayed(&self, bytes: &[u8], wanted: &[Topic]) -> Option<(M, usize)> {
         let incoming = wire::decode(bytes, self.max_message_size).ok()?;
         if !incoming.is_for(self.local.node_name(), self.local.instance())
             || incoming.topics().len() > self.max_topics
         {
             return None;
         }
-        let listed = incoming.topics().any(|topic| {
-            let key = TopicKey::from_wire(topic);
-            wanted.iter().any(|wanted| wanted.as_key() == key)
-        });
-        if !listed {
+        let copies = wanted
+            .iter()
+            .filter(|wanted| {
+                incoming
+                    .topics()
+                    .any(|topic| TopicKey::from_wire(topic) == wanted.as_key())
+            })
+            .count();
+        if copies == 0 {
             return None;
         }
         std::panic::catch_unwind(AssertUnwindSafe(|| incoming.message::<M>().ok()))
             .ok()
             .flatten()
+            .map(|message| (message, copies))
     }
 
     /// As [`handle`](Self::handle), skipping (and counting, as misrouted)

@@ -59,6 +59,7 @@
 //!   it is restarted, and every subscriber receives a gap.
 //! - The receive task ends when the server is dropped.
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,13 +74,17 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
+use crate::log::{Position, Retention};
 use crate::net::{
     panic_message, redact, release_panic, AbortOnDrop, Backoff, Cause, Inbound, RateLimit, Secrets,
     StopReport,
 };
 use crate::pubsub::{Builder, PubSub};
-use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Transport};
+use crate::topic::Topic;
+use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Replay, Transport};
 use crate::wire;
+
+mod durable;
 
 /// The namespace (and so the channel) of a [`RedisConfig`] that sets none.
 pub const DEFAULT_NAMESPACE: &str = "staff-pubsub";
@@ -115,6 +120,7 @@ pub struct RedisConfig {
     reconnect_min: Duration,
     reconnect_max: Duration,
     health_check_interval: Duration,
+    durable: Option<Retention>,
 }
 
 impl RedisConfig {
@@ -139,7 +145,19 @@ impl RedisConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             health_check_interval: Duration::from_secs(15),
+            durable: None,
         }
+    }
+
+    /// Durable delivery over a Redis Stream, keeping `retention`: every
+    /// broadcast is appended to the namespace's log ([`log_key`](Self::log_key))
+    /// and every node, the sender included, delivers it from there, so that
+    /// a node that reconnects reads what it missed instead of losing it.
+    /// See the module's "Durable delivery". Every node of a namespace must
+    /// use the same mode. Default: live delivery over pub/sub.
+    pub fn durable(mut self, retention: Retention) -> Self {
+        self.durable = Some(retention);
+        self
     }
 
     /// The namespace: nodes of one namespace reach each other, and never
@@ -209,6 +227,23 @@ impl RedisConfig {
         &self.namespace
     }
 
+    /// The key of the namespace's durable log, a Redis Stream:
+    /// `{<namespace>}:log` (`redis-cli XRANGE '{my-app}:log' - +` shows it).
+    /// Its entries' ids are their sequence numbers (`<seq>-0`), their
+    /// fields `log` (the log's id), `t` (Redis's time, ms) and `m` (the
+    /// [`wire`] envelope).
+    #[must_use]
+    pub fn log_key(&self) -> String {
+        format!("{{{}}}:log", self.namespace)
+    }
+
+    /// The key of the hash beside the log holding its id and last sequence
+    /// number: `{<namespace>}:log-meta`.
+    #[must_use]
+    pub fn log_meta_key(&self) -> String {
+        format!("{{{}}}:log-meta", self.namespace)
+    }
+
     fn redis_config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
@@ -228,6 +263,7 @@ impl fmt::Debug for RedisConfig {
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
             .field("health_check_interval", &self.health_check_interval)
+            .field("durable", &self.durable)
             .finish()
     }
 }
@@ -241,6 +277,8 @@ impl fmt::Debug for RedisConfig {
 /// handle does) stops its receive task and closes its connections.
 pub struct RedisTransport<M> {
     publisher: Arc<Publisher>,
+    /// The namespace's log, in durable mode.
+    log: Option<Arc<durable::Log<M>>>,
     channel: Arc<str>,
     max_message_size: usize,
     max_topics: usize,
@@ -284,6 +322,9 @@ where
     /// failed): `cannot connect to Redis at <url>: <cause>`, the password
     /// hidden.
     pub async fn connect(config: RedisConfig, local: LocalNode<M>) -> Result<Self, TransportError> {
+        if let Some(retention) = config.durable.clone() {
+            return Self::connect_durable(config, retention, local).await;
+        }
         let opened = open(config, local, |local, channel, config| Inbound {
             local,
             engine: "Redis",
@@ -295,6 +336,7 @@ where
         .await?;
         Ok(Self {
             publisher: opened.publisher,
+            log: None,
             channel: opened.channel,
             max_message_size: opened.config.max_message_size,
             max_topics: opened.config.max_topics,
@@ -303,7 +345,50 @@ where
         })
     }
 
-    /// The Redis channel this transport publishes to and reads.
+    async fn connect_durable(
+        config: RedisConfig,
+        retention: Retention,
+        local: LocalNode<M>,
+    ) -> Result<Self, TransportError> {
+        let (client, secrets, shown, runtime) = prepare(&config)?;
+        let publisher = Arc::new(Publisher::new(
+            client.clone(),
+            &config,
+            Arc::clone(&secrets),
+            shown,
+        ));
+        let channel: Arc<str> = Arc::from(config.namespace.as_str());
+        let inbound = Inbound {
+            local,
+            engine: "Redis",
+            source: Arc::from(config.log_key()),
+            max_message_size: config.max_message_size,
+            max_topics: config.max_topics,
+            conflict_log: RateLimit::default(),
+        };
+        let (log, supervisor) = durable::open(
+            &config,
+            retention,
+            client,
+            Arc::clone(&publisher),
+            secrets,
+            inbound,
+            &runtime,
+        )
+        .await?;
+        Ok(Self {
+            publisher,
+            log: Some(log),
+            channel,
+            max_message_size: config.max_message_size,
+            max_topics: config.max_topics,
+            supervisor,
+            message: PhantomData,
+        })
+    }
+
+    /// The Redis channel this transport publishes to and reads (live
+    /// mode; in durable mode, the namespace).
     #[must_use]
     pub fn channel(&self) -> &str {
         &self.channel
@@ -348,29 +433,7 @@ where
     M: Send + Sync + 'static,
     H: Handler,
 {
-    if config.namespace.is_empty() {
-        return Err(not_sent("the Redis namespace must not be empty"));
-    }
-    if config.max_message_size == 0 {
-        return Err(not_sent(
-            "the maximum message size must be at least one byte",
-        ));
-    }
-    if config.max_topics == 0 {
-        return Err(not_sent(
-            "the maximum number of topics must be at least one",
-        ));
-    }
-    let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
-        TransportError::new("the Redis transport needs a tokio runtime", error)
-            .with_outcome(Outcome::NotSent)
-    })?;
-    let secrets = Arc::new(Secrets::of(&config.url));
-    let shown: Arc<str> = Arc::from(redact(&config.url));
-    let client = Client::open(config.url.as_str()).map_err(|error| {
-        let cause = secrets.cause(&error);
-        not_sent(format!("invalid Redis URL {shown}: {cause}"))
-    })?;
+    let (client, secrets, shown, runtime) = prepare(&config)?;
     let channel: Arc<str> = Arc::from(config.namespace.as_str());
     let publisher = Arc::new(Publisher::new(
         client.clone(),
@@ -429,6 +492,37 @@ where
     })
 }
 
+/// Checks `config` and makes what both modes start from: the client, the
+/// password to hide, the URL as shown, and the runtime.
+fn prepare(
+    config: &RedisConfig,
+) -> Result<(Client, Arc<Secrets>, Arc<str>, tokio::runtime::Handle), TransportError> {
+    if config.namespace.is_empty() {
+        return Err(not_sent("the Redis namespace must not be empty"));
+    }
+    if config.max_message_size == 0 {
+        return Err(not_sent(
+            "the maximum message size must be at least one byte",
+        ));
+    }
+    if config.max_topics == 0 {
+        return Err(not_sent(
+            "the maximum number of topics must be at least one",
+        ));
+    }
+    let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
+        TransportError::new("the Redis transport needs a tokio runtime", error)
+            .with_outcome(Outcome::NotSent)
+    })?;
+    let secrets = Arc::new(Secrets::of(&config.url));
+    let shown: Arc<str> = Arc::from(redact(&config.url));
+    let client = Client::open(config.url.as_str()).map_err(|error| {
+        let cause = secrets.cause(&error);
+        not_sent(format!("invalid Redis URL {shown}: {cause}"))
+    })?;
+    Ok((client, secrets, shown, runtime))
+}
+
 pub(crate) fn not_sent(what: impl Into<String>) -> TransportError {
     TransportError::msg(what).with_outcome(Outcome::NotSent)
 }
@@ -455,7 +549,33 @@ where
                 TransportError::new("message not encoded for Redis", error)
                     .with_outcome(Outcome::NotSent)
             })?;
-            self.publisher.publish(&self.channel, &bytes).await
+            match &self.log {
+                Some(log) => log.append(&bytes).await,
+                None => self.publisher.publish(&self.channel, &bytes).await,
+            }
+        })
+    }
+
+    fn durable(&self) -> bool {
+        self.log.is_some()
+    }
+
+    fn replay<'a>(
+        &'a self,
+        after: Position,
+        through: Position,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>
+    where
+        M: Send + 'a,
+    {
+        Box::pin(async move {
+            match &self.log {
+                Some(log) => log.replay(after, through, topics).await,
+                None => Err(TransportError::msg(
+                    "this Redis transport is not durable: it keeps no log",
+                )),
+            }
         })
     }
 }
@@ -599,11 +719,34 @@ impl Publisher {
     }
 
     pub(crate) async fn publish(&self, channel: &str, bytes: &[u8]) -> Result<(), TransportError> {
-        // Set once the PUBLISH may have reached Redis: from then on a
+        self.send("PUBLISH", |mut connection| async move {
+            ::redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(bytes)
+                .query_async::<i64>(&mut connection)
+                .await
+                .map(drop)
+        })
+        .await
+    }
+
+    /// Runs one command, `what`, on the publishing connection (connecting
+    /// first if needed), within `connect_timeout + response_timeout`, and
+    /// says whether Redis certainly did not get it when it fails.
+    pub(crate) async fn send<'a, F, Fut>(
+        &'a self,
+        what: &'static str,
+        command: F,
+    ) -> Result<(), TransportError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut + 'a,
+        Fut: Future<Output = Result<(), RedisError>> + 'a,
+    {
+        // Set once the command may have reached Redis: from then on a
         // failure's outcome is unknown.
         let written = AtomicBool::new(false);
         let bound = self.connect_timeout + self.response_timeout;
-        match tokio::time::timeout(bound, self.try_publish(channel, bytes, &written)).await {
+        match tokio::time::timeout(bound, self.try_send(what, command, &written)).await {
             Ok(result) => result,
             Err(_) => {
                 let outcome = if written.load(Ordering::Relaxed) {
@@ -612,47 +755,56 @@ impl Publisher {
                     Outcome::NotSent
                 };
                 Err(
-                    TransportError::msg(format!("Redis PUBLISH got no answer within {bound:?}"))
+                    TransportError::msg(format!("Redis {what} got no answer within {bound:?}"))
                         .with_outcome(outcome),
                 )
             }
         }
     }
 
-    async fn try_publish(
+    async fn try_send<F, Fut>(
         &self,
-        channel: &str,
-        bytes: &[u8],
+        what: &'static str,
+        command: F,
         written: &AtomicBool,
-    ) -> Result<(), TransportError> {
-        let (id, mut connection) = self.connection().await.map_err(|cause| {
+    ) -> Result<(), TransportError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<(), RedisError>>,
+    {
+        let (id, connection) = self.connection().await.map_err(|cause| {
             not_sent(format!(
                 "cannot connect to Redis at {}: {cause}",
                 self.shown
             ))
         })?;
         written.store(true, Ordering::Relaxed);
-        let reply: Result<i64, RedisError> = ::redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(bytes)
-            .query_async(&mut connection)
-            .await;
-        match reply {
-            Ok(_receivers) => Ok(()),
+        match command(connection).await {
+            Ok(()) => Ok(()),
             Err(error) => {
                 let cause = self.secrets.cause(&error);
                 // A reply from the server (no permission, ...) means Redis
                 // refused the command, and leaves the connection usable;
                 // anything else may have broken it after the write.
                 if matches!(error.kind(), ErrorKind::Server(_)) {
-                    return Err(not_sent(format!("Redis refused the PUBLISH: {cause}")));
+                    return Err(not_sent(format!("Redis refused the {what}: {cause}")));
                 }
                 self.forget(id);
-                Err(
-                    TransportError::msg(format!("Redis PUBLISH failed: {cause}"))
-                        .with_outcome(Outcome::Unknown),
-                )
+                Err(TransportError::msg(format!("Redis {what} failed: {cause}"))
+                    .with_outcome(Outcome::Unknown))
             }
+        }
+    }
+
+    /// The publishing connection, for a read (a replay): connecting first
+    /// if needed, within the connect timeout.
+    pub(crate) async fn reader(&self) -> Result<MultiplexedConnection, TransportError> {
+        match self.connection().await {
+            Ok((_, connection)) => Ok(connection),
+            Err(cause) => Err(not_sent(format!(
+                "cannot connect to Redis at {}: {cause}",
+                self.shown
+            ))),
         }
     }
 }

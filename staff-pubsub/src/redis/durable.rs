@@ -1,0 +1,755 @@
+//! Durable delivery over Redis Streams: [`RedisConfig::durable`].
+//!
+//! The log is one stream, `{<namespace>}:log`, beside a hash,
+//! `{<namespace>}:log-meta`, that holds the log's id and its last sequence
+//! number (the braces keep both in one Redis Cluster slot). A broadcast is
+//! one script run that takes the next sequence number `seq`, appends
+//! the envelope as entry `<seq>-0` with fields `log` (the log's id), `t`
+//! (Redis's clock, ms) and `m` (the envelope), and trims the stream to the
+//! retention. Entry ids are the sequence numbers, so a node finds any
+//! position with one `XRANGE` and sees a trimmed range as a jump.
+//!
+//! Each node reads the stream with `XREAD BLOCK` on a connection of its
+//! own, from the last entry it read, which it keeps across reconnects and
+//! restarts of its receive task.
+//!
+//! Invariants: `seq` values of one log id are consecutive from 1 and
+//! never reused; the reader's cursor only moves forward within a log and
+//! every entry it moves past is either dispatched (with its position) or
+//! counted as rejected; a gap is signalled before the first entry after the
+//! loss it reports.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+
+use super::{not_sent, Publisher, RedisConfig};
+use crate::error::TransportError;
+use crate::log::{Gap, Position, Retention};
+use crate::net::{
+    panic_message, release_panic, AbortOnDrop, Backoff, Inbound, RateLimit, Secrets, StopReport,
+};
+use crate::pubsub::random_u64;
+use crate::topic::Topic;
+use crate::transport::{Connection, LocalNode, Replay};
+
+/// Appends one envelope. KEYS: the stream, the meta hash. ARGV: a log id
+/// for a log that starts now, the most entries kept (0: no bound), the
+/// oldest age kept in ms (0: no bound), the envelope. Returns the log id
+/// and the entry's sequence number.
+///
+/// If the stream holds entries past the meta hash's `seq` (the hash was
+/// lost, the stream not), a new log starts after the stream's last entry.
+/// Age trimming looks at the 8 oldest entries per append: each entry is
+/// trimmed once, so the log keeps up with any rate of appends.
+const APPEND_SCRIPT: &str = r"
+local log = redis.call('HGET', KEYS[2], 'log')
+if not log then
+  log = ARGV[1]
+  redis.call('HSET', KEYS[2], 'log', log)
+end
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local added = redis.pcall('XADD', KEYS[1], string.format('%d-0', seq),
+  'log', log, 't', string.format('%d', now), 'm', ARGV[4])
+if type(added) == 'table' and added.err then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local last = '0-0'
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+  seq = tonumber(string.match(last, '^(%d+)')) + 1
+  log = ARGV[1]
+  redis.call('HSET', KEYS[2], 'log', log, 'seq', string.format('%d', seq))
+  redis.call('XADD', KEYS[1], string.format('%d-0', seq),
+    'log', log, 't', string.format('%d', now), 'm', ARGV[4])
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+end
+local age = tonumber(ARGV[3])
+if age > 0 then
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 8)
+  local cut = nil
+  for _, entry in ipairs(oldest) do
+    local at = nil
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 't' then at = tonumber(fields[i + 1]) end
+    end
+    if at and at >= now - age then break end
+    cut = tonumber(string.match(entry[1], '^(%d+)'))
+  end
+  if cut then
+    redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', cut + 1))
+  end
+end
+return {log, seq}
+";
+
+/// The log's id and last sequence number, starting a log if there is
+/// none (KEYS and ARGV[1] as [`APPEND_SCRIPT`]'s): what a reader starts
+/// from and checks after each reconnect.
+const HEAD_SCRIPT: &str = r"
+local log = redis.call('HGET', KEYS[2], 'log')
+local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      local last = tonumber(string.match(info[i + 1], '^(%d+)'))
+      if last > seq then
+        log = nil
+        seq = last
+      end
+    end
+  end
+end
+if not log then
+  log = ARGV[1]
+  redis.call('HSET', KEYS[2], 'log', log, 'seq', string.format('%d', seq))
+end
+return {log, string.format('%d', seq)}
+";
+
+/// Gives the log a new id if it still has `ARGV[2]` (KEYS as above;
+/// ARGV[1] the new id): a reader found the log shorter than what it had
+/// read (Redis lost its last writes), so the sequence numbers past the
+/// new end will be reused and must not pass for the old entries. Returns
+/// the log's id.
+const RENEW_SCRIPT: &str = r"
+local log = redis.call('HGET', KEYS[2], 'log')
+if log == ARGV[2] then
+  log = ARGV[1]
+  redis.call('HSET', KEYS[2], 'log', log)
+end
+return log or ARGV[1]
+";
+
+static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND_SCRIPT));
+static HEAD: LazyLock<Script> = LazyLock::new(|| Script::new(HEAD_SCRIPT));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
+
+/// The most entries one `XREAD` or `XRANGE` returns.
+const PAGE: usize = 512;
+
+/// A log id for a log that starts now.
+fn fresh_log_id() -> u16 {
+    // The low 16 bits of a random number.
+    (random_u64() & 0xffff) as u16
+}
+
+/// The durable log of one namespace, as a node's transport sees it.
+pub(crate) struct Log<M> {
+    stream: Arc<str>,
+    meta: Arc<str>,
+    retention: Retention,
+    response_timeout: Duration,
+    publisher: Arc<Publisher>,
+    inbound: Arc<Inbound<M>>,
+}
+
+impl<M> Log<M>
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    /// Appends one encoded envelope: `Ok` once Redis has it in the log.
+    pub(crate) async fn append(&self, bytes: &[u8]) -> Result<(), TransportError> {
+        let max_entries = self.retention.entries_limit().unwrap_or(0);
+        let max_age = self
+            .retention
+            .age_limit()
+            .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        let fresh = fresh_log_id();
+        self.publisher
+            .send("XADD", |mut connection| async move {
+                APPEND
+                    .key(&*self.stream)
+                    .key(&*self.meta)
+                    .arg(fresh)
+                    .arg(max_entries)
+                    .arg(max_age)
+                    .arg(bytes)
+                    .invoke_async::<Value>(&mut connection)
+                    .await
+                    .map(drop)
+            })
+            .await
+    }
+
+    /// See [`crate::transport::Transport::replay`].
+    pub(crate) async fn replay(
+        &self,
+        after: Position,
+        through: Position,
+        topics: &[Topic],
+    ) -> Result<Replay<M>, TransportError> {
+        let Some(missing) = after.entries_until(through).filter(|n| *n > 0) else {
+            return Ok(Replay::new(None, Vec::new()));
+        };
+        if missing > self.retention.replay_limit() {
+            return Ok(Replay::new(Some(Gap::ReplayLimit { missing }), Vec::new()));
+        }
+        let mut connection = self.publisher.reader().await?;
+        let mut gap = None;
+        let mut entries = Vec::new();
+        let mut next = after.seq() + 1;
+        while next <= through.seq() {
+            let page = tokio::time::timeout(
+                self.response_timeout,
+                ::redis::cmd("XRANGE")
+                    .arg(&*self.stream)
+                    .arg(format!("{next}-0"))
+                    .arg(format!("{}-0", through.seq()))
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async::<Value>(&mut connection),
+            )
+            .await
+            .map_err(|_| {
+                TransportError::msg(format!(
+                    "Redis XRANGE got no answer within {:?}",
+                    self.response_timeout
+                ))
+            })?
+            .map_err(|error| {
+                TransportError::msg(format!(
+                    "Redis XRANGE failed: {}",
+                    self.publisher.secrets.cause(&error)
+                ))
+            })?;
+            let raw = entries_of(page);
+            if raw.is_empty() {
+                break;
+            }
+            for entry in raw {
+                let Some(seq) = entry.seq else { continue };
+                if entry.log != Some(after.log()) {
+                    // The range belongs to a log that was lost since.
+                    return Ok(Replay::new(Some(Gap::LogLost), Vec::new()));
+                }
+                if seq > next {
+                    // Trimmed before the range was read (or, rarely, while
+                    // it was: the gap then stands for both).
+                    let lost = trimmed(after.log(), next, seq);
+                    gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
+                }
+                next = seq + 1;
+                let (Some(position), Some(bytes)) = (Position::new(after.log(), seq), entry.bytes)
+                else {
+                    continue;
+                };
+                if let Some((message, copies)) = self.inbound.replayed(&bytes, topics) {
+                    entries.push((position, message, copies));
+                }
+            }
+        }
+        if next <= through.seq() {
+            // The end of the range is gone too: the log was trimmed past
+            // it, or lost.
+            let lost = trimmed(after.log(), next, through.seq() + 1);
+            gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
+        }
+        Ok(Replay::with_copies(gap, entries))
+    }
+}
+
+/// The gap of entries `from` up to (not including) `to` of log `log`.
+fn trimmed(log: u16, from: u64, to: u64) -> Gap {
+    match Position::new(log, from) {
+        Some(first) => Gap::Trimmed {
+            first,
+            missing: to - from,
+        },
+        None => Gap::LogLost,
+    }
+}
+
+/// One stream entry as read, each part `None` when missing or malformed.
+struct RawEntry {
+    /// The entry's id, to read past it whatever it holds.
+    id: Option<String>,
+    /// The sequence number, from an id of the form `<seq>-0`.
+    seq: Option<u64>,
+    log: Option<u16>,
+    bytes: Option<Vec<u8>>,
+}
+
+/// The entries of an `XRANGE` reply, or of the one stream of an `XREAD`
+/// reply (RESP2 arrays or RESP3 maps); nothing for a timed-out `XREAD`.
+fn entries_of(reply: Value) -> Vec<RawEntry> {
+    let list = match reply {
+        Value::Array(items) => items,
+        Value::Map(mut pairs) => match pairs.pop() {
+            Some((_, Value::Array(entries))) => return entries.into_iter().map(entry).collect(),
+            _ => return Vec::new(),
+        },
+        _ => return Vec::new(),
+    };
+    // An XREAD reply is one [key, entries] pair per stream; an XRANGE
+    // reply is the entries, each [id, fields].
+    let is_xread = matches!(list.first(), Some(Value::Array(pair))
+        if matches!(pair.get(1), Some(Value::Array(inner)) if matches!(inner.first(), Some(Value::Array(_)))));
+    if is_xread {
+        return list
+            .into_iter()
+            .flat_map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => match pair.pop() {
+                    Some(Value::Array(entries)) => entries,
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            })
+            .map(entry)
+            .collect();
+    }
+    list.into_iter().map(entry).collect()
+}
+
+fn text(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+fn entry(value: Value) -> RawEntry {
+    let mut raw = RawEntry {
+        id: None,
+        seq: None,
+        log: None,
+        bytes: None,
+    };
+    let Value::Array(parts) = value else {
+        return raw;
+    };
+    let mut parts = parts.into_iter();
+    let (Some(id), Some(Value::Array(fields))) = (parts.next(), parts.next()) else {
+        return raw;
+    };
+    let id = text(&id).and_then(|id| std::str::from_utf8(id).ok());
+    raw.seq = id
+        .and_then(|id| id.strip_suffix("-0"))
+        .and_then(|seq| seq.parse().ok());
+    raw.id = id.map(str::to_owned);
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match text(&name) {
+            Some(b"log") => {
+                raw.log = text(&value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok());
+            }
+            Some(b"m") => {
+                raw.bytes = match value {
+                    Value::BulkString(bytes) => Some(bytes),
+                    _ => None,
+                };
+            }
+            _ => {}
+        }
+    }
+    raw
+}
+
+/// Where the reader is: the last entry it read, kept across reconnects and
+/// restarts of its task.
+struct Cursor {
+    log: u16,
+    /// The last sequence number read (0: none of this log yet).
+    seq: u64,
+    /// The id to read after: the last entry's, whatever it held.
+    from: String,
+    /// The next entry starts a log this reader just adopted: no gap is
+    /// checked before it.
+    adopted: bool,
+}
+
+/// Starts the durable log of `config`'s namespace for `local`: reads the
+/// log's head (starting a log if there is none), records it as this
+/// node's, and starts the supervised reader from there.
+pub(crate) async fn open<M>(
+    config: &RedisConfig,
+    retention: Retention,
+    client: Client,
+    publisher: Arc<Publisher>,
+    secrets: Arc<Secrets>,
+    inbound: Inbound<M>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(Arc<Log<M>>, tokio::task::JoinHandle<()>), TransportError>
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    let local = inbound.local.clone();
+    let log = Arc::new(Log {
+        stream: Arc::from(config.log_key()),
+        meta: Arc::from(config.log_meta_key()),
+        retention,
+        response_timeout: config.response_timeout,
+        publisher,
+        inbound: Arc::new(inbound),
+    });
+    let mut connection = log.publisher.reader().await?;
+    let head = tokio::time::timeout(config.connect_timeout, head(&log, &mut connection))
+        .await
+        .map_err(|_| {
+            not_sent(format!(
+                "cannot read the log at {}: no answer within {:?}",
+                log.publisher.shown, config.connect_timeout
+            ))
+        })?
+        .map_err(|error| {
+            not_sent(format!(
+                "cannot read the log at {}: {}",
+                log.publisher.shown,
+                secrets.cause(&error)
+            ))
+        })?;
+    let (log_id, seq) = head;
+    local.set_log_head(log_id, seq);
+    local.set_connection(Connection::Connected);
+    tracing::info!(
+        url = %log.publisher.shown,
+        stream = %log.stream,
+        node = local.node_name(),
+        log = %format_args!("{log_id:04x}"),
+        seq,
+        "connected to Redis: durable log"
+    );
+    let reader = Arc::new(Reader {
+        client,
+        log: Arc::clone(&log),
+        local: local.clone(),
+        config: config.clone(),
+        secrets,
+        reconnect_log: RateLimit::default(),
+        cursor: Mutex::new(Cursor {
+            log: log_id,
+            seq,
+            from: format!("{seq}-0"),
+            adopted: false,
+        }),
+    });
+    let stopped = StopReport::new(local, "Redis");
+    let supervisor = runtime.spawn(supervise(reader, stopped));
+    Ok((log, supervisor))
+}
+
+/// Runs [`HEAD_SCRIPT`]: the log's id and last sequence number.
+async fn head<M>(
+    log: &Log<M>,
+    connection: &mut MultiplexedConnection,
+) -> Result<(u16, u64), RedisError> {
+    let (id, seq): (String, String) = HEAD
+        .key(&*log.stream)
+        .key(&*log.meta)
+        .arg(fresh_log_id())
+        .invoke_async(connection)
+        .await?;
+    // Both are written by our scripts; junk put there by hand reads as an
+    // empty log of a log id that no entry will match.
+    Ok((id.parse().unwrap_or(0), seq.parse().unwrap_or(0)))
+}
+
+/// Why reading stopped.
+enum Stopped {
+    ConnectionLost,
+    ServerGone,
+}
+
+/// The receive side of a durable log: one task per transport, restarted
+/// by [`supervise`] with its cursor kept.
+struct Reader<M> {
+    client: Client,
+    log: Arc<Log<M>>,
+    local: LocalNode<M>,
+    config: RedisConfig,
+    secrets: Arc<Secrets>,
+    reconnect_log: RateLimit,
+    cursor: Mutex<Cursor>,
+}
+
+/// Runs the reader, and runs it again whenever it ends while the server
+/// lives: it resumes from its cursor, so nothing is lost.
+async fn supervise<M>(reader: Arc<Reader<M>>, mut stopped: StopReport<M>)
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    let mut backoff = Backoff::new(reader.config.reconnect_min, reader.config.reconnect_max);
+    loop {
+        let mut task = AbortOnDrop(tokio::spawn(Arc::clone(&reader).run()));
+        let ended = (&mut task.0).await;
+        if !reader.local.is_alive() {
+            stopped.disarm();
+            break;
+        }
+        reader.local.set_connection(Connection::Disconnected);
+        let reason = match ended {
+            Ok(()) => "it ended".to_owned(),
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                let reason = format!("it panicked: {}", panic_message(payload.as_ref()));
+                release_panic(payload);
+                reason
+            }
+            Err(error) => format!("it was stopped: {error}"),
+        };
+        tracing::error!(
+            stream = %reader.log.stream,
+            node = reader.local.node_name(),
+            "the Redis log reader stopped ({reason}): restarting it from its last entry"
+        );
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+    tracing::debug!(stream = %reader.log.stream, "Redis log reader stopped");
+}
+
+impl<M> Reader<M>
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    async fn run(self: Arc<Self>) {
+        loop {
+            let Some(mut connection) = self.connect().await else {
+                return;
+            };
+            match self.read(&mut connection).await {
+                Stopped::ServerGone => return,
+                Stopped::ConnectionLost => {
+                    self.log.publisher.forget_current();
+                    self.local.set_connection(Connection::Disconnected);
+                    tracing::warn!(
+                        stream = %self.log.stream,
+                        node = self.local.node_name(),
+                        "lost the Redis log connection: reconnecting, then reading on from the last entry read"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The reader's own connection: `XREAD BLOCK` holds it.
+    fn connection_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(None)
+    }
+
+    /// How long one `XREAD` blocks: also how often a silent connection is
+    /// noticed (with the response timeout on top).
+    fn block(&self) -> Duration {
+        self.config
+            .health_check_interval
+            .clamp(Duration::from_millis(10), Duration::from_secs(60))
+    }
+
+    /// Connects (waiting longer after each failure), checks the log's head
+    /// against the cursor, and reports the connection. `None` once the
+    /// server is gone.
+    async fn connect(&self) -> Option<MultiplexedConnection> {
+        let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
+        let mut attempts: u64 = 0;
+        let mut last_cause = String::new();
+        self.reconnect_log.reset();
+        loop {
+            if !self.local.is_alive() {
+                return None;
+            }
+            attempts += 1;
+            let config = self.connection_config();
+            let attempt = tokio::time::timeout(self.config.connect_timeout, async {
+                let mut connection = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                let head = head(&self.log, &mut connection).await?;
+                Ok::<_, RedisError>((connection, head))
+            })
+            .await;
+            let cause = match attempt {
+                Ok(Ok((mut connection, (log, seq)))) => {
+                    match self.check_head(&mut connection, log, seq).await {
+                        Ok(()) => {
+                            self.local.set_connection(Connection::Connected);
+                            tracing::info!(
+                                stream = %self.log.stream,
+                                node = self.local.node_name(),
+                                attempts,
+                                "reconnected to the Redis log: reading on from the last entry read"
+                            );
+                            return Some(connection);
+                        }
+                        Err(error) => self.secrets.cause(&error).to_string(),
+                    }
+                }
+                Ok(Err(error)) => self.secrets.cause(&error).to_string(),
+                Err(_) => format!("no answer within {:?}", self.config.connect_timeout),
+            };
+            let changed = cause != last_cause;
+            if changed || self.reconnect_log.allow() {
+                if changed {
+                    self.reconnect_log.allow();
+                }
+                tracing::warn!(
+                    url = %self.log.publisher.shown,
+                    %cause,
+                    attempts,
+                    stream = %self.log.stream,
+                    node = self.local.node_name(),
+                    "cannot reconnect to the Redis log: retrying"
+                );
+            }
+            last_cause = cause;
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// After a reconnect: a log with another id was started (Redis lost
+    /// it), or the log is shorter than what was read (Redis lost its last
+    /// writes: the log gets a new id, since the lost sequence numbers will
+    /// be reused). Either way subscribers are told the log was lost, and
+    /// reading goes on from the new log's start or end.
+    async fn check_head(
+        &self,
+        connection: &mut MultiplexedConnection,
+        log: u16,
+        seq: u64,
+    ) -> Result<(), RedisError> {
+        let (known_log, known_seq) = {
+            let cursor = self.cursor.lock();
+            (cursor.log, cursor.seq)
+        };
+        if log == known_log && seq >= known_seq {
+            return Ok(());
+        }
+        let (new_log, from) = if log == known_log {
+            let renewed: String = RENEW
+                .key(&*self.log.stream)
+                .key(&*self.log.meta)
+                .arg(fresh_log_id())
+                .arg(known_log)
+                .invoke_async(connection)
+                .await?;
+            (renewed.parse().unwrap_or(0), seq)
+        } else {
+            (log, 0)
+        };
+        tracing::error!(
+            stream = %self.log.stream,
+            node = self.local.node_name(),
+            had = %format_args!("{known_log:04x}-{known_seq}"),
+            found = %format_args!("{log:04x}-{seq}"),
+            "the Redis log was lost (Redis restarted without persistence, or lost its last writes): \
+             subscribers are told; reading the new log"
+        );
+        {
+            let mut cursor = self.cursor.lock();
+            cursor.log = new_log;
+            cursor.seq = from;
+            cursor.from = format!("{from}-0");
+            cursor.adopted = true;
+        }
+        self.local.signal_gap_with(Gap::LogLost);
+        self.local.set_log_head(new_log, from);
+        Ok(())
+    }
+
+    /// Delivers what the log holds after the cursor until the connection
+    /// breaks or the server is gone.
+    async fn read(&self, connection: &mut MultiplexedConnection) -> Stopped {
+        let block = self.block();
+        let bound = block + self.config.response_timeout;
+        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            if !self.local.is_alive() {
+                return Stopped::ServerGone;
+            }
+            let from = self.cursor.lock().from.clone();
+            let mut xread = ::redis::cmd("XREAD");
+            xread
+                .arg("COUNT")
+                .arg(PAGE)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS")
+                .arg(&*self.log.stream)
+                .arg(from);
+            let read = xread.query_async::<Value>(connection);
+            let reply = match tokio::time::timeout(bound, read).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(error)) => {
+                    let cause = self.secrets.cause(&error);
+                    tracing::warn!(%cause, stream = %self.log.stream, "Redis XREAD failed");
+                    return Stopped::ConnectionLost;
+                }
+                Err(_) => {
+                    tracing::warn!(stream = %self.log.stream, "Redis XREAD got no answer");
+                    return Stopped::ConnectionLost;
+                }
+            };
+            for entry in entries_of(reply) {
+                if !self.deliver(entry) {
+                    return Stopped::ServerGone;
+                }
+            }
+        }
+    }
+
+    /// Moves the cursor past one entry and dispatches it, after telling
+    /// subscribers of any entries lost before it. Returns false once the
+    /// server is gone.
+    fn deliver(&self, entry: RawEntry) -> bool {
+        let mut cursor = self.cursor.lock();
+        if let Some(id) = entry.id {
+            cursor.from = id;
+        }
+        let (Some(seq), Some(log), Some(bytes)) = (entry.seq, entry.log, entry.bytes) else {
+            drop(cursor);
+            return self.reject("not an entry of this log (missing log, m, or an id <seq>-0)");
+        };
+        if log != cursor.log {
+            // Another reader renewed the log's id (Redis lost its last
+            // writes): what this one had not read may be gone.
+            cursor.log = log;
+            cursor.adopted = true;
+            drop(cursor);
+            tracing::error!(stream = %self.log.stream, "the Redis log was renewed: subscribers are told");
+            self.local.signal_gap_with(Gap::LogLost);
+            cursor = self.cursor.lock();
+        }
+        if !cursor.adopted && seq <= cursor.seq {
+            drop(cursor);
+            return self.reject("an entry with a sequence number already read");
+        }
+        let skipped =
+            (!cursor.adopted && seq > cursor.seq + 1).then(|| trimmed(log, cursor.seq + 1, seq));
+        cursor.seq = seq;
+        cursor.adopted = false;
+        drop(cursor);
+        if let Some(gap) = skipped {
+            tracing::warn!(
+                stream = %self.log.stream,
+                node = self.local.node_name(),
+                %gap,
+                "entries were trimmed from the Redis log before this node read them: subscribers are told"
+            );
+            self.local.signal_gap_with(gap);
+        }
+        match Position::new(log, seq) {
+            Some(position) => self.log.inbound.handle_logged(&bytes, position),
+            None => self.reject("a sequence number out of range"),
+        }
+    }
+
+    fn reject(&self, why: &str) -> bool {
+        self.local.record_rejected();
+        tracing::warn!(stream = %self.log.stream, node = self.local.node_name(), why, "skipped a Redis log entry");
+        self.local.is_alive()
+    }
+}

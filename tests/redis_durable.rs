@@ -1,0 +1,407 @@
+//! Durable delivery over Redis Streams (`RedisConfig::durable`), against
+//! real `redis-server`s the tests start: nothing is lost across a killed
+//! connection or a restarted Redis with persistence, and when something is
+//! lost (retention exceeded, Redis restarted without persistence) exactly
+//! one gap says what. Waits are bounded (`within`); nothing sleeps and hopes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use staff_pubsub::redis::RedisConfig;
+use staff_pubsub::{
+    Connection, Error, Gap, Outcome, Position, PubSub, RecvError, Retention, Subscription, Topic,
+    TryRecvError,
+};
+use staff_pubsub_tests::redis_server::RedisServer;
+use staff_pubsub_tests::within;
+
+const NAMESPACE: &str = "durable";
+const ROOMS: Topic = Topic::new("chat:rooms");
+const USERS: Topic = Topic::new("chat:users");
+
+/// Redis that writes every command to its append-only file before
+/// answering: a killed and restarted server keeps every acknowledged entry.
+const PERSISTENT: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
+
+fn config(url: impl Into<String>, retention: Retention) -> RedisConfig {
+    RedisConfig::new(url)
+        .namespace(NAMESPACE)
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .health_check_interval(Duration::from_millis(500))
+        .durable(retention)
+}
+
+async fn node(url: String, name: &str, retention: Retention) -> PubSub<u64> {
+    PubSub::builder()
+        .node_name(name)
+        .redis(config(url, retention))
+        .await
+        .unwrap_or_else(|e| panic!("node {name}: {e}"))
+}
+
+/// Kills every connection blocked in `XREAD`: the nodes' log readers.
+async fn kill_readers(admin: &mut MultiplexedConnection) -> usize {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(admin)
+        .await
+        .expect("CLIENT LIST");
+    let mut killed = 0;
+    for line in clients.lines().filter(|line| line.contains("cmd=xread")) {
+        let id = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("id="))
+            .expect("an id field");
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(admin)
+            .await
+            .expect("CLIENT KILL");
+        killed += 1;
+    }
+    killed
+}
+
+/// The next message and its position, failing on anything else.
+async fn next(subscription: &mut Subscription<u64>) -> (u64, Position) {
+    match within("a message", subscription.recv_with_position()).await {
+        Ok((message, Some(position))) => (*message, position),
+        other => panic!("expected a message with a position, got {other:?}"),
+    }
+}
+
+/// Broadcasts `n` until Redis takes it: retries what was certainly not
+/// sent once the node is connected again. Returns whether it was taken
+/// (`false`: the outcome is unknown, it may or may not be in the log).
+async fn broadcast_until_taken(node: &PubSub<u64>, n: u64) -> bool {
+    loop {
+        match node.broadcast([ROOMS], n).await {
+            Ok(()) => return true,
+            Err(Error::Transport(error)) if error.outcome() == Outcome::NotSent => {
+                within(
+                    "the publisher to reconnect",
+                    node.wait_for_connection(Connection::Connected),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(Error::Transport(_)) => return false,
+            Err(other) => panic!("broadcast {n}: {other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broadcast_arrives_once_in_order_across_killed_connections_and_a_restart() {
+    const COUNT: u64 = 10_000;
+    let mut server = RedisServer::start_with(PERSISTENT).await;
+    let retention = Retention::entries(100_000);
+    let publisher = node(server.url(), "publisher", retention.clone()).await;
+    let subscriber = node(server.url(), "subscriber", retention).await;
+    let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
+    let mut admin = server.connection().await;
+
+    let sending = {
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let mut unknown = BTreeSet::new();
+            for n in 0..COUNT {
+                if !broadcast_until_taken(&publisher, n).await {
+                    unknown.insert(n);
+                }
+            }
+            unknown
+        })
+    };
+
+    let mut received = Vec::new();
+    let mut last: Option<Position> = None;
+    let mut killed_connections = false;
+    let mut restarted = false;
+    while received.last() != Some(&(COUNT - 1)) {
+        let (n, position) = next(&mut subscription).await;
+        if let Some(last) = last {
+            assert_eq!(
+                last.next(),
+                Some(position),
+                "positions are consecutive: every entry is on this topic"
+            );
+        }
+        last = Some(position);
+        received.push(n);
+        if !killed_connections && received.len() == 2_000 {
+            assert!(kill_readers(&mut admin).await >= 1, "no reader to kill");
+            killed_connections = true;
+        }
+        if !restarted && received.len() == 5_000 {
+            server.kill();
+            server.restart().await;
+            admin = server.connection().await;
+            restarted = true;
+        }
+    }
+    let unknown = within("the publisher to finish", sending)
+        .await
+        .expect("the publisher ran");
+    assert!(killed_connections && restarted);
+
+    // In order and once each...
+    assert!(
+        received.windows(2).all(|pair| pair[0] < pair[1]),
+        "out of order or twice"
+    );
+    // ...every broadcast that returned Ok, and no other than those whose
+    // outcome was unknown.
+    let got: BTreeSet<u64> = received.iter().copied().collect();
+    for n in 0..COUNT {
+        assert!(
+            got.contains(&n) || unknown.contains(&n),
+            "broadcast {n} returned Ok but never arrived"
+        );
+    }
+    assert!(unknown.len() <= 2, "few outcomes are unknown: {unknown:?}");
+    // No gap was signalled: nothing was lost.
+    assert_eq!(subscriber.stats().gaps, 0);
+    assert_eq!(
+        subscription.try_recv(),
+        Err(TryRecvError::Empty),
+        "nothing more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retention_is_one_gap_naming_the_trimmed_range() {
+    let server = RedisServer::start().await;
+    let mut admin = server.connection().await;
+    // The subscriber logs in as its own user, which the test can lock out.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sub", "on", ">pw", "~*", "&*", "+@all"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let retention = Retention::entries(100);
+    let publisher = node(server.url(), "publisher", retention.clone()).await;
+    let sub_url = format!("redis://sub:pw@127.0.0.1:{}", server.port());
+    let subscriber = node(sub_url, "subscriber", retention).await;
+    let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
+
+    for n in 0..10 {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    let mut read_up_to = None;
+    for n in 0..10 {
+        let (got, position) = next(&mut subscription).await;
+        assert_eq!(got, n);
+        read_up_to = Some(position);
+    }
+    let read_up_to = read_up_to.expect("ten read");
+
+    // Lock the subscriber out and cut its connections: it cannot reconnect.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sub", "off"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER off");
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", "sub"])
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT KILL USER");
+    within(
+        "the subscriber to notice",
+        subscriber.wait_for_connection(Connection::Disconnected),
+    )
+    .await;
+    for n in 10..1_010 {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    // The oldest entry left: everything between was trimmed.
+    let oldest: Vec<(String, Vec<(String, redis::Value)>)> = redis::cmd("XRANGE")
+        .arg(&[
+            &RedisConfig::new("").namespace(NAMESPACE).log_key(),
+            "-",
+            "+",
+            "COUNT",
+            "1",
+        ])
+        .query_async(&mut admin)
+        .await
+        .expect("XRANGE");
+    let oldest_seq: u64 = oldest[0]
+        .0
+        .strip_suffix("-0")
+        .and_then(|seq| seq.parse().ok())
+        .expect("an id <seq>-0");
+    assert!(
+        oldest_seq > read_up_to.seq() + 1,
+        "the outage outlived the retention"
+    );
+
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sub", "on"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER on");
+    let gap = within("the gap", subscription.recv()).await;
+    assert_eq!(
+        gap,
+        Err(RecvError::Gap(Gap::Trimmed {
+            first: read_up_to.next().expect("a next position"),
+            missing: oldest_seq - read_up_to.seq() - 1,
+        }))
+    );
+    // Then what the log still had, in order, and what comes later.
+    let first_kept = 10 + (oldest_seq - read_up_to.seq() - 1);
+    for n in first_kept..1_010 {
+        assert_eq!(next(&mut subscription).await.0, n);
+    }
+    publisher.broadcast([ROOMS], 5_000).await.expect("sent");
+    assert_eq!(next(&mut subscription).await.0, 5_000);
+    assert_eq!(subscriber.stats().gaps, 1, "exactly one gap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_persistence_is_a_gap_saying_the_log_was_lost() {
+    let mut server = RedisServer::start().await;
+    let retention = Retention::entries(1_000);
+    let publisher = node(server.url(), "publisher", retention.clone()).await;
+    let subscriber = node(server.url(), "subscriber", retention).await;
+    let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
+    publisher.broadcast([ROOMS], 1).await.expect("sent");
+    let (_, before) = next(&mut subscription).await;
+
+    server.kill();
+    server.restart().await;
+    let gap = within("the gap", subscription.recv()).await;
+    assert_eq!(gap, Err(RecvError::Gap(Gap::LogLost)));
+    assert_eq!(
+        gap.unwrap_err().to_string(),
+        "the log was lost: messages may have been missed"
+    );
+
+    within(
+        "the publisher to reconnect",
+        publisher.wait_for_connection(Connection::Connected),
+    )
+    .await;
+    assert!(broadcast_until_taken(&publisher, 2).await);
+    let (n, after) = next(&mut subscription).await;
+    assert_eq!(n, 2);
+    assert_ne!(after.log(), before.log(), "a new log");
+    assert_eq!(after.seq(), 1, "the new log starts at 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_delivers_its_own_broadcasts_from_the_log_with_their_positions() {
+    let server = RedisServer::start().await;
+    let pubsub = node(server.url(), "alone", Retention::entries(1_000)).await;
+    let mut subscription = pubsub.subscribe(ROOMS).expect("subscribed");
+    let head = pubsub.log_position();
+    let sending = pubsub.broadcast([ROOMS], 7);
+    // Not at the call: from the log, once Redis has it.
+    assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
+    sending.await.expect("sent");
+    let (n, position) = next(&mut subscription).await;
+    assert_eq!(n, 7);
+    assert_eq!(head.and_then(Position::next).unwrap_or(position), position);
+    assert_eq!(pubsub.log_position(), Some(position));
+    assert_eq!(
+        position.to_string().parse::<Position>().expect("parses"),
+        position
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_since_replays_what_was_missed_on_its_topics_then_goes_on_live() {
+    let server = RedisServer::start().await;
+    let retention = Retention::entries(10_000).max_replay(100);
+    let publisher = node(server.url(), "publisher", retention.clone()).await;
+    let consumer = node(server.url(), "consumer", retention).await;
+    let mut subscription = consumer.subscribe(ROOMS).expect("subscribed");
+    publisher.broadcast([ROOMS], 0).await.expect("sent");
+    let (_, checkpoint) = next(&mut subscription).await;
+    drop(subscription);
+
+    // While the consumer is away: rooms, users, both.
+    for n in 1..=30 {
+        let topics: &[Topic] = match n % 3 {
+            0 => &[ROOMS],
+            1 => &[USERS],
+            _ => &[ROOMS, USERS],
+        };
+        publisher.broadcast(topics, n).await.expect("sent");
+    }
+    let mut mark = consumer.subscribe(USERS).expect("subscribed");
+    publisher.broadcast([USERS], 999).await.expect("sent");
+    assert_eq!(
+        next(&mut mark).await.0,
+        999,
+        "the consumer's node has read on"
+    );
+
+    let mut resumed = consumer
+        .subscribe_since([ROOMS], checkpoint)
+        .await
+        .expect("resumed");
+    let expected: Vec<u64> = (1..=30).filter(|n| n % 3 != 1).collect();
+    let mut positions = Vec::new();
+    for n in &expected {
+        let (got, position) = next(&mut resumed).await;
+        assert_eq!(got, *n);
+        positions.push(position);
+    }
+    assert!(positions
+        .windows(2)
+        .all(|pair| pair[0].seq() < pair[1].seq()));
+    publisher.broadcast([ROOMS], 1_000).await.expect("sent");
+    assert_eq!(
+        next(&mut resumed).await.0,
+        1_000,
+        "then live, nothing twice"
+    );
+    assert_eq!(resumed.try_recv(), Err(TryRecvError::Empty));
+
+    // Subscribed to both: one copy per reached topic, as live.
+    let mut both = consumer
+        .subscribe_since([ROOMS, USERS], checkpoint)
+        .await
+        .expect("resumed");
+    let mut copies = Vec::new();
+    while copies.len() < 40 + 1 + 1 {
+        copies.push(next(&mut both).await.0);
+    }
+    let twice: Vec<u64> = (1..=30).filter(|n| n % 3 == 2).collect();
+    for n in &twice {
+        assert_eq!(copies.iter().filter(|c| *c == n).count(), 2, "{n}");
+    }
+
+    // Too far behind for the replay limit: a gap and no replay.
+    for n in 0..150 {
+        publisher.broadcast([USERS], 2_000 + n).await.expect("sent");
+    }
+    while next(&mut mark).await.0 != 2_149 {}
+    let mut far = consumer
+        .subscribe_since([ROOMS], checkpoint)
+        .await
+        .expect("resumed");
+    match within("the gap", far.recv()).await {
+        Err(RecvError::Gap(Gap::ReplayLimit { missing })) => assert!(missing > 100, "{missing}"),
+        other => panic!("expected a replay-limit gap, got {other:?}"),
+    }
+    assert_eq!(far.try_recv(), Err(TryRecvError::Empty));
+
+    // A live-only server cannot resume.
+    let live: PubSub<u64> = PubSub::builder()
+        .redis(RedisConfig::new(server.url()).namespace("live"))
+        .await
+        .expect("connected");
+    assert!(matches!(
+        live.subscribe_since([ROOMS], checkpoint).await,
+        Err(Error::NotDurable)
+    ));
+}
