@@ -58,6 +58,63 @@
 //! - If the receive task ends for any other reason while the server lives,
 //!   it is restarted, and every subscriber receives a gap.
 //! - The receive task ends when the server is dropped.
+//!
+//! # Durable delivery
+//!
+//! With [`RedisConfig::durable`], the namespace's broadcasts go through a
+//! Redis Stream, [`log_key`](RedisConfig::log_key), instead of pub/sub, and
+//! a node that loses its connection loses nothing that is still in the
+//! stream:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use staff_pubsub::redis::RedisConfig;
+//! use staff_pubsub::{staff, PubSub, Retention};
+//!
+//! # async fn start() -> Result<(), staff_pubsub::Error> {
+//! let retention = Retention::entries(1_000_000).max_age(Duration::from_secs(24 * 3600));
+//! let config = RedisConfig::new("redis://127.0.0.1:6379")
+//!     .namespace("my-app")
+//!     .durable(retention);
+//! let pubsub: PubSub<staff::Message> = PubSub::builder().node_name("web-1").redis(config).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - A broadcast is appended to the log by one script run (the next
+//!   sequence number, `XADD`, trimming to the [`Retention`]); `Ok` means
+//!   the entry is in the log. Failures and their
+//!   [`Outcome`]s are as in live mode.
+//! - Every node, the sending one included, delivers every entry from the
+//!   log, in log order, with its [`Position`]
+//!   ([`Subscription::recv_with_position`](crate::Subscription::recv_with_position)):
+//!   the sender's own subscribers get a broadcast once Redis has it, not
+//!   when `broadcast` is called. [`PubSub::local_broadcast`] and, on the
+//!   sending node, [`PubSub::broadcast_from`] do not go through the log.
+//! - Each node reads the log with `XREAD BLOCK` on a connection of its
+//!   own, from the last entry it read. After its connection drops (or its
+//!   receive task is restarted, or Redis restarts with its data), it reads
+//!   on from there: every entry still in the log is delivered once, in
+//!   order, and no gap is signalled. A node that starts reads from the
+//!   log's end (it does not replay history: [`PubSub::subscribe_since`]
+//!   does, for the topics it names).
+//! - When entries the node had not read were trimmed meanwhile (the
+//!   outage outlived the retention), its subscribers receive one
+//!   [`Gap::Trimmed`](crate::Gap::Trimmed) naming the first lost position
+//!   and the number of lost entries, then what the log still holds. When
+//!   the log itself was lost (Redis restarted without persistence, the
+//!   keys deleted, or Redis lost its last writes and the log is shorter
+//!   than what the node read), they receive [`Gap::LogLost`](crate::Gap::LogLost)
+//!   and the log starts afresh under a new log id. A Redis with
+//!   `appendfsync always` keeps every acknowledged entry across a crash;
+//!   with the default `everysec`, a crash can lose the last second.
+//! - A stream entry that is not one of this log's (written by hand) is
+//!   skipped, counted in [`Stats::rejected`](crate::Stats::rejected) and
+//!   logged. Every node of a namespace must use the same mode: live nodes
+//!   do not read the stream, durable nodes do not read the channel.
+//! - Cost: a script run and a stream entry per broadcast instead of a
+//!   `PUBLISH`, and the sender's own delivery waits for Redis (see
+//!   BENCHMARKS.md, "Durable delivery"). The two keys share the hash tag
+//!   `{<namespace>}`, so both live in one Redis Cluster slot.
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
