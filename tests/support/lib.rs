@@ -10,6 +10,7 @@ struct ReadmeDoctests;
 pub mod child;
 pub mod conformance;
 pub mod logs;
+pub mod memory_log;
 pub mod nats_server;
 pub mod redis_server;
 
