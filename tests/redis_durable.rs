@@ -405,3 +405,122 @@ async fn subscribe_since_replays_what_was_missed_on_its_topics_then_goes_on_live
         Err(Error::NotDurable)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_written_by_hand_or_a_lost_meta_hash_are_never_delivered_as_ours() {
+    let server = RedisServer::start().await;
+    let retention = Retention::entries(1_000);
+    let publisher = node(server.url(), "publisher", retention.clone()).await;
+    let subscriber = node(server.url(), "subscriber", retention).await;
+    let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
+    let mut admin = server.connection().await;
+    let keys = RedisConfig::new("").namespace(NAMESPACE);
+    publisher.broadcast([ROOMS], 1).await.expect("sent");
+    let (_, first) = next(&mut subscription).await;
+
+    // An entry that is not one of the log's (no `log` or `m`, an id made by
+    // Redis): skipped and counted...
+    let _: String = redis::cmd("XADD")
+        .arg(&[keys.log_key().as_str(), "*", "junk", "1"])
+        .query_async(&mut admin)
+        .await
+        .expect("XADD");
+    // ...and the stream now ends past the log's sequence numbers: the next
+    // broadcast starts a new log after it, which subscribers are told of.
+    publisher.broadcast([ROOMS], 2).await.expect("sent");
+    assert_eq!(
+        within("the gap", subscription.recv()).await,
+        Err(RecvError::Gap(Gap::LogLost))
+    );
+    let (n, second) = next(&mut subscription).await;
+    assert_eq!(n, 2);
+    assert_ne!(second.log(), first.log());
+    assert_eq!(subscriber.stats().rejected, 1);
+
+    // The meta hash lost, the stream kept: again a new log, told once,
+    // and the stream's older entries are never delivered again.
+    let _: i64 = redis::cmd("DEL")
+        .arg(keys.log_meta_key())
+        .query_async(&mut admin)
+        .await
+        .expect("DEL");
+    publisher.broadcast([ROOMS], 3).await.expect("sent");
+    assert_eq!(
+        within("the gap", subscription.recv()).await,
+        Err(RecvError::Gap(Gap::LogLost))
+    );
+    let (n, third) = next(&mut subscription).await;
+    assert_eq!(n, 3);
+    assert_ne!(third.log(), second.log());
+    // A node that starts now reads from the end, not the old entries.
+    let late = node(server.url(), "late", Retention::entries(1_000)).await;
+    let mut late_subscription = late.subscribe(ROOMS).expect("subscribed");
+    publisher.broadcast([ROOMS], 4).await.expect("sent");
+    assert_eq!(next(&mut late_subscription).await.0, 4);
+    assert_eq!(next(&mut subscription).await.0, 4);
+    assert_eq!(late_subscription.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_away_while_the_log_restarted_reads_the_new_log_from_its_start() {
+    let server = RedisServer::start().await;
+    let mut admin = server.connection().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sub", "on", ">pw", "~*", "&*", "+@all"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let retention = Retention::entries(1_000);
+    let publisher = node(server.url(), "publisher", retention.clone()).await;
+    let sub_url = format!("redis://sub:pw@127.0.0.1:{}", server.port());
+    let subscriber = node(sub_url, "subscriber", retention).await;
+    let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
+    for n in 0..5 {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    for n in 0..5 {
+        assert_eq!(next(&mut subscription).await.0, n);
+    }
+
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sub", "off"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER off");
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", "sub"])
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT KILL USER");
+    within(
+        "the subscriber to notice",
+        subscriber.wait_for_connection(Connection::Disconnected),
+    )
+    .await;
+    // Meanwhile the log's meta hash is lost (the stream is not) and the
+    // publisher goes on: a new log, after the stream's old entries.
+    let _: i64 = redis::cmd("DEL")
+        .arg(RedisConfig::new("").namespace(NAMESPACE).log_meta_key())
+        .query_async(&mut admin)
+        .await
+        .expect("DEL");
+    for n in 5..8 {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sub", "on"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER on");
+    assert_eq!(
+        within("the gap", subscription.recv()).await,
+        Err(RecvError::Gap(Gap::LogLost))
+    );
+    // Everything of the new log, nothing of the old one again.
+    for n in 5..8 {
+        assert_eq!(next(&mut subscription).await.0, n);
+    }
+    assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(subscriber.stats().gaps, 1);
+}

@@ -628,6 +628,9 @@ where
         if log == known_log && seq >= known_seq {
             return Ok(());
         }
+        // From the new log's start: a log found anew may already hold
+        // entries appended since it started (the stream's older entries, of
+        // the lost log, are passed over); a renewed one goes on from `seq`.
         let (new_log, from) = if log == known_log {
             let renewed: String = RENEW
                 .key(&*self.log.stream)
@@ -713,6 +716,13 @@ where
             drop(cursor);
             return self.reject("not an entry of this log (missing log, m, or an id <seq>-0)");
         };
+        if log != cursor.log && cursor.adopted {
+            // Reading a log just adopted from the stream's start: this is
+            // an entry of the lost log that the stream still holds (its
+            // meta hash was lost, not the stream), before the new log's
+            // first. Not this log's: passed over.
+            return self.local.is_alive();
+        }
         if log != cursor.log {
             // Another reader renewed the log's id (Redis lost its last
             // writes): what this one had not read may be gone.
