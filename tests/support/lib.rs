@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod logs;
 pub mod memory_log;
 pub mod nats_server;
+pub mod proxy;
 pub mod redis_server;
 
 use std::future::Future;

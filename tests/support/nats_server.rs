@@ -4,7 +4,13 @@
 //!
 //! The binary is `nats-server` from `PATH`, or the path in the
 //! `NATS_SERVER` environment variable.
+//!
+//! [`NatsServer::start_jetstream`] enables JetStream with its store in a
+//! fresh temporary directory, kept across [`NatsServer::restart`]s and
+//! removed on drop; [`NatsServer::restart_with_fresh_store`] restarts it
+//! on a new, empty one (its streams lost).
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,6 +28,8 @@ pub struct NatsServer {
     port: u16,
     monitor: u16,
     extra: Vec<String>,
+    /// JetStream's store directory, when JetStream is on.
+    store: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -47,13 +55,65 @@ impl NatsServer {
             port: 0,
             monitor: 0,
             extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+            store: None,
         };
+        server.start_on_free_ports().await;
+        server
+    }
+
+    /// As [`start`](Self::start), with JetStream on (`-js`) and its store
+    /// in a fresh temporary directory (`-sd`), which restarts keep.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_jetstream() -> Self {
+        let mut server = Self {
+            child: None,
+            port: 0,
+            monitor: 0,
+            extra: Vec::new(),
+            store: Some(fresh_store()),
+        };
+        server.start_on_free_ports().await;
+        server
+    }
+
+    /// The server's client port on 127.0.0.1.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server and starts it again on the same ports with a new,
+    /// empty JetStream store: every stream is lost.
+    ///
+    /// # Panics
+    ///
+    /// If JetStream is not on, or the server does not restart in time.
+    pub async fn restart_with_fresh_store(&mut self) {
+        self.kill();
+        let old = self
+            .store
+            .replace(fresh_store())
+            .expect("a JetStream server (start_jetstream)");
+        let _ = std::fs::remove_dir_all(old);
+        self.spawn();
+        assert!(
+            self.wait_ready().await,
+            "nats-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    async fn start_on_free_ports(&mut self) {
+        let server = self;
         for _ in 0..5 {
             server.port = free_port();
             server.monitor = free_port();
             server.spawn();
             if server.wait_ready().await {
-                return server;
+                return;
             }
             server.kill();
         }
@@ -177,6 +237,13 @@ impl NatsServer {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string()])
             .args(&self.extra)
+            .args(self.store.iter().flat_map(|store| {
+                [
+                    std::ffi::OsString::from("-js"),
+                    std::ffi::OsString::from("-sd"),
+                    store.as_os_str().to_owned(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -233,5 +300,24 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(store) = self.store.take() {
+            let _ = std::fs::remove_dir_all(store);
+        }
     }
+}
+
+/// A new, empty directory under the system's temporary directory.
+fn fresh_store() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "staff-pubsub-nats-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("a temporary directory for the JetStream store");
+    dir
 }
