@@ -147,7 +147,10 @@ async fn a_transport_gap_becomes_a_resync_event() {
     pubsub.local_node().signal_gap();
     let resync = client.expect().await;
     assert_eq!(resync.event, "resync");
-    assert_eq!(resync.json(), serde_json::json!({"reason": "gap"}));
+    assert_eq!(
+        resync.json(),
+        serde_json::json!({"reason": "gap", "gap": "disconnected"})
+    );
 }
 
 #[tokio::test]

@@ -7,20 +7,79 @@
 //!
 //! | SSE `event:` | `data:` | when |
 //! | --- | --- | --- |
-//! | `ready` | `{"topics":["staff:teams",...]}` | first, once subscribed: every broadcast after it reaches the page |
+//! | `ready` | `{"topics":["staff:teams",...]}`, with `"resumed":true` when the stream resumes (below) | first, once subscribed: every broadcast after it reaches the page |
 //! | the event atom (`team_created`) | the message's JSON form, `{"scope":"staff","event":"team_created","payload":{...}}` | one per message received |
-//! | `resync` | `{"reason":"lagged","missed":n}`, `{"reason":"gap"}` or `{"reason":"reconnected"}` | messages were lost: reload the state the page shows |
+//! | `resync` | see below | messages were lost: reload the state the page shows |
 //!
-//! Every event has an `id:`, a sequence number of the connection (1 for
-//! `ready`). A browser's `EventSource` that reconnects sends the last id
-//! it saw (`Last-Event-ID`): what was broadcast meanwhile is lost, so the
-//! new stream says `resync` (`"reconnected"`) right after `ready`.
+//! `resync` says why in its data:
+//!
+//! | `data:` | cause |
+//! | --- | --- |
+//! | `{"reason":"lagged","missed":n}` | the page read too slowly: its queue dropped `n` messages |
+//! | `{"reason":"gap","gap":"disconnected"}` | the server's link to the other nodes was down (live, not durable, delivery) |
+//! | `{"reason":"gap","gap":"trimmed","entries":n}` | durable: `n` log entries (of any topic) were trimmed before they could be delivered |
+//! | `{"reason":"gap","gap":"log_lost"}` | durable: the log was lost, or the browser's `Last-Event-ID` is of another log |
+//! | `{"reason":"gap","gap":"replay_limit","entries":n}` | durable: the browser was `n` log entries behind, more than a resume replays |
+//! | `{"reason":"reconnected"}` | a browser came back (`Last-Event-ID`) and the bridge cannot resume it (below) |
+//!
 //! Keep-alive comments flow while nothing happens (every 15 s by default).
 //! The stream ends when [`SseBridge::close`] is called, or when the server
 //! is gone (every handle of it dropped: the bridge holds one, so a router
 //! serving [`SseBridge::route`] keeps it alive; call `close` before a
 //! graceful shutdown). A spec event named `ready` or `resync` would be ambiguous: do
 //! not declare one in a spec served by the bridge.
+//!
+//! # Event ids and resuming
+//!
+//! A browser's `EventSource` reconnects by itself when the connection
+//! drops, and sends the `id:` of the last event it received as the
+//! `Last-Event-ID` header. A page that opens a new `EventSource` itself
+//! (after a reload, say) can pass the id it stored as the
+//! `last_event_id` query parameter ([`LAST_EVENT_ID_PARAMETER`]); the
+//! header wins when both are present.
+//!
+//! **On a durable server** (a transport that keeps a log:
+//! [`RedisConfig::durable`](crate::redis::RedisConfig::durable),
+//! [`NatsConfig::durable`](crate::nats::NatsConfig::durable)) an event's
+//! `id:` is its message's log [`Position`]
+//! (`002a-1042`), and a reconnecting browser misses nothing while the log
+//! holds what it missed:
+//!
+//! - A message's event has its position as `id:`. A message that did not
+//!   go through the log (a [`PubSub::local_broadcast`], or on this node a
+//!   [`PubSub::broadcast_from`]) has no `id:`, so the browser keeps the
+//!   last one; it is not replayed on a resume.
+//! - `ready` of a new connection has the node's log position when it
+//!   subscribed as `id:` (no `id:` while the log is empty): the stream
+//!   then delivers every message to its topics after that position, so a
+//!   browser that reconnects before any message came resumes from there.
+//! - A connection with a `Last-Event-ID` that is a position of the log
+//!   resumes through [`PubSub::subscribe_since`]: `ready` says
+//!   `"resumed":true` (and has no `id:`: the browser keeps its own), then
+//!   come the messages to its topics after that position, in log order
+//!   and each once per reached topic, at most the transport's
+//!   [replay limit](crate::Retention::replay_limit) of log entries, then
+//!   live ones. Nothing else is sent: no `resync`, the page keeps its
+//!   state. When the range cannot be replayed whole, a `resync` with
+//!   `"reason":"gap"` follows `ready` (`trimmed`, `log_lost` or
+//!   `replay_limit`; after a trimmed range, what is still in the log
+//!   follows it); `resync` and `ready` of a resumed stream carry no `id:`,
+//!   so a browser that drops again before it got further resumes from the
+//!   same position and is told again.
+//! - A `Last-Event-ID` that is not a position (malformed, or a sequence
+//!   number of a server that was not durable) gets a new subscription
+//!   (`ready` without `"resumed"`) and `resync` `"reconnected"`; so does
+//!   any id when the log cannot be read (the engine does not answer).
+//!
+//! **On a server that is not durable** an event's `id:` is a sequence
+//! number of the connection (1 for `ready`), and a browser that comes back
+//! with a `Last-Event-ID` gets `resync` `"reconnected"` right after
+//! `ready`: what was broadcast meanwhile is lost.
+//!
+//! A page therefore loads its state on its first `ready`, again on a
+//! later `ready` without `"resumed":true` (a new subscription: it missed
+//! what came meanwhile) and on every `resync`; it keeps its state on a
+//! resumed `ready`.
 //!
 //! Refusals are JSON, `{"error": <code>, "message": <text>, ...}`:
 //!
@@ -59,7 +118,8 @@
 //! ```
 //!
 //! An application that chooses the topics itself (from its session, say)
-//! turns its own subscription into a response with [`SseBridge::stream`].
+//! serves them with [`SseBridge::open`] (resuming as above), or turns its
+//! own subscription into a response with [`SseBridge::stream`].
 
 use std::convert::Infallible;
 use std::fmt;
@@ -72,11 +132,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use futures_core::Stream;
-use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::{Error, ParseTopicError, PubSub, RecvError, Subscription, Topic};
+use crate::{Error, Gap, ParseTopicError, Position, PubSub, RecvError, Subscription, Topic};
 
 /// The default bound on topics per connection ([`SseBridge::max_topics`]).
 pub const DEFAULT_MAX_TOPICS: usize = 16;
@@ -92,6 +151,11 @@ pub const RESYNC_EVENT: &str = "resync";
 
 /// The SSE event sent first, once the connection is subscribed.
 pub const READY_EVENT: &str = "ready";
+
+/// The query parameter a page may pass its last event id in, when it
+/// cannot send the `Last-Event-ID` header (a new `EventSource`):
+/// `?topic=staff:teams&last_event_id=002a-1042`.
+pub const LAST_EVENT_ID_PARAMETER: &str = "last_event_id";
 
 /// A spec's strict topic parser: the generated `parse_topic`.
 pub type ParseTopic = fn(&str) -> Result<Topic, ParseTopicError>;
@@ -358,36 +422,104 @@ where
         Ok(topics)
     }
 
-    /// Serves one request: the topics of its query, checked, subscribed and
-    /// streamed; or the refusal.
-    pub fn serve(&self, request: &Parts) -> Response {
-        match self.subscribe(request) {
-            Ok(subscription) => {
-                let resumed = request.headers.contains_key("last-event-id");
-                self.stream(subscription, resumed).into_response()
-            }
+    /// Serves one request: the topics of its query, checked, subscribed
+    /// (resumed after its `Last-Event-ID` on a durable server, see the
+    /// [module docs](self)) and streamed; or the refusal.
+    pub async fn serve(&self, request: &Parts) -> Response {
+        let topics = match self.topics(request) {
+            Ok(topics) => topics,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let last_event_id = last_event_id(request);
+        match self.open(topics, last_event_id.as_deref()).await {
+            Ok(stream) => stream.into_response(),
             Err(rejection) => rejection.into_response(),
         }
     }
 
-    /// The subscription a request asks for.
+    /// The subscription a request asks for: a new one, which does not
+    /// resume (see [`open`](Self::open)).
     ///
     /// # Errors
     ///
     /// A [`Rejection`] when the request may not be served.
     pub fn subscribe(&self, request: &Parts) -> Result<Subscription<M>, Rejection> {
         let topics = self.topics(request)?;
+        self.check_open()?;
+        self.inner
+            .pubsub
+            .subscribe_many(topics)
+            .map_err(unavailable)
+    }
+
+    fn check_open(&self) -> Result<(), Rejection> {
         if *self.inner.closed.borrow() {
             return Err(Rejection::Unavailable {
                 message: "the event stream is shut down".to_owned(),
             });
         }
-        self.inner
-            .pubsub
-            .subscribe_many(topics)
-            .map_err(|error: Error| Rejection::Unavailable {
-                message: error.to_string(),
-            })
+        Ok(())
+    }
+
+    /// Subscribes to `topics` (checked by the application) for a client
+    /// that last received the event `last_event_id` (its `Last-Event-ID`,
+    /// [`last_event_id`] reads it from a request), and streams: on a
+    /// durable server, resumed after that event when it can be (see the
+    /// [module docs](self)).
+    ///
+    /// # Errors
+    ///
+    /// [`Rejection::NoTopics`] for no topic, [`Rejection::Unavailable`]
+    /// when the bridge is closed or the server full.
+    pub async fn open(
+        &self,
+        topics: Vec<Topic>,
+        last_event_id: Option<&str>,
+    ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>, Rejection>
+    {
+        if topics.is_empty() {
+            return Err(Rejection::NoTopics);
+        }
+        self.check_open()?;
+        let pubsub = &self.inner.pubsub;
+        let last_event_id = last_event_id.map(str::trim).filter(|id| !id.is_empty());
+        if !pubsub.core().is_durable() {
+            let subscription = pubsub.subscribe_many(topics).map_err(unavailable)?;
+            return Ok(self.sse(subscription, start(false, None, last_event_id.is_some())));
+        }
+        if let Some(id) = last_event_id {
+            match id.parse::<Position>() {
+                Ok(after) => match pubsub.subscribe_since(topics.iter().copied(), after).await {
+                    Ok(subscription) => {
+                        return Ok(self.sse(subscription, start(true, None, false)));
+                    }
+                    Err(Error::Replay(error)) => {
+                        tracing::warn!(%error, %after, "SSE resume: cannot read the log: resync");
+                    }
+                    Err(Error::NotDurable) => {}
+                    Err(error) => return Err(unavailable(error)),
+                },
+                Err(error) => tracing::debug!(%error, "SSE resume: not a log position: resync"),
+            }
+        }
+        // A new subscription, from the node's position: `ready` names it,
+        // so that a browser that drops before any message resumes there.
+        // Subscribed since it (read first), every message after it comes.
+        let reconnected = last_event_id.is_some();
+        if let Some(head) = pubsub.log_position() {
+            match pubsub.subscribe_since(topics.iter().copied(), head).await {
+                Ok(subscription) => {
+                    return Ok(self.sse(subscription, start(false, Some(head), reconnected)));
+                }
+                Err(Error::Replay(error)) => {
+                    tracing::warn!(%error, "SSE: cannot read the log: ready without an id");
+                }
+                Err(Error::NotDurable) => {}
+                Err(error) => return Err(unavailable(error)),
+            }
+        }
+        let subscription = pubsub.subscribe_many(topics).map_err(unavailable)?;
+        Ok(self.sse(subscription, start(false, None, reconnected)))
     }
 
     /// A `GET` route serving [`serve`](Self::serve), for
@@ -401,7 +533,7 @@ where
             let bridge = bridge.clone();
             async move {
                 let (parts, _body) = request.into_parts();
-                let mut response = bridge.serve(&parts);
+                let mut response = bridge.serve(&parts).await;
                 // Proxies such as nginx buffer responses unless told not to.
                 response
                     .headers_mut()
@@ -414,20 +546,70 @@ where
     /// `subscription` as an SSE response (see the [module docs](self) for
     /// the events): for an application that subscribes by itself. With
     /// `resumed` (the client sent `Last-Event-ID`), a `resync` follows
-    /// `ready`.
+    /// `ready`. On a durable server, events have their log positions as
+    /// ids; a subscription made with [`PubSub::subscribe_since`] streams
+    /// what it replays first.
     pub fn stream(
         &self,
         subscription: Subscription<M>,
         resumed: bool,
     ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
+        self.sse(subscription, start(false, None, resumed))
+    }
+
+    fn sse(
+        &self,
+        subscription: Subscription<M>,
+        start: Start,
+    ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
         let keep_alive = KeepAlive::new().interval(self.inner.keep_alive);
+        let durable = self.inner.pubsub.core().is_durable();
         Sse::new(events(
             subscription,
             self.inner.event_name,
             self.inner.closed.subscribe(),
-            resumed,
+            start,
+            durable,
         ))
         .keep_alive(keep_alive)
+    }
+}
+
+/// The client's last event id: the `Last-Event-ID` header or, without
+/// one, the [`LAST_EVENT_ID_PARAMETER`] query parameter. `None` when
+/// neither is there (a new connection).
+#[must_use]
+pub fn last_event_id(request: &Parts) -> Option<String> {
+    if let Some(header) = request.headers.get("last-event-id") {
+        return Some(String::from_utf8_lossy(header.as_bytes()).into_owned());
+    }
+    let query = request.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == LAST_EVENT_ID_PARAMETER)
+        .map(|(_, value)| value.into_owned())
+}
+
+fn unavailable(error: Error) -> Rejection {
+    Rejection::Unavailable {
+        message: error.to_string(),
+    }
+}
+
+/// How a stream starts.
+struct Start {
+    /// `ready` says `"resumed":true`.
+    resumed: bool,
+    /// `ready`'s id on a durable server.
+    ready_id: Option<Position>,
+    /// `resync` `"reconnected"` follows `ready`.
+    reconnected: bool,
+}
+
+fn start(resumed: bool, ready_id: Option<Position>, reconnected: bool) -> Start {
+    Start {
+        resumed,
+        ready_id,
+        reconnected,
     }
 }
 
@@ -443,17 +625,25 @@ struct State<M> {
     event_name: EventName<M>,
     closed: watch::Receiver<bool>,
     step: Step,
-    resumed: bool,
+    start: Start,
+    /// Ids are log positions (or none), not the connection's sequence.
+    durable: bool,
     sequence: u64,
 }
 
 impl<M> State<M> {
-    fn event(&mut self, name: &str, data: &str) -> Event {
+    /// An event with its id: on a durable server `position`, if any; else
+    /// the connection's next sequence number.
+    fn event(&mut self, name: &str, data: &str, position: Option<Position>) -> Event {
+        let event = Event::default().event(name).data(data);
+        if self.durable {
+            return match position {
+                Some(position) => event.id(position.to_string()),
+                None => event,
+            };
+        }
         self.sequence += 1;
-        Event::default()
-            .event(name)
-            .id(self.sequence.to_string())
-            .data(data)
+        event.id(self.sequence.to_string())
     }
 }
 
@@ -466,11 +656,28 @@ fn resync(reason: &str, missed: Option<u64>) -> String {
     serde_json::Value::Object(body).to_string()
 }
 
+fn gap_resync(gap: &Gap) -> String {
+    let (kind, entries) = match gap {
+        Gap::Disconnected => ("disconnected", None),
+        Gap::Trimmed { missing, .. } => ("trimmed", Some(*missing)),
+        Gap::LogLost => ("log_lost", None),
+        Gap::ReplayLimit { missing } => ("replay_limit", Some(*missing)),
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("reason".into(), "gap".into());
+    body.insert("gap".into(), kind.into());
+    if let Some(entries) = entries {
+        body.insert("entries".into(), entries.into());
+    }
+    serde_json::Value::Object(body).to_string()
+}
+
 fn events<M>(
     subscription: Subscription<M>,
     event_name: EventName<M>,
     closed: watch::Receiver<bool>,
-    resumed: bool,
+    start: Start,
+    durable: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static
 where
     M: Serialize + Send + Sync + 'static,
@@ -480,13 +687,14 @@ where
         event_name,
         closed,
         step: Step::Ready,
-        resumed,
+        start,
+        durable,
         sequence: 0,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         let event = match state.step {
             Step::Ready => {
-                state.step = if state.resumed {
+                state.step = if state.start.reconnected {
                     Step::Reconnected
                 } else {
                     Step::Messages
@@ -497,12 +705,17 @@ where
                     .iter()
                     .map(ToString::to_string)
                     .collect();
-                let data = serde_json::json!({ "topics": topics }).to_string();
-                state.event(READY_EVENT, &data)
+                let data = if state.start.resumed {
+                    serde_json::json!({ "topics": topics, "resumed": true })
+                } else {
+                    serde_json::json!({ "topics": topics })
+                };
+                let id = state.start.ready_id;
+                state.event(READY_EVENT, &data.to_string(), id)
             }
             Step::Reconnected => {
                 state.step = Step::Messages;
-                state.event(RESYNC_EVENT, &resync("reconnected", None))
+                state.event(RESYNC_EVENT, &resync("reconnected", None), None)
             }
             Step::Messages => {
                 if *state.closed.borrow_and_update() {
@@ -513,23 +726,23 @@ where
                     // Err: the bridge is gone, so nothing can close the
                     // stream any more; the branch is disabled.
                     Ok(()) = state.closed.changed() => return None,
-                    item = state.subscription.next() => item?,
+                    item = state.subscription.recv_with_position() => item,
                 };
                 match item {
-                    Ok(message) => match serde_json::to_string(&*message) {
+                    Ok((message, position)) => match serde_json::to_string(&*message) {
                         Ok(data) => {
                             let name = (state.event_name)(&message);
-                            state.event(name, &data)
+                            state.event(name, &data, position)
                         }
                         Err(error) => {
                             tracing::error!(%error, "cannot encode a message for SSE: resync");
-                            state.event(RESYNC_EVENT, &resync("encode", Some(1)))
+                            state.event(RESYNC_EVENT, &resync("encode", Some(1)), None)
                         }
                     },
                     Err(RecvError::Lagged(missed)) => {
-                        state.event(RESYNC_EVENT, &resync("lagged", Some(missed)))
+                        state.event(RESYNC_EVENT, &resync("lagged", Some(missed)), None)
                     }
-                    Err(RecvError::Gap(_)) => state.event(RESYNC_EVENT, &resync("gap", None)),
+                    Err(RecvError::Gap(gap)) => state.event(RESYNC_EVENT, &gap_resync(&gap), None),
                     Err(_) => return None,
                 }
             }
