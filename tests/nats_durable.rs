@@ -390,6 +390,17 @@ async fn a_resume_replays_exactly_what_was_missed_for_its_topics_then_continues_
         "nothing else"
     );
 
+    // A resume on both topics: the entry to both comes twice (a copy per
+    // reached topic, as live), at one position.
+    let mut both = b.subscribe_since([x, y], after).await.unwrap();
+    let mut replayed = Vec::new();
+    for _ in 10..22 {
+        replayed.push(next(&mut both, OUTAGE).await.unwrap());
+    }
+    let numbers: Vec<u64> = replayed.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 20]);
+    assert_eq!(replayed[10].1, replayed[11].1);
+
     // A node that replays at most 20 entries: too far behind.
     let c = node(
         &server.url(),
