@@ -19,6 +19,10 @@ use crate::topic::Topic;
 use crate::topic::TopicKey;
 use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Mode, NodeSink, Transport};
 
+/// Broadcasts to at most this many topics (every generated route) are
+/// probed for subscribers before their message is shared.
+const PROBED_TOPICS: usize = 8;
+
 /// The default queue capacity of one subscription.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
@@ -136,7 +140,7 @@ impl<M> Core<M> {
     fn head(&self) -> Option<(u16, u64)> {
         let bits = self.head.load(Ordering::Acquire);
         // The top 16 bits are the log id: the shift leaves nothing else.
-        (bits != NO_HEAD).then(|| ((bits >> 48) as u16, bits & Position::MAX_SEQ))
+        (bits != NO_HEAD).then_some(((bits >> 48) as u16, bits & Position::MAX_SEQ))
     }
 
     fn set_head(&self, log: u16, seq: u64) {
@@ -943,6 +947,34 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         let peer = core.peer.get();
         let mut tally = Tally::default();
         if peer.is_none() && !(for_network && core.has_transport()) {
+            if topics.len() <= PROBED_TOPICS {
+                // Hash each topic once: a broadcast that no topic of which
+                // has a subscriber here ends before its message is touched.
+                let mut hashes = [0_u64; PROBED_TOPICS];
+                let mut any = false;
+                for (hash, topic) in hashes.iter_mut().zip(topics) {
+                    let (probed, present) = core.registry.probe(topic.as_key());
+                    *hash = probed;
+                    any |= present;
+                }
+                if !any {
+                    self.record(topics, tally);
+                    return (0, None);
+                }
+                let shared = LazyCell::new(move || Arc::new(message));
+                for (hash, topic) in hashes.iter().zip(topics) {
+                    core.registry.deliver_hashed(
+                        *hash,
+                        topic.as_key(),
+                        || Arc::clone(&shared),
+                        None,
+                        except,
+                        &mut tally,
+                    );
+                }
+                self.record(topics, tally);
+                return (tally.delivered, None);
+            }
             let shared = LazyCell::new(move || Arc::new(message));
             for topic in topics {
                 core.registry.deliver(

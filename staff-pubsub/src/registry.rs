@@ -252,6 +252,32 @@ impl<M> Registry<M> {
     pub(crate) fn deliver(
         &self,
         key: TopicKey<'_>,
+        share: impl FnMut() -> Arc<M>,
+        position: Option<Position>,
+        except: Option<&Arc<Inbox<M>>>,
+        tally: &mut Tally,
+    ) {
+        let (hash, present) = self.probe(key);
+        if present {
+            self.deliver_hashed(hash, key, share, position, except, tally);
+        }
+    }
+
+    /// `key`'s hash, and whether a subscriber of it may exist (`false` is
+    /// certain): a broadcast that finds none for any of its topics is done
+    /// before its message is shared.
+    #[inline]
+    pub(crate) fn probe(&self, key: TopicKey<'_>) -> (u64, bool) {
+        let hash = self.hash(key);
+        (hash, self.maybe_present(hash))
+    }
+
+    /// [`deliver`](Self::deliver), `hash` being `key`'s (from
+    /// [`probe`](Self::probe)).
+    pub(crate) fn deliver_hashed(
+        &self,
+        hash: u64,
+        key: TopicKey<'_>,
         mut share: impl FnMut() -> Arc<M>,
         position: Option<Position>,
         except: Option<&Arc<Inbox<M>>>,
@@ -261,7 +287,6 @@ impl<M> Registry<M> {
         // lock (declared before the guard, so dropped after it): the last
         // reference runs the user's destructor, which must not run under
         // our lock. Empty, and so allocation-free, unless a queue is full.
-        let hash = self.hash(key);
         if !self.maybe_present(hash) {
             return;
         }
