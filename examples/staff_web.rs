@@ -16,6 +16,11 @@
 //! cargo run --features axum,redis --example staff_web -- --port 3041 --redis redis://127.0.0.1:6379 --node two
 //! ```
 //!
+//! With `--durable` (and `--redis`) every change goes through a Redis
+//! stream (keeping the last 10,000 entries): a page whose connection drops
+//! is replayed what it missed when its browser reconnects, instead of
+//! reloading the whole state.
+//!
 //! The page (HTML, CSS, JavaScript) is embedded in the binary
 //! (`examples/staff_web/index.html`); the application is
 //! `examples/staff_web/app.rs`, which the browser tests serve in process.
@@ -30,11 +35,16 @@ use staff_pubsub::staff;
 /// The port when `--port` is not given.
 const DEFAULT_PORT: u16 = 3040;
 
-const USAGE: &str = "usage: staff_web [--port N] [--redis URL --node NAME]";
+const USAGE: &str = "usage: staff_web [--port N] [--redis URL [--durable] --node NAME]";
+
+/// How many log entries `--durable` keeps.
+#[cfg(feature = "redis")]
+const DURABLE_ENTRIES: u64 = 10_000;
 
 struct Args {
     port: u16,
     redis: Option<String>,
+    durable: bool,
     node: Option<String>,
 }
 
@@ -42,6 +52,7 @@ fn args() -> Result<Args, String> {
     let mut args = Args {
         port: DEFAULT_PORT,
         redis: None,
+        durable: false,
         node: None,
     };
     let mut it = std::env::args().skip(1);
@@ -59,9 +70,13 @@ fn args() -> Result<Args, String> {
             }
             "--redis" => args.redis = Some(value()?),
             "--node" => args.node = Some(value()?),
+            "--durable" => args.durable = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    if args.durable && args.redis.is_none() {
+        return Err(format!("--durable needs --redis\n{USAGE}"));
     }
     Ok(args)
 }
@@ -76,9 +91,11 @@ async fn server(
     }
     Ok(match &args.redis {
         Some(url) => {
-            builder
-                .redis(staff_pubsub::redis::RedisConfig::new(url.as_str()))
-                .await?
+            let mut config = staff_pubsub::redis::RedisConfig::new(url.as_str());
+            if args.durable {
+                config = config.durable(staff_pubsub::Retention::entries(DURABLE_ENTRIES));
+            }
+            builder.redis(config).await?
         }
         None => builder.build(),
     })

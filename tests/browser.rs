@@ -14,13 +14,14 @@ mod web;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use staff_pubsub::redis::RedisConfig;
 use staff_pubsub::staff::{self, Message};
-use staff_pubsub::{Connection, PubSub, Uuid};
+use staff_pubsub::{Connection, PubSub, Retention, Uuid};
 use staff_pubsub_tests::redis_server::{free_port, RedisServer};
 use staff_pubsub_tests::within;
 
@@ -459,4 +460,179 @@ async fn a_change_on_node_one_shows_on_a_page_of_node_two() {
         }
     })
     .await;
+}
+
+/// Cuts the page's event streams from the server side, and holds the
+/// browser's reconnections until told: the part of an outage a test
+/// controls. Records the `Last-Event-ID` of every `/events` request.
+#[derive(Clone, Default)]
+struct Outage {
+    /// Bumped to end every open stream.
+    cuts: Arc<tokio::sync::watch::Sender<u64>>,
+    /// While true, `/events` requests wait.
+    down: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The `Last-Event-ID` of each `/events` request, in order.
+    ids: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+}
+
+impl Outage {
+    /// Ends every stream and holds new ones.
+    fn start(&self) {
+        self.down.send_replace(true);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    fn end(&self) {
+        self.down.send_replace(false);
+    }
+
+    fn requests(&self) -> Vec<Option<String>> {
+        self.ids.lock().unwrap().clone()
+    }
+
+    /// The middleware: `/events` responses end at the next cut.
+    async fn layer(
+        self,
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        use futures_util::StreamExt;
+        if request.uri().path() != "/events" {
+            return next.run(request).await;
+        }
+        let id = request
+            .headers()
+            .get("last-event-id")
+            .map(|id| id.to_str().unwrap().to_owned());
+        self.ids.lock().unwrap().push(id);
+        let mut down = self.down.subscribe();
+        let _ = down.wait_for(|down| !down).await;
+        let mut cuts = self.cuts.subscribe();
+        cuts.mark_unchanged();
+        let response = next.run(request).await;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .into_data_stream()
+            .take_until(async move { cuts.changed().await.ok() });
+        axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_stream_dropped_is_replayed_what_it_missed_without_refetching() {
+    let Some(mut driver) = Driver::start().await else {
+        return;
+    };
+    let redis = RedisServer::start().await;
+    let pubsub = staff::builder()
+        .node_name("one")
+        .redis(RedisConfig::new(redis.url()).durable(Retention::entries(10_000)))
+        .await
+        .unwrap();
+    within(
+        "a Redis connection",
+        pubsub.wait_for_connection(Connection::Connected),
+    )
+    .await;
+    let app = app::App::new(pubsub, "one").unwrap();
+    let bridge = app.bridge();
+    let outage = Outage::default();
+    let router = app.router(&bridge).layer(axum::middleware::from_fn({
+        let outage = outage.clone();
+        move |request, next| outage.clone().layer(request, next)
+    }));
+    let addr = web::serve(router).await;
+    let page = driver.window(&format!("http://{addr}/")).await;
+
+    // A change the page sees: its last event id is now a log position.
+    let reply = web::post(addr, "/api/departments", br#"{"name":"Before"}"#).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    wait(&page, "Before on the page", LIVE, |c| {
+        shows_department(c, "Before", true)
+    })
+    .await;
+
+    // The server ends the page's stream and holds its reconnection.
+    outage.start();
+    wait(&page, "the page to see the drop", LIVE, |c| {
+        js(
+            c,
+            "return document.getElementById('status').textContent === 'reconnecting'",
+            vec![],
+        )
+    })
+    .await;
+    // Meanwhile, changes.
+    let changes: [(&str, String); 4] = [
+        ("/api/departments", r#"{"name":"Research"}"#.to_owned()),
+        (
+            "/api/teams/rename",
+            format!(r#"{{"uuid":"{PLATFORM}","name":"Platform Core"}}"#),
+        ),
+        (
+            "/api/members",
+            format!(r#"{{"team_uuid":"{PLATFORM}","person_uuid":"{GRACE}"}}"#),
+        ),
+        (
+            "/api/departments/rename",
+            format!(r#"{{"uuid":"{OPERATIONS}","name":"Customer Care"}}"#),
+        ),
+    ];
+    for (path, body) in &changes {
+        let reply = web::post(addr, path, body.as_bytes()).await;
+        assert_eq!(reply.status, 200, "{path}: {reply:?}");
+    }
+    // EventSource reconnects by itself (after its retry delay, 3 s in
+    // Chromium) with the id of the last event it got.
+    within("the browser's reconnection", async {
+        while outage.requests().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        shows_department(&page, "Research", false).await,
+        "nothing reached the page during the outage"
+    );
+    outage.end();
+
+    let requests = outage.requests();
+    assert_eq!(requests[0], None, "the first connection is new");
+    let resumed_from = requests[1].clone().expect("a Last-Event-ID");
+    resumed_from
+        .parse::<staff_pubsub::Position>()
+        .unwrap_or_else(|e| panic!("{resumed_from:?}: {e}"));
+    let took = wait(
+        &page,
+        "every change made during the outage",
+        LIVE,
+        |c| async move {
+            shows_department(c, "Research", true).await
+                && shows_department(c, "Customer Care", true).await
+                && shows_team(c, ENGINEERING, "Platform Core", true).await
+                && shows_member(c, PLATFORM, GRACE, true).await
+        },
+    )
+    .await;
+    eprintln!("resumed after {resumed_from}: the page caught up {took:?} after the reconnection");
+    screenshot(&page, "resumed").await;
+    // Replayed, not refetched: one state load (a resync would load it
+    // again), no reload, one resumed stream.
+    assert_loads(&page, 1).await;
+    let resumes = page
+        .find(Locator::Id("resumes"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(resumes, "1");
+    // And live again.
+    let reply = web::post(addr, "/api/departments", br#"{"name":"After"}"#).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    wait(&page, "After on the page", LIVE, |c| {
+        shows_department(c, "After", true)
+    })
+    .await;
+    assert_eq!(outage.requests().len(), 2);
 }
