@@ -28,9 +28,19 @@
 //!
 //! The workloads ([`workloads::WORKLOADS`]) and the headline figures
 //! ([`figures::FIGURES`]) are tables; `main` runs the one and reads the
-//! other. `idle_subscription_bytes` is counted by a counting global
-//! allocator (off during the throughput workloads), not read from RSS.
+//! other. `membership_cpu` is timed by the thread's CPU clock
+//! ([`cpu::thread_cpu`]), not the wall clock. Apart from the table:
+//! `latency_paced` (broadcast to receipt at 50,000 broadcasts/s, ours and
+//! naive alternating by round; percentiles, not rates),
+//! `idle_subscription_bytes`, counted by a counting global allocator (off
+//! during the throughput workloads), and `idle_subscription_rss_bytes`,
+//! the growth of `VmRSS` in a child process of this binary
+//! (`--idle-rss N`).
+//!
+//! `cold_topic_instructions` is not measured here but by callgrind on
+//! `--profile cold N` (see `profile.rs` and BENCHMARKS.md).
 
+mod cpu;
 mod drains;
 mod figures;
 mod plan;
@@ -40,7 +50,7 @@ mod workloads;
 
 use std::time::Instant;
 
-use figures::{Figure, FIGURES};
+use figures::{Apart, Figure, FIGURES};
 use plan::{FULL, QUICK};
 use rounds::{alternate, summarise};
 use workloads::{Env, WORKLOADS};
@@ -58,6 +68,14 @@ fn main() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(100_000);
         profile::run(workload, n);
+        return;
+    }
+    if let Some(at) = args.iter().position(|a| a == "--idle-rss") {
+        let n = args
+            .get(at + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        workloads::idle::print_rss(n);
         return;
     }
     let (plan, mode) = if has("--quick") {
@@ -84,18 +102,33 @@ fn main() {
         alternate(workload.name, plan.rounds, &mut contenders);
         rows.extend(summarise(workload.name, workload.unit, &contenders));
     }
+    let latency = only
+        .as_deref()
+        .is_none_or(|only| only == workloads::latency::NAME)
+        .then(|| workloads::latency::run(&env, plan));
+    if let Some(latency) = &latency {
+        rows.extend(latency.rows.iter().cloned());
+    }
     if only.is_some() {
         figures::print_rows(&rows, plan);
         return;
     }
     eprint!("idle_subscription_bytes: {} subscriptions ... ", plan.idle);
-    let idle = workloads::idle::bytes_ours(plan.idle);
+    let idle_bytes = workloads::idle::bytes_ours(plan.idle);
+    let idle_rss = workloads::idle::rss_ours(plan.idle);
     eprintln!("done");
+    let latency = latency.expect("the latency workload ran");
+    let apart = Apart {
+        idle_bytes,
+        idle_rss,
+        ours_latency: latency.ours,
+        naive_latency: latency.naive,
+    };
 
-    let figures: Vec<Figure> = FIGURES.iter().map(|f| f.read(&rows, idle)).collect();
+    let figures: Vec<Figure> = FIGURES.iter().map(|f| f.read(&rows, &apart)).collect();
     if json {
         figures::print_json(&figures);
     } else {
-        figures::print_report(&figures, &rows, plan, mode, started, idle);
+        figures::print_report(&figures, &rows, plan, mode, started, &apart);
     }
 }

@@ -16,6 +16,12 @@ pub struct Plan {
     pub wide: usize,
     /// Broadcasts per round, many-topics workload.
     pub many: usize,
+    /// Broadcasts per round, single-thread CPU workload (publish, then
+    /// drain inline).
+    pub membership_cpu: usize,
+    /// Broadcasts per round of the latency workload, paced at
+    /// [`LATENCY_RATE`].
+    pub latency: usize,
     /// Subscriptions of the idle-memory figure.
     pub idle: usize,
 }
@@ -28,6 +34,8 @@ pub const FULL: Plan = Plan {
     cold: 2_000_000,
     wide: 200,
     many: 300_000,
+    membership_cpu: 200_000,
+    latency: 20_000,
     idle: 1_000_000,
 };
 
@@ -39,6 +47,8 @@ pub const QUICK: Plan = Plan {
     cold: 1_000_000,
     wide: 200,
     many: 200_000,
+    membership_cpu: 100_000,
+    latency: 10_000,
     idle: 1_000_000,
 };
 
@@ -64,3 +74,6 @@ pub const MANY_CAPACITY: usize = 64;
 /// Subscribed person topics present while the cold workload runs, so that
 /// its lookups miss in a populated registry.
 pub const COLD_BACKGROUND: usize = 10_000;
+
+/// Broadcasts per second of the latency workload: one every 20 µs.
+pub const LATENCY_RATE: u64 = 50_000;

@@ -1,11 +1,15 @@
 //! The workloads, one module each, and [`WORKLOADS`], the table that
 //! `main` runs in order. A workload's `contenders` builds its data once
-//! and hands back one [`Contender`] per contender, ours first.
+//! and hands back one [`Contender`] per contender, ours first. Two more
+//! run apart, since their figures are not rates: `latency` (percentiles)
+//! and `idle` (bytes).
 
 pub mod cold;
 pub mod idle;
+pub mod latency;
 pub mod many;
 pub mod membership;
+pub mod membership_cpu;
 pub mod two_publishers;
 pub mod wide;
 
@@ -47,11 +51,16 @@ pub struct Workload {
 }
 
 /// Every throughput workload, in report order.
-pub const WORKLOADS: [Workload; 5] = [
+pub const WORKLOADS: [Workload; 6] = [
     Workload {
         name: "membership_fanout",
         unit: "broadcasts/s",
         contenders: membership::contenders,
+    },
+    Workload {
+        name: "membership_cpu",
+        unit: "broadcasts/CPU-s",
+        contenders: membership_cpu::contenders,
     },
     Workload {
         name: "cold_topic",
