@@ -349,6 +349,11 @@ async fn subscribe_since_replays_what_was_missed_on_its_topics_then_goes_on_live
         .await
         .expect("resumed");
     let expected: Vec<u64> = (1..=30).filter(|n| n % 3 != 1).collect();
+    assert_eq!(
+        resumed.len(),
+        expected.len(),
+        "replayed messages count as queued"
+    );
     let mut positions = Vec::new();
     for n in &expected {
         let (got, position) = next(&mut resumed).await;

@@ -1610,10 +1610,15 @@ impl<M> Subscription<M> {
         self.try_recv_with_position().map(|(message, _)| message)
     }
 
-    /// The number of messages queued and not yet received.
+    /// The number of messages queued and not yet received (for a resumed
+    /// subscription, the replayed ones too, and the queued copies its
+    /// replay covers until they are skipped).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inbox.len()
+        let replayed = self.resume.as_ref().map_or(0, |resume| {
+            resume.replayed.iter().filter(|item| item.is_ok()).count()
+        });
+        self.inbox.len() + replayed
     }
 
     /// Whether no message is queued.
