@@ -104,4 +104,33 @@ async fn stock_and_extension_broadcasts_go_through_the_log_once_each() {
     refute_receive!(here_stock, _);
     refute_receive!(here_page, _);
     refute_receive!(there_page, _);
+
+    // The stock side, which has no transport of its own, reads the same
+    // log: it knows its position and resumes through the linked server,
+    // with the messages in its own form (the location, which has none, is
+    // left out).
+    library::create_team("Squad B", Some(department))
+        .await
+        .unwrap();
+    let (_, latest) = within("the second team", here_stock.recv_with_position())
+        .await
+        .unwrap();
+    assert_eq!(staff::server().log_position(), latest);
+    assert_eq!(app::server().log_position(), latest);
+    let mut resumed = staff::server()
+        .subscribe_since(
+            [staff::topic_department(department)],
+            at_stock.expect("a position"),
+        )
+        .await
+        .unwrap();
+    let (replayed, at) = within("the replay", resumed.recv_with_position())
+        .await
+        .unwrap();
+    assert!(matches!(
+        &*replayed,
+        staff::Message::Team(staff::TeamEvent::Created, team) if team.name.as_deref() == Some("Squad B")
+    ));
+    assert_eq!(at, latest);
+    refute_receive!(resumed, _);
 }

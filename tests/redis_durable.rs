@@ -13,6 +13,7 @@ use staff_pubsub::{
     Connection, Error, Gap, Outcome, Position, PubSub, RecvError, Retention, Subscription, Topic,
     TryRecvError,
 };
+use staff_pubsub_tests::proxy::Proxy;
 use staff_pubsub_tests::redis_server::RedisServer;
 use staff_pubsub_tests::within;
 
@@ -528,4 +529,158 @@ async fn a_node_away_while_the_log_restarted_reads_the_new_log_from_its_start() 
     }
     assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
     assert_eq!(subscriber.stats().gaps, 1);
+}
+
+async fn save(admin: &mut MultiplexedConnection) {
+    let _: redis::Value = redis::cmd("SAVE").query_async(admin).await.expect("SAVE");
+}
+
+/// Redis loses its last writes (it comes back from an older snapshot, as
+/// with `appendfsync everysec` after a crash) and another node appends
+/// again, reusing the lost sequence numbers, before the subscriber's reader
+/// reconnects: the subscriber is told the log was lost (its last entry is
+/// not the one the log now has at that number), and what follows comes
+/// under a new log id, so no position names two messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_last_writes_overwritten_by_new_appends_are_a_lost_log() {
+    let mut server = RedisServer::start().await;
+    let proxy = Proxy::start(server.port()).await;
+    let retention = Retention::entries(1_000);
+    let publisher = node(server.url(), "publisher", retention.clone()).await;
+    let subscriber = node(proxy.url("redis"), "subscriber", retention.clone()).await;
+    let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
+    let mut admin = server.connection().await;
+    for n in 1..=2 {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    save(&mut admin).await; // what Redis will come back with
+    for n in 3..=5 {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    let mut before = None;
+    for n in 1..=5 {
+        let (got, position) = next(&mut subscription).await;
+        assert_eq!(got, n);
+        before = Some(position);
+    }
+    let before = before.expect("five read");
+
+    proxy.block();
+    proxy.cut();
+    within(
+        "the subscriber to notice",
+        subscriber.wait_for_connection(Connection::Disconnected),
+    )
+    .await;
+    drop(publisher);
+    server.kill();
+    server.restart().await;
+    let late = node(server.url(), "late", retention).await;
+    for n in [30, 40, 50] {
+        late.broadcast([ROOMS], n).await.expect("sent");
+    }
+    assert_eq!(late.log_position().map(Position::seq), Some(before.seq()));
+    proxy.unblock();
+    within(
+        "the subscriber to reconnect",
+        subscriber.wait_for_connection(Connection::Connected),
+    )
+    .await;
+    assert_eq!(
+        within("the gap", subscription.recv()).await,
+        Err(RecvError::Gap(Gap::LogLost))
+    );
+    late.broadcast([ROOMS], 60).await.expect("sent");
+    let (n, after) = next(&mut subscription).await;
+    assert_eq!(n, 60);
+    assert_ne!(after.log(), before.log(), "a renewed log id");
+    assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
+}
+
+/// A consumer resumes, on a node started after Redis lost its last
+/// writes, from a position the log lost: it is told, and misses none of
+/// the entries that now reuse those numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_a_position_redis_lost_is_a_lost_log_not_a_skip() {
+    let mut server = RedisServer::start().await;
+    let retention = Retention::entries(1_000);
+    let mut admin = server.connection().await;
+    let last = {
+        let first = node(server.url(), "first", retention.clone()).await;
+        let mut subscription = first.subscribe(ROOMS).expect("subscribed");
+        for n in 1..=2 {
+            first.broadcast([ROOMS], n).await.expect("sent");
+        }
+        save(&mut admin).await;
+        for n in 3..=5 {
+            first.broadcast([ROOMS], n).await.expect("sent");
+        }
+        let mut last = None;
+        for _ in 1..=5 {
+            last = Some(next(&mut subscription).await.1);
+        }
+        last.expect("five")
+    };
+    server.kill();
+    server.restart().await;
+    let fresh = node(server.url(), "fresh", retention).await;
+    let mut resumed = fresh.subscribe_since([ROOMS], last).await.expect("resumed");
+    for n in [30, 40, 50, 60] {
+        fresh.broadcast([ROOMS], n).await.expect("sent");
+    }
+    assert_eq!(
+        within("the gap", resumed.recv()).await,
+        Err(RecvError::Gap(Gap::LogLost))
+    );
+    for n in [30, 40, 50, 60] {
+        assert_eq!(next(&mut resumed).await.0, n);
+    }
+}
+
+/// An entries bound past Redis's integers is no bound: broadcasts succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_retention_is_no_bound_not_a_failed_broadcast() {
+    let server = RedisServer::start().await;
+    let pubsub = node(server.url(), "alone", Retention::entries(u64::MAX)).await;
+    let mut subscription = pubsub.subscribe(ROOMS).expect("subscribed");
+    pubsub.broadcast([ROOMS], 1).await.expect("sent");
+    assert_eq!(next(&mut subscription).await.0, 1);
+}
+
+/// Redis restarted without persistence while the node's reader waits out
+/// its backoff: a resume on that node is told the log was lost, not that
+/// entries were trimmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_before_the_reader_saw_the_lost_log_says_it_was_lost() {
+    let mut server = RedisServer::start().await;
+    let slow = config(server.url(), Retention::entries(1_000))
+        .reconnect_backoff(Duration::from_secs(4), Duration::from_secs(4));
+    let pubsub: PubSub<u64> = PubSub::builder()
+        .node_name("slow")
+        .redis(slow)
+        .await
+        .expect("connected");
+    let mut subscription = pubsub.subscribe(ROOMS).expect("subscribed");
+    for n in 1..=5 {
+        pubsub.broadcast([ROOMS], n).await.expect("sent");
+    }
+    let mut positions = Vec::new();
+    for _ in 1..=5 {
+        positions.push(next(&mut subscription).await.1);
+    }
+    server.kill();
+    within(
+        "the node to notice",
+        pubsub.wait_for_connection(Connection::Disconnected),
+    )
+    .await;
+    server.restart().await;
+    let mut resumed = pubsub
+        .subscribe_since([ROOMS], positions[1])
+        .await
+        .expect("resumed");
+    assert_eq!(
+        within("the gap", resumed.recv()).await,
+        Err(RecvError::Gap(Gap::LogLost))
+    );
 }

@@ -29,7 +29,7 @@ use crate::log::{Gap, Position};
 use crate::pubsub::{Core, Peer, PubSub};
 use crate::registry::Tally;
 use crate::topic::{Topic, TopicKey};
-use crate::transport::{BoxFuture, Connection, Mode};
+use crate::transport::{BoxFuture, Connection, LogHead, Mode, Replay};
 
 /// The link from a server of `M` to its peer, a server of `N`. The base's
 /// link to its extension is weak; the extension's to its base keeps the
@@ -132,6 +132,61 @@ where
         self.target
             .upgrade()
             .map_or_else(Vec::new, |core| core.registry.topics())
+    }
+
+    fn log_read_head(&self) -> Option<(u16, u64)> {
+        let core = self.target.upgrade()?;
+        if !core
+            .transport()
+            .is_some_and(|transport| transport.durable())
+        {
+            return None;
+        }
+        core.head()
+    }
+
+    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
+        let Some(core) = self.target.upgrade() else {
+            return Box::pin(ready(Ok(LogHead::Unknown)));
+        };
+        Box::pin(async move {
+            match core.transport() {
+                Some(transport) => transport.log_head().await,
+                None => Ok(LogHead::Unknown),
+            }
+        })
+    }
+
+    fn replay<'a>(
+        &'a self,
+        after: Position,
+        through: Position,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Result<Replay<M>, TransportError>> {
+        let Some(core) = self.target.upgrade() else {
+            return Box::pin(ready(Err(TransportError::msg(
+                "the linked server that holds the log is gone",
+            ))));
+        };
+        Box::pin(async move {
+            let Some(transport) = core.transport() else {
+                return Err(TransportError::msg(
+                    "the linked server has no transport: it keeps no log",
+                ));
+            };
+            let replay = transport.replay(after, through, topics).await?;
+            // The peer's own link back to this server converts its
+            // messages to this server's.
+            let back = core
+                .peer
+                .get()
+                .and_then(|peer| peer.as_any().downcast_ref::<Link<N, M>>())
+                .map(|link| link.convert);
+            Ok(match back {
+                Some(convert) => replay.convert(convert),
+                None => replay.convert(|_| None),
+            })
+        })
     }
 
     fn sync(&self) -> BoxFuture<'_, Result<(), Error>> {

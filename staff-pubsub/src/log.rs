@@ -111,7 +111,12 @@ impl FromStr for Position {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || ParsePositionError(s.chars().take(64).collect());
         let (log, seq) = s.split_once('-').ok_or_else(invalid)?;
-        if log.len() != 4 || !seq.bytes().all(|b| b.is_ascii_digit()) || seq.len() > 20 {
+        if log.len() != 4
+            || !log.bytes().all(|b| b.is_ascii_hexdigit())
+            || seq.is_empty()
+            || !seq.bytes().all(|b| b.is_ascii_digit())
+            || seq.len() > 20
+        {
             return Err(invalid());
         }
         let log = u16::from_str_radix(log, 16).map_err(|_| invalid())?;

@@ -17,7 +17,9 @@ use crate::log::{Gap, Position};
 use crate::registry::{Registry, Tally};
 use crate::topic::Topic;
 use crate::topic::TopicKey;
-use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Mode, NodeSink, Transport};
+use crate::transport::{
+    BoxFuture, Connection, Envelope, LocalNode, LogHead, Mode, NodeSink, Replay, Transport,
+};
 
 /// Broadcasts to at most this many topics (every generated route) are
 /// probed for subscribers before their message is shared.
@@ -137,7 +139,7 @@ impl<M> Core<M> {
     }
 
     /// The log's id and the sequence number read up to (0: none yet).
-    fn head(&self) -> Option<(u16, u64)> {
+    pub(crate) fn head(&self) -> Option<(u16, u64)> {
         let bits = self.head.load(Ordering::Acquire);
         // The top 16 bits are the log id: the shift leaves nothing else.
         (bits != NO_HEAD).then_some(((bits >> 48) as u16, bits & Position::MAX_SEQ))
@@ -238,6 +240,50 @@ pub(crate) trait Peer<M>: Send + Sync {
 
     /// [`PubSub::sync`] on the peer's transport.
     fn sync(&self) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// How far the peer's durable transport has read its log, when the
+    /// peer holds one (see [`Core::head`]).
+    fn log_read_head(&self) -> Option<(u16, u64)>;
+
+    /// [`Transport::log_head`] of the peer's transport.
+    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>>;
+
+    /// [`Transport::replay`] of the peer's transport, its messages in this
+    /// server's form (those that have none are left out).
+    fn replay<'a>(
+        &'a self,
+        after: Position,
+        through: Position,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>;
+}
+
+/// Where a server's durable log is read: its own transport's, or (one
+/// bus) the linked server's.
+enum LogSource<'a, M> {
+    Own(&'a dyn Transport<M>),
+    Peer(&'a dyn Peer<M>),
+}
+
+impl<M: Send + Sync + 'static> LogSource<'_, M> {
+    async fn log_head(&self) -> Result<LogHead, TransportError> {
+        match self {
+            Self::Own(transport) => transport.log_head().await,
+            Self::Peer(peer) => peer.log_head().await,
+        }
+    }
+
+    async fn replay(
+        &self,
+        after: Position,
+        through: Position,
+        topics: &[Topic],
+    ) -> Result<Replay<M>, TransportError> {
+        match self {
+            Self::Own(transport) => transport.replay(after, through, topics).await,
+            Self::Peer(peer) => peer.replay(after, through, topics).await,
+        }
+    }
 }
 
 /// The server's side of the transport seam: what a [`LocalNode`] does.
@@ -599,8 +645,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         after: Position,
     ) -> Result<Subscription<M>, Error> {
         let core = &self.core;
-        let transport = match core.transport() {
-            Some(transport) if transport.durable() => transport,
+        let source = match (core.transport(), core.peer.get()) {
+            (Some(transport), _) if transport.durable() => LogSource::Own(transport),
+            (None, Some(peer)) if peer.log_read_head().is_some() => LogSource::Peer(&**peer),
             _ => return Err(Error::NotDurable),
         };
         let mut subscription = self.subscribe_many(topics)?;
@@ -612,19 +659,39 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         // before any lock, so without both fences the reader could miss the
         // new subscriber while this load misses the reader's new head.
         std::sync::atomic::fence(Ordering::SeqCst);
-        let Some((log, seq)) = core.head() else {
+        let head = match &source {
+            LogSource::Own(_) => core.head(),
+            LogSource::Peer(peer) => peer.log_read_head(),
+        };
+        let Some((log, seq)) = head else {
             return Err(Error::NotDurable);
         };
         let mut resume = Resume {
             replayed: VecDeque::new(),
-            through: after,
+            through: Some(after),
         };
         if after.log() != log {
             resume.replayed.push_back(Err(RecvError::Gap(Gap::LogLost)));
+            resume.through = None;
+        } else if after.seq() > seq {
+            // Ahead of this node: a node that has not read as far yet (the
+            // position came from another node), or a position the engine
+            // lost with its last writes. The engine tells which.
+            let lost = match source.log_head().await.map_err(Error::Replay)? {
+                LogHead::Unknown => false,
+                LogHead::Missing => true,
+                LogHead::At { log, seq } => log != after.log() || seq < after.seq(),
+            };
+            if lost {
+                // Sequence numbers past the loss name other entries now:
+                // skip nothing.
+                resume.replayed.push_back(Err(RecvError::Gap(Gap::LogLost)));
+                resume.through = None;
+            }
         } else if after.seq() < seq {
             // `seq` is at least 1 here, so a position.
             if let Some(head) = Position::new(log, seq) {
-                let replay = transport
+                let replay = source
                     .replay(after, head, subscription.topics())
                     .await
                     .map_err(Error::Replay)?;
@@ -640,7 +707,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                             .push_back(Ok((Arc::clone(&message), Some(position))));
                     }
                 }
-                resume.through = head;
+                resume.through = Some(head);
             }
         }
         tracing::debug!(%after, replayed = resume.replayed.len(), "resumed a subscription");
@@ -657,7 +724,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         if !self.core.is_durable() {
             return None;
         }
-        let (log, seq) = self.core.head()?;
+        let head = match (self.core.has_transport(), self.core.peer.get()) {
+            (false, Some(peer)) => peer.log_read_head(),
+            _ => self.core.head(),
+        };
+        let (log, seq) = head?;
         Position::new(log, seq)
     }
 
@@ -789,6 +860,10 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// Sends `message` to the subscribers of `topics` on one node only.
+    /// To this node's own name it is a [`local_broadcast`](Self::local_broadcast)
+    /// (in durable mode too: not through the log, no position); to another
+    /// node, a durable transport carries it through the log, and only that
+    /// node delivers it.
     ///
     /// # Errors
     ///
@@ -1305,8 +1380,8 @@ struct Resume<M> {
     /// A gap, then the replayed messages, in log order.
     replayed: VecDeque<Taken<M>>,
     /// Queued messages of this log up to here were replayed (or were
-    /// already read by the consumer): skipped.
-    through: Position,
+    /// already read by the consumer): skipped. `None`: nothing is.
+    through: Option<Position>,
 }
 
 /// The topics of a subscription, distinct, in the order they were added:
@@ -1585,11 +1660,17 @@ impl<M> Subscription<M> {
         if let Some(item) = resume.replayed.pop_front() {
             return Some(item);
         }
+        if resume.replayed.capacity() > 0 {
+            // The replay is delivered: its buffer goes.
+            resume.replayed = VecDeque::new();
+        }
         loop {
             let item = take(&self.inbox)?;
             if let Ok((_, Some(position))) = &item {
-                let through = resume.through;
-                if position.log() == through.log() && position.seq() <= through.seq() {
+                let covered = resume.through.is_some_and(|through| {
+                    position.log() == through.log() && position.seq() <= through.seq()
+                });
+                if covered {
                     continue;
                 }
                 // The queue holds log entries in log order: nothing after

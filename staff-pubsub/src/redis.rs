@@ -138,7 +138,7 @@ use crate::net::{
 };
 use crate::pubsub::{Builder, PubSub};
 use crate::topic::Topic;
-use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Replay, Transport};
+use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, LogHead, Replay, Transport};
 use crate::wire;
 
 mod durable;
@@ -615,6 +615,15 @@ where
 
     fn durable(&self) -> bool {
         self.log.is_some()
+    }
+
+    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
+        Box::pin(async move {
+            match &self.log {
+                Some(log) => log.head().await,
+                None => Ok(LogHead::Unknown),
+            }
+        })
     }
 
     fn replay<'a>(

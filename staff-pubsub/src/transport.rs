@@ -99,6 +99,16 @@ pub trait Transport<M>: Send + Sync + 'static {
         false
     }
 
+    /// Where the durable log ends on the engine now (not where this node
+    /// has read to): asked by
+    /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) for a
+    /// position ahead of this node, to tell a node that is behind from a
+    /// position the engine lost. The default answers
+    /// [`LogHead::Unknown`], and the position is then trusted.
+    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
+        Box::pin(std::future::ready(Ok(LogHead::Unknown)))
+    }
+
     /// A durable transport's entries after `after` up to and including
     /// `through` (same log, `after` before `through`) that list one of
     /// `topics`, decoded, in log order; with a [`Gap`] when some are gone
@@ -119,6 +129,25 @@ pub trait Transport<M>: Send + Sync + 'static {
             "this transport keeps no log",
         ))))
     }
+}
+
+/// Where a durable transport's log ends, as the engine has it now: what
+/// [`Transport::log_head`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogHead {
+    /// The transport does not say (the default).
+    Unknown,
+    /// The engine holds no log at all (it lost it, and nothing was
+    /// appended since).
+    Missing,
+    /// The log `log` ends at sequence number `seq` (0: empty).
+    At {
+        /// The log's id.
+        log: u16,
+        /// The last entry's sequence number.
+        seq: u64,
+    },
 }
 
 /// What [`Transport::replay`] read from the log.
@@ -169,6 +198,19 @@ impl<M> Replay<M> {
             entries,
             copies,
         }
+    }
+
+    /// The same replay with each message converted by `convert`, those it
+    /// has no form for left out (a linked server's messages).
+    pub(crate) fn convert<N>(self, mut convert: impl FnMut(&M) -> Option<N>) -> Replay<N> {
+        let gap = self.gap;
+        let entries = self
+            .into_copies()
+            .filter_map(|(position, message, copies)| {
+                convert(&message).map(|converted| (position, converted, copies))
+            })
+            .collect();
+        Replay::with_copies(gap, entries)
     }
 
     /// The entries, each with its number of copies.

@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
@@ -35,29 +37,38 @@ use crate::net::{
 };
 use crate::pubsub::random_u64;
 use crate::topic::Topic;
-use crate::transport::{Connection, LocalNode, Replay};
+use crate::transport::{Connection, LocalNode, LogHead, Replay};
 
 /// Appends one envelope. KEYS: the stream, the meta hash. ARGV: a log id
 /// for a log that starts now, the most entries kept (0: no bound), the
-/// oldest age kept in ms (0: no bound), the envelope. Returns the log id
-/// and the entry's sequence number.
+/// oldest age kept in ms (0: no bound), the envelope, the entry's nonce (a
+/// random number that tells this entry from another given the same
+/// sequence number by a Redis that lost its last writes). Returns the log
+/// id, the entry's sequence number, and 1 if trimming worked (0: the entry
+/// is in, trimming failed).
 ///
-/// If the stream holds entries past the meta hash's `seq` (the hash was
-/// lost, the stream not), a new log starts after the stream's last entry.
-/// Age trimming looks at the 8 oldest entries per append: each entry is
-/// trimmed once, so the log keeps up with any rate of appends.
+/// Nothing is written unless the `XADD` succeeds, so a refused append
+/// leaves no trace (no sequence number used). If the stream holds entries
+/// past the meta hash's `seq` (the hash was lost, the stream not), a new
+/// log starts after the stream's last entry. Age trimming looks at the 8
+/// oldest entries per append: each entry is trimmed once, so the log keeps
+/// up with any rate of appends.
 const APPEND_SCRIPT: &str = r"
 local log = redis.call('HGET', KEYS[2], 'log')
+local fresh = false
 if not log then
   log = ARGV[1]
-  redis.call('HSET', KEYS[2], 'log', log)
+  fresh = true
 end
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0') + 1
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local added = redis.pcall('XADD', KEYS[1], string.format('%d-0', seq),
-  'log', log, 't', string.format('%d', now), 'm', ARGV[4])
+  'log', log, 'n', ARGV[5], 't', string.format('%d', now), 'm', ARGV[4])
 if type(added) == 'table' and added.err then
+  if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then
+    return redis.error_reply(added.err)
+  end
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   local last = '0-0'
   for i = 1, #info, 2 do
@@ -65,12 +76,18 @@ if type(added) == 'table' and added.err then
   end
   seq = tonumber(string.match(last, '^(%d+)')) + 1
   log = ARGV[1]
-  redis.call('HSET', KEYS[2], 'log', log, 'seq', string.format('%d', seq))
+  fresh = true
   redis.call('XADD', KEYS[1], string.format('%d-0', seq),
-    'log', log, 't', string.format('%d', now), 'm', ARGV[4])
+    'log', log, 'n', ARGV[5], 't', string.format('%d', now), 'm', ARGV[4])
 end
+if fresh then
+  redis.call('HSET', KEYS[2], 'log', log)
+end
+redis.call('HSET', KEYS[2], 'seq', string.format('%d', seq))
+local trimmed = 1
 if tonumber(ARGV[2]) > 0 then
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+  local done = redis.pcall('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+  if type(done) == 'table' and done.err then trimmed = 0 end
 end
 local age = tonumber(ARGV[3])
 if age > 0 then
@@ -86,10 +103,11 @@ if age > 0 then
     cut = tonumber(string.match(entry[1], '^(%d+)'))
   end
   if cut then
-    redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', cut + 1))
+    local done = redis.pcall('XTRIM', KEYS[1], 'MINID', string.format('%d-0', cut + 1))
+    if type(done) == 'table' and done.err then trimmed = 0 end
   end
 end
-return {log, seq}
+return {log, seq, trimmed}
 ";
 
 /// The log's id and last sequence number, starting a log if there is
@@ -160,26 +178,68 @@ where
 {
     /// Appends one encoded envelope: `Ok` once Redis has it in the log.
     pub(crate) async fn append(&self, bytes: &[u8]) -> Result<(), TransportError> {
-        let max_entries = self.retention.entries_limit().unwrap_or(0);
+        // Redis integers are signed: a larger bound is no bound.
+        let max_entries = self
+            .retention
+            .entries_limit()
+            .map_or(0, |entries| entries.min(i64::MAX as u64));
         let max_age = self
             .retention
             .age_limit()
             .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
         let fresh = fresh_log_id();
+        let nonce = random_u64();
+        let trimmed = AtomicBool::new(true);
+        let trimmed = &trimmed;
         self.publisher
             .send("XADD", |mut connection| async move {
-                APPEND
+                let (_, _, done): (String, u64, u8) = APPEND
                     .key(&*self.stream)
                     .key(&*self.meta)
                     .arg(fresh)
                     .arg(max_entries)
                     .arg(max_age)
                     .arg(bytes)
-                    .invoke_async::<Value>(&mut connection)
-                    .await
-                    .map(drop)
+                    .arg(nonce)
+                    .invoke_async(&mut connection)
+                    .await?;
+                trimmed.store(done == 1, Ordering::Relaxed);
+                Ok(())
             })
+            .await?;
+        if !trimmed.load(Ordering::Relaxed) {
+            tracing::warn!(stream = %self.stream, "appended to the Redis log, but trimming it failed: it may outgrow its retention");
+        }
+        Ok(())
+    }
+
+    /// Where the log ends on Redis now.
+    pub(crate) async fn head(&self) -> Result<LogHead, TransportError> {
+        let mut connection = self.publisher.reader().await?;
+        let mut hmget = ::redis::cmd("HMGET");
+        hmget.arg(&*self.meta).arg("log").arg("seq");
+        let read = hmget.query_async::<(Option<String>, Option<String>)>(&mut connection);
+        let (log, seq) = tokio::time::timeout(self.response_timeout, read)
             .await
+            .map_err(|_| {
+                TransportError::msg(format!(
+                    "Redis HMGET got no answer within {:?}",
+                    self.response_timeout
+                ))
+            })?
+            .map_err(|error| {
+                TransportError::msg(format!(
+                    "Redis HMGET failed: {}",
+                    self.publisher.secrets.cause(&error)
+                ))
+            })?;
+        Ok(match log.and_then(|log| log.parse().ok()) {
+            Some(log) => LogHead::At {
+                log,
+                seq: seq.and_then(|seq| seq.parse().ok()).unwrap_or(0),
+            },
+            None => LogHead::Missing,
+        })
     }
 
     /// See [`crate::transport::Transport::replay`].
@@ -228,7 +288,11 @@ where
                 break;
             }
             for entry in raw {
-                let Some(seq) = entry.seq else { continue };
+                let Some(seq) = entry.seq else {
+                    // Not one of the log's (written by hand): read past it.
+                    next = next.max(entry.major.map_or(next, |major| major + 1));
+                    continue;
+                };
                 if entry.log != Some(after.log()) {
                     // The range belongs to a log that was lost since.
                     return Ok(Replay::new(Some(Gap::LogLost), Vec::new()));
@@ -255,6 +319,14 @@ where
             let lost = trimmed(after.log(), next, through.seq() + 1);
             gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
         }
+        if gap.is_some() {
+            // Entries missing: trimmed, unless the log itself was lost
+            // (and this node's reader has not reconnected to see it yet).
+            match self.head().await? {
+                LogHead::At { log, .. } if log == after.log() => {}
+                _ => return Ok(Replay::new(Some(Gap::LogLost), Vec::new())),
+            }
+        }
         Ok(Replay::with_copies(gap, entries))
     }
 }
@@ -276,6 +348,10 @@ struct RawEntry {
     id: Option<String>,
     /// The sequence number, from an id of the form `<seq>-0`.
     seq: Option<u64>,
+    /// The id's first part, whatever the second.
+    major: Option<u64>,
+    /// The entry's nonce, field `n`.
+    nonce: Option<u64>,
     log: Option<u16>,
     bytes: Option<Vec<u8>>,
 }
@@ -323,6 +399,8 @@ fn entry(value: Value) -> RawEntry {
     let mut raw = RawEntry {
         id: None,
         seq: None,
+        major: None,
+        nonce: None,
         log: None,
         bytes: None,
     };
@@ -337,12 +415,20 @@ fn entry(value: Value) -> RawEntry {
     raw.seq = id
         .and_then(|id| id.strip_suffix("-0"))
         .and_then(|seq| seq.parse().ok());
+    raw.major = id
+        .and_then(|id| id.split_once('-'))
+        .and_then(|(major, _)| major.parse().ok());
     raw.id = id.map(str::to_owned);
     let mut fields = fields.into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         match text(&name) {
             Some(b"log") => {
                 raw.log = text(&value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok());
+            }
+            Some(b"n") => {
+                raw.nonce = text(&value)
                     .and_then(|v| std::str::from_utf8(v).ok())
                     .and_then(|v| v.parse().ok());
             }
@@ -366,6 +452,9 @@ struct Cursor {
     seq: u64,
     /// The id to read after: the last entry's, whatever it held.
     from: String,
+    /// The nonce of entry `seq`, to tell it from another entry given the
+    /// same number by a Redis that lost its last writes.
+    nonce: Option<u64>,
     /// The next entry starts a log this reader just adopted: no gap is
     /// checked before it.
     adopted: bool,
@@ -433,6 +522,7 @@ where
             log: log_id,
             seq,
             from: format!("{seq}-0"),
+            nonce: None,
             adopted: false,
         }),
     });
@@ -621,11 +711,14 @@ where
         log: u16,
         seq: u64,
     ) -> Result<(), RedisError> {
-        let (known_log, known_seq) = {
+        let (known_log, known_seq, known_nonce) = {
             let cursor = self.cursor.lock();
-            (cursor.log, cursor.seq)
+            (cursor.log, cursor.seq, cursor.nonce)
         };
-        if log == known_log && seq >= known_seq {
+        if log == known_log
+            && seq >= known_seq
+            && self.same_entry(connection, known_seq, known_nonce).await?
+        {
             return Ok(());
         }
         // From the new log's start: a log found anew may already hold
@@ -656,11 +749,38 @@ where
             cursor.log = new_log;
             cursor.seq = from;
             cursor.from = format!("{from}-0");
+            cursor.nonce = None;
             cursor.adopted = true;
         }
         self.local.signal_gap_with(Gap::LogLost);
         self.local.set_log_head(new_log, from);
         Ok(())
+    }
+
+    /// Whether the log still holds, at `seq`, the entry this node read
+    /// there (nonce `nonce`): false when Redis lost its last writes and
+    /// gave `seq` to another entry since. An entry trimmed meanwhile, or
+    /// one read without a nonce, cannot be checked and counts as the same.
+    async fn same_entry(
+        &self,
+        connection: &mut MultiplexedConnection,
+        seq: u64,
+        nonce: Option<u64>,
+    ) -> Result<bool, RedisError> {
+        let Some(nonce) = nonce.filter(|_| seq > 0) else {
+            return Ok(true);
+        };
+        let id = format!("{seq}-0");
+        let found: Value = ::redis::cmd("XRANGE")
+            .arg(&*self.log.stream)
+            .arg(&id)
+            .arg(&id)
+            .query_async(connection)
+            .await?;
+        Ok(match entries_of(found).pop() {
+            Some(entry) => entry.nonce == Some(nonce),
+            None => true,
+        })
     }
 
     /// Delivers what the log holds after the cursor until the connection
@@ -740,6 +860,7 @@ where
         let skipped =
             (!cursor.adopted && seq > cursor.seq + 1).then(|| trimmed(log, cursor.seq + 1, seq));
         cursor.seq = seq;
+        cursor.nonce = entry.nonce;
         cursor.adopted = false;
         drop(cursor);
         if let Some(gap) = skipped {
