@@ -511,3 +511,24 @@ async fn positions_are_consecutive_and_the_sender_receives_its_own_broadcasts_fr
     }
     assert!(matches!(on_a.try_recv(), Err(TryRecvError::Empty)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_a_position_the_stream_never_reached_is_a_lost_log_not_a_skip() {
+    let server = NatsServer::start_jetstream().await;
+    let a = node(&server.url(), "a", Retention::entries(1_000)).await;
+    let x = person(1);
+    let mut watch = a.subscribe(x).unwrap();
+    publish_ok(&a, &[x], 0).await;
+    let (_, at) = next(&mut watch, OUTAGE).await.unwrap();
+    // A position past the stream's end (as a consumer of a stream that
+    // lost its last entries holds): the engine says its log ends before it.
+    let beyond = Position::new(at.log(), at.seq() + 100).unwrap();
+    let mut resumed = a.subscribe_since([x], beyond).await.unwrap();
+    publish_ok(&a, &[x], 1).await;
+    match next(&mut resumed, OUTAGE).await {
+        Err(RecvError::Gap(Gap::LogLost)) => {}
+        other => panic!("expected a lost log, got {other:?}"),
+    }
+    // Nothing after it is skipped.
+    assert_eq!(next(&mut resumed, OUTAGE).await.unwrap().0, 1);
+}

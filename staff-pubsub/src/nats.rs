@@ -143,7 +143,9 @@ use crate::log::{Gap, Position, Retention};
 use crate::net::{redact, AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
 use crate::pubsub::{Builder, PubSub};
 use crate::topic::Topic;
-use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, Mode, Replay, Transport};
+use crate::transport::{
+    BoxFuture, Connection, Envelope, LocalNode, LogHead, Mode, Replay, Transport,
+};
 use crate::wire;
 
 /// The namespace of a [`NatsConfig`] that sets none: the first token of
@@ -761,6 +763,21 @@ where
 
     fn durable(&self) -> bool {
         self.log.is_some()
+    }
+
+    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
+        Box::pin(async move {
+            let Some(durable) = &self.log else {
+                return Ok(LogHead::Unknown);
+            };
+            Ok(match durable.log.info().await? {
+                Some(info) => LogHead::At {
+                    log: info.log(),
+                    seq: info.state.last_seq,
+                },
+                None => LogHead::Missing,
+            })
+        })
     }
 
     fn replay<'a>(
