@@ -102,11 +102,12 @@
 //!   [`Gap::Trimmed`](crate::Gap::Trimmed) naming the first lost position
 //!   and the number of lost entries, then what the log still holds. When
 //!   the log itself was lost (Redis restarted without persistence, the
-//!   keys deleted, or Redis lost its last writes and the log is shorter
-//!   than what the node read), they receive [`Gap::LogLost`](crate::Gap::LogLost)
-//!   and the log starts afresh under a new log id. A Redis with
-//!   `appendfsync always` keeps every acknowledged entry across a crash;
-//!   with the default `everysec`, a crash can lose the last second.
+//!   keys deleted, or Redis lost its last writes: the log no longer holds
+//!   the last entry the node read), they receive [`Gap::LogLost`](crate::Gap::LogLost)
+//!   and the log goes on under a new log id. With `appendonly yes` Redis
+//!   writes each entry to its file before acknowledging it, so a killed
+//!   `redis-server` keeps it; with the default `appendfsync everysec` a
+//!   crash of the machine can lose the last second (`always` prevents it).
 //! - A stream entry that is not one of this log's (written by hand) is
 //!   skipped, counted in [`Stats::rejected`](crate::Stats::rejected) and
 //!   logged. Every node of a namespace must use the same mode: live nodes
