@@ -21,9 +21,10 @@ const NAMESPACE: &str = "durable";
 const ROOMS: Topic = Topic::new("chat:rooms");
 const USERS: Topic = Topic::new("chat:users");
 
-/// Redis that writes every command to its append-only file before
-/// answering: a killed and restarted server keeps every acknowledged entry.
-const PERSISTENT: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
+/// Redis with its append-only file (default `appendfsync everysec`): it
+/// writes each command to the file before answering, so a killed and
+/// restarted server keeps every acknowledged entry.
+const PERSISTENT: &[&str] = &["--appendonly", "yes"];
 
 fn config(url: impl Into<String>, retention: Retention) -> RedisConfig {
     RedisConfig::new(url)
