@@ -193,6 +193,31 @@ impl<M> Inbox<M> {
         Poll::Pending
     }
 
+    /// [`try_take`](Self::try_take) without the position: the common
+    /// receive, kept as short as it was before positions.
+    #[inline]
+    pub(crate) fn try_take_message(&self) -> Option<Result<Arc<M>, RecvError>> {
+        let mut state = self.state.lock();
+        state.take_message()
+    }
+
+    /// [`poll_take`](Self::poll_take) without the position.
+    #[inline]
+    pub(crate) fn poll_take_message(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Arc<M>, RecvError>> {
+        let mut state = self.state.lock();
+        if let Some(item) = state.take_message() {
+            return Poll::Ready(item);
+        }
+        match &state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
     /// The number of messages queued (the gap marker is not one).
     pub(crate) fn len(&self) -> usize {
         self.state.lock().messages()
@@ -215,6 +240,30 @@ impl<M> State<M> {
         }
     }
 
+    #[inline]
+    fn take_message(&mut self) -> Option<Result<Arc<M>, RecvError>> {
+        let missed = self.word & MISSED;
+        if missed > 0 {
+            self.word &= !MISSED;
+            return Some(Err(RecvError::Lagged(missed)));
+        }
+        match self.queue.pop_front() {
+            Some(Entry {
+                message: Some(message),
+                ..
+            }) => Some(Ok(message)),
+            Some(Entry { message: None, .. }) => Some(Err(RecvError::Gap(self.take_gap()))),
+            None => (self.word & CLOSED != 0).then_some(Err(RecvError::Closed)),
+        }
+    }
+
+    /// The queued gap marker's report, taken with the marker.
+    fn take_gap(&mut self) -> Gap {
+        // The marker is queued exactly while `gap` is set; the fallback is
+        // never taken.
+        self.gap.take().map_or(Gap::Disconnected, |gap| *gap)
+    }
+
     fn take(&mut self) -> Option<Taken<M>> {
         let missed = self.word & MISSED;
         if missed > 0 {
@@ -226,12 +275,7 @@ impl<M> State<M> {
                 message: Some(message),
                 position,
             }) => Some(Ok((message, position))),
-            Some(Entry { message: None, .. }) => {
-                // The marker is queued exactly while `gap` is set; the
-                // fallback is never taken.
-                let gap = self.gap.take().map_or(Gap::Disconnected, |gap| *gap);
-                Some(Err(RecvError::Gap(gap)))
-            }
+            Some(Entry { message: None, .. }) => Some(Err(RecvError::Gap(self.take_gap()))),
             None => (self.word & CLOSED != 0).then_some(Err(RecvError::Closed)),
         }
     }

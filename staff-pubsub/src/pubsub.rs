@@ -1604,9 +1604,18 @@ impl<M> Subscription<M> {
     /// continues with newer messages. [`RecvError::Closed`] once the server
     /// is gone and the queue is empty.
     pub async fn recv(&mut self) -> Result<Arc<M>, RecvError> {
-        poll_fn(|cx| self.poll_entry(cx))
-            .await
-            .map(|(message, _)| message)
+        poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    /// The next message without its position: straight from the queue
+    /// unless the subscription is resuming.
+    #[inline]
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<M>, RecvError>> {
+        if self.resume.is_none() {
+            return self.inbox.poll_take_message(cx);
+        }
+        self.poll_entry(cx)
+            .map(|item| item.map(|(message, _)| message))
     }
 
     /// As [`recv`](Self::recv), with the message's position in the log
@@ -1688,6 +1697,12 @@ impl<M> Subscription<M> {
     /// [`TryRecvError::Empty`] when nothing is queued; otherwise as
     /// [`recv`](Self::recv).
     pub fn try_recv(&mut self) -> Result<Arc<M>, TryRecvError> {
+        if self.resume.is_none() {
+            return match self.inbox.try_take_message() {
+                Some(item) => item.map_err(TryRecvError::from),
+                None => Err(TryRecvError::Empty),
+            };
+        }
         self.try_recv_with_position().map(|(message, _)| message)
     }
 
@@ -1743,9 +1758,9 @@ impl<M> futures_core::Stream for Subscription<M> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         // `Subscription` is `Unpin`.
-        self.get_mut().poll_entry(cx).map(|item| match item {
+        self.get_mut().poll_message(cx).map(|item| match item {
             Err(RecvError::Closed) => None,
-            item => Some(item.map(|(message, _)| message)),
+            item => Some(item),
         })
     }
 }
