@@ -12,10 +12,18 @@
 //! `--only interest` measures what one subscription per topic costs NATS as
 //! a node holds 1,000 to 50,000 person topics ([`interest`]).
 //!
+//! `--only durable` measures durable against live-only delivery on each
+//! engine ([`durable`]): throughput and latency A to B, the catch-up rate
+//! after an outage, and the memory a retained entry takes on the server.
+//! Part of the full run too.
+//!
 //! Options: `--quick` (pair 20,000 broadcasts x 3 rounds, scale 10,000
 //! broadcasts x 1 run per engine; the full run is 100,000 x 5 and 100,000
-//! x 3), `--only pair|scale`, `--pair-broadcasts N`, `--rounds N`,
-//! `--scale-broadcasts N`, `--scale-runs N`, `--nodes N` (16).
+//! x 3), `--only pair|scale|durable|interest`, `--pair-broadcasts N`,
+//! `--rounds N`, `--scale-broadcasts N`, `--scale-runs N`, `--nodes N`
+//! (16), `--durable-broadcasts N` (`--quick` 5,000, full 50,000 per
+//! round, `--rounds` rounds), `--catch-up N` (`--quick` 20,000, full
+//! 100,000).
 //!
 //! It starts its own `redis-server` and `nats-server` on free loopback ports
 //! (from `PATH`, or `REDIS_SERVER` / `NATS_SERVER`); everything else runs in
@@ -24,8 +32,10 @@
 //! standard output.
 
 mod cpu;
+mod durable;
 mod interest;
 mod pair;
+mod proxy;
 mod scale;
 mod servers;
 
@@ -41,6 +51,8 @@ struct Plan {
     scale_broadcasts: usize,
     scale_runs: usize,
     nodes: usize,
+    durable_broadcasts: usize,
+    catch_up: usize,
 }
 
 #[tokio::main]
@@ -64,6 +76,12 @@ async fn main() {
         }),
         nodes: value("--nodes").unwrap_or(NODES),
         scale_runs: value("--scale-runs").unwrap_or(if quick { 1 } else { 3 }),
+        durable_broadcasts: value("--durable-broadcasts").unwrap_or(if quick {
+            5_000
+        } else {
+            50_000
+        }),
+        catch_up: value("--catch-up").unwrap_or(if quick { 20_000 } else { 100_000 }),
     };
     let only = args
         .iter()
@@ -82,6 +100,12 @@ async fn main() {
     }
     if only.as_deref().is_none_or(|only| only == "scale") {
         scale_report(&redis, &nats, &plan).await;
+    }
+    if only.as_deref().is_none_or(|only| only == "durable") {
+        durable_report(&plan, false).await;
+    }
+    if only.as_deref() == Some("catch-up") {
+        durable_report(&plan, true).await;
     }
     if only.as_deref() == Some("interest") {
         interest_report(&nats).await;
@@ -202,6 +226,123 @@ fn print_scale(run: usize, r: &ScaleRun) {
         r.server_cpu_s,
         if r.complete { "yes" } else { "**no**" },
     );
+}
+
+async fn durable_report(plan: &Plan, catch_up_only: bool) {
+    let servers = durable::Servers::start().await;
+    if !catch_up_only {
+        durable_throughput_report(&servers, plan).await;
+    }
+    let k = plan.catch_up;
+    println!("\n## Catch-up: node C away while A appends {k} broadcasts, then back\n");
+    println!("Reconnect: from letting C in to its `Connected`; replay: from then to C's last copy; first copy: from `Connected` to C's first copy; streaming: from C's first copy to its last.\n");
+    println!("| engine | appended/s (C away) | reconnect ms | replay s | replayed/s | first copy ms | streaming/s | complete | anomalies | C away throughout | log bytes/entry | entries | used_memory/entry | server RSS/entry | envelope bytes |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    for engine in ["redis", "nats"] {
+        let c = durable::catch_up(&servers, engine, k).await;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {} of {} | {} | {} | {:.0} | {} | {} | {:.0} | {} |",
+            c.engine,
+            c.append_per_sec,
+            c.reconnect_ms,
+            c.replay_s,
+            c.per_sec,
+            c.first_copy_ms,
+            c.streaming_per_sec,
+            c.complete,
+            c.n,
+            c.anomalies.describe(),
+            if c.stayed_away { "yes" } else { "**no**" },
+            c.log_bytes_per_entry,
+            c.log_entries,
+            c.used_memory_per_entry
+                .map_or_else(|| "-".to_owned(), |b| format!("{b:.0}")),
+            c.rss_per_entry,
+            c.envelope_bytes,
+        );
+    }
+}
+
+async fn durable_throughput_report(servers: &durable::Servers, plan: &Plan) {
+    use durable::Contender;
+    let bench = durable::Bench::connect(servers).await;
+    let n = plan.durable_broadcasts;
+    for contender in Contender::ALL {
+        bench.run(contender, (n / 5).max(500)).await;
+    }
+    let mut rounds: Vec<Vec<durable::Run>> = Vec::new();
+    for round in 0..plan.rounds {
+        let count = Contender::ALL.len();
+        let mut runs = Vec::new();
+        for i in 0..count {
+            runs.push(bench.run(Contender::ALL[(i + round) % count], n).await);
+        }
+        runs.sort_by_key(|run| Contender::ALL.iter().position(|c| *c == run.contender));
+        rounds.push(runs);
+    }
+    println!(
+        "\n## Durable against live-only delivery, A to B: {n} membership broadcasts (4 topics) x {} rounds\n",
+        plan.rounds
+    );
+    println!("Median over rounds [min .. max]; \"own\" is A's own subscriber:\n");
+    println!("| contender | broadcasts/s | p50 µs | p99 µs | own p50 µs | own p99 µs | process CPU µs/broadcast | server CPU µs/broadcast | anomalies |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (i, contender) in Contender::ALL.iter().enumerate() {
+        let of =
+            |f: fn(&durable::Run) -> f64| -> Vec<f64> { rounds.iter().map(|r| f(&r[i])).collect() };
+        println!(
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+            contender.name(),
+            spread(&of(|r| r.per_sec), 0),
+            spread(&of(|r| r.p50_us), 0),
+            spread(&of(|r| r.p99_us), 0),
+            spread(&of(|r| r.own_p50_us), 0),
+            spread(&of(|r| r.own_p99_us), 0),
+            spread(&of(|r| r.cpu_us), 1),
+            spread(&of(|r| r.server_cpu_us), 1),
+            rounds.iter().map(|r| r[i].anomalies.total()).sum::<u64>(),
+        );
+    }
+    for (round, runs) in rounds.iter().enumerate() {
+        for run in runs.iter().filter(|run| run.anomalies.total() > 0) {
+            println!(
+                "\n**Anomalies** in round {} of `{}`: {}",
+                round + 1,
+                run.contender.name(),
+                run.anomalies.describe()
+            );
+        }
+    }
+    println!("\nDurable / live, paired within each round:\n");
+    println!(
+        "| ratio | throughput median [min .. max] | per round | p50 latency median [min .. max] |"
+    );
+    println!("| --- | ---: | --- | ---: |");
+    let at = |c: Contender| Contender::ALL.iter().position(|x| *x == c).unwrap_or(0);
+    for contender in Contender::ALL {
+        let Some(live) = contender.baseline() else {
+            continue;
+        };
+        let ratio = |f: fn(&durable::Run) -> f64| -> Vec<f64> {
+            rounds
+                .iter()
+                .map(|r| f(&r[at(contender)]) / f(&r[at(live)]))
+                .collect()
+        };
+        let throughput = ratio(|r| r.per_sec);
+        println!(
+            "| `{}` / `{}` | {} | {} | {} |",
+            contender.name(),
+            live.name(),
+            spread(&throughput, 2),
+            throughput
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            spread(&ratio(|r| r.p50_us), 2),
+        );
+    }
 }
 
 /// `median [min .. max]` with `digits` decimals.

@@ -123,7 +123,8 @@ pub struct Run {
     pub cpu_us: f64,
     /// CPU of the engine's server per broadcast, µs.
     pub server_cpu_us: f64,
-    /// Lagged, gaps or unreadable messages (zero in a sound run).
+    /// Lagged, gaps, duplicates or unreadable messages (zero in a sound
+    /// run).
     pub anomalies: u64,
 }
 
@@ -144,7 +145,7 @@ pub struct Pair<'s> {
 
 /// The four topics of the broadcast, in the order the generated function
 /// lists them.
-fn topics() -> [Topic; 4] {
+pub fn topics() -> [Topic; 4] {
     [
         staff::topic_teams(),
         staff::topic_team(TEAM),
@@ -157,7 +158,7 @@ fn message(seq: usize) -> Message {
     Message::TeamMembership(TeamMembershipEvent::TeamPersonAdded, membership(seq))
 }
 
-fn membership(seq: usize) -> TeamMembership {
+pub fn membership(seq: usize) -> TeamMembership {
     TeamMembership {
         uuid: Uuid::from_u128(seq as u128),
         team_uuid: TEAM,
@@ -165,7 +166,7 @@ fn membership(seq: usize) -> TeamMembership {
     }
 }
 
-fn envelope_bytes(topics: &[Topic], message: &Message) -> Vec<u8> {
+pub fn envelope_bytes(topics: &[Topic], message: &Message) -> Vec<u8> {
     wire::encode(
         &Envelope {
             origin: "a",
@@ -198,7 +199,7 @@ fn decode(bytes: &[u8], me: &str) -> Option<usize> {
     seq_of(&incoming.message::<Message>().ok()?)
 }
 
-fn seq_of(message: &Message) -> Option<usize> {
+pub fn seq_of(message: &Message) -> Option<usize> {
     match message {
         Message::TeamMembership(_, membership) => usize::try_from(membership.uuid.as_u128()).ok(),
         _ => None,
@@ -316,12 +317,7 @@ impl<'s> Pair<'s> {
         for receiver in receivers {
             receiver.abort();
         }
-        let mut latencies: Vec<u64> = track
-            .latency
-            .iter()
-            .map(|l| l.load(Ordering::Acquire))
-            .collect();
-        latencies.sort_unstable();
+        let latencies = track.sorted_latencies();
         let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
         let micros = |q: usize| latencies[(n * q / 100).min(n - 1)] as f64 / 1e3;
         Run {
@@ -331,7 +327,7 @@ impl<'s> Pair<'s> {
             p99_us: micros(99),
             cpu_us: per(cpu_used),
             server_cpu_us: per(server_used),
-            anomalies: track.anomalies.load(Ordering::Relaxed),
+            anomalies: track.anomalies(),
         }
     }
 
@@ -440,14 +436,14 @@ impl<'s> Pair<'s> {
     }
 }
 
-async fn broadcast(a: &PubSub<Message>, seq: usize) {
+pub async fn broadcast(a: &PubSub<Message>, seq: usize) {
     staff::broadcast_team_membership_on(a, TeamMembershipEvent::TeamPersonAdded, membership(seq))
         .await
         .expect("broadcast");
 }
 
 /// Per-broadcast bookkeeping of one run.
-struct Track {
+pub struct Track {
     n: usize,
     base: Instant,
     start: Vec<AtomicU64>,
@@ -460,7 +456,7 @@ struct Track {
 }
 
 impl Track {
-    fn new(n: usize) -> Arc<Self> {
+    pub fn new(n: usize) -> Arc<Self> {
         Arc::new(Self {
             n,
             base: Instant::now(),
@@ -482,16 +478,24 @@ impl Track {
         self.start[seq].store(self.now(), Ordering::Release);
     }
 
-    /// `copies` of broadcast `seq` reached B; the fourth completes it.
-    fn arrived(&self, seq: usize, copies: u8) {
+    /// Nanoseconds from the start of broadcast `seq` to now.
+    pub fn since_start(&self, seq: usize) -> u64 {
+        self.now()
+            .saturating_sub(self.start[seq].load(Ordering::Acquire))
+    }
+
+    /// `copies` of broadcast `seq` reached B; the fourth completes it, a
+    /// copy past the fourth is a duplicate (an anomaly).
+    pub fn arrived(&self, seq: usize, copies: u8) {
         let Some(slot) = self.copies.get(seq) else {
             self.anomaly();
             return;
         };
-        if slot.fetch_add(copies, Ordering::AcqRel) + copies == 4 {
-            let latency = self
-                .now()
-                .saturating_sub(self.start[seq].load(Ordering::Acquire));
+        let now = u16::from(slot.fetch_add(copies, Ordering::AcqRel)) + u16::from(copies);
+        if now > 4 {
+            self.anomaly();
+        } else if now == 4 {
+            let latency = self.since_start(seq);
             self.latency[seq].store(latency, Ordering::Release);
             self.permits.add_permits(1);
             if self.received.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
@@ -500,7 +504,36 @@ impl Track {
         }
     }
 
-    fn anomaly(&self) {
+    /// Each broadcast's latency (ns), ascending.
+    pub fn sorted_latencies(&self) -> Vec<u64> {
+        let mut latencies: Vec<u64> = self
+            .latency
+            .iter()
+            .map(|l| l.load(Ordering::Acquire))
+            .collect();
+        latencies.sort_unstable();
+        latencies
+    }
+
+    /// Broadcasts received (all four copies) so far.
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::Acquire)
+    }
+
+    /// Returns once all `n` broadcasts were received.
+    pub async fn all_received(&self) {
+        if self.received() < self.n {
+            self.finished.notified().await;
+        }
+    }
+
+    /// The anomalies counted so far.
+    pub fn anomalies(&self) -> u64 {
+        self.anomalies.load(Ordering::Relaxed)
+    }
+
+    /// Something went wrong: counted, reported with the run.
+    pub fn anomaly(&self) {
         self.anomalies.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -508,7 +541,7 @@ impl Track {
 /// Runs `send` for broadcasts `0..n` from [`IN_FLIGHT`] tasks, each
 /// waiting for a permit (one of the in-flight broadcasts received) before
 /// it sends; returns the time until B received the last one.
-async fn drive<S, F>(track: &Arc<Track>, send: S) -> Duration
+pub async fn drive<S, F>(track: &Arc<Track>, send: S) -> Duration
 where
     S: Fn(usize) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send,

@@ -24,6 +24,12 @@ impl Server {
     /// `redis-server` on a free port of 127.0.0.1, without persistence,
     /// answering `PING`.
     pub async fn redis() -> Self {
+        Self::redis_with(&["--appendonly", "no"]).await
+    }
+
+    /// `redis-server` on a free port of 127.0.0.1, no RDB snapshots, with
+    /// `persistence` (`--appendonly ...` arguments), answering `PING`.
+    pub async fn redis_with(persistence: &[&str]) -> Self {
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         for attempt in 0..5 {
             let port = free_port();
@@ -32,25 +38,23 @@ impl Server {
                 std::process::id()
             ));
             std::fs::create_dir_all(&dir).expect("a temporary directory for redis-server");
-            let child = spawn(
-                &binary,
-                &[
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--daemonize",
-                    "no",
-                    "--loglevel",
-                    "warning",
-                    "--dir",
-                    dir.to_str().expect("a UTF-8 temporary directory"),
-                ],
-            );
+            let port_arg = port.to_string();
+            let mut args = vec![
+                "--port",
+                &port_arg,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+                "--dir",
+                dir.to_str().expect("a UTF-8 temporary directory"),
+            ];
+            args.extend_from_slice(persistence);
+            let child = spawn(&binary, &args);
             let mut server = Self {
                 child,
                 port,
@@ -66,21 +70,50 @@ impl Server {
 
     /// `nats-server` on a free port of 127.0.0.1, sending its `INFO`.
     pub async fn nats() -> Self {
+        Self::nats_with(false).await
+    }
+
+    /// `nats-server` on a free port of 127.0.0.1, with JetStream on
+    /// (`-js`, its store in a temporary directory) if `jetstream`.
+    pub async fn nats_with(jetstream: bool) -> Self {
         let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
-        for _ in 0..5 {
+        for attempt in 0..5 {
             let port = free_port();
-            let child = spawn(&binary, &["-a", "127.0.0.1", "-p", &port.to_string()]);
+            let port_arg = port.to_string();
+            let mut args = vec!["-a", "127.0.0.1", "-p", &port_arg];
+            let dir = jetstream.then(|| {
+                let dir = std::env::temp_dir().join(format!(
+                    "staff-pubsub-cluster-bench-js-{}-{attempt}",
+                    std::process::id()
+                ));
+                std::fs::create_dir_all(&dir).expect("a temporary directory for JetStream");
+                dir
+            });
+            let store = dir.as_ref().map(|dir| {
+                dir.to_str()
+                    .expect("a UTF-8 temporary directory")
+                    .to_owned()
+            });
+            if let Some(store) = &store {
+                args.extend_from_slice(&["-js", "-sd", store]);
+            }
+            let child = spawn(&binary, &args);
             let mut server = Self {
                 child,
                 port,
                 scheme: "nats",
-                dir: None,
+                dir,
             };
             if server.wait_ready(b"", b"INFO").await {
                 return server;
             }
         }
         panic!("nats-server did not start on a free port after 5 attempts");
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `redis://127.0.0.1:<port>` or `nats://127.0.0.1:<port>`.
