@@ -570,11 +570,11 @@ async fn killing_redis_fails_broadcasts_and_a_restart_brings_a_gap_then_delivery
     .await;
     assert_eq!(
         items(&mut on_a, 4).await,
-        ["lost 0", "lost 1", "lost 2", "Gap"]
+        ["lost 0", "lost 1", "lost 2", "Gap(Disconnected)"]
     );
     assert_eq!(
         items(&mut on_b, 2).await,
-        ["lost too", "Gap"],
+        ["lost too", "Gap(Disconnected)"],
         "b got none of a's lost broadcasts"
     );
 

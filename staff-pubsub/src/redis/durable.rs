@@ -681,6 +681,9 @@ where
                 Ok(Err(error)) => self.secrets.cause(&error).to_string(),
                 Err(_) => format!("no answer within {:?}", self.config.connect_timeout),
             };
+            // Not reading: whatever the state said (the first connection
+            // is made by `open`, before this task connects on its own).
+            self.local.set_connection(Connection::Disconnected);
             let changed = cause != last_cause;
             if changed || self.reconnect_log.allow() {
                 if changed {
