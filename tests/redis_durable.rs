@@ -340,11 +340,9 @@ async fn subscribe_since_replays_what_was_missed_on_its_topics_then_goes_on_live
     }
     let mut mark = consumer.subscribe(USERS).expect("subscribed");
     publisher.broadcast([USERS], 999).await.expect("sent");
-    assert_eq!(
-        next(&mut mark).await.0,
-        999,
-        "the consumer's node has read on"
-    );
+    // The consumer's node has read on (earlier users entries may come
+    // first, if its reader was behind when `mark` subscribed).
+    while next(&mut mark).await.0 != 999 {}
 
     let mut resumed = consumer
         .subscribe_since([ROOMS], checkpoint)
@@ -580,7 +578,14 @@ async fn lost_last_writes_overwritten_by_new_appends_are_a_lost_log() {
     for n in [30, 40, 50] {
         late.broadcast([ROOMS], n).await.expect("sent");
     }
-    assert_eq!(late.log_position().map(Position::seq), Some(before.seq()));
+    // They reused the lost numbers: the log ends where it did.
+    let seq: u64 = redis::cmd("HGET")
+        .arg(RedisConfig::new("").namespace(NAMESPACE).log_meta_key())
+        .arg("seq")
+        .query_async(&mut server.connection().await)
+        .await
+        .expect("HGET");
+    assert_eq!(seq, before.seq());
     proxy.unblock();
     within(
         "the subscriber to reconnect",

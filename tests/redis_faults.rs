@@ -264,8 +264,8 @@ async fn a_receive_task_that_dies_is_restarted_and_every_subscriber_gets_a_gap()
     a.broadcast([ROOMS], Touchy("double panic".into()))
         .await
         .unwrap();
-    assert_eq!(next(&mut one, touchy).await, "Gap");
-    assert_eq!(next(&mut two, touchy).await, "Gap");
+    assert_eq!(next(&mut one, touchy).await, "Gap(Disconnected)");
+    assert_eq!(next(&mut two, touchy).await, "Gap(Disconnected)");
     assert_eq!(b.stats().gaps, 1);
     within(
         "b to be connected again",
@@ -314,7 +314,7 @@ async fn a_gap_comes_after_what_was_queued_before_the_outage_and_before_what_cam
     for _ in 0..4 {
         seen.push(next(&mut on_b, name_of).await);
     }
-    assert_eq!(seen, ["old 1", "old 2", "Gap", "new"]);
+    assert_eq!(seen, ["old 1", "old 2", "Gap(Disconnected)", "new"]);
 }
 
 // 4. Bounded in time.

@@ -155,6 +155,11 @@ impl<M> Inbox<M> {
         new
     }
 
+    /// Whether a gap marker is queued, not yet received.
+    pub(crate) fn has_gap(&self) -> bool {
+        self.state.lock().gap.is_some()
+    }
+
     /// Closes the inbox: queued messages can still be received, then
     /// [`RecvError::Closed`].
     pub(crate) fn close(&self) {

@@ -277,6 +277,50 @@ impl<M> StopReport<M> {
     }
 }
 
+/// Runs the task `start` makes, and runs it again after a backoff whenever
+/// it ends while the server lives (a panic that escaped it, or its end):
+/// the connection state turns disconnected meanwhile, and each restart is
+/// logged at ERROR, naming `task` and what the restart does (`then`). Ends,
+/// disarming `stopped`, once the server is gone; dropped from outside (its
+/// runtime shut down), `stopped` reports.
+pub(crate) async fn supervise<M, F, Fut>(
+    mut stopped: StopReport<M>,
+    mut backoff: Backoff,
+    task: &str,
+    then: &str,
+    mut start: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let local = stopped.local.clone();
+    loop {
+        let mut running = AbortOnDrop(tokio::spawn(start()));
+        let ended = (&mut running.0).await;
+        if !local.is_alive() {
+            stopped.disarm();
+            break;
+        }
+        local.set_connection(crate::transport::Connection::Disconnected);
+        let reason = match ended {
+            Ok(()) => "it ended".to_owned(),
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                let reason = format!("it panicked: {}", panic_message(payload.as_ref()));
+                release_panic(payload);
+                reason
+            }
+            Err(error) => format!("it was stopped: {error}"),
+        };
+        tracing::error!(
+            node = local.node_name(),
+            "{task} stopped ({reason}): restarting it{then}"
+        );
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+    tracing::debug!(node = local.node_name(), "{task} stopped");
+}
+
 impl<M> Drop for StopReport<M> {
     fn drop(&mut self) {
         if !self.armed || !self.local.is_alive() {

@@ -179,15 +179,20 @@ impl<M> Core<M> {
     /// one (a slow consumer dropping message after message) moves their
     /// markers to the end and is one gap, not one per signal.
     pub(crate) fn signal_gap_here(&self, gap: &Arc<Gap>) {
+        // Counted before any subscriber is told, so that one that reads
+        // the gap finds it counted. Gaps are rare: two passes.
         let mut any = false;
         let mut new = false;
         self.registry.for_each_inbox(|inbox| {
             any = true;
-            new |= inbox.signal_gap(gap);
+            new |= !inbox.has_gap();
         });
         if new || !any {
             self.counters.record_gap();
         }
+        self.registry.for_each_inbox(|inbox| {
+            inbox.signal_gap(gap);
+        });
     }
 }
 

@@ -133,10 +133,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::log::{Position, Retention};
-use crate::net::{
-    panic_message, redact, release_panic, AbortOnDrop, Backoff, Cause, Inbound, RateLimit, Secrets,
-    StopReport,
-};
+use crate::net::{redact, Backoff, Cause, Inbound, RateLimit, Secrets, StopReport};
 use crate::pubsub::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, LogHead, Replay, Transport};
@@ -899,44 +896,22 @@ enum Stopped {
 /// Runs the receive task, and runs it again whenever it ends while the
 /// server lives (a panic that escaped it): after each restart it
 /// subscribes again and every subscriber gets a gap, as after a reconnect.
-async fn supervise<M, H>(
-    receiver: Arc<Receiver<M, H>>,
-    first: Subscribed,
-    mut stopped: StopReport<M>,
-) where
+async fn supervise<M, H>(receiver: Arc<Receiver<M, H>>, first: Subscribed, stopped: StopReport<M>)
+where
     M: Send + Sync + 'static,
     H: Handler,
 {
     let mut first = Some(first);
-    let mut backoff = Backoff::new(receiver.config.reconnect_min, receiver.config.reconnect_max);
-    // `stopped`, dropped without being disarmed: this task was stopped
-    // from outside.
-    loop {
-        let mut task = AbortOnDrop(tokio::spawn(Arc::clone(&receiver).run(first.take())));
-        let ended = (&mut task.0).await;
-        if !receiver.local.is_alive() {
-            stopped.disarm();
-            break;
-        }
-        receiver.local.set_connection(Connection::Disconnected);
-        let reason = match ended {
-            Ok(()) => "it ended".to_owned(),
-            Err(error) if error.is_panic() => {
-                let payload = error.into_panic();
-                let reason = format!("it panicked: {}", panic_message(payload.as_ref()));
-                release_panic(payload);
-                reason
-            }
-            Err(error) => format!("it was stopped: {error}"),
-        };
-        tracing::error!(
-            channel = %receiver.channel,
-            node = receiver.local.node_name(),
-            "the Redis receive task stopped ({reason}): restarting it; subscribers will be told of a gap"
-        );
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
-    tracing::debug!(channel = %receiver.channel, "Redis receive task stopped");
+    let backoff = Backoff::new(receiver.config.reconnect_min, receiver.config.reconnect_max);
+    let task = format!("the Redis receive task of channel {}", receiver.channel);
+    crate::net::supervise(
+        stopped,
+        backoff,
+        &task,
+        "; subscribers will be told of a gap",
+        || Arc::clone(&receiver).run(first.take()),
+    )
+    .await;
 }
 
 /// The receive side: one task per transport (restarted by [`supervise`]).

@@ -32,9 +32,7 @@ use serde::de::DeserializeOwned;
 use super::{not_sent, Publisher, RedisConfig};
 use crate::error::TransportError;
 use crate::log::{Gap, Position, Retention};
-use crate::net::{
-    panic_message, release_panic, AbortOnDrop, Backoff, Inbound, RateLimit, Secrets, StopReport,
-};
+use crate::net::{Backoff, Inbound, RateLimit, Secrets, StopReport};
 use crate::pubsub::random_u64;
 use crate::topic::Topic;
 use crate::transport::{Connection, LocalNode, LogHead, Replay};
@@ -567,37 +565,16 @@ struct Reader<M> {
 
 /// Runs the reader, and runs it again whenever it ends while the server
 /// lives: it resumes from its cursor, so nothing is lost.
-async fn supervise<M>(reader: Arc<Reader<M>>, mut stopped: StopReport<M>)
+async fn supervise<M>(reader: Arc<Reader<M>>, stopped: StopReport<M>)
 where
     M: DeserializeOwned + Send + Sync + 'static,
 {
-    let mut backoff = Backoff::new(reader.config.reconnect_min, reader.config.reconnect_max);
-    loop {
-        let mut task = AbortOnDrop(tokio::spawn(Arc::clone(&reader).run()));
-        let ended = (&mut task.0).await;
-        if !reader.local.is_alive() {
-            stopped.disarm();
-            break;
-        }
-        reader.local.set_connection(Connection::Disconnected);
-        let reason = match ended {
-            Ok(()) => "it ended".to_owned(),
-            Err(error) if error.is_panic() => {
-                let payload = error.into_panic();
-                let reason = format!("it panicked: {}", panic_message(payload.as_ref()));
-                release_panic(payload);
-                reason
-            }
-            Err(error) => format!("it was stopped: {error}"),
-        };
-        tracing::error!(
-            stream = %reader.log.stream,
-            node = reader.local.node_name(),
-            "the Redis log reader stopped ({reason}): restarting it from its last entry"
-        );
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
-    tracing::debug!(stream = %reader.log.stream, "Redis log reader stopped");
+    let backoff = Backoff::new(reader.config.reconnect_min, reader.config.reconnect_max);
+    let task = format!("the Redis log reader of {}", reader.log.stream);
+    crate::net::supervise(stopped, backoff, &task, " from its last entry", || {
+        Arc::clone(&reader).run()
+    })
+    .await;
 }
 
 impl<M> Reader<M>
