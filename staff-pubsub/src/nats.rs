@@ -1507,7 +1507,26 @@ impl<M> LogReader<M>
 where
     M: DeserializeOwned + Send + Sync + 'static,
 {
-    async fn run(mut self, mut stopped: StopReport<M>) {
+    /// Reads until the server is gone; restarted from where it was if its
+    /// task ends otherwise (a panic that escaped it). The state sits behind an async mutex, released
+    /// when the task unwinds, so a restart goes on from the last entry read.
+    async fn run(self, stopped: StopReport<M>) {
+        let task = format!("the NATS log reader of stream {}", self.log.stream);
+        let reader = Arc::new(tokio::sync::Mutex::new(self));
+        crate::net::supervise(
+            stopped,
+            crate::net::Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
+            &task,
+            " from its last entry",
+            move || {
+                let reader = Arc::clone(&reader);
+                async move { reader.lock().await.read().await }
+            },
+        )
+        .await;
+    }
+
+    async fn read(&mut self) {
         let mut backoff =
             crate::net::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
@@ -1530,7 +1549,6 @@ where
                 }
             }
         }
-        stopped.disarm();
     }
 
     /// Binds the stream, checks what was lost, and delivers from a new
@@ -1613,10 +1631,12 @@ where
                     "JetStream sequence number {seq} is past a position's 48 bits"
                 )));
             };
+            // Past it before handling it: a message whose own code brings
+            // the task down is not read again by the restarted reader.
+            self.next = seq + 1;
             if !self.inbound.handle_logged(&message.payload, position) {
                 return Ok(Ended::Gone);
             }
-            self.next = seq + 1;
         }
     }
 
