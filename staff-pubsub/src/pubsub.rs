@@ -637,7 +637,10 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// replayed), or [`Gap::ReplayLimit`] (more log entries than the
     /// transport's replay limit are after `after`; nothing is replayed).
     /// A position ahead of this node (a consumer that read another node's
-    /// log further) replays nothing and skips the live messages up to it.
+    /// log further) replays nothing and skips the live messages up to it,
+    /// unless the engine's log ends before it (the engine lost its last
+    /// writes, and their sequence numbers will name other entries): then
+    /// [`Gap::LogLost`] comes first and nothing is skipped.
     ///
     /// # Errors
     ///
