@@ -69,6 +69,39 @@ async fn kill_readers(admin: &mut MultiplexedConnection) -> usize {
     killed
 }
 
+/// Adds the ACL user `sub`, which a test can lock out; returns its URL.
+async fn add_subscriber_user(server: &RedisServer, admin: &mut MultiplexedConnection) -> String {
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sub", "on", ">pw", "~*", "&*", "+@all"])
+        .query_async(admin)
+        .await
+        .expect("ACL SETUSER");
+    format!("redis://sub:pw@127.0.0.1:{}", server.port())
+}
+
+/// The user `sub` can no longer log in, and its connections are cut.
+async fn lock_out_subscriber(admin: &mut MultiplexedConnection) {
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sub", "off"])
+        .query_async(admin)
+        .await
+        .expect("ACL SETUSER off");
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", "sub"])
+        .query_async(admin)
+        .await
+        .expect("CLIENT KILL USER");
+}
+
+/// The user `sub` can log in again.
+async fn let_subscriber_in(admin: &mut MultiplexedConnection) {
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sub", "on"])
+        .query_async(admin)
+        .await
+        .expect("ACL SETUSER on");
+}
+
 /// The next message and its position, failing on anything else.
 async fn next(subscription: &mut Subscription<u64>) -> (u64, Position) {
     match within("a message", subscription.recv_with_position()).await {
@@ -181,14 +214,9 @@ async fn an_outage_longer_than_the_retention_is_one_gap_naming_the_trimmed_range
     let server = RedisServer::start().await;
     let mut admin = server.connection().await;
     // The subscriber logs in as its own user, which the test can lock out.
-    let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "sub", "on", ">pw", "~*", "&*", "+@all"])
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER");
+    let sub_url = add_subscriber_user(&server, &mut admin).await;
     let retention = Retention::entries(100);
     let publisher = node(server.url(), "publisher", retention.clone()).await;
-    let sub_url = format!("redis://sub:pw@127.0.0.1:{}", server.port());
     let subscriber = node(sub_url, "subscriber", retention).await;
     let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
 
@@ -204,16 +232,7 @@ async fn an_outage_longer_than_the_retention_is_one_gap_naming_the_trimmed_range
     let read_up_to = read_up_to.expect("ten read");
 
     // Lock the subscriber out and cut its connections: it cannot reconnect.
-    let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "sub", "off"])
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER off");
-    let _: redis::Value = redis::cmd("CLIENT")
-        .arg(&["KILL", "USER", "sub"])
-        .query_async(&mut admin)
-        .await
-        .expect("CLIENT KILL USER");
+    lock_out_subscriber(&mut admin).await;
     within(
         "the subscriber to notice",
         subscriber.wait_for_connection(Connection::Disconnected),
@@ -244,11 +263,7 @@ async fn an_outage_longer_than_the_retention_is_one_gap_naming_the_trimmed_range
         "the outage outlived the retention"
     );
 
-    let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "sub", "on"])
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER on");
+    let_subscriber_in(&mut admin).await;
     let gap = within("the gap", subscription.recv()).await;
     assert_eq!(
         gap,
@@ -471,14 +486,9 @@ async fn entries_written_by_hand_or_a_lost_meta_hash_are_never_delivered_as_ours
 async fn a_node_away_while_the_log_restarted_reads_the_new_log_from_its_start() {
     let server = RedisServer::start().await;
     let mut admin = server.connection().await;
-    let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "sub", "on", ">pw", "~*", "&*", "+@all"])
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER");
+    let sub_url = add_subscriber_user(&server, &mut admin).await;
     let retention = Retention::entries(1_000);
     let publisher = node(server.url(), "publisher", retention.clone()).await;
-    let sub_url = format!("redis://sub:pw@127.0.0.1:{}", server.port());
     let subscriber = node(sub_url, "subscriber", retention).await;
     let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
     for n in 0..5 {
@@ -488,16 +498,7 @@ async fn a_node_away_while_the_log_restarted_reads_the_new_log_from_its_start() 
         assert_eq!(next(&mut subscription).await.0, n);
     }
 
-    let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "sub", "off"])
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER off");
-    let _: redis::Value = redis::cmd("CLIENT")
-        .arg(&["KILL", "USER", "sub"])
-        .query_async(&mut admin)
-        .await
-        .expect("CLIENT KILL USER");
+    lock_out_subscriber(&mut admin).await;
     within(
         "the subscriber to notice",
         subscriber.wait_for_connection(Connection::Disconnected),
@@ -513,11 +514,7 @@ async fn a_node_away_while_the_log_restarted_reads_the_new_log_from_its_start() 
     for n in 5..8 {
         publisher.broadcast([ROOMS], n).await.expect("sent");
     }
-    let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "sub", "on"])
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER on");
+    let_subscriber_in(&mut admin).await;
     assert_eq!(
         within("the gap", subscription.recv()).await,
         Err(RecvError::Gap(Gap::LogLost))

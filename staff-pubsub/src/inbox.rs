@@ -187,8 +187,14 @@ impl<M> Inbox<M> {
     }
 
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Taken<M>> {
+        self.poll_with(cx, State::take)
+    }
+
+    /// The next item `take` finds, or `Pending` with the waker kept.
+    #[inline]
+    fn poll_with<T>(&self, cx: &mut Context<'_>, take: fn(&mut State<M>) -> Option<T>) -> Poll<T> {
         let mut state = self.state.lock();
-        if let Some(item) = state.take() {
+        if let Some(item) = take(&mut state) {
             return Poll::Ready(item);
         }
         match &state.waker {
@@ -212,15 +218,7 @@ impl<M> Inbox<M> {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Arc<M>, RecvError>> {
-        let mut state = self.state.lock();
-        if let Some(item) = state.take_message() {
-            return Poll::Ready(item);
-        }
-        match &state.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.waker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        self.poll_with(cx, State::take_message)
     }
 
     /// The number of messages queued (the gap marker is not one).
