@@ -527,16 +527,15 @@ where
                 )))
             }
         };
-        let inbound = Arc::new(Inbound {
-            local: local.clone(),
-            engine: "NATS",
-            source: Arc::clone(&namespace),
-            max_message_size: config.max_message_size,
+        let inbound = Arc::new(Inbound::new(
+            local.clone(),
+            "NATS",
+            Arc::clone(&namespace),
+            config.max_message_size,
             // One topic per envelope on a topic's subject; a direct
             // broadcast lists a broadcast's topics.
-            max_topics: wire::DEFAULT_MAX_TOPICS,
-            conflict_log: RateLimit::default(),
-        });
+            wire::DEFAULT_MAX_TOPICS,
+        ));
         if let Some(retention) = config.durable.clone() {
             return Self::connect_durable(
                 config, retention, local, client, events, inbound, runtime, secrets, shown,

@@ -350,12 +350,34 @@ pub(crate) struct Inbound<M> {
     pub(crate) max_message_size: usize,
     pub(crate) max_topics: usize,
     pub(crate) conflict_log: RateLimit,
+    /// How this node's own `except_origin` envelopes begin
+    /// ([`wire::own_prefix`]): they are skipped before any decoding.
+    own_prefix: Box<[u8]>,
 }
 
 impl<M> Inbound<M>
 where
     M: DeserializeOwned + Send + Sync + 'static,
 {
+    pub(crate) fn new(
+        local: LocalNode<M>,
+        engine: &'static str,
+        source: Arc<str>,
+        max_message_size: usize,
+        max_topics: usize,
+    ) -> Self {
+        let own_prefix = wire::own_prefix(local.node_name(), local.instance()).into();
+        Self {
+            local,
+            engine,
+            source,
+            max_message_size,
+            max_topics,
+            conflict_log: RateLimit::default(),
+            own_prefix,
+        }
+    }
+
     /// Decodes and dispatches one envelope; skips, counts and logs anything
     /// malformed, and a panic of the message's own code (its
     /// `Deserialize`, or the `Drop` of a message evicted from a full
@@ -449,6 +471,13 @@ where
             // Read, whatever becomes of it: a resume replays from the log
             // up to here. Dispatching records it again, harmlessly.
             self.local.set_log_head(position.log(), position.seq());
+        }
+        // This node's own broadcast, which it dispatched at the call: every
+        // node reads its own envelopes back, and most of what a busy sender
+        // reads is its own. Only this node writes its instance id (64
+        // random bits), so nothing that decodes differently is skipped.
+        if !self.own_prefix.is_empty() && bytes.starts_with(&self.own_prefix) {
+            return self.local.is_alive();
         }
         let me = self.local.node_name();
         let instance = self.local.instance();

@@ -380,13 +380,14 @@ where
         if let Some(retention) = config.durable.clone() {
             return Self::connect_durable(config, retention, local).await;
         }
-        let opened = open(config, local, |local, channel, config| Inbound {
-            local,
-            engine: "Redis",
-            source: channel,
-            max_message_size: config.max_message_size,
-            max_topics: config.max_topics,
-            conflict_log: RateLimit::default(),
+        let opened = open(config, local, |local, channel, config| {
+            Inbound::new(
+                local,
+                "Redis",
+                channel,
+                config.max_message_size,
+                config.max_topics,
+            )
         })
         .await?;
         Ok(Self {
@@ -413,14 +414,13 @@ where
             shown,
         ));
         let channel: Arc<str> = Arc::from(config.namespace.as_str());
-        let inbound = Inbound {
+        let inbound = Inbound::new(
             local,
-            engine: "Redis",
-            source: Arc::from(config.log_key()),
-            max_message_size: config.max_message_size,
-            max_topics: config.max_topics,
-            conflict_log: RateLimit::default(),
-        };
+            "Redis",
+            Arc::from(config.log_key()),
+            config.max_message_size,
+            config.max_topics,
+        );
         let (log, supervisor) = durable::open(
             &config,
             retention,

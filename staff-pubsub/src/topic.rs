@@ -226,7 +226,7 @@ impl<'a> TopicKey<'a> {
     pub(crate) fn matches(&self, topic: &Topic) -> bool {
         self.id == topic.id
             && ((self.name.as_ptr() == topic.name.as_ptr() && self.name.len() == topic.name.len())
-                || self.name == topic.name)
+                || same_name(self.name.as_bytes(), topic.name.as_bytes()))
     }
 }
 
@@ -261,6 +261,28 @@ fn name_word(name: &[u8]) -> u64 {
         name.iter()
             .fold(len as u64, |word, &byte| word << 8 | u64::from(byte))
     }
+}
+
+/// Whether two names are equal. A name of 8 to 16 bytes (every stock
+/// name) is compared as two overlapping words, inline, instead of through
+/// `memcmp`: the same name from another crate is a copy of the literal at
+/// another address, so the pointer check above misses for it.
+#[inline]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    if !(8..=16).contains(&len) {
+        return a == b;
+    }
+    // Both `get`s are in bounds (8 <= len): the `None` arms never run.
+    let word = |bytes: Option<&[u8]>| {
+        bytes
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map(u64::from_ne_bytes)
+    };
+    word(a.get(..8)) == word(b.get(..8)) && word(a.get(len - 8..)) == word(b.get(len - 8..))
 }
 
 impl fmt::Display for TopicKey<'_> {
@@ -336,6 +358,22 @@ mod tests {
         TopicKind::keyed("chat:room"),
     ];
     const ID: &str = "019ab6a3-c1c6-748b-9697-6c080717373b";
+
+    #[test]
+    fn names_are_equal_exactly_when_their_bytes_are() {
+        // Every length around the word-compare range, and a difference at
+        // every byte: the two overlapping words must cover the whole name.
+        for len in 0_usize..=20 {
+            let name: Vec<u8> = (0..len).map(|i| b'a' + i as u8).collect();
+            assert!(same_name(&name, &name.clone()), "len {len}");
+            assert!(!same_name(&name, &name[..len.saturating_sub(1)]) || len == 0);
+            for at in 0..len {
+                let mut other = name.clone();
+                other[at] = b'Z';
+                assert!(!same_name(&name, &other), "len {len}, differs at {at}");
+            }
+        }
+    }
 
     #[test]
     fn parse_round_trips_display() {

@@ -205,6 +205,34 @@ pub fn encode<M: Serialize>(
     Ok(bytes)
 }
 
+/// The first bytes of every envelope that [`encode`] writes for a broadcast
+/// in [`Mode::ExceptOrigin`] from `origin` with instance id `instance`, up
+/// to and including the comma after `mode`. A node that finds them at the
+/// start of an envelope knows, without decoding it, that the envelope is
+/// its own and not for it (the sender dispatched it at the call).
+pub(crate) fn own_prefix(origin: &str, instance: u64) -> Vec<u8> {
+    let outgoing = Outgoing {
+        v: VERSION,
+        origin,
+        instance: Some(Instance(instance)),
+        mode: "except_origin",
+        target: None,
+        topics: &[],
+        message: &(),
+    };
+    // A `&str`, a `u64` and unit always serialize; an empty prefix (never)
+    // would only make the skip never apply.
+    let mut bytes = serde_json::to_vec(&outgoing).unwrap_or_default();
+    // The origin is an escaped JSON string: it cannot hold `,"topics":`,
+    // whose quote would be escaped; the last one is the field's.
+    let end = bytes
+        .windows(10)
+        .rposition(|window| window == b",\"topics\":")
+        .map_or(0, |at| at + 1);
+    bytes.truncate(end);
+    bytes
+}
+
 /// The envelope as read: every field optional, so that the version can be
 /// checked before anything else is required.
 #[derive(Deserialize)]
@@ -403,6 +431,50 @@ mod tests {
             message: &message,
         };
         encode(&envelope, MAX).unwrap()
+    }
+
+    /// `own_prefix` starts exactly the envelopes `is_for` refuses to their
+    /// sender: its own `except_origin` ones, whatever the name holds.
+    #[test]
+    fn the_own_prefix_starts_exactly_the_senders_except_origin_envelopes() {
+        let message = membership();
+        let topics = topics();
+        let names = [
+            "node-a",
+            "a",
+            "ab",
+            "q\"uote,\"topics\":[]",
+            "back\\slash",
+            "ünï",
+            "",
+        ];
+        for me in names {
+            let prefix = own_prefix(me, 0x2a);
+            assert!(prefix.ends_with(br#""mode":"except_origin","#), "{me:?}");
+            for origin in names {
+                for instance in [Some(0x2a), Some(0x2b), None] {
+                    for mode in [Mode::All, Mode::ExceptOrigin, Mode::Only(me)] {
+                        let envelope = Envelope {
+                            origin,
+                            instance,
+                            mode,
+                            topics: &topics,
+                            message: &message,
+                        };
+                        let bytes = encode(&envelope, MAX).unwrap();
+                        let skipped = bytes.starts_with(&prefix);
+                        let for_me = decode(&bytes, MAX).unwrap().is_for(me, 0x2a);
+                        let own = origin == me && instance == Some(0x2a);
+                        assert_eq!(
+                            skipped,
+                            own && mode == Mode::ExceptOrigin,
+                            "{me:?} {origin:?} {instance:?} {mode:?}"
+                        );
+                        assert!(!(skipped && for_me), "{me:?} {origin:?} {mode:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
