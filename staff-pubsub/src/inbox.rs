@@ -10,11 +10,17 @@
 //! it, so a subscriber that reloads its state on a gap never applies an
 //! older message over the fresh state.
 //!
+//! An inbox on a wide topic may read the topic's shared ring instead of a
+//! queue of its own ([`Queue::Ring`], see `ring.rs`): the same rules hold,
+//! the ring standing for the queue (its capacity is the server's too), and
+//! the gap marker being a position in the ring.
+//!
 //! Invariants: for every inbox, messages popped + misses reported + misses
 //! still pending + messages still queued == messages pushed (while fewer
 //! than 2^62 misses are pending, where their count saturates). The queue
-//! holds at most one gap marker (an entry without a message), exactly while
-//! [`State::gap`] is set, and at most `capacity` messages besides it.
+//! holds at most one gap marker (an entry without a message; for a ring
+//! reader, `gap_at`), exactly while [`State::gap`] is set, and at most
+//! `capacity` messages besides it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,6 +29,7 @@ use std::task::{Context, Poll, Waker};
 use parking_lot::Mutex;
 
 use crate::log::{Gap, Position};
+use crate::ring::{Cursor, Read, Ring};
 use crate::RecvError;
 
 /// 72 bytes: the queue's capacity is the server's, passed to each push, and
@@ -43,9 +50,8 @@ struct Entry<M> {
 pub(crate) type Taken<M> = Result<(Arc<M>, Option<Position>), RecvError>;
 
 struct State<M> {
-    /// Grows on demand up to the capacity: an idle subscription allocates
-    /// no queue at all.
-    queue: VecDeque<Entry<M>>,
+    /// Where the messages are.
+    queue: Queue<M>,
     /// Messages dropped for lack of room and not yet reported (the low bits,
     /// [`MISSED`]), and the flag [`CLOSED`].
     word: u64,
@@ -53,6 +59,15 @@ struct State<M> {
     /// What the queued gap marker reports: set exactly while one is queued.
     /// Shared by every inbox a gap was signalled to at once.
     gap: Option<Arc<Gap>>,
+}
+
+/// The messages of an inbox: a queue of its own or a place in a wide
+/// topic's ring. The same size as the queue alone.
+enum Queue<M> {
+    /// Grows on demand up to the capacity: an idle subscription allocates
+    /// no queue at all.
+    Own(VecDeque<Entry<M>>),
+    Ring(Box<Cursor<M>>),
 }
 
 /// In [`State::word`]: the server is gone: nothing more will arrive once
@@ -68,7 +83,8 @@ pub(crate) enum Pushed {
     Queued,
     /// Queued after dropping the oldest queued message.
     QueuedDroppingOldest,
-    /// The inbox is closed.
+    /// The inbox is closed (or reads a ring, which the registry never
+    /// pushes to).
     Refused,
 }
 
@@ -76,7 +92,7 @@ impl<M> Inbox<M> {
     pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(State {
-                queue: VecDeque::new(),
+                queue: Queue::Own(VecDeque::new()),
                 word: 0,
                 waker: None,
                 gap: None,
@@ -97,19 +113,26 @@ impl<M> Inbox<M> {
         capacity: usize,
     ) -> (Pushed, Option<Arc<M>>) {
         let (waker, evicted, pushed) = {
-            let mut state = self.state.lock();
+            let mut guard = self.state.lock();
+            let state = &mut *guard;
+            // The registry pushes to a ring reader's ring, never to it.
+            let Queue::Own(queue) = &mut state.queue else {
+                debug_assert!(false, "a push to an inbox that reads a ring");
+                return (Pushed::Refused, None);
+            };
             if state.word & CLOSED != 0 {
                 return (Pushed::Refused, None);
             }
-            let evicted = if state.messages() >= capacity.max(1) {
+            let gap = state.gap.is_some();
+            let evicted = if queue.len() - usize::from(gap) >= capacity.max(1) {
                 if state.word & MISSED != MISSED {
                     state.word += 1;
                 }
-                state.pop_oldest_message()
+                pop_oldest_message(queue, gap)
             } else {
                 None
             };
-            state.queue.push_back(Entry {
+            queue.push_back(Entry {
                 message: Some(message),
                 position,
             });
@@ -126,6 +149,63 @@ impl<M> Inbox<M> {
         (pushed, evicted)
     }
 
+    /// Starts reading `ring` from its tail, if nothing is queued, pending
+    /// or closed here (a new subscription's inbox); returns whether it
+    /// does. Call under the lock of the topic's registry shard.
+    pub(crate) fn join_ring(&self, ring: &Arc<Ring<M>>) -> bool {
+        let mut state = self.state.lock();
+        let fresh = matches!(&state.queue, Queue::Own(queue) if queue.is_empty())
+            && state.word == 0
+            && state.gap.is_none();
+        if fresh {
+            state.queue = Queue::Ring(Box::new(ring.cursor()));
+        }
+        fresh
+    }
+
+    /// Stops reading a ring, if it does: what it had still to read moves
+    /// into a queue of its own, in order, with the lag and the gap marker
+    /// where they were. Call under the lock of the ring's registry shard.
+    pub(crate) fn leave_ring(&self) {
+        let mut state = self.state.lock();
+        let State {
+            queue, word, gap, ..
+        } = &mut *state;
+        let Queue::Ring(cursor) = queue else {
+            return;
+        };
+        let gap_at = gap.is_some().then_some(cursor.gap_at);
+        let (lost, unread) = cursor.leave();
+        *word = (*word & CLOSED) | ((*word & MISSED).saturating_add(lost)).min(MISSED);
+        let mut own = VecDeque::with_capacity(unread.len() + usize::from(gap_at.is_some()));
+        let mut marker = gap_at;
+        for (seq, message, position) in unread {
+            if marker.is_some_and(|at| at <= seq) {
+                own.push_back(Entry {
+                    message: None,
+                    position: None,
+                });
+                marker = None;
+            }
+            own.push_back(Entry {
+                message: Some(message),
+                position,
+            });
+        }
+        if marker.is_some() {
+            own.push_back(Entry {
+                message: None,
+                position: None,
+            });
+        }
+        *queue = Queue::Own(own);
+    }
+
+    /// Whether it reads a ring.
+    pub(crate) fn reads_ring(&self) -> bool {
+        matches!(self.state.lock().queue, Queue::Ring(_))
+    }
+
     /// Marks a gap after every message queued so far: receiving reports
     /// [`RecvError::Gap`] with `gap` after them and before any message
     /// queued later. A second gap before the first is received moves the
@@ -139,7 +219,9 @@ impl<M> Inbox<M> {
         self.update(|state| {
             match state.gap.take() {
                 Some(waiting) => {
-                    state.queue.retain(|entry| entry.message.is_some());
+                    if let Queue::Own(queue) = &mut state.queue {
+                        queue.retain(|entry| entry.message.is_some());
+                    }
                     state.gap = Some(Arc::new(waiting.merge(**gap)));
                 }
                 None => {
@@ -147,10 +229,13 @@ impl<M> Inbox<M> {
                     state.gap = Some(Arc::clone(gap));
                 }
             }
-            state.queue.push_back(Entry {
-                message: None,
-                position: None,
-            });
+            match &mut state.queue {
+                Queue::Own(queue) => queue.push_back(Entry {
+                    message: None,
+                    position: None,
+                }),
+                Queue::Ring(cursor) => cursor.gap_at = cursor.ring.tail(),
+            }
         });
         new
     }
@@ -197,9 +282,21 @@ impl<M> Inbox<M> {
         if let Some(item) = take(&mut state) {
             return Poll::Ready(item);
         }
-        match &state.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.waker = Some(cx.waker().clone()),
+        let changed = match &state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => false,
+            _ => {
+                state.waker = Some(cx.waker().clone());
+                true
+            }
+        };
+        // A ring reader also waits on the ring; if a message came meanwhile,
+        // it is read now rather than waited for.
+        if let Queue::Ring(cursor) = &mut state.queue {
+            if cursor.wait(cx.waker(), changed) {
+                if let Some(item) = take(&mut state) {
+                    return Poll::Ready(item);
+                }
+            }
         }
         Poll::Pending
     }
@@ -227,30 +324,37 @@ impl<M> Inbox<M> {
     }
 }
 
+/// Removes the oldest message, leaving a gap marker in front of it in
+/// place: the marker stays after the messages that preceded the gap.
+#[inline]
+fn pop_oldest_message<M>(queue: &mut VecDeque<Entry<M>>, gap: bool) -> Option<Arc<M>> {
+    match queue.front() {
+        Some(Entry { message: None, .. }) if gap => queue.remove(1).and_then(|entry| entry.message),
+        _ => queue.pop_front().and_then(|entry| entry.message),
+    }
+}
+
 impl<M> State<M> {
     fn messages(&self) -> usize {
-        self.queue.len() - usize::from(self.gap.is_some())
-    }
-
-    /// Removes the oldest message, leaving a gap marker in front of it in
-    /// place: the marker stays after the messages that preceded the gap.
-    fn pop_oldest_message(&mut self) -> Option<Arc<M>> {
-        match self.queue.front() {
-            Some(Entry { message: None, .. }) => {
-                self.queue.remove(1).and_then(|entry| entry.message)
-            }
-            _ => self.queue.pop_front().and_then(|entry| entry.message),
+        match &self.queue {
+            Queue::Own(queue) => queue.len() - usize::from(self.gap.is_some()),
+            Queue::Ring(cursor) => cursor.len(),
         }
     }
 
     #[inline]
     fn take_message(&mut self) -> Option<Result<Arc<M>, RecvError>> {
+        let Queue::Own(queue) = &mut self.queue else {
+            return self
+                .take_from_ring()
+                .map(|item| item.map(|(message, _)| message));
+        };
         let missed = self.word & MISSED;
         if missed > 0 {
             self.word &= !MISSED;
             return Some(Err(RecvError::Lagged(missed)));
         }
-        match self.queue.pop_front() {
+        match queue.pop_front() {
             Some(Entry {
                 message: Some(message),
                 ..
@@ -268,18 +372,41 @@ impl<M> State<M> {
     }
 
     fn take(&mut self) -> Option<Taken<M>> {
+        let Queue::Own(queue) = &mut self.queue else {
+            return self.take_from_ring();
+        };
         let missed = self.word & MISSED;
         if missed > 0 {
             self.word &= !MISSED;
             return Some(Err(RecvError::Lagged(missed)));
         }
-        match self.queue.pop_front() {
+        match queue.pop_front() {
             Some(Entry {
                 message: Some(message),
                 position,
             }) => Some(Ok((message, position))),
             Some(Entry { message: None, .. }) => Some(Err(RecvError::Gap(self.take_gap()))),
             None => (self.word & CLOSED != 0).then_some(Err(RecvError::Closed)),
+        }
+    }
+
+    /// [`take`](Self::take) for a ring reader: the same order (lag, then
+    /// the gap where it was marked, then messages, then closed).
+    fn take_from_ring(&mut self) -> Option<Taken<M>> {
+        let missed = self.word & MISSED;
+        if missed > 0 {
+            self.word &= !MISSED;
+            return Some(Err(RecvError::Lagged(missed)));
+        }
+        let Queue::Ring(cursor) = &mut self.queue else {
+            return None;
+        };
+        let marker = self.gap.is_some().then_some(cursor.gap_at);
+        match cursor.read(marker) {
+            Read::Lost(lost) => Some(Err(RecvError::Lagged(lost.min(MISSED)))),
+            Read::Message(message, position) => Some(Ok((message, position))),
+            Read::Gap => Some(Err(RecvError::Gap(self.take_gap()))),
+            Read::Empty => (self.word & CLOSED != 0).then_some(Err(RecvError::Closed)),
         }
     }
 }

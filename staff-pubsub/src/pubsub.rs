@@ -434,6 +434,16 @@ impl<M> Default for Builder<M> {
 impl<M: Send + Sync + 'static> Builder<M> {
     /// How many messages one subscription queues before the oldest are
     /// dropped and reported as [`RecvError::Lagged`]. At least 1.
+    ///
+    /// A wide topic shares one queue among its subscribers: once a topic
+    /// has 32 subscriptions on this server, each new subscription on that
+    /// topic alone reads the topic's shared ring of `capacity` slots (one
+    /// per message, however many read it) instead of a queue of its own.
+    /// What it receives is the same, and so are the counts of
+    /// [`PubSub::stats`]. The ring keeps its last `capacity` messages until
+    /// newer ones replace them, or until the last subscription reading it
+    /// leaves the topic: a message's last reference may outlive its last
+    /// receive by that much.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
@@ -605,8 +615,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             });
         }
         let inbox = Arc::new(Inbox::new());
+        // On one topic only, a new subscription may read a wide topic's
+        // shared ring.
+        let sole = topics.as_slice().len() == 1;
         for topic in topics.as_slice() {
-            if core.registry.insert(*topic, Arc::clone(&inbox)) {
+            if core.registry.insert(*topic, Arc::clone(&inbox), sole) {
                 core.interest_changed(*topic, true);
             }
         }
@@ -800,10 +813,23 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     where
         T: AsRef<[Topic]> + Send + 'a,
     {
+        let except = self.excluded(from);
         let shared = self
-            .dispatch(topics.as_ref(), message, Some(&from.inbox), true)
+            .dispatch(topics.as_ref(), message, Some(except), true)
             .1;
         self.network(topics, shared)
+    }
+
+    /// `from`'s inbox, to be left out of a dispatch. If it reads a wide
+    /// topic's ring of this server (where every reader has the one slot),
+    /// it gets a queue of its own first.
+    fn excluded<'s>(&self, from: &'s Subscription<M>) -> &'s Arc<Inbox<M>> {
+        if std::ptr::eq(from.core.as_ptr(), Arc::as_ptr(&self.core)) && from.inbox.reads_ring() {
+            for topic in from.topics.as_slice() {
+                self.core.registry.settle(topic, &from.inbox);
+            }
+        }
+        &from.inbox
     }
 
     /// As [`broadcast`](Self::broadcast), the future owning its handle on
@@ -864,7 +890,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         topics: &[Topic],
         message: M,
     ) -> u64 {
-        self.dispatch(topics, message, Some(&from.inbox), false).0
+        let except = self.excluded(from);
+        self.dispatch(topics, message, Some(except), false).0
     }
 
     /// Sends `message` to the subscribers of `topics` on one node only.
@@ -1536,10 +1563,17 @@ impl<M> Subscription<M> {
             return Err(Error::SubscriptionClosed);
         };
         let parked = self.topics.as_slice().is_empty();
+        if let [only] = self.topics.as_slice() {
+            if *only != topic && self.inbox.reads_ring() {
+                // A ring reader is on its one topic only: it gets a queue
+                // of its own first.
+                core.registry.settle(only, &self.inbox);
+            }
+        }
         if !self.topics.insert(topic) {
             return Ok(false);
         }
-        if core.registry.insert(topic, Arc::clone(&self.inbox)) {
+        if core.registry.insert(topic, Arc::clone(&self.inbox), false) {
             core.interest_changed(topic, true);
         }
         if parked {

@@ -33,6 +33,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::inbox::{Inbox, Pushed};
 use crate::log::Position;
+use crate::ring::{Ring, RING_FROM};
 use crate::topic::{Topic, TopicKey};
 
 pub(crate) struct Registry<M> {
@@ -94,46 +95,123 @@ enum Subscribers<M> {
     Many(Box<Crowd<M>>),
 }
 
+/// Two or more subscribers: those with a queue of their own, and those
+/// that read the topic's ring (see `ring.rs`: a subscription on this topic
+/// alone, made once the topic had [`RING_FROM`] subscribers).
 struct Crowd<M> {
     inboxes: Vec<Arc<Inbox<M>>>,
+    /// While `readers` is not empty.
+    ring: Option<Arc<Ring<M>>>,
+    readers: Vec<Arc<Inbox<M>>>,
+}
+
+impl<M> Crowd<M> {
+    fn len(&self) -> usize {
+        self.inboxes.len() + self.readers.len()
+    }
 }
 
 impl<M> Subscribers<M> {
-    fn as_slice(&self) -> &[Arc<Inbox<M>>] {
+    fn len(&self) -> usize {
         match self {
-            Self::One(inbox) => std::slice::from_ref(inbox),
-            Self::Many(crowd) => &crowd.inboxes,
+            Self::One(_) => 1,
+            Self::Many(crowd) => crowd.len(),
         }
     }
 
-    fn push(&mut self, inbox: Arc<Inbox<M>>) {
+    fn iter(&self) -> impl Iterator<Item = &Arc<Inbox<M>>> {
+        let (one, crowd) = match self {
+            Self::One(inbox) => (Some(inbox), None),
+            Self::Many(crowd) => (None, Some(crowd)),
+        };
+        one.into_iter().chain(
+            crowd
+                .into_iter()
+                .flat_map(|crowd| crowd.inboxes.iter().chain(&crowd.readers)),
+        )
+    }
+
+    /// Adds `inbox`: as a reader of the topic's ring if `sole` (it is on
+    /// this topic only, and new) and the topic has [`RING_FROM`]
+    /// subscribers already.
+    fn push(&mut self, inbox: Arc<Inbox<M>>, sole: bool, capacity: usize) {
         match self {
             Self::One(first) => {
                 let inboxes = vec![Arc::clone(first), inbox];
-                *self = Self::Many(Box::new(Crowd { inboxes }));
+                *self = Self::Many(Box::new(Crowd {
+                    inboxes,
+                    ring: None,
+                    readers: Vec::new(),
+                }));
             }
-            Self::Many(crowd) => crowd.inboxes.push(inbox),
+            Self::Many(crowd) => {
+                if sole && crowd.len() >= RING_FROM {
+                    let ring = crowd
+                        .ring
+                        .get_or_insert_with(|| Arc::new(Ring::new(capacity)));
+                    if inbox.join_ring(ring) {
+                        crowd.readers.push(inbox);
+                        return;
+                    }
+                }
+                crowd.inboxes.push(inbox);
+            }
         }
     }
 
-    /// Removes `inbox`; returns whether none is left.
-    fn remove(&mut self, inbox: &Arc<Inbox<M>>) -> bool {
+    /// Removes `inbox`; returns whether none is left, and the ring if its
+    /// last reader left (to be dropped after the shard's lock: it may hold
+    /// the last reference to messages).
+    fn remove(&mut self, inbox: &Arc<Inbox<M>>) -> (bool, Option<Arc<Ring<M>>>) {
         match self {
-            Self::One(only) => Arc::ptr_eq(only, inbox),
+            Self::One(only) => (Arc::ptr_eq(only, inbox), None),
             Self::Many(crowd) => {
-                let inboxes = &mut crowd.inboxes;
-                if let Some(at) = inboxes.iter().position(|s| Arc::ptr_eq(s, inbox)) {
-                    inboxes.swap_remove(at);
-                }
-                match inboxes.as_slice() {
-                    [] => true,
-                    [last] => {
-                        *self = Self::One(Arc::clone(last));
-                        false
+                let mut ring = None;
+                if let Some(at) = crowd.inboxes.iter().position(|s| Arc::ptr_eq(s, inbox)) {
+                    crowd.inboxes.swap_remove(at);
+                } else if let Some(at) = crowd.readers.iter().position(|s| Arc::ptr_eq(s, inbox)) {
+                    // What it had still to read stays readable, in a queue
+                    // of its own.
+                    inbox.leave_ring();
+                    crowd.readers.swap_remove(at);
+                    if crowd.readers.is_empty() {
+                        ring = crowd.ring.take();
                     }
-                    _ => false,
+                }
+                if crowd.len() > 1 {
+                    return (false, ring);
+                }
+                // One left at most: it keeps a queue of its own, inline.
+                if let Some(last) = crowd.readers.pop() {
+                    last.leave_ring();
+                    crowd.inboxes.push(last);
+                    ring = crowd.ring.take().or(ring);
+                }
+                match crowd.inboxes.pop() {
+                    None => (true, ring),
+                    Some(last) => {
+                        *self = Self::One(last);
+                        (false, ring)
+                    }
                 }
             }
+        }
+    }
+
+    /// Makes `inbox` read a queue of its own if it reads the ring. Returns
+    /// the ring if that was its last reader.
+    fn settle(&mut self, inbox: &Arc<Inbox<M>>) -> Option<Arc<Ring<M>>> {
+        let Self::Many(crowd) = self else {
+            return None;
+        };
+        let at = crowd.readers.iter().position(|s| Arc::ptr_eq(s, inbox))?;
+        inbox.leave_ring();
+        let reader = crowd.readers.swap_remove(at);
+        crowd.inboxes.push(reader);
+        if crowd.readers.is_empty() {
+            crowd.ring.take()
+        } else {
+            None
         }
     }
 }
@@ -185,13 +263,15 @@ impl<M> Registry<M> {
         &self.shards[index]
     }
 
-    /// Adds a subscriber; returns whether the topic is new.
-    pub(crate) fn insert(&self, topic: Topic, inbox: Arc<Inbox<M>>) -> bool {
+    /// Adds a subscriber; returns whether the topic is new. `sole`: the
+    /// inbox is new and on this topic only, so it may read the topic's
+    /// ring.
+    pub(crate) fn insert(&self, topic: Topic, inbox: Arc<Inbox<M>>, sole: bool) -> bool {
         let hash = self.hash(topic.as_key());
         let mut table = self.shard(hash).table.write();
         match table.find_mut(hash, |entry| entry.topic == topic) {
             Some(entry) => {
-                entry.subscribers.push(inbox);
+                entry.subscribers.push(inbox, sole, self.capacity);
                 false
             }
             None => {
@@ -213,14 +293,32 @@ impl<M> Registry<M> {
         let Ok(mut occupied) = table.find_entry(hash, |entry| entry.topic == *topic) else {
             return false;
         };
-        if !occupied.get_mut().subscribers.remove(inbox) {
+        let (gone, ring) = occupied.get_mut().subscribers.remove(inbox);
+        if !gone {
+            drop(table);
+            drop(ring);
             return false;
         }
         occupied.remove();
         count(&self.presence[presence_slot(hash)], false);
         // Give memory back after a wave of short-lived per-entity topics.
         shrink(&mut table, |entry| self.hash(entry.topic.as_key()));
+        drop(table);
+        drop(ring);
         true
+    }
+
+    /// Makes `inbox`, a subscriber of `topic`, read a queue of its own if
+    /// it reads the topic's ring (before a broadcast that excludes it: a
+    /// ring has one slot for every reader).
+    pub(crate) fn settle(&self, topic: &Topic, inbox: &Arc<Inbox<M>>) {
+        let hash = self.hash(topic.as_key());
+        let mut table = self.shard(hash).table.write();
+        let ring = table
+            .find_mut(hash, |entry| entry.topic == *topic)
+            .and_then(|entry| entry.subscribers.settle(inbox));
+        drop(table);
+        drop(ring);
     }
 
     /// Keeps `inbox`, which is on no topic now, until [`unpark`](Self::unpark)
@@ -295,11 +393,12 @@ impl<M> Registry<M> {
         let Some(entry) = table.find(hash, |entry| key.matches(&entry.topic)) else {
             return;
         };
-        for inbox in entry.subscribers.as_slice() {
+        let capacity = self.capacity;
+        let mut push = |inbox: &Arc<Inbox<M>>, message: Arc<M>| {
             if except.is_some_and(|except| Arc::ptr_eq(except, inbox)) {
-                continue;
+                return;
             }
-            match inbox.push_returning_evicted(share(), position, self.capacity) {
+            match inbox.push_returning_evicted(message, position, capacity) {
                 (Pushed::Queued, _) => tally.delivered += 1,
                 (Pushed::QueuedDroppingOldest, old) => {
                     tally.delivered += 1;
@@ -307,6 +406,23 @@ impl<M> Registry<M> {
                     evicted.extend(old);
                 }
                 (Pushed::Refused, _) => {}
+            }
+        };
+        match &entry.subscribers {
+            Subscribers::One(inbox) => push(inbox, share()),
+            Subscribers::Many(crowd) => {
+                for inbox in &crowd.inboxes {
+                    push(inbox, share());
+                }
+                // One slot for every reader: a reader is never `except`
+                // (the broadcast settled it first).
+                if let Some(ring) = &crowd.ring {
+                    let readers = crowd.readers.len();
+                    let (lost, old) = ring.push(share(), position, readers);
+                    tally.delivered += readers as u64;
+                    tally.lagged += lost;
+                    evicted.extend(old);
+                }
             }
         }
         drop(table);
@@ -339,7 +455,7 @@ impl<M> Registry<M> {
         let table = self.shard(hash).table.read();
         table
             .find(hash, |entry| entry.topic == *topic)
-            .map_or(0, |entry| entry.subscribers.as_slice().len())
+            .map_or(0, |entry| entry.subscribers.len())
     }
 
     pub(crate) fn topic_count(&self) -> usize {
@@ -362,7 +478,7 @@ impl<M> Registry<M> {
         let mut inboxes = Vec::new();
         for shard in self.shards.iter() {
             for entry in shard.table.read().iter() {
-                for inbox in entry.subscribers.as_slice() {
+                for inbox in entry.subscribers.iter() {
                     if seen.insert(Arc::as_ptr(inbox)) {
                         inboxes.push(Arc::clone(inbox));
                     }
@@ -394,6 +510,7 @@ fn shrink<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::Gap;
 
     /// The presence counters hold the module's invariant through churn,
     /// and a counted slot never hides a topic.
@@ -416,7 +533,7 @@ mod tests {
             let inbox = &inboxes[round % 3];
             if seed & (1 << 40) == 0 {
                 if held.insert((index, round % 3)) {
-                    registry.insert(topic, Arc::clone(inbox));
+                    registry.insert(topic, Arc::clone(inbox), false);
                 }
             } else if held.remove(&(index, round % 3)) {
                 registry.remove(&topic, inbox);
@@ -442,6 +559,160 @@ mod tests {
             .all(|count| count.load(Ordering::Relaxed) == 0));
     }
 
+    fn xorshift(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    /// Everything an inbox reports until it has nothing left.
+    fn drain(inbox: &Inbox<u64>) -> Vec<crate::inbox::Taken<u64>> {
+        std::iter::from_fn(|| inbox.try_take()).collect()
+    }
+
+    /// An inbox with a queue of its own and a ring reader that joined the
+    /// topic at the same time.
+    type Pair = (Arc<Inbox<u64>>, Arc<Inbox<u64>>);
+
+    /// A ring reader receives exactly what a subscriber with a queue of
+    /// its own receives (messages, lag reports, gaps, in the same order),
+    /// through pushes, gaps, late joins and leaving the ring; the server's
+    /// lag count is what the subscribers are told.
+    #[test]
+    fn a_ring_reader_receives_what_a_queue_of_its_own_would() {
+        for seed in [1_u64, 2, 3, 0x2545_f491_4f6c_dd1d] {
+            let mut seed = seed;
+            let capacity = 1 + (xorshift(&mut seed) % 6) as usize;
+            let registry = Registry::<u64>::new(1, capacity);
+            let topic = Topic::new("chat:rooms");
+            let background: Vec<_> = (0..RING_FROM).map(|_| Arc::new(Inbox::new())).collect();
+            for inbox in &background {
+                registry.insert(topic, Arc::clone(inbox), false);
+            }
+            // (own queue, ring reader) pairs that joined at the same time.
+            let mut pairs: Vec<Pair> = Vec::new();
+            let join = |pairs: &mut Vec<_>| {
+                let own = Arc::new(Inbox::new());
+                let reader = Arc::new(Inbox::new());
+                registry.insert(topic, Arc::clone(&own), false);
+                registry.insert(topic, Arc::clone(&reader), true);
+                assert!(reader.reads_ring() && !own.reads_ring());
+                pairs.push((own, reader));
+            };
+            join(&mut pairs);
+            let mut tally = Tally::default();
+            let mut reported_lag = 0;
+            for step in 0..6_000_u64 {
+                match xorshift(&mut seed) % 100 {
+                    0..=44 => {
+                        let message = Arc::new(step);
+                        let position = Position::new(1, step + 1);
+                        registry.deliver(
+                            topic.as_key(),
+                            || Arc::clone(&message),
+                            position,
+                            None,
+                            &mut tally,
+                        );
+                    }
+                    45..=49 => {
+                        let gap = Arc::new(Gap::Trimmed {
+                            first: Position::new(2, step + 1).unwrap(),
+                            missing: step % 7 + 1,
+                        });
+                        for (own, reader) in &pairs {
+                            assert_eq!(own.signal_gap(&gap), reader.signal_gap(&gap));
+                        }
+                    }
+                    50..=51 if pairs.len() < 4 => join(&mut pairs),
+                    52 => {
+                        // One reader leaves the ring (a broadcast excluding
+                        // it, or a second topic): its queue continues.
+                        if let Some((_, reader)) = pairs.iter().find(|(_, r)| r.reads_ring()) {
+                            registry.settle(&topic, reader);
+                            assert!(!reader.reads_ring());
+                        }
+                    }
+                    _ => {
+                        for (own, reader) in &pairs {
+                            assert_eq!(own.len(), reader.len(), "step {step}");
+                            let taken = own.try_take();
+                            assert_eq!(taken, reader.try_take(), "step {step}");
+                            if let Some(Err(crate::RecvError::Lagged(n))) = taken {
+                                reported_lag += 2 * n;
+                            }
+                        }
+                    }
+                }
+            }
+            for (own, reader) in &pairs {
+                let (own, reader) = (drain(own), drain(reader));
+                assert_eq!(own, reader);
+                for taken in own {
+                    if let Err(crate::RecvError::Lagged(n)) = taken {
+                        reported_lag += 2 * n;
+                    }
+                }
+            }
+            for inbox in &background {
+                for taken in drain(inbox) {
+                    if let Err(crate::RecvError::Lagged(n)) = taken {
+                        reported_lag += n;
+                    }
+                }
+            }
+            assert_eq!(tally.lagged, reported_lag, "capacity {capacity}");
+            // Leaving: the last reader takes the ring away; the topic goes
+            // with its last subscriber.
+            for (own, reader) in &pairs {
+                registry.remove(&topic, own);
+                registry.remove(&topic, reader);
+            }
+            for inbox in &background[1..] {
+                assert!(!registry.remove(&topic, inbox));
+            }
+            assert!(registry.remove(&topic, &background[0]));
+            assert_eq!(registry.topic_count(), 0);
+        }
+    }
+
+    /// A ring reader that leaves with messages unread keeps them, behind
+    /// the lag it had not been told of and with its gap where it was.
+    #[test]
+    fn leaving_the_ring_keeps_what_was_unread_in_order() {
+        let registry = Registry::<u64>::new(1, 3);
+        let topic = Topic::new("chat:rooms");
+        for _ in 0..RING_FROM {
+            registry.insert(topic, Arc::new(Inbox::new()), false);
+        }
+        let reader = Arc::new(Inbox::new());
+        registry.insert(topic, Arc::clone(&reader), true);
+        assert!(reader.reads_ring());
+        let mut tally = Tally::default();
+        let mut send = |n: u64| {
+            registry.deliver(topic.as_key(), || Arc::new(n), None, None, &mut tally);
+        };
+        send(1);
+        send(2);
+        reader.signal_gap(&Arc::new(Gap::Disconnected));
+        send(3);
+        send(4); // the ring holds 2, 3, 4: 1 is lost
+        assert_eq!(reader.len(), 3);
+        assert!(!registry.remove(&topic, &reader));
+        assert!(!reader.reads_ring());
+        assert_eq!(
+            drain(&reader),
+            [
+                Err(crate::RecvError::Lagged(1)),
+                Ok((Arc::new(2), None)),
+                Err(crate::RecvError::Gap(Gap::Disconnected)),
+                Ok((Arc::new(3), None)),
+                Ok((Arc::new(4), None)),
+            ]
+        );
+    }
+
     #[test]
     fn an_entry_is_56_bytes() {
         assert_eq!(std::mem::size_of::<Entry<()>>(), 56);
@@ -452,9 +723,9 @@ mod tests {
         let registry = Registry::<u32>::new(1, 8);
         let topic = Topic::new("chat:rooms");
         let inboxes: Vec<_> = (0..3).map(|_| Arc::new(Inbox::new())).collect();
-        assert!(registry.insert(topic, Arc::clone(&inboxes[0])));
-        assert!(!registry.insert(topic, Arc::clone(&inboxes[1])));
-        assert!(!registry.insert(topic, Arc::clone(&inboxes[2])));
+        assert!(registry.insert(topic, Arc::clone(&inboxes[0]), true));
+        assert!(!registry.insert(topic, Arc::clone(&inboxes[1]), true));
+        assert!(!registry.insert(topic, Arc::clone(&inboxes[2]), true));
         assert_eq!(registry.subscriber_count(&topic), 3);
         assert!(!registry.remove(&topic, &inboxes[1]));
         assert!(!registry.remove(&topic, &inboxes[0]));

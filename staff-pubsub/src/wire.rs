@@ -210,6 +210,7 @@ pub fn encode<M: Serialize>(
 /// to and including the comma after `mode`. A node that finds them at the
 /// start of an envelope knows, without decoding it, that the envelope is
 /// its own and not for it (the sender dispatched it at the call).
+#[cfg(any(feature = "redis", feature = "nats"))]
 pub(crate) fn own_prefix(origin: &str, instance: u64) -> Vec<u8> {
     let outgoing = Outgoing {
         v: VERSION,

@@ -1,0 +1,268 @@
+//! The shared queue of a wide topic: one slot per message, read by every
+//! subscription that reads the ring, instead of one push (a lock, a
+//! reference count and a wake-up) into each subscriber's own queue.
+//!
+//! A topic's ring exists while at least one subscription reads it. Which
+//! subscriptions read it is the registry's choice (see `registry.rs`): a
+//! subscription on exactly that one topic, made while the topic already had
+//! [`RING_FROM`] subscribers. Each reader keeps a [`Cursor`] in its inbox,
+//! and its inbox's state (lag not yet reported, gap, closed, waker) works as
+//! for a queue of its own: a reader sees exactly what a queue of the
+//! server's capacity would have held for it.
+//!
+//! Invariants (under the lock of [`Ring::slots`]):
+//! - the ring holds the messages of sequence numbers `head .. head + len`,
+//!   at most `capacity` of them; a message pushed gets the next sequence
+//!   number, and the oldest is dropped when the ring is full;
+//! - a slot's `unread` is the number of readers whose cursor is at or
+//!   before it (so that have it still to read), counted when it was pushed
+//!   (every reader at that moment) and decreased when one of them takes it
+//!   or leaves the ring with it unread (its unread messages then move into
+//!   its own queue). When a full ring drops a slot, its `unread` is the
+//!   number of copies lost, for the server's lag counter, as a full queue
+//!   of each of those readers would have dropped one each.
+//!
+//! Readers join and leave, and the set of readers is counted, under the
+//! write lock of the topic's registry shard; pushes run under its read
+//! lock. So the count a push records is the number of readers at that
+//! moment, and a reader joins at the ring's tail with nothing unread.
+//!
+//! Lock order: a reader holds its inbox's lock, then takes the slots' or
+//! the waiters' lock; a publisher takes the slots' lock, releases it, then
+//! the waiters' lock; it wakes readers after releasing both.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Waker;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::log::Position;
+
+/// Subscribers a topic has before a new subscription on it (and on no
+/// other topic) reads the topic's ring instead of a queue of its own. Below
+/// this, one push per subscriber costs less than a shared slot's reads.
+pub(crate) const RING_FROM: usize = 32;
+
+pub(crate) struct Ring<M> {
+    slots: RwLock<Slots<M>>,
+    waiters: Mutex<Waiters>,
+}
+
+struct Slots<M> {
+    /// The sequence number of the front slot.
+    head: u64,
+    queue: VecDeque<Slot<M>>,
+    capacity: usize,
+}
+
+struct Slot<M> {
+    message: Arc<M>,
+    position: Option<Position>,
+    /// Readers that still have this message to read (see the invariants).
+    unread: AtomicUsize,
+}
+
+/// The wakers of readers that found nothing to read. A reader registers
+/// once per `epoch`: a push takes every waker and starts a new epoch.
+struct Waiters {
+    epoch: u64,
+    wakers: Vec<Waker>,
+    /// The vector of the previous wake-up, kept for its allocation.
+    spare: Vec<Waker>,
+}
+
+/// A message a reader had still to read when it left: its sequence number,
+/// the message and its log position.
+pub(crate) type Unread<M> = (u64, Arc<M>, Option<Position>);
+
+/// A reader's place in a ring, kept in its inbox's state.
+pub(crate) struct Cursor<M> {
+    pub(crate) ring: Arc<Ring<M>>,
+    /// The sequence number of the next message to read.
+    pub(crate) next: u64,
+    /// Where the inbox's gap marker is, while it has one: after every
+    /// message before this sequence number.
+    pub(crate) gap_at: u64,
+    /// The waiters' epoch this reader registered in (`u64::MAX`: none).
+    epoch: u64,
+}
+
+/// What a reader finds at its cursor.
+pub(crate) enum Read<M> {
+    /// Messages it had not read were dropped from the full ring: this many.
+    Lost(u64),
+    /// Its gap marker.
+    Gap,
+    Message(Arc<M>, Option<Position>),
+    /// Nothing new.
+    Empty,
+}
+
+impl<M> Ring<M> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            slots: RwLock::new(Slots {
+                head: 0,
+                queue: VecDeque::new(),
+                capacity: capacity.max(1),
+            }),
+            waiters: Mutex::new(Waiters {
+                epoch: 0,
+                wakers: Vec::new(),
+                spare: Vec::new(),
+            }),
+        }
+    }
+
+    /// A cursor at the ring's tail: a reader joining now reads what is
+    /// pushed from now on. Call under the shard's write lock.
+    pub(crate) fn cursor(self: &Arc<Self>) -> Cursor<M> {
+        let slots = self.slots.read();
+        Cursor {
+            ring: Arc::clone(self),
+            next: slots.tail(),
+            gap_at: 0,
+            epoch: u64::MAX,
+        }
+    }
+
+    /// The sequence number the next message will get.
+    pub(crate) fn tail(&self) -> u64 {
+        self.slots.read().tail()
+    }
+
+    /// Adds a message for `readers` readers (every reader of the ring) and
+    /// wakes those waiting. Returns the copies lost by dropping the oldest
+    /// message from a full ring, and that message, to be released after
+    /// the caller's locks (it may be the last reference).
+    pub(crate) fn push(
+        &self,
+        message: Arc<M>,
+        position: Option<Position>,
+        readers: usize,
+    ) -> (u64, Option<Arc<M>>) {
+        let (lost, evicted) = {
+            let mut slots = self.slots.write();
+            let evicted = if slots.queue.len() >= slots.capacity {
+                slots.head += 1;
+                slots.queue.pop_front()
+            } else {
+                None
+            };
+            slots.queue.push_back(Slot {
+                message,
+                position,
+                unread: AtomicUsize::new(readers),
+            });
+            match evicted {
+                Some(slot) => (slot.unread.into_inner() as u64, Some(slot.message)),
+                None => (0, None),
+            }
+        };
+        self.wake_all();
+        (lost, evicted)
+    }
+
+    /// Wakes every waiting reader, outside the lock.
+    fn wake_all(&self) {
+        let mut woken = {
+            let mut waiters = self.waiters.lock();
+            if waiters.wakers.is_empty() {
+                return;
+            }
+            waiters.epoch = waiters.epoch.wrapping_add(1);
+            let spare = std::mem::take(&mut waiters.spare);
+            std::mem::replace(&mut waiters.wakers, spare)
+        };
+        for waker in woken.drain(..) {
+            waker.wake();
+        }
+        let mut waiters = self.waiters.lock();
+        if waiters.spare.capacity() < woken.capacity() {
+            waiters.spare = woken;
+        }
+    }
+}
+
+impl<M> Slots<M> {
+    fn tail(&self) -> u64 {
+        self.head + self.queue.len() as u64
+    }
+}
+
+impl<M> Cursor<M> {
+    /// The next item at the cursor, moving past it: lost messages first,
+    /// then the gap marker if it is at `marker`, then a message.
+    pub(crate) fn read(&mut self, marker: Option<u64>) -> Read<M> {
+        let slots = self.ring.slots.read();
+        if self.next < slots.head {
+            let lost = slots.head - self.next;
+            self.next = slots.head;
+            return Read::Lost(lost);
+        }
+        if marker.is_some_and(|at| at <= self.next) {
+            return Read::Gap;
+        }
+        // `head <= next <= tail` here: a cursor starts at the tail and
+        // moves one slot past a slot it read.
+        match usize::try_from(self.next - slots.head)
+            .ok()
+            .and_then(|at| slots.queue.get(at))
+        {
+            Some(slot) => {
+                self.next += 1;
+                slot.unread.fetch_sub(1, Ordering::Relaxed);
+                Read::Message(Arc::clone(&slot.message), slot.position)
+            }
+            None => Read::Empty,
+        }
+    }
+
+    /// The number of messages at and after the cursor still in the ring.
+    pub(crate) fn len(&self) -> usize {
+        let slots = self.ring.slots.read();
+        let from = self.next.max(slots.head);
+        usize::try_from(slots.tail() - from).unwrap_or(usize::MAX)
+    }
+
+    /// Registers `waker` to be woken by the next push, unless it is
+    /// registered already (`changed`: the inbox's waker is not the one
+    /// registered before). Then whether something was pushed meanwhile:
+    /// read again if so (a push that ran before the registration saw no
+    /// waker to wake).
+    pub(crate) fn wait(&mut self, waker: &Waker, changed: bool) -> bool {
+        {
+            let mut waiters = self.ring.waiters.lock();
+            if changed || waiters.epoch != self.epoch {
+                waiters.wakers.push(waker.clone());
+                self.epoch = waiters.epoch;
+            }
+        }
+        let slots = self.ring.slots.read();
+        self.next != slots.tail()
+    }
+
+    /// Leaves the ring: every message at and after the cursor, with the
+    /// count of those lost before it, for the reader's own queue. Call
+    /// under the shard's write lock.
+    pub(crate) fn leave(&mut self) -> (u64, Vec<Unread<M>>) {
+        let slots = self.ring.slots.read();
+        let lost = slots.head.saturating_sub(self.next);
+        let from = self.next.max(slots.head);
+        let skip = usize::try_from(from - slots.head).unwrap_or(usize::MAX);
+        let unread = slots
+            .queue
+            .iter()
+            .skip(skip)
+            .zip(from..)
+            .map(|(slot, seq)| {
+                slot.unread.fetch_sub(1, Ordering::Relaxed);
+                (seq, Arc::clone(&slot.message), slot.position)
+            })
+            .collect();
+        self.next = slots.tail();
+        (lost, unread)
+    }
+}
