@@ -64,13 +64,19 @@ struct Slot<M> {
     unread: AtomicUsize,
 }
 
-/// The wakers of readers that found nothing to read. A reader registers
-/// once per `epoch`: a push takes every waker and starts a new epoch.
+/// The wakers of readers that found nothing to read. A reader has at most
+/// one entry per `epoch`, at the index its cursor keeps: it replaces its
+/// waker there, and empties the entry when it leaves (the index is then
+/// free for the next reader to wait). A push takes every waker and starts a
+/// new epoch. So the list holds at most one waker per reader, none of a
+/// reader that left, and is no longer than the readers waiting at once.
 struct Waiters {
     epoch: u64,
-    wakers: Vec<Waker>,
+    wakers: Vec<Option<Waker>>,
+    /// Emptied entries of this epoch.
+    free: Vec<usize>,
     /// The vector of the previous wake-up, kept for its allocation.
-    spare: Vec<Waker>,
+    spare: Vec<Option<Waker>>,
 }
 
 /// A message a reader had still to read when it left: its sequence number,
@@ -85,8 +91,10 @@ pub(crate) struct Cursor<M> {
     /// Where the inbox's gap marker is, while it has one: after every
     /// message before this sequence number.
     pub(crate) gap_at: u64,
-    /// The waiters' epoch this reader registered in (`u64::MAX`: none).
+    /// The waiters' epoch this reader registered in (`u64::MAX`: none),
+    /// and its entry's index there.
     epoch: u64,
+    index: usize,
 }
 
 /// What a reader finds at its cursor.
@@ -111,6 +119,7 @@ impl<M> Ring<M> {
             waiters: Mutex::new(Waiters {
                 epoch: 0,
                 wakers: Vec::new(),
+                free: Vec::new(),
                 spare: Vec::new(),
             }),
         }
@@ -125,6 +134,7 @@ impl<M> Ring<M> {
             next: slots.tail(),
             gap_at: 0,
             epoch: u64::MAX,
+            index: 0,
         }
     }
 
@@ -173,10 +183,11 @@ impl<M> Ring<M> {
                 return;
             }
             waiters.epoch = waiters.epoch.wrapping_add(1);
+            waiters.free.clear();
             let spare = std::mem::take(&mut waiters.spare);
             std::mem::replace(&mut waiters.wakers, spare)
         };
-        for waker in woken.drain(..) {
+        for waker in woken.drain(..).flatten() {
             waker.wake();
         }
         let mut waiters = self.waiters.lock();
@@ -235,9 +246,24 @@ impl<M> Cursor<M> {
     pub(crate) fn wait(&mut self, waker: &Waker, changed: bool) -> bool {
         {
             let mut waiters = self.ring.waiters.lock();
-            if changed || waiters.epoch != self.epoch {
-                waiters.wakers.push(waker.clone());
+            if waiters.epoch != self.epoch {
                 self.epoch = waiters.epoch;
+                match waiters.free.pop() {
+                    Some(index) => {
+                        self.index = index;
+                        if let Some(entry) = waiters.wakers.get_mut(index) {
+                            *entry = Some(waker.clone());
+                        }
+                    }
+                    None => {
+                        self.index = waiters.wakers.len();
+                        waiters.wakers.push(Some(waker.clone()));
+                    }
+                }
+            } else if changed {
+                if let Some(entry) = waiters.wakers.get_mut(self.index) {
+                    *entry = Some(waker.clone());
+                }
             }
         }
         let slots = self.ring.slots.read();
@@ -264,5 +290,50 @@ impl<M> Cursor<M> {
             .collect();
         self.next = slots.tail();
         (lost, unread)
+    }
+}
+
+impl<M> Drop for Cursor<M> {
+    /// A reader that leaves (its inbox goes back to a queue of its own, or
+    /// is dropped) takes its waker out of the ring.
+    fn drop(&mut self) {
+        let waiters = &mut *self.ring.waiters.lock();
+        if waiters.epoch == self.epoch {
+            if let Some(entry) = waiters.wakers.get_mut(self.index) {
+                if entry.take().is_some() {
+                    waiters.free.push(self.index);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    /// Readers that wait and leave one after another, on a topic nobody
+    /// broadcasts to, reuse one entry of the waiters' list.
+    #[test]
+    fn the_waiters_list_is_as_long_as_the_readers_waiting_at_once() {
+        let ring = Arc::new(Ring::<u32>::new(4));
+        let waker = Waker::noop();
+        for _ in 0..1_000 {
+            let mut cursor = ring.cursor();
+            assert!(!cursor.wait(waker, true));
+            drop(cursor);
+        }
+        assert_eq!(ring.waiters.lock().wakers.len(), 1);
+        let mut cursors: Vec<_> = (0..3).map(|_| ring.cursor()).collect();
+        for cursor in &mut cursors {
+            cursor.wait(waker, true);
+            // Waiting again in the same epoch keeps the one entry.
+            cursor.wait(waker, true);
+        }
+        assert_eq!(ring.waiters.lock().wakers.len(), 3);
+        ring.push(Arc::new(1), None, 3);
+        assert!(ring.waiters.lock().wakers.is_empty());
     }
 }
