@@ -421,6 +421,44 @@ async fn garbage_on_the_channel_is_skipped_and_counted_and_valid_messages_still_
     assert_eq!(stats.received, 2);
 }
 
+/// A node skips its own `except_origin` envelopes unread, by their first
+/// bytes: anything that begins so is skipped uncounted, unless it is too
+/// large (then it is refused and counted as any other); its own envelopes
+/// in another mode are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_begin_as_the_nodes_own_broadcast_are_skipped_unread() {
+    let server = RedisServer::start().await;
+    let b = node_with("b", config(&server).max_message_size(4096)).await;
+    let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
+    let mut connection = server.connection().await;
+    let instance = format!("{:016x}", b.local_node().instance());
+    let own = format!(r#"{{"v":1,"origin":"b","instance":"{instance}","mode":"except_origin","#);
+
+    // Unread: not even checked for JSON.
+    publish_raw(
+        &mut connection,
+        NAMESPACE,
+        format!("{own}garbage").as_bytes(),
+    )
+    .await;
+    // Too large: refused and counted, as any oversize message.
+    let oversize = format!("{own}{}", "x".repeat(5000));
+    publish_raw(&mut connection, NAMESPACE, oversize.as_bytes()).await;
+    // Its own name and instance in mode `all`: for it, delivered.
+    let message = serde_json::to_value(team("own, for all")).unwrap();
+    let all = json!({ "v": 1, "origin": "b", "instance": instance, "mode": "all", "topics": ["staff:teams"], "message": message });
+    publish_raw(
+        &mut connection,
+        NAMESPACE,
+        &serde_json::to_vec(&all).unwrap(),
+    )
+    .await;
+
+    assert_eq!(team_name(&recv(&mut on_b).await), "own, for all");
+    let stats = b.stats();
+    assert_eq!((stats.rejected, stats.received), (1, 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_broadcast_is_refused_with_a_typed_error() {
     let server = RedisServer::start().await;

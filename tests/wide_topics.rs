@@ -238,3 +238,25 @@ async fn messages_are_released_when_the_subscribers_go() {
     assert_eq!(Arc::strong_count(&tracked), 1);
     assert_eq!(pubsub.stats().topics, 0);
 }
+
+/// Received by everyone, a wide topic's message is still held by the ring
+/// (`Arc::try_unwrap` of it fails), until no subscription reads the ring:
+/// here the readers add another topic.
+#[tokio::test]
+async fn the_ring_holds_a_received_message_until_nobody_reads_it() {
+    let pubsub = PubSub::<Arc<()>>::builder().capacity(4).build();
+    let mut subscriptions: Vec<_> = (0..40).map(|_| pubsub.subscribe(ROOMS).unwrap()).collect();
+    let tracked = Arc::new(());
+    pubsub.local_broadcast(&[ROOMS], Arc::clone(&tracked));
+    for subscription in &mut subscriptions {
+        drop(subscription.try_recv().unwrap());
+    }
+    assert_eq!(Arc::strong_count(&tracked), 2, "the ring's reference");
+    // The first 32 have queues of their own; the other 8 read the ring.
+    for subscription in &mut subscriptions[32..] {
+        assert_eq!(Arc::strong_count(&tracked), 2);
+        subscription.add_topic(USERS).unwrap();
+    }
+    assert_eq!(Arc::strong_count(&tracked), 1);
+    assert_eq!(pubsub.local_broadcast(&[ROOMS], Arc::new(())), 40);
+}

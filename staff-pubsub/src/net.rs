@@ -475,8 +475,13 @@ where
         // This node's own broadcast, which it dispatched at the call: every
         // node reads its own envelopes back, and most of what a busy sender
         // reads is its own. Only this node writes its instance id (64
-        // random bits), so nothing that decodes differently is skipped.
-        if !self.own_prefix.is_empty() && bytes.starts_with(&self.own_prefix) {
+        // random bits) and it writes them whole: bytes that begin so but
+        // are not one of its envelopes are forged or corrupted, and are
+        // skipped unread too (not counted). Oversize ones go the usual way.
+        if !self.own_prefix.is_empty()
+            && bytes.len() <= self.max_message_size
+            && bytes.starts_with(&self.own_prefix)
+        {
             return self.local.is_alive();
         }
         let me = self.local.node_name();

@@ -439,11 +439,25 @@ impl<M: Send + Sync + 'static> Builder<M> {
     /// has 32 subscriptions on this server, each new subscription on that
     /// topic alone reads the topic's shared ring of `capacity` slots (one
     /// per message, however many read it) instead of a queue of its own.
-    /// What it receives is the same, and so are the counts of
-    /// [`PubSub::stats`]. The ring keeps its last `capacity` messages until
-    /// newer ones replace them, or until the last subscription reading it
-    /// leaves the topic: a message's last reference may outlive its last
-    /// receive by that much.
+    /// What it receives is the same (messages, order, lag reports, gaps,
+    /// [`Subscription::len`]), and so are the counts of [`PubSub::stats`].
+    /// It reads the ring until it leaves the topic, adds another topic, is
+    /// the `from` of [`PubSub::broadcast_from`] or
+    /// [`PubSub::local_broadcast_from`], or is the topic's last subscriber
+    /// on this server: it then continues, with what it had not read yet,
+    /// in a queue of its own.
+    ///
+    /// What an application can see of the ring is the messages' lifetime.
+    /// The ring holds a reference to each of its last `capacity` messages,
+    /// received or not, until newer messages replace them (so up to
+    /// `capacity` messages of a wide topic stay in memory), or until no
+    /// subscription reads it any more; once the server is gone, until its
+    /// readers' subscriptions are dropped. So [`Arc::try_unwrap`] or
+    /// [`Arc::get_mut`] on a received message of a wide topic fails while
+    /// the ring holds it, and a message's `Drop` may run in the
+    /// [`broadcast`](PubSub::broadcast) (or the transport's receive task)
+    /// that replaces it, as it may for a message evicted from a full
+    /// queue.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
