@@ -240,8 +240,32 @@ async fn messages_are_released_when_the_subscribers_go() {
 }
 
 /// Received by everyone, a wide topic's message is still held by the ring
-/// (`Arc::try_unwrap` of it fails), until no subscription reads the ring:
-/// here the readers add another topic.
+/// (`Arc::try_unwrap` of it fails) until the next broadcast to the topic,
+/// or until no subscription reads the ring: here the readers add another
+/// topic.
+#[tokio::test]
+async fn the_ring_holds_a_received_message_until_the_next_broadcast() {
+    let pubsub = PubSub::<Arc<()>>::builder().capacity(64).build();
+    let mut subscriptions: Vec<_> = (0..40).map(|_| pubsub.subscribe(ROOMS).unwrap()).collect();
+    let tracked = Arc::new(());
+    pubsub.local_broadcast(&[ROOMS], Arc::clone(&tracked));
+    let (first, late) = subscriptions.split_at_mut(39);
+    for subscription in first.iter_mut() {
+        drop(subscription.try_recv().unwrap());
+    }
+    // One reader has not received it: a broadcast keeps it.
+    pubsub.local_broadcast(&[ROOMS], Arc::new(()));
+    assert_eq!(Arc::strong_count(&tracked), 2, "the ring's reference");
+    let received = late[0].try_recv().unwrap();
+    assert!(Arc::try_unwrap(received).is_err(), "the ring holds it");
+    assert_eq!(Arc::strong_count(&tracked), 2);
+    // Everyone has it now: the next broadcast lets it go.
+    pubsub.local_broadcast(&[ROOMS], Arc::new(()));
+    assert_eq!(Arc::strong_count(&tracked), 1);
+}
+
+/// Received by everyone, and no broadcast after: the ring holds the
+/// message until no subscription reads it.
 #[tokio::test]
 async fn the_ring_holds_a_received_message_until_nobody_reads_it() {
     let pubsub = PubSub::<Arc<()>>::builder().capacity(4).build();

@@ -448,16 +448,16 @@ impl<M: Send + Sync + 'static> Builder<M> {
     /// in a queue of its own.
     ///
     /// What an application can see of the ring is the messages' lifetime.
-    /// The ring holds a reference to each of its last `capacity` messages,
-    /// received or not, until newer messages replace them (so up to
-    /// `capacity` messages of a wide topic stay in memory), or until no
-    /// subscription reads it any more; once the server is gone, until its
-    /// readers' subscriptions are dropped. So [`Arc::try_unwrap`] or
-    /// [`Arc::get_mut`] on a received message of a wide topic fails while
-    /// the ring holds it, and a message's `Drop` may run in the
-    /// [`broadcast`](PubSub::broadcast) (or the transport's receive task)
-    /// that replaces it, as it may for a message evicted from a full
-    /// queue.
+    /// The ring holds a reference to a message until the first broadcast to
+    /// the topic after every subscription reading the ring has received it
+    /// (or left the ring), at the latest until `capacity` newer messages
+    /// replace it, or until no subscription reads the ring any more; once
+    /// the server is gone, until its readers' subscriptions are dropped. So
+    /// [`Arc::try_unwrap`] or [`Arc::get_mut`] on a received message of a
+    /// wide topic fails while the ring holds it, and a message's `Drop`
+    /// may run in the [`broadcast`](PubSub::broadcast) to the topic (or
+    /// the transport's receive task) that comes after, as it may for a
+    /// message evicted from a full queue.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self

@@ -418,10 +418,8 @@ impl<M> Registry<M> {
                 // (the broadcast settled it first).
                 if let Some(ring) = &crowd.ring {
                     let readers = crowd.readers.len();
-                    let (lost, old) = ring.push(share(), position, readers);
+                    tally.lagged += ring.push(share(), position, readers, &mut evicted);
                     tally.delivered += readers as u64;
-                    tally.lagged += lost;
-                    evicted.extend(old);
                 }
             }
         }

@@ -13,7 +13,8 @@
 //! Invariants (under the lock of [`Ring::slots`]):
 //! - the ring holds the messages of sequence numbers `head .. head + len`,
 //!   at most `capacity` of them; a message pushed gets the next sequence
-//!   number, and the oldest is dropped when the ring is full;
+//!   number; a push first drops, from the front, the messages no reader
+//!   has still to read, then the oldest if the ring is still full;
 //! - a slot's `unread` is the number of readers whose cursor is at or
 //!   before it (so that have it still to read), counted when it was pushed
 //!   (every reader at that moment) and decreased when one of them takes it
@@ -144,35 +145,52 @@ impl<M> Ring<M> {
     }
 
     /// Adds a message for `readers` readers (every reader of the ring) and
-    /// wakes those waiting. Returns the copies lost by dropping the oldest
-    /// message from a full ring, and that message, to be released after
-    /// the caller's locks (it may be the last reference).
+    /// wakes those waiting. First it drops the messages every reader has
+    /// read (or left unread when it left the ring), from the front, and,
+    /// if the ring is still full, the oldest message, whose unread count is
+    /// the copies lost. Returns that count; the dropped messages go into
+    /// `released`, to be released after the caller's locks (one may be the
+    /// last reference).
     pub(crate) fn push(
         &self,
         message: Arc<M>,
         position: Option<Position>,
         readers: usize,
-    ) -> (u64, Option<Arc<M>>) {
-        let (lost, evicted) = {
+        released: &mut Vec<Arc<M>>,
+    ) -> u64 {
+        let lost = {
             let mut slots = self.slots.write();
-            let evicted = if slots.queue.len() >= slots.capacity {
+            // A slot nobody has still to read: no reader's cursor is at or
+            // before it (see the invariants), so moving the head past it
+            // loses nothing for anyone. Readers change `unread` under the
+            // read lock, so this write lock sees every change (`Relaxed`).
+            while slots
+                .queue
+                .front()
+                .is_some_and(|slot| slot.unread.load(Ordering::Relaxed) == 0)
+            {
                 slots.head += 1;
-                slots.queue.pop_front()
+                released.extend(slots.queue.pop_front().map(|slot| slot.message));
+            }
+            let lost = if slots.queue.len() >= slots.capacity {
+                slots.head += 1;
+                slots.queue.pop_front().map_or(0, |slot| {
+                    let lost = slot.unread.into_inner() as u64;
+                    released.push(slot.message);
+                    lost
+                })
             } else {
-                None
+                0
             };
             slots.queue.push_back(Slot {
                 message,
                 position,
                 unread: AtomicUsize::new(readers),
             });
-            match evicted {
-                Some(slot) => (slot.unread.into_inner() as u64, Some(slot.message)),
-                None => (0, None),
-            }
+            lost
         };
         self.wake_all();
-        (lost, evicted)
+        lost
     }
 
     /// Wakes every waiting reader, outside the lock.
@@ -333,7 +351,7 @@ mod tests {
             cursor.wait(waker, true);
         }
         assert_eq!(ring.waiters.lock().wakers.len(), 3);
-        ring.push(Arc::new(1), None, 3);
+        ring.push(Arc::new(1), None, 3, &mut Vec::new());
         assert!(ring.waiters.lock().wakers.is_empty());
     }
 }
