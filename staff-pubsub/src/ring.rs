@@ -42,8 +42,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::log::Position;
 
 /// Subscribers a topic has before a new subscription on it (and on no
-/// other topic) reads the topic's ring instead of a queue of its own. Below
-/// this, one push per subscriber costs less than a shared slot's reads.
+/// other topic) reads the topic's ring instead of a queue of its own. The
+/// per-entity topics, with one subscriber or a few, keep the plain queues;
+/// the value is a round number, not tuned by measurement.
 pub(crate) const RING_FROM: usize = 32;
 
 pub(crate) struct Ring<M> {
