@@ -546,6 +546,50 @@ where
     }
 }
 
+/// One run of reconnect attempts: the backoff between them, their count,
+/// and which failures deserve a WARN (the first, one whose cause differs
+/// from the previous one's, then one every [`REPEAT_LOG_EVERY`]); the
+/// others are for DEBUG.
+pub(crate) struct Retrying<'a> {
+    backoff: Backoff,
+    attempts: u64,
+    last_cause: String,
+    log: &'a RateLimit,
+}
+
+impl<'a> Retrying<'a> {
+    /// A new run: the first failure will be logged at WARN.
+    pub(crate) fn new(min: Duration, max: Duration, log: &'a RateLimit) -> Self {
+        log.reset();
+        Self {
+            backoff: Backoff::new(min, max),
+            attempts: 0,
+            last_cause: String::new(),
+            log,
+        }
+    }
+
+    /// Counts an attempt; returns the count so far.
+    pub(crate) fn attempt(&mut self) -> u64 {
+        self.attempts += 1;
+        self.attempts
+    }
+
+    /// Records a failed attempt's cause: whether to log it at WARN.
+    pub(crate) fn failed(&mut self, cause: &str) -> bool {
+        // Always asked, so that a changed cause restarts the interval.
+        let allowed = self.log.allow();
+        let changed = cause != self.last_cause;
+        cause.clone_into(&mut self.last_cause);
+        changed || allowed
+    }
+
+    /// Waits before the next attempt.
+    pub(crate) async fn pause(&mut self) {
+        tokio::time::sleep(self.backoff.next_delay()).await;
+    }
+}
+
 /// Exponential backoff between two bounds, with jitter so that the nodes
 /// of a cluster do not all reconnect at the same instant.
 pub(crate) struct Backoff {

@@ -133,7 +133,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::log::{Position, Retention};
-use crate::net::{redact, Backoff, Cause, Inbound, RateLimit, Secrets, StopReport};
+use crate::net::{redact, Backoff, Cause, Inbound, RateLimit, Retrying, Secrets, StopReport};
 use crate::pubsub::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, LogHead, Replay, Transport};
@@ -1013,15 +1013,16 @@ where
     /// gone. Failures are logged at WARN with their cause: the first one,
     /// then one every [`REPEAT_LOG_EVERY`] or when the cause changes.
     async fn resubscribe(&self) -> Option<Subscribed> {
-        let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
-        let mut attempts: u64 = 0;
-        let mut last_cause = String::new();
-        self.reconnect_log.reset();
+        let mut retrying = Retrying::new(
+            self.config.reconnect_min,
+            self.config.reconnect_max,
+            &self.reconnect_log,
+        );
         loop {
             if !self.local.is_alive() {
                 return None;
             }
-            attempts += 1;
+            let attempts = retrying.attempt();
             let attempt = tokio::time::timeout(
                 self.config.connect_timeout,
                 subscribe(&self.client, &self.channel),
@@ -1045,11 +1046,7 @@ where
                 Ok(Err(error)) => self.secrets.cause(&error).to_string(),
                 Err(_) => format!("no answer within {:?}", self.config.connect_timeout),
             };
-            let changed = cause != last_cause;
-            if changed || self.reconnect_log.allow() {
-                if changed {
-                    self.reconnect_log.allow();
-                }
+            if retrying.failed(&cause) {
                 tracing::warn!(
                     url = %self.publisher.shown,
                     %cause,
@@ -1061,8 +1058,7 @@ where
             } else {
                 tracing::debug!(%cause, attempts, channel = %self.channel, "Redis reconnection failed");
             }
-            last_cause = cause;
-            tokio::time::sleep(backoff.next_delay()).await;
+            retrying.pause().await;
         }
     }
 }

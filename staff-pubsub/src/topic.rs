@@ -250,11 +250,6 @@ impl Hash for TopicKey<'_> {
 #[inline]
 fn name_word(name: &[u8]) -> u64 {
     let len = name.len();
-    let word = |bytes: Option<&[u8]>| {
-        bytes
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-            .map_or(0, u64::from_le_bytes)
-    };
     if len >= 8 {
         word(name.get(..8)) ^ word(name.get(len - 8..)).rotate_left(29) ^ len as u64
     } else {
@@ -276,13 +271,16 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
     if !(8..=16).contains(&len) {
         return a == b;
     }
-    // Both `get`s are in bounds (8 <= len): the `None` arms never run.
-    let word = |bytes: Option<&[u8]>| {
-        bytes
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-            .map(u64::from_ne_bytes)
-    };
     word(a.get(..8)) == word(b.get(..8)) && word(a.get(len - 8..)) == word(b.get(len - 8..))
+}
+
+/// Eight bytes as a word. Callers pass in-bounds slices of eight bytes
+/// (their names have at least eight): the fallback 0 is never taken.
+#[inline]
+fn word(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 impl fmt::Display for TopicKey<'_> {

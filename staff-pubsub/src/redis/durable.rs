@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use super::{not_sent, Publisher, RedisConfig};
 use crate::error::TransportError;
 use crate::log::{Gap, Position, Retention};
-use crate::net::{Backoff, Inbound, RateLimit, Secrets, StopReport};
+use crate::net::{Backoff, Inbound, RateLimit, Retrying, Secrets, StopReport};
 use crate::pubsub::random_u64;
 use crate::topic::Topic;
 use crate::transport::{Connection, LocalNode, LogHead, Replay};
@@ -620,15 +620,16 @@ where
     /// against the cursor, and reports the connection. `None` once the
     /// server is gone.
     async fn connect(&self) -> Option<MultiplexedConnection> {
-        let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
-        let mut attempts: u64 = 0;
-        let mut last_cause = String::new();
-        self.reconnect_log.reset();
+        let mut retrying = Retrying::new(
+            self.config.reconnect_min,
+            self.config.reconnect_max,
+            &self.reconnect_log,
+        );
         loop {
             if !self.local.is_alive() {
                 return None;
             }
-            attempts += 1;
+            let attempts = retrying.attempt();
             let config = self.connection_config();
             let attempt = tokio::time::timeout(self.config.connect_timeout, async {
                 let mut connection = self
@@ -661,11 +662,7 @@ where
             // Not reading: whatever the state said (the first connection
             // is made by `open`, before this task connects on its own).
             self.local.set_connection(Connection::Disconnected);
-            let changed = cause != last_cause;
-            if changed || self.reconnect_log.allow() {
-                if changed {
-                    self.reconnect_log.allow();
-                }
+            if retrying.failed(&cause) {
                 tracing::warn!(
                     url = %self.log.publisher.shown,
                     %cause,
@@ -674,9 +671,10 @@ where
                     node = self.local.node_name(),
                     "cannot reconnect to the Redis log: retrying"
                 );
+            } else {
+                tracing::debug!(%cause, attempts, stream = %self.log.stream, "Redis log reconnection failed");
             }
-            last_cause = cause;
-            tokio::time::sleep(backoff.next_delay()).await;
+            retrying.pause().await;
         }
     }
 
