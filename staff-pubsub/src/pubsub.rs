@@ -449,15 +449,18 @@ impl<M: Send + Sync + 'static> Builder<M> {
     ///
     /// What an application can see of the ring is the messages' lifetime.
     /// The ring holds a reference to a message until the first broadcast to
-    /// the topic after every subscription reading the ring has received it
-    /// (or left the ring), at the latest until `capacity` newer messages
-    /// replace it, or until no subscription reads the ring any more; once
-    /// the server is gone, until its readers' subscriptions are dropped. So
-    /// [`Arc::try_unwrap`] or [`Arc::get_mut`] on a received message of a
-    /// wide topic fails while the ring holds it, and a message's `Drop`
-    /// may run in the [`broadcast`](PubSub::broadcast) to the topic (or
-    /// the transport's receive task) that comes after, as it may for a
-    /// message evicted from a full queue.
+    /// the topic after every subscription that was reading the ring when
+    /// the message came has received it (or left the ring), at the latest
+    /// until `capacity` newer messages replace it, or until no subscription
+    /// reads the ring any more; once the server is gone, until its readers'
+    /// subscriptions are dropped. So [`Arc::try_unwrap`] or
+    /// [`Arc::get_mut`] on a received message of a wide topic fails while
+    /// the ring holds it, and a message's `Drop` may run in the
+    /// [`broadcast`](PubSub::broadcast) to the topic (or the transport's
+    /// receive task) that comes after, as it may for a message evicted from
+    /// a full queue, or in the call by which the ring's last reader leaves
+    /// it (`add_topic`, `remove_topic`, `unsubscribe` or the drop,
+    /// `broadcast_from`).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
