@@ -113,15 +113,13 @@ fn the_golden_copy_equals_the_shared_frames() {
         eprintln!("{} not found: comparison skipped", shared.display());
         return;
     }
+    // The frames are the folder's files; its subfolders (`tracker/`,
+    // `bench/`) hold other captures.
     let mut names: Vec<String> = std::fs::read_dir(&shared)
         .expect("shared dir")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|entry| entry.expect("entry"))
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     let mut ours: Vec<String> = std::fs::read_dir(dir())

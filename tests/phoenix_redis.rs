@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use redis::aio::PubSubStream;
 use serde_json::Value;
 use staff_pubsub::phoenix::{
-    decode_term, encode_frame, FrameMode, PhoenixConfig, DEFAULT_MAX_FRAME_SIZE,
+    decode_term, encode_frame, FrameMode, NameForm, PhoenixConfig, DEFAULT_MAX_FRAME_SIZE,
 };
 use staff_pubsub::staff::{
     self, Department, DepartmentEvent, Message, Team, TeamEvent, TeamMembership,
@@ -246,7 +246,9 @@ async fn golden_frames_reach_the_subscribers_of_the_node_they_are_for() {
 #[tokio::test]
 async fn rust_broadcasts_are_the_frames_phoenix_sends() {
     let server = RedisServer::start().await;
-    let rust = node(&server, "phx-a").await;
+    // The capture's direct broadcast named "rust-1" as a binary; a node not
+    // heard from is an atom by default.
+    let rust = node_with("phx-a", config(&server).default_name_form(NameForm::Binary)).await;
     let mut raw = raw_subscriber(&server).await;
 
     staff::broadcast_team_on(&rust, TeamEvent::Created, squad())

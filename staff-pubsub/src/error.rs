@@ -22,11 +22,20 @@ pub enum Error {
         /// The node that was named.
         node: String,
     },
-    /// The broadcast could not be handed to the transport. Subscribers on
-    /// this node did receive it. Whether other nodes will receive it is told
-    /// by [`TransportError::outcome`]: [`Outcome::NotSent`] means they will
+    /// The broadcast could not be handed to the transport. On a live
+    /// server (in process with a transport, Redis, NATS, Phoenix) subscribers
+    /// on this node did receive it; on a durable one (`redis_durable`,
+    /// `nats_durable`), whose subscribers receive from the log, they
+    /// receive it only if the log took it. Whether other nodes (and, when
+    /// durable, this one) will receive it is told by
+    /// [`TransportError::outcome`]: [`Outcome::NotSent`] means they will
     /// not, [`Outcome::Unknown`] that they may (the request may have reached
     /// the engine before the failure).
+    ///
+    /// Logged by the server at WARN for the first failure, for one whose
+    /// cause differs from the previous one's, and then once every 30 s
+    /// (with `unlogged`, the number of failures logged at DEBUG only since
+    /// the last WARN); the others at DEBUG. Every mode, every engine.
     #[error("broadcast not sent to other nodes")]
     Transport(#[source] TransportError),
     /// Building a server with a transport failed: the transport could not

@@ -79,6 +79,7 @@ mod stock;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+mod throttle;
 mod topic;
 pub mod transport;
 pub mod wire;

@@ -18,7 +18,7 @@ use crate::wire;
 
 /// How often a persistent failure (reconnecting, a name clash) is logged
 /// again at WARN or ERROR level after its first report.
-pub(crate) const REPEAT_LOG_EVERY: Duration = Duration::from_secs(30);
+pub(crate) use crate::throttle::REPEAT_LOG_EVERY;
 
 /// The URL as logs and errors show it: whatever may be a password
 /// replaced by `***`. Everything between `://` and the *last* `@` is user

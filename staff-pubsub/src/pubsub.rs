@@ -15,6 +15,7 @@ use crate::error::{Error, RecvError, TransportError, TryRecvError};
 use crate::inbox::{Inbox, Taken};
 use crate::log::{Gap, Position};
 use crate::registry::{Registry, Tally};
+use crate::throttle::FailureLog;
 use crate::topic::Topic;
 use crate::topic::TopicKey;
 use crate::transport::{
@@ -108,6 +109,8 @@ pub(crate) struct Core<M> {
     /// log); [`NO_HEAD`] until the transport has read the log's head.
     /// Updated before the entry it names is dispatched.
     head: AtomicU64,
+    /// Which failed broadcasts are logged at WARN.
+    failure_log: FailureLog,
 }
 
 /// In [`Core::head`]: no log position known.
@@ -555,6 +558,7 @@ impl<M: Send + Sync + 'static> Builder<M> {
             interest: OnceLock::new(),
             durable: AtomicBool::new(false),
             head: AtomicU64::new(NO_HEAD),
+            failure_log: FailureLog::default(),
         }
     }
 }
@@ -1176,7 +1180,13 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             message,
         };
         transport.publish(envelope).await.map_err(|error| {
-            tracing::warn!(%error, "broadcast not sent to other nodes");
+            // Rate-limited: an engine that is down fails every broadcast.
+            match self.core.failure_log.admit(&error.to_string()) {
+                Some(unlogged) => {
+                    tracing::warn!(%error, unlogged, "broadcast not sent to other nodes");
+                }
+                None => tracing::debug!(%error, "broadcast not sent to other nodes"),
+            }
             Error::Transport(error)
         })
     }

@@ -588,6 +588,8 @@ impl<'de> SeqAccess<'de> for ByteSeq<'de> {
 
 struct Map<'a> {
     items: Items<'a>,
+    /// The key of `value`, to name the field when its value does not fit.
+    key: Option<TermRef<'a>>,
     value: Option<TermRef<'a>>,
 }
 
@@ -625,12 +627,24 @@ impl<'de> MapAccess<'de> for Map<'de> {
             return Ok(None);
         };
         self.value = self.items.next_term()?;
+        self.key = Some(key);
         seed.deserialize(Key(key)).map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         match self.value.take() {
-            Some(value) => seed.deserialize(TermDeserializer(value)),
+            Some(value) => seed.deserialize(TermDeserializer(value)).map_err(|error| {
+                // Named by its key, so that a skipped frame's log line says
+                // which field did not fit.
+                let key = match self.key {
+                    Some(TermRef::Atom(atom)) => atom.text().chars().take(64).collect(),
+                    Some(TermRef::Binary(bytes)) => {
+                        String::from_utf8_lossy(bytes).chars().take(64).collect()
+                    }
+                    _ => String::from("?"),
+                };
+                DeError(format!("field `{key}`: {error}"))
+            }),
             None => Err(DeError("a map value is missing".to_owned())),
         }
     }
@@ -675,6 +689,7 @@ impl<'de> Deserializer<'de> for TermDeserializer<'de> {
             TermRef::Tuple { arity, items } => visitor.visit_seq(Seq(Items::new(items, arity))),
             TermRef::Map { arity, items } => visitor.visit_map(Map {
                 items: Items::new(items, arity.saturating_mul(2)),
+                key: None,
                 value: None,
             }),
             TermRef::Opaque(tag) => Err(DeError(format!(
@@ -723,9 +738,48 @@ impl<'de> Deserializer<'de> for TermDeserializer<'de> {
         Key(self.0).deserialize_any(visitor)
     }
 
+    /// A string is an Elixir string: a UTF-8 binary, nothing else. A
+    /// charlist, a list of integers, an atom or a non-UTF-8 binary is
+    /// refused here rather than offered to the visitor, whose sequence
+    /// and byte forms would take 16 of anything as a `Uuid`.
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            TermRef::Binary(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => visitor.visit_borrowed_str(text),
+                Err(_) => Err(DeError(
+                    "invalid type: a binary that is not UTF-8, expected a string".to_owned(),
+                )),
+            },
+            other => Err(DeError(format!(
+                "invalid type: {}, expected a string (a UTF-8 binary)",
+                kind(other)
+            ))),
+        }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_str(visitor)
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char
         bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+    }
+}
+
+/// What a term is, in Elixir's words, for an error message.
+fn kind(term: TermRef<'_>) -> &'static str {
+    match term {
+        TermRef::Int(_) | TermRef::UInt(_) | TermRef::BigInt => "an integer",
+        TermRef::Float(_) => "a float",
+        TermRef::Atom(atom) if atom.is("nil") => "nil",
+        TermRef::Atom(_) => "an atom",
+        TermRef::Binary(_) => "a binary",
+        TermRef::Bytes(_) => "a charlist (a list of small integers)",
+        TermRef::List { .. } => "a list",
+        TermRef::Tuple { .. } => "a tuple",
+        TermRef::Map { .. } => "a map",
+        TermRef::Opaque(_) => "a pid, port, reference, fun or bitstring",
     }
 }
 

@@ -13,8 +13,10 @@
 //!   spec (`{:staff, :team_created, %{uuid: "...", name: "...", department_uuid: nil}}`)
 //!   is decoded into the spec's message and dispatched to this node's
 //!   subscribers of the frame's topic: payload fields are the map's atom
-//!   keys, UUID strings are parsed, `nil` is `None`, other keys are
-//!   ignored. Everything else the channel carries (channel broadcasts,
+//!   keys, UUID strings are parsed (any form [`Uuid::parse_str`](crate::Uuid::parse_str)
+//!   reads; a charlist, a list of integers, an integer, an atom or a raw
+//!   16-byte binary is not a UUID), strings are UTF-8 binaries, `nil` is
+//!   `None`, other keys are ignored. Everything else the channel carries (channel broadcasts,
 //!   other scopes, other dispatchers, invalid ids) is skipped, counted in
 //!   [`Stats::rejected`](crate::Stats::rejected) and logged at DEBUG (a
 //!   Phoenix application's channel carries many messages that are not for
@@ -27,14 +29,26 @@
 //!   it. The only atoms written are the spec's own names (scope, events,
 //!   payload fields) and Phoenix's (`except`, `only`, `nil`, `true`,
 //!   `false`, `Elixir.Phoenix.PubSub`). `local_broadcast` publishes nothing.
-//! - A frame `:except` this node's name (its own broadcasts) is not
-//!   dispatched again; an `:only` frame is taken only by the node it names.
-//!   Node names compare as Phoenix compares them: this node's name is a
-//!   binary, and an atom never equals it.
+//! - A frame `:except` this node's name as a binary (its own broadcasts)
+//!   is not dispatched again; an `:only` frame is taken only by the node it
+//!   names, as a binary or as an atom (`direct_broadcast(:"rust-1", ..)`
+//!   from Elixir reaches the node named `rust-1`).
+//! - A direct broadcast names its target as the target names itself: in
+//!   the form (atom or binary) of the `:except` frames last received from
+//!   it, else in [`PhoenixConfig::default_name_form`] (an atom by default,
+//!   as Phoenix's `node()`). Redis cannot tell whether anyone took a frame:
+//!   `Ok` means Redis took it, not that its target exists or got it.
 //!
 //! Connection, timeouts, reconnection with [`RecvError::Gap`](crate::RecvError::Gap),
 //! outcomes of a failed broadcast and password redaction are those of the
 //! [Redis transport](crate::redis) (the same code).
+//!
+//! Delivery is at most once, as Phoenix's: Redis Pub/Sub keeps nothing, so
+//! a frame published while a node is not subscribed (after a Redis restart,
+//! before that node resubscribed) is lost for it, with `Ok` for the sender.
+//! This node tells its own subscribers with a `Gap` after its reconnect;
+//! nothing tells another node. The README's "Joining a Phoenix
+//! application" says more.
 //!
 //! ```no_run
 //! use staff_pubsub::phoenix::PhoenixConfig;
@@ -114,6 +128,7 @@ pub struct PhoenixConfig {
     pubsub_name: String,
     compression_level: u32,
     max_frame_size: usize,
+    default_name_form: NameForm,
 }
 
 impl PhoenixConfig {
@@ -130,7 +145,28 @@ impl PhoenixConfig {
             pubsub_name,
             compression_level: 0,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            default_name_form: NameForm::Atom,
         }
+    }
+
+    /// How a [`direct_broadcast`](PubSub::direct_broadcast) names a node
+    /// this node has not heard from yet. Default [`NameForm::Atom`], what
+    /// Phoenix itself uses unless told otherwise.
+    ///
+    /// A Phoenix node takes an `:only` frame only when the frame names it
+    /// in the form of its own `node_name`: an atom (the default `node()`,
+    /// or `node_name: :"phx-a"`) or a binary (`node_name: "phx-a"`).
+    /// So the target's form is learned from the frames it sends: once a
+    /// frame `:except` a node (one of its broadcasts) arrived, direct
+    /// broadcasts to that node's name use the form that frame used (the
+    /// latest such frame's, when a name came in both forms). Until then,
+    /// this form is used. Up to [`MAX_KNOWN_NODES`] names are kept; past
+    /// that, the oldest is forgotten. Rust nodes take both forms, so this
+    /// matters only for Elixir targets: set `NameForm::Binary` when the
+    /// Elixir nodes are started with a string `node_name`.
+    pub fn default_name_form(mut self, form: NameForm) -> Self {
+        self.default_name_form = form;
+        self
     }
 
     /// The zlib level of the frames this node sends, 0 (none, Phoenix's
@@ -197,6 +233,7 @@ impl fmt::Debug for PhoenixConfig {
             .field("pubsub_name", &self.pubsub_name)
             .field("compression_level", &self.compression_level)
             .field("max_frame_size", &self.max_frame_size)
+            .field("default_name_form", &self.default_name_form)
             .field("redis", &self.redis)
             .finish()
     }
@@ -213,14 +250,107 @@ pub enum FrameMode {
 }
 
 /// A node name as a frame carries it: a binary (a `node_name: "..."`
-/// option, and every Rust node) or an atom (the `node()` default, or an
-/// atom option). Phoenix never takes an atom to equal a binary.
+/// option, and every Rust node's own name) or an atom (the `node()`
+/// default, or an atom option). Phoenix never takes an atom to equal a
+/// binary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeName {
     /// A binary.
     Binary(String),
     /// An atom.
     Atom(String),
+}
+
+impl NodeName {
+    /// The name's text, whatever its form.
+    #[must_use]
+    pub fn text(&self) -> &str {
+        match self {
+            NodeName::Binary(name) | NodeName::Atom(name) => name,
+        }
+    }
+
+    /// The name's form.
+    #[must_use]
+    pub fn form(&self) -> NameForm {
+        match self {
+            NodeName::Binary(_) => NameForm::Binary,
+            NodeName::Atom(_) => NameForm::Atom,
+        }
+    }
+}
+
+/// How a node name is written in a frame: see
+/// [`PhoenixConfig::default_name_form`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NameForm {
+    /// An atom: Phoenix's default (`node_name` defaults to `node()`, such
+    /// as `:"app@host"`), and the only form phoenix_pubsub_redis 3.1.0 as
+    /// released accepts in its options.
+    #[default]
+    Atom,
+    /// A binary (`node_name: "phx-a"`, accepted by phoenix_pubsub_redis
+    /// after 3.1.0; every Rust node's own name).
+    Binary,
+}
+
+/// The most node names whose form a Phoenix transport remembers: see
+/// [`PhoenixConfig::default_name_form`].
+pub const MAX_KNOWN_NODES: usize = 1024;
+
+/// The form each node heard from names itself in, shared by the receive
+/// task (which learns) and the transport (which addresses direct
+/// broadcasts).
+///
+/// Invariant: `order` holds each key of `forms` exactly once, oldest
+/// first, and `forms.len() <= MAX_KNOWN_NODES`.
+struct NodeForms {
+    default: NameForm,
+    known: parking_lot::Mutex<KnownNodes>,
+}
+
+#[derive(Default)]
+struct KnownNodes {
+    forms: std::collections::HashMap<Box<str>, NameForm>,
+    order: std::collections::VecDeque<Box<str>>,
+}
+
+impl NodeForms {
+    fn new(default: NameForm) -> Self {
+        Self {
+            default,
+            known: parking_lot::Mutex::new(KnownNodes::default()),
+        }
+    }
+
+    /// The form to name `node` in: the one it was last heard in, else the
+    /// default.
+    fn of(&self, node: &str) -> NameForm {
+        self.known
+            .lock()
+            .forms
+            .get(node)
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// Records that `node` names itself in `form`. Allocates only for a
+    /// name not known yet.
+    fn learn(&self, node: &str, form: NameForm) {
+        let mut known = self.known.lock();
+        if let Some(known_form) = known.forms.get_mut(node) {
+            *known_form = form;
+            return;
+        }
+        if known.forms.len() >= MAX_KNOWN_NODES {
+            if let Some(oldest) = known.order.pop_front() {
+                known.forms.remove(&oldest);
+            }
+        }
+        let name: Box<str> = node.into();
+        known.order.push_back(name.clone());
+        known.forms.insert(name, form);
+    }
 }
 
 /// A decoded frame of this spec: [`decode_frame`].
@@ -307,6 +437,25 @@ impl NodeRef<'_> {
     /// Whether this is the binary `name` (an atom never is).
     fn is_binary(&self, name: &str) -> bool {
         matches!(self, NodeRef::Binary(bytes) if *bytes == name.as_bytes())
+    }
+
+    /// Whether this is `name` in either form.
+    fn is_named(&self, name: &str) -> bool {
+        match self {
+            NodeRef::Binary(bytes) => *bytes == name.as_bytes(),
+            NodeRef::Atom(atom) => atom.is(name),
+        }
+    }
+
+    /// The name's text and form; `None` for a binary that is not UTF-8
+    /// (no Rust caller can name it).
+    fn named(&self) -> Option<(std::borrow::Cow<'_, str>, NameForm)> {
+        match self {
+            NodeRef::Binary(bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .map(|text| (std::borrow::Cow::Borrowed(text), NameForm::Binary)),
+            NodeRef::Atom(atom) => Some((atom.text(), NameForm::Atom)),
+        }
     }
 
     fn owned(&self) -> NodeName {
@@ -495,6 +644,7 @@ fn encode_message<M: Serialize + SpecMessage>(message: &M) -> Result<Vec<u8>, Fr
 fn assemble(
     mode: FrameMode,
     node: &str,
+    node_form: NameForm,
     topic: &str,
     message: &[u8],
     compression_level: u32,
@@ -509,7 +659,10 @@ fn assemble(
             FrameMode::Only => "only",
         },
     )?;
-    etf::write_binary(&mut term, node.as_bytes())?;
+    match node_form {
+        NameForm::Binary => etf::write_binary(&mut term, node.as_bytes())?,
+        NameForm::Atom => etf::write_atom(&mut term, node)?,
+    }
     etf::write_binary(&mut term, topic.as_bytes())?;
     term.extend_from_slice(message);
     etf::write_atom(&mut term, DISPATCHER)?;
@@ -524,7 +677,7 @@ fn assemble(
 
 /// Encodes `message` as the frame a Phoenix node would publish for it on
 /// `topic`: `{3, mode, node, topic, {scope, event, payload}, Phoenix.PubSub}`,
-/// with `node` as a binary, compressed at `compression_level` (0: not)
+/// with `node` as a binary ([`encode_frame_named`] for an atom), compressed at `compression_level` (0: not)
 /// when that makes it smaller. Payload fields become atom keys in Erlang's
 /// order (so that, uncompressed, the bytes equal OTP 25's
 /// `term_to_binary`); `None` becomes `nil`, strings and UUIDs binaries,
@@ -542,7 +695,40 @@ pub fn encode_frame<M: Serialize + SpecMessage>(
     compression_level: u32,
 ) -> Result<Vec<u8>, FrameError> {
     let message = encode_message(message)?;
-    assemble(mode, node, topic, &message, compression_level.min(9))
+    assemble(
+        mode,
+        node,
+        NameForm::Binary,
+        topic,
+        &message,
+        compression_level.min(9),
+    )
+}
+
+/// As [`encode_frame`], with the node name in the form `node` has: an
+/// atom as a Phoenix node started without a `node_name` (or with an atom
+/// one) writes it.
+///
+/// # Errors
+///
+/// As [`encode_frame`], and [`FrameError::Term`] for an atom name longer
+/// than 255 characters.
+pub fn encode_frame_named<M: Serialize + SpecMessage>(
+    mode: FrameMode,
+    node: &NodeName,
+    topic: &str,
+    message: &M,
+    compression_level: u32,
+) -> Result<Vec<u8>, FrameError> {
+    let message = encode_message(message)?;
+    assemble(
+        mode,
+        node.text(),
+        node.form(),
+        topic,
+        &message,
+        compression_level.min(9),
+    )
 }
 
 /// The transport of one node in a Phoenix application's PubSub: made by
@@ -554,6 +740,7 @@ pub struct PhoenixTransport<M> {
     channel: Arc<str>,
     compression_level: u32,
     max_frame_size: usize,
+    nodes: Arc<NodeForms>,
     supervisor: tokio::task::JoinHandle<()>,
     message: PhantomData<fn(&M)>,
 }
@@ -595,10 +782,13 @@ where
             return Err(not_sent("the Phoenix PubSub name must not be empty"));
         }
         let max_frame_size = config.max_frame_size;
+        let nodes = Arc::new(NodeForms::new(config.default_name_form));
+        let learning = Arc::clone(&nodes);
         let opened = open(config.redis, local, |local, channel, _| PhoenixInbound {
             local,
             channel,
             max_frame_size,
+            nodes: learning,
         })
         .await?;
         Ok(Self {
@@ -606,6 +796,7 @@ where
             channel: opened.channel,
             compression_level: config.compression_level,
             max_frame_size,
+            nodes,
             supervisor: opened.supervisor,
             message: PhantomData,
         })
@@ -626,10 +817,15 @@ where
         &'a self,
         envelope: Envelope<'a, M>,
     ) -> BoxFuture<'a, Result<(), TransportError>> {
-        let (mode, node) = match envelope.mode {
+        let (mode, node, node_form) = match envelope.mode {
             // Phoenix has no "every node": the sender has delivered locally.
-            Mode::All | Mode::ExceptOrigin => (FrameMode::Except, envelope.origin),
-            Mode::Only(node) => (FrameMode::Only, node),
+            // This node's own name is a binary: other Rust nodes take it,
+            // and an Elixir node only compares it with its own.
+            Mode::All | Mode::ExceptOrigin => {
+                (FrameMode::Except, envelope.origin, NameForm::Binary)
+            }
+            // In the form the target names itself in, or it drops the frame.
+            Mode::Only(node) => (FrameMode::Only, node, self.nodes.of(node)),
         };
         let frames = encode_message(envelope.message).and_then(|message| {
             envelope
@@ -639,6 +835,7 @@ where
                     let frame = assemble(
                         mode,
                         node,
+                        node_form,
                         &topic.to_string(),
                         &message,
                         self.compression_level,
@@ -710,6 +907,7 @@ struct PhoenixInbound<M> {
     local: LocalNode<M>,
     channel: Arc<str>,
     max_frame_size: usize,
+    nodes: Arc<NodeForms>,
 }
 
 impl<M> PhoenixInbound<M>
@@ -741,10 +939,20 @@ where
         let body = body(bytes, self.max_frame_size)?;
         let header = header(&body)?;
         let me = self.local.node_name();
-        let mine = header.node.is_binary(me);
         let take = match header.mode {
-            FrameMode::Except => !mine,
-            FrameMode::Only => mine,
+            // This node writes its own name as a binary: an atom of the
+            // same text is another (Elixir) node's.
+            FrameMode::Except => {
+                let mine = header.node.is_binary(me);
+                if !mine {
+                    if let Some((name, form)) = header.node.named() {
+                        self.nodes.learn(&name, form);
+                    }
+                }
+                !mine
+            }
+            // Addressed to this node in either form.
+            FrameMode::Only => header.node.is_named(me),
         };
         if !take {
             return Ok(self.local.is_alive());
