@@ -146,6 +146,7 @@ impl Secrets {
     }
 
     /// Also hides `secret` (a password or token given apart from the URL).
+    #[cfg(feature = "nats")]
     pub(crate) fn with(mut self, secret: &str) -> Self {
         if !secret.is_empty() {
             self.needles.push(secret.to_owned());
@@ -382,6 +383,7 @@ where
     /// malformed, and a panic of the message's own code (its
     /// `Deserialize`, or the `Drop` of a message evicted from a full
     /// queue). Returns false once the server is gone.
+    #[cfg(feature = "redis")]
     pub(crate) fn handle(&self, bytes: &[u8]) -> bool {
         self.handle_checked(bytes, |_| true)
     }
@@ -550,6 +552,7 @@ where
 /// and which failures deserve a WARN (the first, one whose cause differs
 /// from the previous one's, then one every [`REPEAT_LOG_EVERY`]); the
 /// others are for DEBUG.
+#[cfg(feature = "redis")]
 pub(crate) struct Retrying<'a> {
     backoff: Backoff,
     attempts: u64,
@@ -557,6 +560,7 @@ pub(crate) struct Retrying<'a> {
     log: &'a RateLimit,
 }
 
+#[cfg(feature = "redis")]
 impl<'a> Retrying<'a> {
     /// A new run: the first failure will be logged at WARN.
     pub(crate) fn new(min: Duration, max: Duration, log: &'a RateLimit) -> Self {

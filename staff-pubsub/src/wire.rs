@@ -436,6 +436,7 @@ mod tests {
 
     /// `own_prefix` starts exactly the envelopes `is_for` refuses to their
     /// sender: its own `except_origin` ones, whatever the name holds.
+    #[cfg(any(feature = "redis", feature = "nats"))]
     #[test]
     fn the_own_prefix_starts_exactly_the_senders_except_origin_envelopes() {
         let message = membership();
