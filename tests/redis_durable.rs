@@ -738,7 +738,11 @@ async fn ten_broadcasts_reach_the_subscriber_after_one_gap(
         let (got, position) = next(subscription).await;
         assert_eq!(got, n);
         assert_ne!(position.log(), before.log(), "a new log");
-        assert_eq!(*log.get_or_insert(position.log()), position.log(), "one log");
+        assert_eq!(
+            *log.get_or_insert(position.log()),
+            position.log(),
+            "one log"
+        );
     }
     assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
 }
@@ -990,4 +994,28 @@ async fn an_entry_dated_far_in_the_future_does_not_stop_age_trimming() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Item 2, the stream deleted and the meta hash kept: the log goes on
+/// under its id, and a node that had read every entry gets no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stream_with_its_meta_hash_kept_goes_on_without_a_gap() {
+    let server = RedisServer::start().await;
+    let (publisher, subscriber, mut subscription, first) = publisher_and_subscriber(&server).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(keys().log_key())
+        .query_async(&mut server.connection().await)
+        .await
+        .expect("DEL");
+    for n in 1..=5 {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    for n in 1..=5 {
+        let (got, position) = next(&mut subscription).await;
+        assert_eq!(got, n);
+        assert_eq!(position.log(), first.log(), "the same log");
+        assert_eq!(position.seq(), first.seq() + n, "numbered on");
+    }
+    assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(subscriber.stats().gaps, 0);
 }

@@ -11,7 +11,12 @@
 //!
 //! Each node reads the stream with `XREAD BLOCK` on a connection of its
 //! own, from the last entry it read, which it keeps across reconnects and
-//! restarts of its receive task.
+//! restarts of its receive task, and checks the log's head once per
+//! blocking interval (the keys may be deleted or replaced under it).
+//!
+//! The keys are shared with every client of the Redis: the scripts take
+//! from them only values the log writes ([`HEAD_LUA`]), and anything else
+//! there starts a new log rather than wedging the append or the reader.
 //!
 //! Invariants: `seq` values of one log id are consecutive from 1 and
 //! never reused; the reader's cursor only moves forward within a log and
