@@ -130,24 +130,44 @@ end
 /// in, trimming failed), and 1 if the log's keys held something not the
 /// log's own (see [`HEAD_LUA`]: a new log started).
 ///
-/// The meta hash is written only once the `XADD` succeeded, so a refused
-/// append uses no sequence number (a key [`HEAD_LUA`] deleted stays
-/// deleted). Age trimming looks at the 8 oldest entries per append: each
+/// The common case costs an `HMGET` and an `XADD`: the log's head is read
+/// by [`HEAD_LUA`] (with `XINFO STREAM`) only when the meta hash's values
+/// are not the log's own or the `XADD` after its `seq` fails (the stream
+/// ends past it, or is not a stream); an `XADD` that fails then too is the
+/// script's error. The meta hash is written only once an `XADD`
+/// succeeded, so a refused append uses no sequence number (a key
+/// [`HEAD_LUA`] deleted stays deleted). Age trimming looks at the 8 oldest entries per append: each
 /// entry is trimmed once, so the log keeps up with any rate of appends. An
 /// entry's `t` counts only when it is a time the log could have written:
 /// an integer no later than `now + age` (the allowance for the clocks of
 /// a failover's replica). Any other entry counts as old: a stray entry,
 /// whatever its `t`, holds trimming back for at most twice the age.
 const APPEND_SCRIPT: &str = r"
-local log, seq, top, started, foreign = own_head(ARGV[1])
-seq = seq + 1
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local added = redis.pcall('XADD', KEYS[1], string.format('%d-0', seq),
-  'log', string.format('%d', log), 'n', ARGV[5], 't', string.format('%d', now), 'm', ARGV[4])
-if type(added) == 'table' and added.err then
-  return redis.error_reply(added.err)
+local function add(log, seq)
+  return redis.pcall('XADD', KEYS[1], string.format('%d-0', seq),
+    'log', string.format('%d', log), 'n', ARGV[5], 't', string.format('%d', now), 'm', ARGV[4])
 end
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+local log, seq = nil, nil
+local started, foreign = 0, 0
+local values = redis.pcall('HMGET', KEYS[2], 'log', 'seq')
+if not failed(values) then
+  log = own_int(values[1], 65535)
+  seq = own_int(values[2], MAX_SEQ - 1)
+end
+if not (log and seq and not failed(add(log, seq + 1))) then
+  local top
+  log, seq, top, started, foreign = own_head(ARGV[1])
+  local added = add(log, seq + 1)
+  if failed(added) then
+    return redis.error_reply(added.err)
+  end
+end
+seq = seq + 1
 if started == 1 then
   redis.call('HSET', KEYS[2], 'log', string.format('%d', log), 'seq', string.format('%d', seq))
 else
