@@ -687,3 +687,335 @@ async fn a_resume_before_the_reader_saw_the_lost_log_says_it_was_lost() {
         Err(RecvError::Gap(Gap::LogLost))
     );
 }
+
+// ---------------------------------------------------------------------------
+// Issue 21, items 1-3: the log's keys are shared with the world. Writes by
+// anything else (an operator, a migration script, a stray `HSET`) never
+// wedge the log, never turn `Ok`'ed broadcasts into silent losses, and
+// never stop its trimming.
+
+/// The log's two keys, named as every node of [`NAMESPACE`] names them.
+fn keys() -> RedisConfig {
+    RedisConfig::new("").namespace(NAMESPACE)
+}
+
+/// Node A (the publisher) and node B (the subscriber, with a subscription
+/// to [`ROOMS`]) on one durable log; B has read A's first broadcast, whose
+/// position is returned.
+async fn publisher_and_subscriber(
+    server: &RedisServer,
+) -> (PubSub<u64>, PubSub<u64>, Subscription<u64>, Position) {
+    let retention = Retention::entries(1_000);
+    let publisher = node(server.url(), "publisher", retention.clone()).await;
+    let subscriber = node(server.url(), "subscriber", retention).await;
+    let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
+    publisher.broadcast([ROOMS], 0).await.expect("sent");
+    let (n, first) = next(&mut subscription).await;
+    assert_eq!(n, 0);
+    (publisher, subscriber, subscription, first)
+}
+
+/// Ten broadcasts from A after a stray write: each returns `Ok`, and B is
+/// told once that the log was lost, then receives all ten, in order, from
+/// a log other than `before`'s, and nothing else.
+async fn ten_broadcasts_reach_the_subscriber_after_one_gap(
+    publisher: &PubSub<u64>,
+    subscription: &mut Subscription<u64>,
+    before: Position,
+) {
+    for n in 1..=10 {
+        publisher
+            .broadcast([ROOMS], n)
+            .await
+            .unwrap_or_else(|e| panic!("broadcast {n} after the stray write: {e}"));
+    }
+    assert_eq!(
+        within("the gap", subscription.recv()).await,
+        Err(RecvError::Gap(Gap::LogLost))
+    );
+    let mut log = None;
+    for n in 1..=10 {
+        let (got, position) = next(subscription).await;
+        assert_eq!(got, n);
+        assert_ne!(position.log(), before.log(), "a new log");
+        assert_eq!(
+            *log.get_or_insert(position.log()),
+            position.log(),
+            "one log"
+        );
+    }
+    assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
+}
+
+async fn hset(admin: &mut MultiplexedConnection, field: &str, value: &str) {
+    let _: i64 = redis::cmd("HSET")
+        .arg(keys().log_meta_key())
+        .arg(field)
+        .arg(value)
+        .query_async(admin)
+        .await
+        .expect("HSET");
+}
+
+/// Appends an entry that carries the log's id and an envelope-like `m` at
+/// stream id `id`, as a stray writer could.
+async fn xadd_stray(admin: &mut MultiplexedConnection, id: &str, log: u16) {
+    let _: String = redis::cmd("XADD")
+        .arg(keys().log_key())
+        .arg(id)
+        .arg(&["log", &log.to_string(), "n", "1", "t", "1", "m", "{}"])
+        .query_async(admin)
+        .await
+        .expect("XADD");
+}
+
+/// Item 1: the meta hash's `log` set to a value no log id has (`70000`):
+/// the broadcasts after it are not refused by every node, they reach B
+/// (after one `Gap::LogLost`), and the foreign value is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_log_id_in_the_meta_hash_is_a_lost_log_not_ten_silent_losses() {
+    let server = RedisServer::start().await;
+    let (publisher, subscriber, mut subscription, first) = publisher_and_subscriber(&server).await;
+    hset(&mut server.connection().await, "log", "70000").await;
+    ten_broadcasts_reach_the_subscriber_after_one_gap(&publisher, &mut subscription, first).await;
+    assert_eq!(
+        publisher.stats().rejected + subscriber.stats().rejected,
+        1,
+        "the foreign value, counted by the node that found it"
+    );
+}
+
+/// Item 1: the meta hash's `seq` set to `abc`: no permanent outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_sequence_number_in_the_meta_hash_is_a_lost_log_not_an_outage() {
+    let server = RedisServer::start().await;
+    let (publisher, subscriber, mut subscription, first) = publisher_and_subscriber(&server).await;
+    hset(&mut server.connection().await, "seq", "abc").await;
+    ten_broadcasts_reach_the_subscriber_after_one_gap(&publisher, &mut subscription, first).await;
+    assert_eq!(publisher.stats().rejected + subscriber.stats().rejected, 1);
+}
+
+/// Item 1: an entry one past the largest sequence number, carrying the
+/// log's id: skipped and counted by B, and the broadcasts after it are
+/// neither refused as out of range nor lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_past_the_largest_sequence_number_is_skipped_and_the_log_goes_on() {
+    let server = RedisServer::start().await;
+    let (publisher, subscriber, mut subscription, first) = publisher_and_subscriber(&server).await;
+    let past = format!("{}-0", Position::MAX_SEQ + 1);
+    xadd_stray(&mut server.connection().await, &past, first.log()).await;
+    ten_broadcasts_reach_the_subscriber_after_one_gap(&publisher, &mut subscription, first).await;
+    assert!(subscriber.stats().rejected >= 1, "the stray entry counted");
+}
+
+/// Item 1: an entry at the largest id a stream has, after which no entry
+/// can be added to that stream: broadcasts go on (in a new log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_at_the_largest_stream_id_is_skipped_and_the_log_goes_on() {
+    let server = RedisServer::start().await;
+    let (publisher, subscriber, mut subscription, first) = publisher_and_subscriber(&server).await;
+    xadd_stray(
+        &mut server.connection().await,
+        &format!("{}-0", u64::MAX),
+        first.log(),
+    )
+    .await;
+    ten_broadcasts_reach_the_subscriber_after_one_gap(&publisher, &mut subscription, first).await;
+    assert!(subscriber.stats().rejected >= 1, "the stray entry counted");
+}
+
+/// Item 1: both keys replaced by values of another type (strings): the
+/// log starts afresh instead of every broadcast failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_keys_of_another_type_are_a_lost_log_not_an_outage() {
+    let server = RedisServer::start().await;
+    let (publisher, subscriber, mut subscription, first) = publisher_and_subscriber(&server).await;
+    let mut admin = server.connection().await;
+    for key in [keys().log_meta_key(), keys().log_key()] {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("not a log")
+            .query_async(&mut admin)
+            .await
+            .expect("SET");
+    }
+    ten_broadcasts_reach_the_subscriber_after_one_gap(&publisher, &mut subscription, first).await;
+    assert!(publisher.stats().rejected + subscriber.stats().rejected >= 1);
+}
+
+/// How the log's keys vanish while the nodes stay connected.
+#[derive(Clone, Copy)]
+enum Vanish {
+    /// `DEL` of the stream and the meta hash.
+    Del,
+    /// `FLUSHDB`.
+    FlushDb,
+}
+
+/// Item 2: B has read up to entry 20 of the log when its keys vanish; A
+/// then broadcasts `after` more, which start a new log at 1. B is told the
+/// log was lost (within its blocking interval, without a reconnect) and
+/// then receives every one of them: none sits below its cursor.
+async fn a_log_that_vanishes_under_connected_nodes_is_told_then_flows(how: Vanish, after: u64) {
+    let server = RedisServer::start().await;
+    let (publisher, subscriber, mut subscription, _) = publisher_and_subscriber(&server).await;
+    let mut last = None;
+    for n in 1..20 {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    for n in 1..20 {
+        let (got, position) = next(&mut subscription).await;
+        assert_eq!(got, n);
+        last = Some(position);
+    }
+    let last = last.expect("read");
+    assert_eq!(last.seq(), 20, "B has read up to entry 20");
+    let mut admin = server.connection().await;
+    match how {
+        Vanish::Del => {
+            let _: i64 = redis::cmd("DEL")
+                .arg(keys().log_key())
+                .arg(keys().log_meta_key())
+                .query_async(&mut admin)
+                .await
+                .expect("DEL");
+        }
+        Vanish::FlushDb => {
+            let _: () = redis::cmd("FLUSHDB")
+                .query_async(&mut admin)
+                .await
+                .expect("FLUSHDB");
+        }
+    }
+    for n in 100..100 + after {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    assert_eq!(
+        within("the gap", subscription.recv()).await,
+        Err(RecvError::Gap(Gap::LogLost))
+    );
+    for (seq, n) in (1..).zip(100..100 + after) {
+        let (got, position) = next(&mut subscription).await;
+        assert_eq!(got, n);
+        assert_ne!(position.log(), last.log(), "a new log");
+        assert_eq!(position.seq(), seq, "the new log from its first entry");
+    }
+    assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(subscriber.connection(), Connection::Connected);
+    assert_eq!(subscriber.stats().gaps, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_log_under_connected_nodes_is_a_lost_log_then_its_20_new_entries_flow() {
+    a_log_that_vanishes_under_connected_nodes_is_told_then_flows(Vanish::Del, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_log_under_connected_nodes_is_a_lost_log_then_its_25_new_entries_flow() {
+    // More new entries than B had read: the new log's entries 21.. reach
+    // B's cursor, and 1..20, below it, must not be passed over.
+    a_log_that_vanishes_under_connected_nodes_is_told_then_flows(Vanish::Del, 25).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_database_under_connected_nodes_is_a_lost_log_then_the_new_entries_flow() {
+    a_log_that_vanishes_under_connected_nodes_is_told_then_flows(Vanish::FlushDb, 20).await;
+}
+
+/// Item 3: with an age-bounded retention, one entry whose `t` is far in
+/// the future does not stop the trimming: it is trimmed once it is the
+/// oldest, and the entries after it are trimmed by age again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_dated_far_in_the_future_does_not_stop_age_trimming() {
+    let server = RedisServer::start().await;
+    let age = Duration::from_millis(300);
+    let pubsub = node(server.url(), "alone", Retention::age(age)).await;
+    let mut admin = server.connection().await;
+    pubsub.broadcast([ROOMS], 1).await.expect("sent");
+    // A stray entry dated in the year 5138, after the log's last entry,
+    // carrying its fields (a forged entry of the log's own form).
+    let last: u64 = redis::cmd("HGET")
+        .arg(keys().log_meta_key())
+        .arg("seq")
+        .query_async(&mut admin)
+        .await
+        .expect("HGET");
+    let log: u16 = redis::cmd("HGET")
+        .arg(keys().log_meta_key())
+        .arg("log")
+        .query_async(&mut admin)
+        .await
+        .expect("HGET");
+    let stray = format!("{}-0", last + 1);
+    let _: String = redis::cmd("XADD")
+        .arg(keys().log_key())
+        .arg(&stray)
+        .arg(&[
+            "log",
+            &log.to_string(),
+            "n",
+            "1",
+            "t",
+            "99999999999999",
+            "m",
+            "{}",
+        ])
+        .query_async(&mut admin)
+        .await
+        .expect("XADD");
+    // Broadcasts go on; poll, with a deadline, until trimming has passed
+    // the stray entry and the log holds only the last `age` of entries
+    // (ten broadcasts a pause of 20 ms apart: at most 15 + a few).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 2;
+    loop {
+        pubsub.broadcast([ROOMS], n).await.expect("sent");
+        n += 1;
+        let found: Vec<redis::Value> = redis::cmd("XRANGE")
+            .arg(keys().log_key())
+            .arg(&stray)
+            .arg(&stray)
+            .query_async(&mut admin)
+            .await
+            .expect("XRANGE");
+        let still_there = !found.is_empty();
+        let len: u64 = redis::cmd("XLEN")
+            .arg(keys().log_key())
+            .query_async(&mut admin)
+            .await
+            .expect("XLEN");
+        if !still_there && n > 60 {
+            assert!(len < 40, "{len} entries kept: trimming by age goes on");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after {n} broadcasts the stray entry still stops trimming ({len} entries)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Item 2, the stream deleted and the meta hash kept: the log goes on
+/// under its id, and a node that had read every entry gets no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stream_with_its_meta_hash_kept_goes_on_without_a_gap() {
+    let server = RedisServer::start().await;
+    let (publisher, subscriber, mut subscription, first) = publisher_and_subscriber(&server).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(keys().log_key())
+        .query_async(&mut server.connection().await)
+        .await
+        .expect("DEL");
+    for n in 1..=5 {
+        publisher.broadcast([ROOMS], n).await.expect("sent");
+    }
+    for n in 1..=5 {
+        let (got, position) = next(&mut subscription).await;
+        assert_eq!(got, n);
+        assert_eq!(position.log(), first.log(), "the same log");
+        assert_eq!(position.seq(), first.seq() + n, "numbered on");
+    }
+    assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(subscriber.stats().gaps, 0);
+}

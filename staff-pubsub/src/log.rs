@@ -150,7 +150,9 @@ pub enum Gap {
         missing: u64,
     },
     /// Durable delivery: the log itself was lost (the engine restarted
-    /// without persistence, or its stream was deleted) and started afresh.
+    /// without persistence, its keys or stream were deleted, or, on Redis,
+    /// another client wrote values to its keys that are not the log's own)
+    /// and started afresh under a new log id.
     /// What was published between this node's last read and the loss is
     /// gone; how much is not known.
     LogLost,

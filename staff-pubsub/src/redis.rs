@@ -108,10 +108,52 @@
 //!   writes each entry to its file before acknowledging it, so a killed
 //!   `redis-server` keeps it; with the default `appendfsync everysec` a
 //!   crash of the machine can lose the last second (`always` prevents it).
-//! - A stream entry that is not one of this log's (written by hand) is
-//!   skipped, counted in [`Stats::rejected`](crate::Stats::rejected) and
-//!   logged. Every node of a namespace must use the same mode: live nodes
-//!   do not read the stream, durable nodes do not read the channel.
+//! - The log's two keys live in a Redis other clients can write to, and
+//!   nothing they write there wedges the log or turns a later `Ok` into a
+//!   silent loss:
+//!   - A stream entry that is not one of this log's (no `log` or `m`
+//!     field, an id not of the form `<seq>-0`, a sequence number past
+//!     [`Position::MAX_SEQ`], or a log id this node already left for a
+//!     newer log) is skipped, counted once in
+//!     [`Stats::rejected`](crate::Stats::rejected) by each node that reads
+//!     it, and logged at WARN; it never causes a [`Gap::Trimmed`](crate::Gap::Trimmed).
+//!   - A meta hash whose `log` is not a 16-bit id in decimal (`70000`) or
+//!     whose `seq` is not a sequence number (`abc`), a key of another type
+//!     than a hash or a stream, and a stream whose last id is past the
+//!     largest sequence number (an entry at `281474976710656-0` or
+//!     `18446744073709551615-0`, after which the log could append
+//!     nothing) are not the log's own: the next broadcast (or a node's
+//!     reader, whichever comes first) replaces them and starts a new log,
+//!     under a new log id, after the stream's last entry (from 1 when the
+//!     key had to be deleted: the stream's entries are then gone). That
+//!     node counts it once in [`Stats::rejected`](crate::Stats::rejected)
+//!     and logs a WARN; the broadcast succeeds, and every node's
+//!     subscribers receive [`Gap::LogLost`](crate::Gap::LogLost) once, then
+//!     the new log's entries.
+//!   - A stream entry appended past the log's last sequence number (by
+//!     hand, or because the meta hash was lost and not the stream) starts
+//!     a new log at the next broadcast, as above.
+//!   - Keys deleted while the nodes stay connected (`DEL` of both,
+//!     `FLUSHDB`, eviction under an `allkeys-*` policy, a failover to a
+//!     replica that lost them): each node's reader checks the log's head
+//!     once per blocking interval ([`health_check_interval`](RedisConfig::health_check_interval)),
+//!     and at once when an entry of another log comes where its next
+//!     entry was due. Its subscribers receive [`Gap::LogLost`](crate::Gap::LogLost)
+//!     within that interval (plus the response timeout), without a
+//!     reconnect, and then every entry of the new log from its first,
+//!     including those numbered below what the node had read. If only the
+//!     stream was deleted and the meta hash kept, the log goes on under its
+//!     id: a node that had read every entry gets no gap, one that had not
+//!     gets [`Gap::Trimmed`](crate::Gap::Trimmed) for the deleted entries
+//!     it had not read.
+//!   - Age-based trimming ([`Retention::age`]) believes an entry's `t`
+//!     only when it is a time the log could have written: an integer no
+//!     later than Redis's clock plus the retention's age. Any other entry
+//!     counts as old and is trimmed once it is the oldest, so a stray
+//!     entry dated in the future keeps the entries after it for at most
+//!     twice the age; the log's memory stays bounded.
+//! - Every node of a namespace must use the same mode: live nodes do not
+//!   read the stream, durable nodes do not read the channel.
 //! - Cost: a script run and a stream entry per broadcast instead of a
 //!   `PUBLISH`, and the sender's own delivery waits for Redis (see
 //!   BENCHMARKS.md, "Durable delivery"). The two keys share the hash tag
@@ -208,7 +250,10 @@ impl RedisConfig {
     /// broadcast is appended to the namespace's log ([`log_key`](Self::log_key))
     /// and every node, the sender included, delivers it from there, so that
     /// a node that reconnects reads what it missed instead of losing it.
-    /// See the module's "Durable delivery". Every node of a namespace must
+    /// See the module's "Durable delivery", which also says what happens
+    /// when another client writes to, deletes or flushes the log's keys
+    /// (never a permanent outage, never a silent loss: a new log and a
+    /// [`Gap::LogLost`](crate::Gap::LogLost)). Every node of a namespace must
     /// use the same mode. Default: live delivery over pub/sub.
     pub fn durable(mut self, retention: Retention) -> Self {
         self.durable = Some(retention);
@@ -293,7 +338,9 @@ impl RedisConfig {
     }
 
     /// The key of the hash beside the log holding its id and last sequence
-    /// number: `{<namespace>}:log-meta`.
+    /// number: `{<namespace>}:log-meta`, fields `log` (the id, 0 to 65535)
+    /// and `seq`, both in decimal. Values of another form are not the
+    /// log's: the log starts afresh (see the module's "Durable delivery").
     #[must_use]
     pub fn log_meta_key(&self) -> String {
         format!("{{{}}}:log-meta", self.namespace)

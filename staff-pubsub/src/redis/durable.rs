@@ -11,7 +11,12 @@
 //!
 //! Each node reads the stream with `XREAD BLOCK` on a connection of its
 //! own, from the last entry it read, which it keeps across reconnects and
-//! restarts of its receive task.
+//! restarts of its receive task, and checks the log's head once per
+//! blocking interval (the keys may be deleted or replaced under it).
+//!
+//! The keys are shared with every client of the Redis: the scripts take
+//! from them only values the log writes ([`HEAD_LUA`]), and anything else
+//! there starts a new log rather than wedging the append or the reader.
 //!
 //! Invariants: `seq` values of one log id are consecutive from 1 and
 //! never reused; the reader's cursor only moves forward within a log and
@@ -37,51 +42,137 @@ use crate::pubsub::random_u64;
 use crate::topic::Topic;
 use crate::transport::{Connection, LocalNode, LogHead, Replay};
 
+/// What [`APPEND_SCRIPT`] and [`HEAD_SCRIPT`] begin with: the log's head,
+/// read so that nothing another client wrote to the log's keys can wedge
+/// it. KEYS: the stream, the meta hash.
+///
+/// `own_int` reads a value as the log writes its integers (decimal digits,
+/// no sign, no leading zero, at most `max`), `nil` for anything else.
+///
+/// `own_head(fresh)` returns the log's id, its last sequence number, the
+/// stream's last id (`0-0` when there is no stream), 1 when a log starts
+/// now under the id `fresh` (0: the log goes on), and 1 when it found in
+/// the keys something that is not the log's own (0: nothing). A log starts
+/// now, after the stream's last entry, when the meta hash is missing or
+/// holds a `log` that is not a 16-bit id or a `seq` that is not a
+/// sequence number (written by something else: the log's id and end are
+/// lost), and when the stream ends past the meta hash's `seq` (entries
+/// appended by something else, or a meta hash lost and not the stream). A
+/// key of another type, and a stream whose last id is past the largest
+/// sequence number (to which the log can append nothing), are deleted and
+/// a log starts at 1. Invariants on return: `seq + 1 <= MAX_SEQ`, and an
+/// `XADD` of `<seq + 1>-0` succeeds (it is past the stream's last id). The
+/// new log's id differs from the id it replaces when that was readable
+/// (not when the meta hash was lost: then one in 65,536 is the same).
+const HEAD_LUA: &str = r"
+local MAX_SEQ = 281474976710655
+local function own_int(value, max)
+  if type(value) ~= 'string' or #value == 0 or #value > 15
+    or not string.match(value, '^%d+$')
+    or (#value > 1 and string.sub(value, 1, 1) == '0') then
+    return nil
+  end
+  local n = tonumber(value)
+  if n > max then return nil end
+  return n
+end
+local function own_head(fresh)
+  local foreign = 0
+  local log = nil
+  local seq = nil
+  local meta = redis.call('TYPE', KEYS[2])['ok']
+  if meta == 'hash' then
+    local values = redis.call('HMGET', KEYS[2], 'log', 'seq')
+    log = own_int(values[1], 65535)
+    seq = own_int(values[2], MAX_SEQ - 1)
+    if (values[1] and not log) or (values[2] and not seq) then foreign = 1 end
+  elseif meta ~= 'none' then
+    redis.call('DEL', KEYS[2])
+    foreign = 1
+  end
+  local previous = log
+  local top = '0-0'
+  local top_seq = 0
+  local kind = redis.call('TYPE', KEYS[1])['ok']
+  if kind == 'stream' then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then top = info[i + 1] end
+    end
+    top_seq = own_int(string.match(top, '^(%d+)%-'), MAX_SEQ - 1)
+    if not top_seq then
+      redis.call('DEL', KEYS[1])
+      foreign = 1
+      top = '0-0'
+      top_seq = 0
+      log = nil
+    end
+  elseif kind ~= 'none' then
+    redis.call('DEL', KEYS[1])
+    foreign = 1
+    log = nil
+  end
+  if log and seq and top_seq <= seq then
+    return log, seq, top, 0, foreign
+  end
+  local id = tonumber(fresh)
+  if id == previous then id = (id + 1) % 65536 end
+  return id, top_seq, top, 1, foreign
+end
+";
+
 /// Appends one envelope. KEYS: the stream, the meta hash. ARGV: a log id
 /// for a log that starts now, the most entries kept (0: no bound), the
 /// oldest age kept in ms (0: no bound), the envelope, the entry's nonce (a
 /// random number that tells this entry from another given the same
 /// sequence number by a Redis that lost its last writes). Returns the log
-/// id, the entry's sequence number, and 1 if trimming worked (0: the entry
-/// is in, trimming failed).
+/// id, the entry's sequence number, 1 if trimming worked (0: the entry is
+/// in, trimming failed), and 1 if the log's keys held something not the
+/// log's own (see [`HEAD_LUA`]: a new log started).
 ///
-/// Nothing is written unless the `XADD` succeeds, so a refused append
-/// leaves no trace (no sequence number used). If the stream holds entries
-/// past the meta hash's `seq` (the hash was lost, the stream not), a new
-/// log starts after the stream's last entry. Age trimming looks at the 8
-/// oldest entries per append: each entry is trimmed once, so the log keeps
-/// up with any rate of appends.
+/// The common case costs an `HMGET` and an `XADD`: the log's head is read
+/// by [`HEAD_LUA`] (with `XINFO STREAM`) only when the meta hash's values
+/// are not the log's own or the `XADD` after its `seq` fails (the stream
+/// ends past it, or is not a stream); an `XADD` that fails then too is the
+/// script's error. The meta hash is written only once an `XADD`
+/// succeeded, so a refused append uses no sequence number (a key
+/// [`HEAD_LUA`] deleted stays deleted). Age trimming looks at the 8 oldest entries per append: each
+/// entry is trimmed once, so the log keeps up with any rate of appends. An
+/// entry's `t` counts only when it is a time the log could have written:
+/// an integer no later than `now + age` (the allowance for the clocks of
+/// a failover's replica). Any other entry counts as old: a stray entry,
+/// whatever its `t`, holds trimming back for at most twice the age.
 const APPEND_SCRIPT: &str = r"
-local log = redis.call('HGET', KEYS[2], 'log')
-local fresh = false
-if not log then
-  log = ARGV[1]
-  fresh = true
-end
-local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0') + 1
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local added = redis.pcall('XADD', KEYS[1], string.format('%d-0', seq),
-  'log', log, 'n', ARGV[5], 't', string.format('%d', now), 'm', ARGV[4])
-if type(added) == 'table' and added.err then
-  if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then
+local function add(log, seq)
+  return redis.pcall('XADD', KEYS[1], string.format('%d-0', seq),
+    'log', string.format('%d', log), 'n', ARGV[5], 't', string.format('%d', now), 'm', ARGV[4])
+end
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+local log, seq = nil, nil
+local started, foreign = 0, 0
+local values = redis.pcall('HMGET', KEYS[2], 'log', 'seq')
+if not failed(values) then
+  log = own_int(values[1], 65535)
+  seq = own_int(values[2], MAX_SEQ - 1)
+end
+if not (log and seq and not failed(add(log, seq + 1))) then
+  local top
+  log, seq, top, started, foreign = own_head(ARGV[1])
+  local added = add(log, seq + 1)
+  if failed(added) then
     return redis.error_reply(added.err)
   end
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  local last = '0-0'
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
-  end
-  seq = tonumber(string.match(last, '^(%d+)')) + 1
-  log = ARGV[1]
-  fresh = true
-  redis.call('XADD', KEYS[1], string.format('%d-0', seq),
-    'log', log, 'n', ARGV[5], 't', string.format('%d', now), 'm', ARGV[4])
 end
-if fresh then
-  redis.call('HSET', KEYS[2], 'log', log)
+seq = seq + 1
+if started == 1 then
+  redis.call('HSET', KEYS[2], 'log', string.format('%d', log), 'seq', string.format('%d', seq))
+else
+  redis.call('HSET', KEYS[2], 'seq', string.format('%d', seq))
 end
-redis.call('HSET', KEYS[2], 'seq', string.format('%d', seq))
 local trimmed = 1
 if tonumber(ARGV[2]) > 0 then
   local done = redis.pcall('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
@@ -95,7 +186,7 @@ if age > 0 then
     local at = nil
     local fields = entry[2]
     for i = 1, #fields, 2 do
-      if fields[i] == 't' then at = tonumber(fields[i + 1]) end
+      if fields[i] == 't' then at = own_int(fields[i + 1], now + age) end
     end
     if at and at >= now - age then break end
     cut = tonumber(string.match(entry[1], '^(%d+)'))
@@ -105,32 +196,20 @@ if age > 0 then
     if type(done) == 'table' and done.err then trimmed = 0 end
   end
 end
-return {log, seq, trimmed}
+return {log, seq, trimmed, foreign}
 ";
 
-/// The log's id and last sequence number, starting a log if there is
-/// none (KEYS and ARGV[1] as [`APPEND_SCRIPT`]'s): what a reader starts
-/// from and checks after each reconnect.
+/// The log's id, its last sequence number, the stream's last id and
+/// whether something not the log's own was found ([`HEAD_LUA`]; KEYS and
+/// ARGV[1] as [`APPEND_SCRIPT`]'s), starting a log if there is none: what
+/// a reader starts from and checks after each reconnect and once per
+/// blocking interval.
 const HEAD_SCRIPT: &str = r"
-local log = redis.call('HGET', KEYS[2], 'log')
-local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then
-      local last = tonumber(string.match(info[i + 1], '^(%d+)'))
-      if last > seq then
-        log = nil
-        seq = last
-      end
-    end
-  end
+local log, seq, top, started, foreign = own_head(ARGV[1])
+if started == 1 then
+  redis.call('HSET', KEYS[2], 'log', string.format('%d', log), 'seq', string.format('%d', seq))
 end
-if not log then
-  log = ARGV[1]
-  redis.call('HSET', KEYS[2], 'log', log, 'seq', string.format('%d', seq))
-end
-return {log, string.format('%d', seq)}
+return {log, seq, top, foreign}
 ";
 
 /// Gives the log a new id if it still has `ARGV[2]` (KEYS as above;
@@ -147,8 +226,9 @@ end
 return log or ARGV[1]
 ";
 
-static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND_SCRIPT));
-static HEAD: LazyLock<Script> = LazyLock::new(|| Script::new(HEAD_SCRIPT));
+static APPEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{HEAD_LUA}{APPEND_SCRIPT}")));
+static HEAD: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{HEAD_LUA}{HEAD_SCRIPT}")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
 
 /// The most entries one `XREAD` or `XRANGE` returns.
@@ -189,9 +269,11 @@ where
         let nonce = random_u64();
         let trimmed = AtomicBool::new(true);
         let trimmed = &trimmed;
+        let foreign = AtomicBool::new(false);
+        let foreign = &foreign;
         self.publisher
             .send("XADD", |mut connection| async move {
-                let (_, _, done): (String, u64, u8) = APPEND
+                let (_, _, done, found): (u16, u64, u8, u8) = APPEND
                     .key(&*self.stream)
                     .key(&*self.meta)
                     .arg(fresh)
@@ -202,13 +284,29 @@ where
                     .invoke_async(&mut connection)
                     .await?;
                 trimmed.store(done == 1, Ordering::Relaxed);
+                foreign.store(found == 1, Ordering::Relaxed);
                 Ok(())
             })
             .await?;
+        if foreign.load(Ordering::Relaxed) {
+            self.found_foreign();
+        }
         if !trimmed.load(Ordering::Relaxed) {
             tracing::warn!(stream = %self.stream, "appended to the Redis log, but trimming it failed: it may outgrow its retention");
         }
         Ok(())
+    }
+
+    /// Counts and logs what [`HEAD_LUA`] found in the log's keys that was
+    /// not the log's own (and replaced, starting a new log).
+    fn found_foreign(&self) {
+        self.inbound.local.record_rejected();
+        tracing::warn!(
+            stream = %self.stream,
+            meta = %self.meta,
+            "the Redis log's keys held values that are not the log's own (written by another client): \
+             they were replaced and a new log started; subscribers are told the log was lost"
+        );
     }
 
     /// Where the log ends on Redis now.
@@ -450,12 +548,43 @@ struct Cursor {
     seq: u64,
     /// The id to read after: the last entry's, whatever it held.
     from: String,
+    /// The largest stream id read (an entry is counted as rejected once,
+    /// when first read past this: not again when the stream is read anew
+    /// from its start after the log changed).
+    seen: (u64, u64),
     /// The nonce of entry `seq`, to tell it from another entry given the
     /// same number by a Redis that lost its last writes.
     nonce: Option<u64>,
     /// The next entry starts a log this reader just adopted: no gap is
     /// checked before it.
     adopted: bool,
+    /// The last few log ids this reader left for a newer one: an entry
+    /// carrying one of them after the newer log's entries is not the log's
+    /// (a log's entries never follow a newer log's), and is rejected.
+    left: Vec<u16>,
+}
+
+impl Cursor {
+    /// How many left log ids [`Cursor::left`] remembers.
+    const LEFT: usize = 8;
+
+    /// Leaves the current log for `log`, reading on after its sequence
+    /// number `from` (0: from the stream's start, passing over the entries
+    /// of other logs until the first of `log`).
+    fn adopt(&mut self, log: u16, from: u64) {
+        if self.log != log {
+            if self.left.len() == Self::LEFT {
+                self.left.remove(0);
+            }
+            self.left.push(self.log);
+            self.left.retain(|left| *left != log);
+        }
+        self.log = log;
+        self.seq = from;
+        self.from = format!("{from}-0");
+        self.nonce = None;
+        self.adopted = true;
+    }
 }
 
 /// Starts the durable log of `config`'s namespace for `local`: reads the
@@ -498,7 +627,9 @@ where
                 secrets.cause(&error)
             ))
         })?;
-    let (log_id, seq) = head;
+    let Head {
+        log: log_id, seq, ..
+    } = head;
     local.set_log_head(log_id, seq);
     local.set_connection(Connection::Connected);
     tracing::info!(
@@ -520,8 +651,10 @@ where
             log: log_id,
             seq,
             from: format!("{seq}-0"),
+            seen: (seq, 0),
             nonce: None,
             adopted: false,
+            left: Vec::new(),
         }),
     });
     let stopped = StopReport::new(local, "Redis");
@@ -529,20 +662,58 @@ where
     Ok((log, supervisor))
 }
 
-/// Runs [`HEAD_SCRIPT`]: the log's id and last sequence number.
-async fn head<M>(
-    log: &Log<M>,
-    connection: &mut MultiplexedConnection,
-) -> Result<(u16, u64), RedisError> {
-    let (id, seq): (String, String) = HEAD
+/// What [`HEAD_SCRIPT`] found.
+struct Head {
+    /// The log's id.
+    log: u16,
+    /// The log's last sequence number (0: none yet).
+    seq: u64,
+    /// The stream's last id (0-0 when there is no stream).
+    top: (u64, u64),
+    /// The log's keys held something that is not the log's own, which
+    /// the script replaced (a new log started).
+    foreign: bool,
+}
+
+/// Runs [`HEAD_SCRIPT`]: the log's id and last sequence number, and the
+/// stream's last id.
+async fn head<M>(log: &Log<M>, connection: &mut MultiplexedConnection) -> Result<Head, RedisError>
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    let (id, seq, top, foreign): (u16, u64, String, u8) = HEAD
         .key(&*log.stream)
         .key(&*log.meta)
         .arg(fresh_log_id())
         .invoke_async(connection)
         .await?;
-    // Both are written by our scripts; junk put there by hand reads as an
-    // empty log of a log id that no entry will match.
-    Ok((id.parse().unwrap_or(0), seq.parse().unwrap_or(0)))
+    let head = Head {
+        log: id,
+        seq,
+        // An id Redis gave (or 0-0): always of the form `<u64>-<u64>`.
+        top: stream_id(&top).unwrap_or((0, 0)),
+        foreign: foreign == 1,
+    };
+    if head.foreign {
+        log.found_foreign();
+    }
+    Ok(head)
+}
+
+/// A stream id `<ms>-<seq>` as a pair that orders as Redis orders ids.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (major, minor) = id.split_once('-')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// What the reader does after one entry.
+enum Step {
+    /// Reads on.
+    Next,
+    /// Reads again from the cursor, which moved back.
+    Reread,
+    /// Stops: the server is gone.
+    Gone,
 }
 
 /// Why reading stopped.
@@ -641,8 +812,8 @@ where
             })
             .await;
             let cause = match attempt {
-                Ok(Ok((mut connection, (log, seq)))) => {
-                    match self.check_head(&mut connection, log, seq).await {
+                Ok(Ok((mut connection, head))) => {
+                    match self.check_head(&mut connection, head).await {
                         Ok(()) => {
                             self.local.set_connection(Connection::Connected);
                             tracing::info!(
@@ -678,25 +849,47 @@ where
         }
     }
 
-    /// After a reconnect: a log with another id was started (Redis lost
-    /// it), or the log is shorter than what was read (Redis lost its last
-    /// writes: the log gets a new id, since the lost sequence numbers will
-    /// be reused). Either way subscribers are told the log was lost, and
-    /// reading goes on from the new log's start or end.
+    /// After a reconnect, and once per blocking interval while reading: a
+    /// log with another id was started (Redis lost it, its keys were
+    /// deleted or held values not the log's own), or the log is shorter
+    /// than what was read (Redis lost its last writes: the log gets a new
+    /// id, since the lost sequence numbers will be reused). Either way
+    /// subscribers are told the log was lost, and reading goes on from the
+    /// new log's start or end. When the log goes on but the stream now
+    /// ends before the cursor (the stream was deleted, and the log went on
+    /// in a new one), reading goes on from the last entry of the log read,
+    /// so the entries after it are not left below the cursor.
     async fn check_head(
         &self,
         connection: &mut MultiplexedConnection,
-        log: u16,
-        seq: u64,
+        head: Head,
     ) -> Result<(), RedisError> {
+        let Head { log, seq, top, .. } = head;
         let (known_log, known_seq, known_nonce) = {
-            let cursor = self.cursor.lock();
+            let mut cursor = self.cursor.lock();
+            if top < cursor.seen {
+                // The stream was written anew below what was read: its
+                // entries are new, and counted when read.
+                cursor.seen = (0, 0);
+            }
             (cursor.log, cursor.seq, cursor.nonce)
         };
         if log == known_log
             && seq >= known_seq
             && self.same_entry(connection, known_seq, known_nonce).await?
         {
+            let mut cursor = self.cursor.lock();
+            let from = stream_id(&cursor.from).unwrap_or((0, 0));
+            if top < from && cursor.log == known_log && cursor.seq == known_seq {
+                tracing::warn!(
+                    stream = %self.log.stream,
+                    node = self.local.node_name(),
+                    from = %cursor.from,
+                    "the Redis log's stream now ends before the last id read (it was deleted or written anew): \
+                     reading on from the last entry of the log read"
+                );
+                cursor.from = format!("{known_seq}-0");
+            }
             return Ok(());
         }
         // From the new log's start: a log found anew may already hold
@@ -719,17 +912,10 @@ where
             node = self.local.node_name(),
             had = %format_args!("{known_log:04x}-{known_seq}"),
             found = %format_args!("{log:04x}-{seq}"),
-            "the Redis log was lost (Redis restarted without persistence, or lost its last writes): \
-             subscribers are told; reading the new log"
+            "the Redis log was lost (Redis restarted without persistence or lost its last writes, \
+             or its keys were deleted or overwritten): subscribers are told; reading the new log"
         );
-        {
-            let mut cursor = self.cursor.lock();
-            cursor.log = new_log;
-            cursor.seq = from;
-            cursor.from = format!("{from}-0");
-            cursor.nonce = None;
-            cursor.adopted = true;
-        }
+        self.cursor.lock().adopt(new_log, from);
         self.local.signal_gap_with(Gap::LogLost);
         self.local.set_log_head(new_log, from);
         Ok(())
@@ -762,14 +948,38 @@ where
     }
 
     /// Delivers what the log holds after the cursor until the connection
-    /// breaks or the server is gone.
+    /// breaks or the server is gone. Checks the log's head once per
+    /// blocking interval (an idle log's `XREAD` returns empty after it): a
+    /// log whose keys vanished or were replaced while this reader stayed
+    /// connected is noticed then, even when its new entries all lie below
+    /// the cursor, where `XREAD` never returns them.
     async fn read(&self, connection: &mut MultiplexedConnection) -> Stopped {
         let block = self.block();
         let bound = block + self.config.response_timeout;
         let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
+        let mut checked = tokio::time::Instant::now();
         loop {
             if !self.local.is_alive() {
                 return Stopped::ServerGone;
+            }
+            if checked.elapsed() >= block {
+                let check = async {
+                    let head = head(&self.log, connection).await?;
+                    self.check_head(connection, head).await
+                };
+                match tokio::time::timeout(self.config.response_timeout, check).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        let cause = self.secrets.cause(&error);
+                        tracing::warn!(%cause, stream = %self.log.stream, "Redis log head check failed");
+                        return Stopped::ConnectionLost;
+                    }
+                    Err(_) => {
+                        tracing::warn!(stream = %self.log.stream, "Redis log head check got no answer");
+                        return Stopped::ConnectionLost;
+                    }
+                }
+                checked = tokio::time::Instant::now();
             }
             let from = self.cursor.lock().from.clone();
             let mut xread = ::redis::cmd("XREAD");
@@ -795,45 +1005,83 @@ where
                 }
             };
             for entry in entries_of(reply) {
-                if !self.deliver(entry) {
-                    return Stopped::ServerGone;
+                match self.deliver(entry) {
+                    Step::Next => {}
+                    // The rest of this page is read again, from the cursor
+                    // the reader moved back to.
+                    Step::Reread => break,
+                    Step::Gone => return Stopped::ServerGone,
                 }
             }
         }
     }
 
     /// Moves the cursor past one entry and dispatches it, after telling
-    /// subscribers of any entries lost before it. Returns false once the
-    /// server is gone.
-    fn deliver(&self, entry: RawEntry) -> bool {
+    /// subscribers of any entries lost before it.
+    fn deliver(&self, entry: RawEntry) -> Step {
         let mut cursor = self.cursor.lock();
+        let id = entry.id.as_deref().and_then(stream_id);
+        // Read for the first time (not again after the cursor moved back).
+        let first_read = id.is_none_or(|id| id > cursor.seen);
+        if let Some(id) = id {
+            cursor.seen = cursor.seen.max(id);
+        }
         if let Some(id) = entry.id {
             cursor.from = id;
         }
         let (Some(seq), Some(log), Some(bytes)) = (entry.seq, entry.log, entry.bytes) else {
             drop(cursor);
-            return self.reject("not an entry of this log (missing log, m, or an id <seq>-0)");
+            return self.reject(
+                first_read,
+                "not an entry of this log (missing log, m, or an id <seq>-0)",
+            );
         };
+        if Position::new(log, seq).is_none() {
+            // Checked before any gap: a stray entry past the last sequence
+            // number says nothing of what was trimmed.
+            drop(cursor);
+            return self.reject(first_read, "a sequence number out of range");
+        }
         if log != cursor.log && cursor.adopted {
             // Reading a log just adopted from the stream's start: this is
-            // an entry of the lost log that the stream still holds (its
+            // an entry of a lost log that the stream still holds (its
             // meta hash was lost, not the stream), before the new log's
             // first. Not this log's: passed over.
-            return self.local.is_alive();
+            return self.step();
+        }
+        if log != cursor.log && cursor.left.contains(&log) {
+            // A log this reader left for a newer one: its entries never
+            // follow the newer log's. Written by another client.
+            drop(cursor);
+            return self.reject(first_read, "an entry of a log replaced since");
         }
         if log != cursor.log {
-            // Another reader renewed the log's id (Redis lost its last
-            // writes): what this one had not read may be gone.
-            cursor.log = log;
-            cursor.adopted = true;
+            // Another log where this log's next entry was due: the log was
+            // renewed by another reader (Redis lost its last writes), or
+            // started anew (its keys deleted or overwritten). The new log's
+            // entries may start anywhere before this one, even below the
+            // cursor (a stream written anew from 1): read the stream again
+            // from its start, passing over the entries of other logs.
+            cursor.adopt(log, 0);
             drop(cursor);
-            tracing::error!(stream = %self.log.stream, "the Redis log was renewed: subscribers are told");
+            tracing::error!(
+                stream = %self.log.stream,
+                node = self.local.node_name(),
+                log = %format_args!("{log:04x}"),
+                "the Redis log was renewed or replaced (Redis lost its last writes, or its keys were \
+                 deleted or overwritten): subscribers are told; reading the new log from its start"
+            );
             self.local.signal_gap_with(Gap::LogLost);
-            cursor = self.cursor.lock();
+            self.local.set_log_head(log, 0);
+            return if self.local.is_alive() {
+                Step::Reread
+            } else {
+                Step::Gone
+            };
         }
         if !cursor.adopted && seq <= cursor.seq {
             drop(cursor);
-            return self.reject("an entry with a sequence number already read");
+            return self.reject(first_read, "an entry with a sequence number already read");
         }
         let skipped =
             (!cursor.adopted && seq > cursor.seq + 1).then(|| trimmed(log, cursor.seq + 1, seq));
@@ -851,14 +1099,31 @@ where
             self.local.signal_gap_with(gap);
         }
         match Position::new(log, seq) {
-            Some(position) => self.log.inbound.handle_logged(&bytes, position),
-            None => self.reject("a sequence number out of range"),
+            Some(position) if self.log.inbound.handle_logged(&bytes, position) => Step::Next,
+            Some(_) => Step::Gone,
+            // Checked above.
+            None => self.reject(true, "a sequence number out of range"),
         }
     }
 
-    fn reject(&self, why: &str) -> bool {
-        self.local.record_rejected();
-        tracing::warn!(stream = %self.log.stream, node = self.local.node_name(), why, "skipped a Redis log entry");
-        self.local.is_alive()
+    /// [`Step::Next`] while the server lives.
+    fn step(&self) -> Step {
+        if self.local.is_alive() {
+            Step::Next
+        } else {
+            Step::Gone
+        }
+    }
+
+    /// Skips an entry that is not the log's: counted and logged when read
+    /// for the first time, logged at DEBUG when read again.
+    fn reject(&self, first_read: bool, why: &str) -> Step {
+        if first_read {
+            self.local.record_rejected();
+            tracing::warn!(stream = %self.log.stream, node = self.local.node_name(), why, "skipped a Redis log entry");
+        } else {
+            tracing::debug!(stream = %self.log.stream, why, "skipped a Redis log entry again");
+        }
+        self.step()
     }
 }
