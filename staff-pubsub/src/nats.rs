@@ -126,7 +126,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,6 +154,14 @@ pub const DEFAULT_NAMESPACE: &str = "staff-pubsub";
 
 /// The suffix of the subject that carries direct broadcasts.
 const DIRECT: &str = "_direct";
+
+/// The client's own buffer per subscription in live mode: a hand-off to
+/// the subject's drain task, which takes each message as it comes (see
+/// `read_subject`), so it holds what arrives while that task waits to be
+/// run (at most what the client reads in one turn of its own task). Far
+/// above that, so that the client, whose drops are told out of band,
+/// never drops; `subscription_capacity` bounds what waits for the node.
+const CLIENT_HANDOFF: usize = 1 << 20;
 
 /// Where and how a node reaches NATS.
 ///
@@ -504,7 +512,16 @@ where
         let options = options
             .name(local.node_name())
             .connection_timeout(config.connect_timeout)
-            .subscription_capacity(config.subscription_capacity)
+            // Live mode: the client only hands messages over to each
+            // subject's drain task, which bounds what waits by
+            // `subscription_capacity` and marks losses in order (see
+            // `read_subject`). Durable mode: the log reader finds what the
+            // client dropped by its sequence numbers and reads it again.
+            .subscription_capacity(if config.durable.is_some() {
+                config.subscription_capacity
+            } else {
+                CLIENT_HANDOFF
+            })
             .max_reconnects(None)
             .event_callback(move |event| {
                 let events = Arc::clone(&on_event);
@@ -555,6 +572,7 @@ where
             .map_err(fail)?;
         let sync_subject = format!("{namespace}._sync.{:016x}", local.instance());
         let sync = client.subscribe(sync_subject.clone()).await.map_err(fail)?;
+        let echo = Arc::new(SyncEcho::default());
         let queue = Arc::new(InterestQueue::default());
         *events.queue.lock() = Some(Arc::clone(&queue));
         let interests = InterestTask {
@@ -562,7 +580,9 @@ where
             namespace: Arc::clone(&namespace),
             inbound: Arc::clone(&inbound),
             subscribed: HashMap::new(),
-            sync,
+            capacity: config.subscription_capacity,
+            slow_log: Arc::new(RateLimit::default()),
+            echo: Arc::clone(&echo),
             sync_subject,
             next_sync: AtomicU64::new(0),
             response_timeout: config.response_timeout,
@@ -572,8 +592,17 @@ where
             reported_refusals: 0,
         };
         let initial = local.topics();
+        let direct = read_subject(
+            direct,
+            Arc::clone(&inbound),
+            None,
+            config.subscription_capacity,
+            Arc::clone(&interests.slow_log),
+        );
         let tasks = vec![
-            AbortOnDrop(runtime.spawn(read(direct, Arc::clone(&inbound), None))),
+            direct._drain,
+            direct._deliver,
+            AbortOnDrop(runtime.spawn(echo.run(sync))),
             // The report is made here, not in the task: a task the runtime
             // drops before ever polling it still reports.
             AbortOnDrop(
@@ -877,27 +906,160 @@ where
     }
 }
 
-/// Reads one NATS subscription until it ends or the server is gone.
+/// What a subject's drain task hands its deliver task: a received
+/// message, or the mark of a loss after the messages handed before it.
+enum Handed {
+    Message(Bytes),
+    Lost,
+}
+
+/// The two tasks that read one NATS subscription (see [`read_subject`]):
+/// dropping this stops both, and dropping the client's subscriber
+/// unsubscribes.
+struct SubjectReader {
+    _drain: AbortOnDrop,
+    _deliver: AbortOnDrop,
+}
+
+/// Reads one NATS subscription until it ends or the server is gone, with
+/// two tasks, so that a message whose handling takes long (a slow decode)
+/// never holds back the taking of the next ones from the client.
+///
+/// The drain task takes every message from the client's subscription as
+/// it comes and queues it for the deliver task, which handles them in
+/// order. At most `capacity` messages wait; one that comes while that many
+/// wait is dropped, and the first one dropped after a queued message
+/// queues [`Handed::Lost`] right behind it. The deliver task signals the
+/// gap when it reaches the mark: after every message that came before the
+/// loss, before every one that came after it. The loss is so found in the
+/// order of the stream itself, not from the client's slow-consumer event,
+/// which comes out of band (after messages that came later, or before
+/// messages still buffered that came earlier). When the deliver task
+/// reaches a mark while later marks are queued already (another loss
+/// happened before it got there), it drops the messages up to the last of
+/// them and signals one gap: each message that came before a loss is
+/// delivered or dropped before the gap that tells it, and the gap comes
+/// before every message that came after the losses.
+///
+/// Invariants: `held` is the number of messages queued and not yet taken
+/// by the deliver task (the drain task, alone in adding, adds before it
+/// queues; the deliver task subtracts when it takes one), at most
+/// `capacity`; `marks` the number of marks the drain task queued (or is
+/// about to: it adds first) and the deliver task has not taken. A mark is
+/// never queued right after another, so the queue holds at most
+/// `2 * capacity + 1` items.
 ///
 /// On a topic's subject (`topic` is `Some`), an envelope must list that
 /// topic alone: one that lists others (another namespace whose subjects
 /// overlap this one's, a hand-made envelope) is skipped and counted, so that
 /// a subject delivers to its own topic only. On the direct subject, only
 /// direct (`only`) envelopes are taken.
-async fn read<M>(
-    mut subscriber: async_nats::Subscriber,
+fn read_subject<M>(
+    subscriber: async_nats::Subscriber,
     inbound: Arc<Inbound<M>>,
     topic: Option<Topic>,
+    capacity: usize,
+    slow_log: Arc<RateLimit>,
+) -> SubjectReader
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    let (queue, handed) = tokio::sync::mpsc::unbounded_channel();
+    let counts = Arc::new(Counts::default());
+    let drain = tokio::spawn(drain(subscriber, queue, Arc::clone(&counts), capacity.max(1)));
+    let deliver = tokio::spawn(deliver(handed, counts, inbound, topic, slow_log));
+    SubjectReader {
+        _drain: AbortOnDrop(drain),
+        _deliver: AbortOnDrop(deliver),
+    }
+}
+
+/// What a subject's queue holds: see [`read_subject`].
+#[derive(Default)]
+struct Counts {
+    held: AtomicUsize,
+    marks: AtomicUsize,
+}
+
+/// The drain task of [`read_subject`].
+async fn drain(
+    mut subscriber: async_nats::Subscriber,
+    queue: tokio::sync::mpsc::UnboundedSender<Handed>,
+    counts: Arc<Counts>,
+    capacity: usize,
+) {
+    // Set from the first message dropped until the next one queued: the
+    // mark of this loss is queued.
+    let mut losing = false;
+    while let Some(message) = subscriber.next().await {
+        if counts.held.load(Ordering::Acquire) >= capacity {
+            if !losing {
+                losing = true;
+                counts.marks.fetch_add(1, Ordering::AcqRel);
+                if queue.send(Handed::Lost).is_err() {
+                    break;
+                }
+            }
+            continue;
+        }
+        losing = false;
+        counts.held.fetch_add(1, Ordering::AcqRel);
+        if queue.send(Handed::Message(message.payload)).is_err() {
+            break;
+        }
+    }
+}
+
+/// The deliver task of [`read_subject`].
+async fn deliver<M>(
+    mut handed: tokio::sync::mpsc::UnboundedReceiver<Handed>,
+    counts: Arc<Counts>,
+    inbound: Arc<Inbound<M>>,
+    topic: Option<Topic>,
+    slow_log: Arc<RateLimit>,
 ) where
     M: DeserializeOwned + Send + Sync + 'static,
 {
     let expected = topic.map(|topic| topic.to_string());
-    while let Some(message) = subscriber.next().await {
+    while let Some(item) = handed.recv().await {
+        let payload = match item {
+            Handed::Message(payload) => {
+                counts.held.fetch_sub(1, Ordering::AcqRel);
+                payload
+            }
+            Handed::Lost => {
+                // Later losses already marked: what came between them is
+                // dropped too, and one gap tells them all.
+                let mut later = counts.marks.fetch_sub(1, Ordering::AcqRel) - 1;
+                while later > 0 {
+                    match handed.recv().await {
+                        Some(Handed::Message(_)) => {
+                            counts.held.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        Some(Handed::Lost) => {
+                            later = counts.marks.fetch_sub(1, Ordering::AcqRel) - 1;
+                        }
+                        None => break,
+                    }
+                }
+                inbound.local.signal_gap();
+                if slow_log.allow() {
+                    tracing::warn!(
+                        topic = expected.as_deref().unwrap_or("(direct broadcasts)"),
+                        node = inbound.local.node_name(),
+                        "NATS slow consumer: messages that came while the topic's buffer \
+                         (subscription_capacity) was full were dropped; subscribers told of \
+                         a gap after the messages that came before"
+                    );
+                }
+                continue;
+            }
+        };
         let alive = match &expected {
-            Some(topic) => inbound.handle_checked(&message.payload, |incoming| {
+            Some(topic) => inbound.handle_checked(&payload, |incoming| {
                 incoming.topics().eq(std::iter::once(topic.as_str()))
             }),
-            None => inbound.handle_checked(&message.payload, |incoming| {
+            None => inbound.handle_checked(&payload, |incoming| {
                 matches!(incoming.mode(), Mode::Only(_))
             }),
         };
@@ -912,10 +1074,15 @@ struct InterestTask<M> {
     client: Client,
     namespace: Arc<str>,
     inbound: Arc<Inbound<M>>,
-    /// One reading task per subscribed subject: aborting it drops its
+    /// The reader of each subscribed subject: dropping it drops its
     /// subscriber, which unsubscribes.
-    subscribed: HashMap<Topic, AbortOnDrop>,
-    sync: async_nats::Subscriber,
+    subscribed: HashMap<Topic, SubjectReader>,
+    /// How many messages of one subject may wait: `subscription_capacity`.
+    capacity: usize,
+    /// One rate limit for every subject's slow-consumer WARN.
+    slow_log: Arc<RateLimit>,
+    /// What comes back on the sync subject.
+    echo: Arc<SyncEcho>,
     sync_subject: String,
     next_sync: AtomicU64,
     response_timeout: Duration,
@@ -997,8 +1164,14 @@ where
         );
         match subscribing.await {
             Ok(Ok(subscriber)) => {
-                let task = tokio::spawn(read(subscriber, Arc::clone(&self.inbound), Some(topic)));
-                self.subscribed.insert(topic, AbortOnDrop(task));
+                let reader = read_subject(
+                    subscriber,
+                    Arc::clone(&self.inbound),
+                    Some(topic),
+                    self.capacity,
+                    Arc::clone(&self.slow_log),
+                );
+                self.subscribed.insert(topic, reader);
                 tracing::debug!(%topic, "subscribed to the NATS subject");
                 true
             }
@@ -1021,20 +1194,18 @@ where
     /// server handles one connection's commands in order, so every earlier
     /// subscription is in place once it comes back.
     async fn round_trip(&mut self) -> Result<(), TransportError> {
-        let token = self.next_sync.fetch_add(1, Ordering::Relaxed).to_string();
+        let token = Bytes::from(self.next_sync.fetch_add(1, Ordering::Relaxed).to_string());
+        let echoed = self.echo.expect(token.clone());
         let waiting = async {
             self.client
-                .publish(self.sync_subject.clone(), Bytes::from(token.clone()))
+                .publish(self.sync_subject.clone(), token)
                 .await
                 .map_err(|error| {
                     not_sent(format!("NATS sync failed: {}", self.secrets.cause(&error)))
                 })?;
-            while let Some(message) = self.sync.next().await {
-                if message.payload.as_ref() == token.as_bytes() {
-                    return Ok(());
-                }
-            }
-            Err(not_sent("the NATS connection closed"))
+            echoed
+                .await
+                .map_err(|_| not_sent("the NATS connection closed"))
         };
         let answered = match tokio::time::timeout(self.response_timeout, waiting).await {
             Ok(result) => result,
@@ -1058,6 +1229,50 @@ where
             .with_outcome(Outcome::NotSent));
         }
         Ok(())
+    }
+}
+
+/// The sync subject's reader: takes every message as it comes (so that
+/// nothing sent there piles up in the client) and answers the round trip
+/// waiting for its token.
+#[derive(Default)]
+struct SyncEcho {
+    /// The token a round trip waits for, and where to say it came.
+    waiting: Mutex<Option<(Bytes, oneshot::Sender<()>)>>,
+    /// Set when the subscription ended: a round trip then fails at once.
+    closed: AtomicBool,
+}
+
+impl SyncEcho {
+    /// Waits for `token` from now on (a round trip at a time: the interest
+    /// task makes them one after another). The answer fails when the
+    /// subscription ends.
+    fn expect(&self, token: Bytes) -> oneshot::Receiver<()> {
+        let (reply, answer) = oneshot::channel();
+        let mut waiting = self.waiting.lock();
+        // Checked under the lock the reader takes to close: either it sees
+        // this reply and drops it, or this sees it closed.
+        if !self.closed.load(Ordering::Acquire) {
+            *waiting = Some((token, reply));
+        }
+        answer
+    }
+
+    async fn run(self: Arc<Self>, mut sync: async_nats::Subscriber) {
+        while let Some(message) = sync.next().await {
+            let mut waiting = self.waiting.lock();
+            if waiting
+                .as_ref()
+                .is_some_and(|(token, _)| *token == message.payload)
+            {
+                if let Some((_, reply)) = waiting.take() {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        let mut waiting = self.waiting.lock();
+        self.closed.store(true, Ordering::Release);
+        *waiting = None;
     }
 }
 
@@ -1115,11 +1330,13 @@ impl<M: Send + Sync + 'static> Events<M> {
                 }
             }
             Event::SlowConsumer(_) => {
-                // The client dropped messages of a subscription whose
-                // buffer was full; it does not say which topic's.
+                // The client's own hand-off buffer overflowed (see
+                // `CLIENT_HANDOFF`: a drain task not run while a million
+                // messages came). It does not say which topic's, nor where
+                // in the stream: every subscriber is told now.
                 self.local.signal_gap();
                 if self.log.allow() {
-                    tracing::warn!(namespace = %self.source, node = self.local.node_name(), "NATS slow consumer: messages dropped, subscribers told of a gap");
+                    tracing::warn!(namespace = %self.source, node = self.local.node_name(), "NATS slow consumer: the client's own buffer overflowed and it dropped messages, subscribers told of a gap");
                 }
             }
             Event::Closed => self.local.set_connection(Connection::Disconnected),
