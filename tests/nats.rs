@@ -500,8 +500,14 @@ async fn no_credential_form_reaches_the_clients_logs_at_any_level() {
         }
     }
     // The client's own logs were captured, at TRACE.
-    assert!(logs.has_line_with(&["TRACE", "async_nats"]), "no TRACE line of async-nats");
-    assert!(logs.has_line_with(&["DEBUG", "async_nats"]), "no DEBUG line of async-nats");
+    assert!(
+        logs.has_line_with(&["TRACE", "async_nats"]),
+        "no TRACE line of async-nats"
+    );
+    assert!(
+        logs.has_line_with(&["DEBUG", "async_nats"]),
+        "no DEBUG line of async-nats"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -38,9 +38,18 @@
 //!   flush that does not complete within the response timeout is
 //!   [`Outcome::Unknown`].
 //! - After a reconnect (the client resubscribes by itself), every local
-//!   subscriber receives [`RecvError::Gap`](crate::RecvError::Gap). So
-//!   does every subscriber when the client reports a slow consumer (its
-//!   buffer for a subscription overflowed and messages were dropped).
+//!   subscriber receives [`RecvError::Gap`](crate::RecvError::Gap).
+//! - A slow consumer: the messages of a topic wait, at most
+//!   [`NatsConfig::subscription_capacity`] of them, for this node to handle
+//!   them in order (decode and queue for its subscribers). One that comes
+//!   while that many wait is dropped, and every subscriber receives
+//!   [`RecvError::Gap`](crate::RecvError::Gap) exactly there: after every
+//!   message of the topic that came before the loss (those are delivered,
+//!   none after the gap) and before every one that came after it. Losses
+//!   the node finds together (a second one before it reached the first)
+//!   are one gap, the messages between them dropped too. A gap a
+//!   subscriber has not received yet when another comes moves after the
+//!   messages queued meanwhile and covers both (as for every gap).
 //! - Anything on a subject that is not a valid envelope for this node is
 //!   skipped, counted in [`Stats::rejected`](crate::Stats::rejected) and
 //!   logged, as with Redis; so is a message whose own code panics.
@@ -53,7 +62,10 @@
 //!   permission) is logged at ERROR; the next [`PubSub::sync`] fails with
 //!   the refusal (each refusal is reported to one `sync`).
 //! - Credentials (a user and password, a token, or in the URL) never
-//!   appear in `Debug`, errors or logs.
+//!   appear in `Debug`, errors or logs, the client's own included at
+//!   every level: each server address is handed to async-nats without its
+//!   user information (nor query pairs named `pass`, `password`, `token`
+//!   or `auth_token`), and the credentials as its connect options.
 //!
 //! # Durable delivery
 //!
@@ -190,7 +202,7 @@ pub struct NatsConfig {
     durable: Option<Retention>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 enum Credentials {
     None,
     UserPassword { user: String, password: String },
@@ -198,9 +210,24 @@ enum Credentials {
 }
 
 impl NatsConfig {
-    /// A configuration for the NATS server at `url` (`nats://host:port`;
-    /// `nats://user:password@host:port` works too), with the defaults for
+    /// A configuration for the NATS server at `url`, with the defaults for
     /// everything else.
+    ///
+    /// `url` is one server address or several separated by `,` (blanks
+    /// around each ignored; the client picks one and fails over to the
+    /// others), each `[scheme://][credentials@]host[:port]` as async-nats
+    /// reads it: the scheme `nats` (the default when none is written),
+    /// `tls`, `ws` or `wss`; the port 4222 by default; the credentials
+    /// `user:password` or a token, percent-encoded (`%40` for `@`, `%2C`
+    /// for `,`). Credentials in the URL are taken out of every address
+    /// before the client sees it and given to it as options, with query
+    /// pairs named `pass`, `password`, `token` or `auth_token`; servers that
+    /// carry different credentials are refused (the client has one set for
+    /// all). Those given by [`user_and_password`](Self::user_and_password)
+    /// or [`token`](Self::token) take precedence. `nats://127.0.0.1:4222`,
+    /// `app:secret@10.0.0.1`, `nats://a:4222,nats://b:4222` all work. A URL
+    /// that does not parse fails [`NatsTransport::connect`], credentials
+    /// hidden.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -275,12 +302,24 @@ impl NatsConfig {
         self
     }
 
-    /// How many received messages the client buffers per topic before it
-    /// drops them (a slow consumer, which subscribers learn as a gap).
-    /// Default 65,536.
+    /// How many received messages of one topic (and of the direct subject)
+    /// may wait for this node to handle them, in live mode: one that comes
+    /// while that many wait is dropped, and subscribers receive a gap
+    /// exactly where the loss is (see the [module docs](self#faults)). In
+    /// durable mode, the client's buffer for the log (what it drops, the
+    /// reader reads again). Default 65,536.
     pub fn subscription_capacity(mut self, messages: usize) -> Self {
         self.subscription_capacity = messages.max(1);
         self
+    }
+
+    /// The servers as shown in `Debug`, errors and logs: without
+    /// credentials, and hiding more when the URL does not parse.
+    fn shown(&self) -> String {
+        match parse_servers(&self.url) {
+            Ok(servers) => servers.shown,
+            Err(_) => self.secrets().scrub(&redact(&self.url)),
+        }
     }
 
     /// The subject that carries `topic` in this namespace.
@@ -292,8 +331,35 @@ impl NatsConfig {
         subject(&self.namespace, topic)
     }
 
+    /// Every spelling of every secret of the configuration: in the URL as
+    /// a whole and in each of its servers, raw and decoded, and given apart.
     fn secrets(&self) -> Secrets {
-        let secrets = Secrets::of(&self.url);
+        let mut secrets = Secrets::of(&self.url);
+        for piece in self.url.split(',') {
+            secrets = secrets.and(Secrets::of(piece.trim()));
+            let rest = piece.split_once("://").map_or(piece, |(_, rest)| rest);
+            if let Some(at) = rest.rfind('@') {
+                let userinfo = &rest[..at];
+                let secret = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+                secrets = secrets.with(secret).with(&decode_userinfo(secret));
+            }
+            if let Some((_, query)) = piece.split_once('?') {
+                for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+                    if is_secret_query_key(key) {
+                        secrets = secrets.with(value).with(&crate::net::percent_decode(value));
+                    }
+                }
+            }
+        }
+        if let Ok(servers) = parse_servers(&self.url) {
+            match &servers.credentials {
+                Some(Credentials::UserPassword { password, .. }) => {
+                    secrets = secrets.with(password)
+                }
+                Some(Credentials::Token(token)) => secrets = secrets.with(token),
+                _ => {}
+            }
+        }
         match &self.credentials {
             Credentials::None => secrets,
             Credentials::UserPassword { password, .. } => secrets.with(password),
@@ -310,7 +376,7 @@ impl fmt::Debug for NatsConfig {
             Credentials::Token(_) => "token ***".to_owned(),
         };
         f.debug_struct("NatsConfig")
-            .field("url", &redact(&self.url))
+            .field("url", &self.shown())
             .field("namespace", &self.namespace)
             .field("credentials", &credentials)
             .field("max_message_size", &self.max_message_size)
@@ -322,25 +388,109 @@ impl fmt::Debug for NatsConfig {
     }
 }
 
-/// The URL without user information, and the credentials it held:
-/// `nats://user:password@host` or `nats://token@host`.
-fn split_credentials(url: &str) -> (String, Option<Credentials>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_owned(), None);
-    };
-    let Some(at) = rest.rfind('@') else {
-        return (url.to_owned(), None);
-    };
-    let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
-    let clean = format!("{scheme}://{host}");
-    let credentials = match userinfo.split_once(':') {
-        Some((user, password)) => Credentials::UserPassword {
-            user: crate::net::percent_decode(user),
-            password: crate::net::percent_decode(password),
-        },
-        None => Credentials::Token(crate::net::percent_decode(userinfo)),
-    };
-    (clean, Some(credentials))
+/// The servers of a configured URL, as handed to the client: each without
+/// user information (the client logs the addresses it connects to) nor
+/// query pairs that may hold a secret, and the credentials they carried.
+struct Servers {
+    addresses: Vec<async_nats::ServerAddr>,
+    credentials: Option<Credentials>,
+    /// The servers for `Debug`, errors and logs: `user:***@` or `***@`
+    /// where credentials were.
+    shown: String,
+}
+
+/// Query keys whose values are hidden and never handed to the client.
+fn is_secret_query_key(key: &str) -> bool {
+    let key = crate::net::percent_decode(key).to_ascii_lowercase();
+    crate::net::is_secret_key(&key) || key == "token" || key == "auth_token"
+}
+
+/// `%XX` decoded; `+` kept (it is itself in user information).
+fn decode_userinfo(text: &str) -> String {
+    crate::net::percent_decode(&text.replace('+', "%2B"))
+}
+
+/// Parses `url`: one server address or several separated by `,` (blanks
+/// around each ignored), each `[scheme://][user:password@ | token@]host[:port]`
+/// and more as async-nats reads it (`nats://` when no scheme is written).
+/// The error is a cause that shows no part of the URL.
+fn parse_servers(url: &str) -> Result<Servers, String> {
+    let pieces: Vec<&str> = url.split(',').map(str::trim).collect();
+    let count = pieces.len();
+    let mut addresses = Vec::with_capacity(count);
+    let mut shown = Vec::with_capacity(count);
+    let mut credentials: Option<Credentials> = None;
+    for (n, piece) in pieces.into_iter().enumerate() {
+        let which = || {
+            if count == 1 {
+                "the server address".to_owned()
+            } else {
+                format!("server {} of {count}", n + 1)
+            }
+        };
+        if piece.is_empty() {
+            return Err(format!("{} is empty", which()));
+        }
+        let address: async_nats::ServerAddr = piece.parse().map_err(|error: std::io::Error| {
+            format!(
+                "{} is not a NATS server address ({error}; a `,` separates servers: \
+                 write one in a password or token as %2C)",
+                which()
+            )
+        })?;
+        let mut parsed = address.into_inner();
+        let user = decode_userinfo(parsed.username());
+        let found = match parsed.password() {
+            Some(password) => Some(Credentials::UserPassword {
+                user: user.clone(),
+                password: decode_userinfo(password),
+            }),
+            None if !user.is_empty() => Some(Credentials::Token(user.clone())),
+            None => None,
+        };
+        if found.is_some()
+            && (parsed.set_password(None).is_err() || parsed.set_username("").is_err())
+        {
+            return Err(format!("{} cannot hold user information", which()));
+        }
+        if let Some(query) = parsed.query() {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| !is_secret_query_key(pair.split('=').next().unwrap_or_default()))
+                .collect();
+            let kept = kept.join("&");
+            parsed.set_query((!kept.is_empty()).then_some(kept.as_str()));
+        }
+        let text = parsed.as_str().to_owned();
+        shown.push(match (&found, text.split_once("://")) {
+            (Some(Credentials::UserPassword { .. }), Some((scheme, rest))) => {
+                format!("{scheme}://{user}:***@{rest}")
+            }
+            (Some(_), Some((scheme, rest))) => format!("{scheme}://***@{rest}"),
+            _ => text.clone(),
+        });
+        let address = async_nats::ServerAddr::from_url(parsed)
+            .map_err(|error| format!("{} is not a NATS server address ({error})", which()))?;
+        addresses.push(address);
+        match (&credentials, found) {
+            (_, None) => {}
+            (None, Some(found)) => credentials = Some(found),
+            (Some(known), Some(found)) => {
+                if *known != found {
+                    return Err(
+                        "the servers carry different credentials: the client has one set for \
+                         all (give it with user_and_password or token)"
+                            .to_owned(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(Servers {
+        addresses,
+        credentials,
+        shown: shown.join(","),
+    })
 }
 
 /// Whether `token` can be one token of a subject.
@@ -478,7 +628,16 @@ where
                 .with_outcome(Outcome::NotSent)
         })?;
         let secrets = Arc::new(config.secrets());
-        let shown: Arc<str> = Arc::from(redact(&config.url));
+        let shown: Arc<str> = Arc::from(config.shown());
+        // Credentials written in the URL go to the client as options, and
+        // the servers without them: the client logs the addresses it
+        // connects to (at DEBUG, TRACE).
+        let servers = parse_servers(&config.url).map_err(|cause| {
+            not_sent(format!(
+                "cannot connect to NATS at {shown}: {}",
+                secrets.scrub(&cause)
+            ))
+        })?;
         let namespace: Arc<str> = Arc::from(config.namespace.as_str());
         let events = Arc::new(Events {
             local: local.clone(),
@@ -493,11 +652,7 @@ where
                 .is_some()
                 .then(|| Arc::new(tokio::sync::Notify::new())),
         });
-        // Credentials written in the URL go to the client as options, and
-        // the URL without them: the client logs the server address it
-        // connects to.
-        let (url, in_url) = split_credentials(&config.url);
-        let credentials = match (&config.credentials, in_url) {
+        let credentials = match (&config.credentials, servers.credentials) {
             (Credentials::None, Some(from_url)) => from_url,
             (credentials, _) => credentials.clone(),
         };
@@ -528,7 +683,7 @@ where
                 async move { events.on(event) }
             });
         let connecting =
-            tokio::time::timeout(config.connect_timeout, options.connect(url.as_str()));
+            tokio::time::timeout(config.connect_timeout, options.connect(servers.addresses));
         let client = match connecting.await {
             Ok(Ok(client)) => client,
             Ok(Err(error)) => {
@@ -966,7 +1121,12 @@ where
 {
     let (queue, handed) = tokio::sync::mpsc::unbounded_channel();
     let counts = Arc::new(Counts::default());
-    let drain = tokio::spawn(drain(subscriber, queue, Arc::clone(&counts), capacity.max(1)));
+    let drain = tokio::spawn(drain(
+        subscriber,
+        queue,
+        Arc::clone(&counts),
+        capacity.max(1),
+    ));
     let deliver = tokio::spawn(deliver(handed, counts, inbound, topic, slow_log));
     SubjectReader {
         _drain: AbortOnDrop(drain),
