@@ -298,6 +298,218 @@ async fn a_slow_consumer_becomes_a_gap_not_a_silent_hole() {
     assert!((1..=3).contains(&gaps), "{gaps} gaps counted");
 }
 
+/// A numbered message whose decoding takes 800 ms for one number,
+/// [`STUCK`]: the receive side stops for that long in the middle of a burst.
+#[derive(Debug, Serialize)]
+struct Numbered(u32);
+
+const STUCK: u32 = 10;
+
+impl<'de> Deserialize<'de> for Numbered {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(deserializer)?;
+        if n == STUCK {
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        Ok(Numbered(n))
+    }
+}
+
+/// What a subscriber read: a message's number, or a gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Message(u32),
+    Gap,
+}
+
+/// Checks that `read` is told every loss exactly where it happened, in
+/// broadcast order `0, 1, 2, ..`: numbers only go up, and a gap stands
+/// between two numbers exactly when numbers between them are missing
+/// (each loss told once, no gap where nothing was lost).
+fn assert_gaps_exactly_at_losses(read: &[Read]) {
+    let shown = || {
+        read.iter()
+            .map(|read| match read {
+                Read::Message(n) => n.to_string(),
+                Read::Gap => "GAP".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut last: Option<u32> = None;
+    let mut gaps_since = 0;
+    for item in read {
+        match *item {
+            Read::Gap => gaps_since += 1,
+            Read::Message(n) => {
+                let expected = last.map_or(0, |last| last + 1);
+                assert!(
+                    n >= expected,
+                    "message {n} after {last:?}: an older message after a newer one: {}",
+                    shown()
+                );
+                if n == expected {
+                    assert_eq!(
+                        gaps_since,
+                        0,
+                        "a gap between {last:?} and {n}, where nothing was lost: {}",
+                        shown()
+                    );
+                } else {
+                    assert_eq!(
+                        gaps_since,
+                        1,
+                        "{expected}..{n} lost, and {gaps_since} gaps between {last:?} and {n}: {}",
+                        shown()
+                    );
+                }
+                gaps_since = 0;
+                last = Some(n);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumers_gap_comes_exactly_where_messages_were_lost() {
+    const ROOMS: Topic = Topic::new("chat:rooms");
+    let server = NatsServer::start().await;
+    let a: PubSub<Numbered> = PubSub::builder()
+        .node_name("a")
+        .nats(config(&server))
+        .await
+        .unwrap();
+    // The subscriber's own queue holds everything: only the transport's
+    // buffer of 32 can overflow.
+    let b: PubSub<Numbered> = PubSub::builder()
+        .node_name("b")
+        .capacity(4096)
+        .nats(config(&server).subscription_capacity(32))
+        .await
+        .unwrap();
+    let mut on_b = b.subscribe(ROOMS).unwrap();
+    b.sync().await.unwrap();
+    // The subscriber reads as it comes, as a page does, until the last
+    // message or 3 s of silence.
+    const LAST: u32 = 1_010;
+    let reader = tokio::spawn(async move {
+        let mut read = Vec::new();
+        while let Ok(received) = tokio::time::timeout(Duration::from_secs(3), on_b.recv()).await {
+            match received {
+                Ok(message) => {
+                    read.push(Read::Message(message.0));
+                    if message.0 == LAST {
+                        break;
+                    }
+                }
+                Err(RecvError::Gap(_)) => read.push(Read::Gap),
+                Err(other) => panic!("{other:?} after {read:?}"),
+            }
+        }
+        read
+    });
+    // A burst: `STUCK` holds the receive side for 800 ms while the rest
+    // arrive, more than the buffer holds.
+    for n in 0..1_000 {
+        a.broadcast([ROOMS], Numbered(n)).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + staff_pubsub_tests::WAIT;
+    while b.stats().gaps == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no gap within {:?}",
+            staff_pubsub_tests::WAIT
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // After the loss, fewer than the buffer holds: these come after a gap,
+    // not before it.
+    for n in 1_000..=LAST {
+        a.broadcast([ROOMS], Numbered(n)).await.unwrap();
+    }
+    let read = within("the reader", reader).await.unwrap();
+    assert_gaps_exactly_at_losses(&read);
+    assert_eq!(
+        read.last(),
+        Some(&Read::Message(LAST)),
+        "the messages after the loss are delivered: {read:?}"
+    );
+    assert!(
+        read.iter().filter(|read| **read != Read::Gap).count() <= LAST as usize,
+        "nothing was lost: the test did not overflow the buffer: {read:?}"
+    );
+    // The message being decoded when the loss began comes before the gap.
+    let before_gap: Vec<Read> = read
+        .iter()
+        .copied()
+        .take_while(|read| *read != Read::Gap)
+        .collect();
+    assert!(before_gap.contains(&Read::Message(STUCK)), "{read:?}");
+}
+
+/// Every form of a server address with credentials reaches a server that
+/// requires them, and no spelling of the secret shows in any log line,
+/// async-nats's own at TRACE included.
+#[tokio::test(flavor = "current_thread")]
+async fn no_credential_form_reaches_the_clients_logs_at_any_level() {
+    let (_guard, logs) = logs::capture_at(tracing::Level::TRACE);
+    // `@` and `/` in the password: written `%40` and `%2F` in a URL.
+    let users = [
+        NatsServer::start_with(&["--user", "app", "--pass", "Zq9Pw@x/7"]).await,
+        NatsServer::start_with(&["--user", "app", "--pass", "Zq9Pw@x/7"]).await,
+    ];
+    let tokens = [
+        NatsServer::start_with(&["--auth", "Zq9Tok"]).await,
+        NatsServer::start_with(&["--auth", "Zq9Tok"]).await,
+    ];
+    let hostport = |server: &NatsServer| format!("127.0.0.1:{}", server.port());
+    let (u0, u1) = (hostport(&users[0]), hostport(&users[1]));
+    let (t0, t1) = (hostport(&tokens[0]), hostport(&tokens[1]));
+    let pw = "app:Zq9Pw%40x%2F7";
+    let forms = [
+        NatsConfig::new(format!("nats://{pw}@{u0}")),
+        NatsConfig::new(format!("{pw}@{u0}")),
+        NatsConfig::new(format!("nats://{pw}@{u0},nats://{pw}@{u1}")),
+        NatsConfig::new(format!("{pw}@{u0}, {pw}@{u1}")),
+        NatsConfig::new(format!("{pw}@{u0},nats://{u1}")),
+        NatsConfig::new(format!("nats://{pw}@{u0}/?name=x&password=Zq9Opt")),
+        NatsConfig::new(format!("{u0},{u1}")).user_and_password("app", "Zq9Pw@x/7"),
+        NatsConfig::new(format!("nats://Zq9Tok@{t0}")),
+        NatsConfig::new(format!("Zq9Tok@{t0}")),
+        NatsConfig::new(format!("Zq9Tok@{t0},Zq9Tok@{t1}")),
+        NatsConfig::new(t0.clone()).token("Zq9Tok"),
+    ];
+    for (n, form) in forms.into_iter().enumerate() {
+        let shown = format!("{form:?}");
+        let pubsub: PubSub<Message> = staff::builder()
+            .node_name("a")
+            .nats(form.namespace(NAMESPACE))
+            .await
+            .unwrap_or_else(|error| panic!("form {n} ({shown}): {error}"));
+        let mut subscription = pubsub.subscribe(staff::topic_teams()).unwrap();
+        pubsub.sync().await.unwrap();
+        pubsub
+            .broadcast([staff::topic_teams()], team("through"))
+            .await
+            .unwrap();
+        assert_receive!(subscription, Message::Team(..));
+        drop(subscription);
+        drop(pubsub);
+        for text in std::iter::once(&shown).chain(&logs.lines()) {
+            assert!(!text.contains("Zq9"), "form {n}: a secret shows: {text}");
+        }
+    }
+    // The client's own logs were captured, at TRACE.
+    assert!(
+        logs.has_line_with(&["TRACE", "async_nats"]),
+        "no TRACE line of async-nats"
+    );
+    assert!(
+        logs.has_line_with(&["DEBUG", "async_nats"]),
+        "no DEBUG line of async-nats"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn credentials_never_show() {
     let (_guard, logs) = logs::capture();

@@ -38,9 +38,18 @@
 //!   flush that does not complete within the response timeout is
 //!   [`Outcome::Unknown`].
 //! - After a reconnect (the client resubscribes by itself), every local
-//!   subscriber receives [`RecvError::Gap`](crate::RecvError::Gap). So
-//!   does every subscriber when the client reports a slow consumer (its
-//!   buffer for a subscription overflowed and messages were dropped).
+//!   subscriber receives [`RecvError::Gap`](crate::RecvError::Gap).
+//! - A slow consumer: the messages of a topic wait, at most
+//!   [`NatsConfig::subscription_capacity`] of them, for this node to handle
+//!   them in order (decode and queue for its subscribers). One that comes
+//!   while that many wait is dropped, and every subscriber receives
+//!   [`RecvError::Gap`](crate::RecvError::Gap) exactly there: after every
+//!   message of the topic that came before the loss (those are delivered,
+//!   none after the gap) and before every one that came after it. Losses
+//!   the node finds together (a second one before it reached the first)
+//!   are one gap, the messages between them dropped too. A gap a
+//!   subscriber has not received yet when another comes moves after the
+//!   messages queued meanwhile and covers both (as for every gap).
 //! - Anything on a subject that is not a valid envelope for this node is
 //!   skipped, counted in [`Stats::rejected`](crate::Stats::rejected) and
 //!   logged, as with Redis; so is a message whose own code panics.
@@ -53,7 +62,10 @@
 //!   permission) is logged at ERROR; the next [`PubSub::sync`] fails with
 //!   the refusal (each refusal is reported to one `sync`).
 //! - Credentials (a user and password, a token, or in the URL) never
-//!   appear in `Debug`, errors or logs.
+//!   appear in `Debug`, errors or logs, the client's own included at
+//!   every level: each server address is handed to async-nats without its
+//!   user information (nor query pairs named `pass`, `password`, `token`
+//!   or `auth_token`), and the credentials as its connect options.
 //!
 //! # Durable delivery
 //!
@@ -126,7 +138,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,6 +167,14 @@ pub const DEFAULT_NAMESPACE: &str = "staff-pubsub";
 /// The suffix of the subject that carries direct broadcasts.
 const DIRECT: &str = "_direct";
 
+/// The client's own buffer per subscription in live mode: a hand-off to
+/// the subject's drain task, which takes each message as it comes (see
+/// `read_subject`), so it holds what arrives while that task waits to be
+/// run (at most what the client reads in one turn of its own task). Far
+/// above that, so that the client, whose drops are told out of band,
+/// never drops; `subscription_capacity` bounds what waits for the node.
+const CLIENT_HANDOFF: usize = 1 << 20;
+
 /// Where and how a node reaches NATS.
 ///
 /// ```
@@ -182,7 +202,7 @@ pub struct NatsConfig {
     durable: Option<Retention>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 enum Credentials {
     None,
     UserPassword { user: String, password: String },
@@ -190,9 +210,24 @@ enum Credentials {
 }
 
 impl NatsConfig {
-    /// A configuration for the NATS server at `url` (`nats://host:port`;
-    /// `nats://user:password@host:port` works too), with the defaults for
+    /// A configuration for the NATS server at `url`, with the defaults for
     /// everything else.
+    ///
+    /// `url` is one server address or several separated by `,` (blanks
+    /// around each ignored; the client picks one and fails over to the
+    /// others), each `[scheme://][credentials@]host[:port]` as async-nats
+    /// reads it: the scheme `nats` (the default when none is written),
+    /// `tls`, `ws` or `wss`; the port 4222 by default; the credentials
+    /// `user:password` or a token, percent-encoded (`%40` for `@`, `%2C`
+    /// for `,`). Credentials in the URL are taken out of every address
+    /// before the client sees it and given to it as options, with query
+    /// pairs named `pass`, `password`, `token` or `auth_token`; servers that
+    /// carry different credentials are refused (the client has one set for
+    /// all). Those given by [`user_and_password`](Self::user_and_password)
+    /// or [`token`](Self::token) take precedence. `nats://127.0.0.1:4222`,
+    /// `app:secret@10.0.0.1`, `nats://a:4222,nats://b:4222` all work. A URL
+    /// that does not parse fails [`NatsTransport::connect`], credentials
+    /// hidden.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -267,12 +302,24 @@ impl NatsConfig {
         self
     }
 
-    /// How many received messages the client buffers per topic before it
-    /// drops them (a slow consumer, which subscribers learn as a gap).
-    /// Default 65,536.
+    /// How many received messages of one topic (and of the direct subject)
+    /// may wait for this node to handle them, in live mode: one that comes
+    /// while that many wait is dropped, and subscribers receive a gap
+    /// exactly where the loss is (see the [module docs](self#faults)). In
+    /// durable mode, the client's buffer for the log (what it drops, the
+    /// reader reads again). Default 65,536.
     pub fn subscription_capacity(mut self, messages: usize) -> Self {
         self.subscription_capacity = messages.max(1);
         self
+    }
+
+    /// The servers as shown in `Debug`, errors and logs: without
+    /// credentials, and hiding more when the URL does not parse.
+    fn shown(&self) -> String {
+        match parse_servers(&self.url) {
+            Ok(servers) => servers.shown,
+            Err(_) => self.secrets().scrub(&redact(&self.url)),
+        }
     }
 
     /// The subject that carries `topic` in this namespace.
@@ -284,8 +331,35 @@ impl NatsConfig {
         subject(&self.namespace, topic)
     }
 
+    /// Every spelling of every secret of the configuration: in the URL as
+    /// a whole and in each of its servers, raw and decoded, and given apart.
     fn secrets(&self) -> Secrets {
-        let secrets = Secrets::of(&self.url);
+        let mut secrets = Secrets::of(&self.url);
+        for piece in self.url.split(',') {
+            secrets = secrets.and(Secrets::of(piece.trim()));
+            let rest = piece.split_once("://").map_or(piece, |(_, rest)| rest);
+            if let Some(at) = rest.rfind('@') {
+                let userinfo = &rest[..at];
+                let secret = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+                secrets = secrets.with(secret).with(&decode_userinfo(secret));
+            }
+            if let Some((_, query)) = piece.split_once('?') {
+                for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+                    if is_secret_query_key(key) {
+                        secrets = secrets.with(value).with(&crate::net::percent_decode(value));
+                    }
+                }
+            }
+        }
+        if let Ok(servers) = parse_servers(&self.url) {
+            match &servers.credentials {
+                Some(Credentials::UserPassword { password, .. }) => {
+                    secrets = secrets.with(password)
+                }
+                Some(Credentials::Token(token)) => secrets = secrets.with(token),
+                _ => {}
+            }
+        }
         match &self.credentials {
             Credentials::None => secrets,
             Credentials::UserPassword { password, .. } => secrets.with(password),
@@ -302,7 +376,7 @@ impl fmt::Debug for NatsConfig {
             Credentials::Token(_) => "token ***".to_owned(),
         };
         f.debug_struct("NatsConfig")
-            .field("url", &redact(&self.url))
+            .field("url", &self.shown())
             .field("namespace", &self.namespace)
             .field("credentials", &credentials)
             .field("max_message_size", &self.max_message_size)
@@ -314,25 +388,109 @@ impl fmt::Debug for NatsConfig {
     }
 }
 
-/// The URL without user information, and the credentials it held:
-/// `nats://user:password@host` or `nats://token@host`.
-fn split_credentials(url: &str) -> (String, Option<Credentials>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_owned(), None);
-    };
-    let Some(at) = rest.rfind('@') else {
-        return (url.to_owned(), None);
-    };
-    let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
-    let clean = format!("{scheme}://{host}");
-    let credentials = match userinfo.split_once(':') {
-        Some((user, password)) => Credentials::UserPassword {
-            user: crate::net::percent_decode(user),
-            password: crate::net::percent_decode(password),
-        },
-        None => Credentials::Token(crate::net::percent_decode(userinfo)),
-    };
-    (clean, Some(credentials))
+/// The servers of a configured URL, as handed to the client: each without
+/// user information (the client logs the addresses it connects to) nor
+/// query pairs that may hold a secret, and the credentials they carried.
+struct Servers {
+    addresses: Vec<async_nats::ServerAddr>,
+    credentials: Option<Credentials>,
+    /// The servers for `Debug`, errors and logs: `user:***@` or `***@`
+    /// where credentials were.
+    shown: String,
+}
+
+/// Query keys whose values are hidden and never handed to the client.
+fn is_secret_query_key(key: &str) -> bool {
+    let key = crate::net::percent_decode(key).to_ascii_lowercase();
+    crate::net::is_secret_key(&key) || key == "token" || key == "auth_token"
+}
+
+/// `%XX` decoded; `+` kept (it is itself in user information).
+fn decode_userinfo(text: &str) -> String {
+    crate::net::percent_decode(&text.replace('+', "%2B"))
+}
+
+/// Parses `url`: one server address or several separated by `,` (blanks
+/// around each ignored), each `[scheme://][user:password@ | token@]host[:port]`
+/// and more as async-nats reads it (`nats://` when no scheme is written).
+/// The error is a cause that shows no part of the URL.
+fn parse_servers(url: &str) -> Result<Servers, String> {
+    let pieces: Vec<&str> = url.split(',').map(str::trim).collect();
+    let count = pieces.len();
+    let mut addresses = Vec::with_capacity(count);
+    let mut shown = Vec::with_capacity(count);
+    let mut credentials: Option<Credentials> = None;
+    for (n, piece) in pieces.into_iter().enumerate() {
+        let which = || {
+            if count == 1 {
+                "the server address".to_owned()
+            } else {
+                format!("server {} of {count}", n + 1)
+            }
+        };
+        if piece.is_empty() {
+            return Err(format!("{} is empty", which()));
+        }
+        let address: async_nats::ServerAddr = piece.parse().map_err(|error: std::io::Error| {
+            format!(
+                "{} is not a NATS server address ({error}; a `,` separates servers: \
+                 write one in a password or token as %2C)",
+                which()
+            )
+        })?;
+        let mut parsed = address.into_inner();
+        let user = decode_userinfo(parsed.username());
+        let found = match parsed.password() {
+            Some(password) => Some(Credentials::UserPassword {
+                user: user.clone(),
+                password: decode_userinfo(password),
+            }),
+            None if !user.is_empty() => Some(Credentials::Token(user.clone())),
+            None => None,
+        };
+        if found.is_some()
+            && (parsed.set_password(None).is_err() || parsed.set_username("").is_err())
+        {
+            return Err(format!("{} cannot hold user information", which()));
+        }
+        if let Some(query) = parsed.query() {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| !is_secret_query_key(pair.split('=').next().unwrap_or_default()))
+                .collect();
+            let kept = kept.join("&");
+            parsed.set_query((!kept.is_empty()).then_some(kept.as_str()));
+        }
+        let text = parsed.as_str().to_owned();
+        shown.push(match (&found, text.split_once("://")) {
+            (Some(Credentials::UserPassword { .. }), Some((scheme, rest))) => {
+                format!("{scheme}://{user}:***@{rest}")
+            }
+            (Some(_), Some((scheme, rest))) => format!("{scheme}://***@{rest}"),
+            _ => text.clone(),
+        });
+        let address = async_nats::ServerAddr::from_url(parsed)
+            .map_err(|error| format!("{} is not a NATS server address ({error})", which()))?;
+        addresses.push(address);
+        match (&credentials, found) {
+            (_, None) => {}
+            (None, Some(found)) => credentials = Some(found),
+            (Some(known), Some(found)) => {
+                if *known != found {
+                    return Err(
+                        "the servers carry different credentials: the client has one set for \
+                         all (give it with user_and_password or token)"
+                            .to_owned(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(Servers {
+        addresses,
+        credentials,
+        shown: shown.join(","),
+    })
 }
 
 /// Whether `token` can be one token of a subject.
@@ -470,7 +628,16 @@ where
                 .with_outcome(Outcome::NotSent)
         })?;
         let secrets = Arc::new(config.secrets());
-        let shown: Arc<str> = Arc::from(redact(&config.url));
+        let shown: Arc<str> = Arc::from(config.shown());
+        // Credentials written in the URL go to the client as options, and
+        // the servers without them: the client logs the addresses it
+        // connects to (at DEBUG, TRACE).
+        let servers = parse_servers(&config.url).map_err(|cause| {
+            not_sent(format!(
+                "cannot connect to NATS at {shown}: {}",
+                secrets.scrub(&cause)
+            ))
+        })?;
         let namespace: Arc<str> = Arc::from(config.namespace.as_str());
         let events = Arc::new(Events {
             local: local.clone(),
@@ -485,11 +652,7 @@ where
                 .is_some()
                 .then(|| Arc::new(tokio::sync::Notify::new())),
         });
-        // Credentials written in the URL go to the client as options, and
-        // the URL without them: the client logs the server address it
-        // connects to.
-        let (url, in_url) = split_credentials(&config.url);
-        let credentials = match (&config.credentials, in_url) {
+        let credentials = match (&config.credentials, servers.credentials) {
             (Credentials::None, Some(from_url)) => from_url,
             (credentials, _) => credentials.clone(),
         };
@@ -504,14 +667,23 @@ where
         let options = options
             .name(local.node_name())
             .connection_timeout(config.connect_timeout)
-            .subscription_capacity(config.subscription_capacity)
+            // Live mode: the client only hands messages over to each
+            // subject's drain task, which bounds what waits by
+            // `subscription_capacity` and marks losses in order (see
+            // `read_subject`). Durable mode: the log reader finds what the
+            // client dropped by its sequence numbers and reads it again.
+            .subscription_capacity(if config.durable.is_some() {
+                config.subscription_capacity
+            } else {
+                CLIENT_HANDOFF
+            })
             .max_reconnects(None)
             .event_callback(move |event| {
                 let events = Arc::clone(&on_event);
                 async move { events.on(event) }
             });
         let connecting =
-            tokio::time::timeout(config.connect_timeout, options.connect(url.as_str()));
+            tokio::time::timeout(config.connect_timeout, options.connect(servers.addresses));
         let client = match connecting.await {
             Ok(Ok(client)) => client,
             Ok(Err(error)) => {
@@ -555,6 +727,7 @@ where
             .map_err(fail)?;
         let sync_subject = format!("{namespace}._sync.{:016x}", local.instance());
         let sync = client.subscribe(sync_subject.clone()).await.map_err(fail)?;
+        let echo = Arc::new(SyncEcho::default());
         let queue = Arc::new(InterestQueue::default());
         *events.queue.lock() = Some(Arc::clone(&queue));
         let interests = InterestTask {
@@ -562,7 +735,9 @@ where
             namespace: Arc::clone(&namespace),
             inbound: Arc::clone(&inbound),
             subscribed: HashMap::new(),
-            sync,
+            capacity: config.subscription_capacity,
+            slow_log: Arc::new(RateLimit::default()),
+            echo: Arc::clone(&echo),
             sync_subject,
             next_sync: AtomicU64::new(0),
             response_timeout: config.response_timeout,
@@ -572,8 +747,17 @@ where
             reported_refusals: 0,
         };
         let initial = local.topics();
+        let direct = read_subject(
+            direct,
+            Arc::clone(&inbound),
+            None,
+            config.subscription_capacity,
+            Arc::clone(&interests.slow_log),
+        );
         let tasks = vec![
-            AbortOnDrop(runtime.spawn(read(direct, Arc::clone(&inbound), None))),
+            direct._drain,
+            direct._deliver,
+            AbortOnDrop(runtime.spawn(echo.run(sync))),
             // The report is made here, not in the task: a task the runtime
             // drops before ever polling it still reports.
             AbortOnDrop(
@@ -877,27 +1061,165 @@ where
     }
 }
 
-/// Reads one NATS subscription until it ends or the server is gone.
+/// What a subject's drain task hands its deliver task: a received
+/// message, or the mark of a loss after the messages handed before it.
+enum Handed {
+    Message(Bytes),
+    Lost,
+}
+
+/// The two tasks that read one NATS subscription (see [`read_subject`]):
+/// dropping this stops both, and dropping the client's subscriber
+/// unsubscribes.
+struct SubjectReader {
+    _drain: AbortOnDrop,
+    _deliver: AbortOnDrop,
+}
+
+/// Reads one NATS subscription until it ends or the server is gone, with
+/// two tasks, so that a message whose handling takes long (a slow decode)
+/// never holds back the taking of the next ones from the client.
+///
+/// The drain task takes every message from the client's subscription as
+/// it comes and queues it for the deliver task, which handles them in
+/// order. At most `capacity` messages wait; one that comes while that many
+/// wait is dropped, and the first one dropped after a queued message
+/// queues [`Handed::Lost`] right behind it. The deliver task signals the
+/// gap when it reaches the mark: after every message that came before the
+/// loss, before every one that came after it. The loss is so found in the
+/// order of the stream itself, not from the client's slow-consumer event,
+/// which comes out of band (after messages that came later, or before
+/// messages still buffered that came earlier). When the deliver task
+/// reaches a mark while later marks are queued already (another loss
+/// happened before it got there), it drops the messages up to the last of
+/// them and signals one gap: each message that came before a loss is
+/// delivered or dropped before the gap that tells it, and the gap comes
+/// before every message that came after the losses.
+///
+/// Invariants: `held` is the number of messages queued and not yet taken
+/// by the deliver task (the drain task, alone in adding, adds before it
+/// queues; the deliver task subtracts when it takes one), at most
+/// `capacity`; `marks` the number of marks the drain task queued (or is
+/// about to: it adds first) and the deliver task has not taken. A mark is
+/// never queued right after another, so the queue holds at most
+/// `2 * capacity + 1` items.
 ///
 /// On a topic's subject (`topic` is `Some`), an envelope must list that
 /// topic alone: one that lists others (another namespace whose subjects
 /// overlap this one's, a hand-made envelope) is skipped and counted, so that
 /// a subject delivers to its own topic only. On the direct subject, only
 /// direct (`only`) envelopes are taken.
-async fn read<M>(
-    mut subscriber: async_nats::Subscriber,
+fn read_subject<M>(
+    subscriber: async_nats::Subscriber,
     inbound: Arc<Inbound<M>>,
     topic: Option<Topic>,
+    capacity: usize,
+    slow_log: Arc<RateLimit>,
+) -> SubjectReader
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    let (queue, handed) = tokio::sync::mpsc::unbounded_channel();
+    let counts = Arc::new(Counts::default());
+    let drain = tokio::spawn(drain(
+        subscriber,
+        queue,
+        Arc::clone(&counts),
+        capacity.max(1),
+    ));
+    let deliver = tokio::spawn(deliver(handed, counts, inbound, topic, slow_log));
+    SubjectReader {
+        _drain: AbortOnDrop(drain),
+        _deliver: AbortOnDrop(deliver),
+    }
+}
+
+/// What a subject's queue holds: see [`read_subject`].
+#[derive(Default)]
+struct Counts {
+    held: AtomicUsize,
+    marks: AtomicUsize,
+}
+
+/// The drain task of [`read_subject`].
+async fn drain(
+    mut subscriber: async_nats::Subscriber,
+    queue: tokio::sync::mpsc::UnboundedSender<Handed>,
+    counts: Arc<Counts>,
+    capacity: usize,
+) {
+    // Set from the first message dropped until the next one queued: the
+    // mark of this loss is queued.
+    let mut losing = false;
+    while let Some(message) = subscriber.next().await {
+        if counts.held.load(Ordering::Acquire) >= capacity {
+            if !losing {
+                losing = true;
+                counts.marks.fetch_add(1, Ordering::AcqRel);
+                if queue.send(Handed::Lost).is_err() {
+                    break;
+                }
+            }
+            continue;
+        }
+        losing = false;
+        counts.held.fetch_add(1, Ordering::AcqRel);
+        if queue.send(Handed::Message(message.payload)).is_err() {
+            break;
+        }
+    }
+}
+
+/// The deliver task of [`read_subject`].
+async fn deliver<M>(
+    mut handed: tokio::sync::mpsc::UnboundedReceiver<Handed>,
+    counts: Arc<Counts>,
+    inbound: Arc<Inbound<M>>,
+    topic: Option<Topic>,
+    slow_log: Arc<RateLimit>,
 ) where
     M: DeserializeOwned + Send + Sync + 'static,
 {
     let expected = topic.map(|topic| topic.to_string());
-    while let Some(message) = subscriber.next().await {
+    while let Some(item) = handed.recv().await {
+        let payload = match item {
+            Handed::Message(payload) => {
+                counts.held.fetch_sub(1, Ordering::AcqRel);
+                payload
+            }
+            Handed::Lost => {
+                // Later losses already marked: what came between them is
+                // dropped too, and one gap tells them all.
+                let mut later = counts.marks.fetch_sub(1, Ordering::AcqRel) - 1;
+                while later > 0 {
+                    match handed.recv().await {
+                        Some(Handed::Message(_)) => {
+                            counts.held.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        Some(Handed::Lost) => {
+                            later = counts.marks.fetch_sub(1, Ordering::AcqRel) - 1;
+                        }
+                        None => break,
+                    }
+                }
+                inbound.local.signal_gap();
+                if slow_log.allow() {
+                    tracing::warn!(
+                        topic = expected.as_deref().unwrap_or("(direct broadcasts)"),
+                        node = inbound.local.node_name(),
+                        "NATS slow consumer: messages that came while the topic's buffer \
+                         (subscription_capacity) was full were dropped; subscribers told of \
+                         a gap after the messages that came before"
+                    );
+                }
+                continue;
+            }
+        };
         let alive = match &expected {
-            Some(topic) => inbound.handle_checked(&message.payload, |incoming| {
+            Some(topic) => inbound.handle_checked(&payload, |incoming| {
                 incoming.topics().eq(std::iter::once(topic.as_str()))
             }),
-            None => inbound.handle_checked(&message.payload, |incoming| {
+            None => inbound.handle_checked(&payload, |incoming| {
                 matches!(incoming.mode(), Mode::Only(_))
             }),
         };
@@ -912,10 +1234,15 @@ struct InterestTask<M> {
     client: Client,
     namespace: Arc<str>,
     inbound: Arc<Inbound<M>>,
-    /// One reading task per subscribed subject: aborting it drops its
+    /// The reader of each subscribed subject: dropping it drops its
     /// subscriber, which unsubscribes.
-    subscribed: HashMap<Topic, AbortOnDrop>,
-    sync: async_nats::Subscriber,
+    subscribed: HashMap<Topic, SubjectReader>,
+    /// How many messages of one subject may wait: `subscription_capacity`.
+    capacity: usize,
+    /// One rate limit for every subject's slow-consumer WARN.
+    slow_log: Arc<RateLimit>,
+    /// What comes back on the sync subject.
+    echo: Arc<SyncEcho>,
     sync_subject: String,
     next_sync: AtomicU64,
     response_timeout: Duration,
@@ -997,8 +1324,14 @@ where
         );
         match subscribing.await {
             Ok(Ok(subscriber)) => {
-                let task = tokio::spawn(read(subscriber, Arc::clone(&self.inbound), Some(topic)));
-                self.subscribed.insert(topic, AbortOnDrop(task));
+                let reader = read_subject(
+                    subscriber,
+                    Arc::clone(&self.inbound),
+                    Some(topic),
+                    self.capacity,
+                    Arc::clone(&self.slow_log),
+                );
+                self.subscribed.insert(topic, reader);
                 tracing::debug!(%topic, "subscribed to the NATS subject");
                 true
             }
@@ -1021,20 +1354,18 @@ where
     /// server handles one connection's commands in order, so every earlier
     /// subscription is in place once it comes back.
     async fn round_trip(&mut self) -> Result<(), TransportError> {
-        let token = self.next_sync.fetch_add(1, Ordering::Relaxed).to_string();
+        let token = Bytes::from(self.next_sync.fetch_add(1, Ordering::Relaxed).to_string());
+        let echoed = self.echo.expect(token.clone());
         let waiting = async {
             self.client
-                .publish(self.sync_subject.clone(), Bytes::from(token.clone()))
+                .publish(self.sync_subject.clone(), token)
                 .await
                 .map_err(|error| {
                     not_sent(format!("NATS sync failed: {}", self.secrets.cause(&error)))
                 })?;
-            while let Some(message) = self.sync.next().await {
-                if message.payload.as_ref() == token.as_bytes() {
-                    return Ok(());
-                }
-            }
-            Err(not_sent("the NATS connection closed"))
+            echoed
+                .await
+                .map_err(|_| not_sent("the NATS connection closed"))
         };
         let answered = match tokio::time::timeout(self.response_timeout, waiting).await {
             Ok(result) => result,
@@ -1058,6 +1389,50 @@ where
             .with_outcome(Outcome::NotSent));
         }
         Ok(())
+    }
+}
+
+/// The sync subject's reader: takes every message as it comes (so that
+/// nothing sent there piles up in the client) and answers the round trip
+/// waiting for its token.
+#[derive(Default)]
+struct SyncEcho {
+    /// The token a round trip waits for, and where to say it came.
+    waiting: Mutex<Option<(Bytes, oneshot::Sender<()>)>>,
+    /// Set when the subscription ended: a round trip then fails at once.
+    closed: AtomicBool,
+}
+
+impl SyncEcho {
+    /// Waits for `token` from now on (a round trip at a time: the interest
+    /// task makes them one after another). The answer fails when the
+    /// subscription ends.
+    fn expect(&self, token: Bytes) -> oneshot::Receiver<()> {
+        let (reply, answer) = oneshot::channel();
+        let mut waiting = self.waiting.lock();
+        // Checked under the lock the reader takes to close: either it sees
+        // this reply and drops it, or this sees it closed.
+        if !self.closed.load(Ordering::Acquire) {
+            *waiting = Some((token, reply));
+        }
+        answer
+    }
+
+    async fn run(self: Arc<Self>, mut sync: async_nats::Subscriber) {
+        while let Some(message) = sync.next().await {
+            let mut waiting = self.waiting.lock();
+            if waiting
+                .as_ref()
+                .is_some_and(|(token, _)| *token == message.payload)
+            {
+                if let Some((_, reply)) = waiting.take() {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        let mut waiting = self.waiting.lock();
+        self.closed.store(true, Ordering::Release);
+        *waiting = None;
     }
 }
 
@@ -1115,11 +1490,13 @@ impl<M: Send + Sync + 'static> Events<M> {
                 }
             }
             Event::SlowConsumer(_) => {
-                // The client dropped messages of a subscription whose
-                // buffer was full; it does not say which topic's.
+                // The client's own hand-off buffer overflowed (see
+                // `CLIENT_HANDOFF`: a drain task not run while a million
+                // messages came). It does not say which topic's, nor where
+                // in the stream: every subscriber is told now.
                 self.local.signal_gap();
                 if self.log.allow() {
-                    tracing::warn!(namespace = %self.source, node = self.local.node_name(), "NATS slow consumer: messages dropped, subscribers told of a gap");
+                    tracing::warn!(namespace = %self.source, node = self.local.node_name(), "NATS slow consumer: the client's own buffer overflowed and it dropped messages, subscribers told of a gap");
                 }
             }
             Event::Closed => self.local.set_connection(Connection::Disconnected),

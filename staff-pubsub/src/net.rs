@@ -145,6 +145,16 @@ impl Secrets {
         Self { needles }
     }
 
+    /// Also hides what `other` hides.
+    #[cfg(feature = "nats")]
+    pub(crate) fn and(mut self, other: Secrets) -> Self {
+        self.needles.extend(other.needles);
+        self.needles
+            .sort_by_key(|needle| std::cmp::Reverse(needle.len()));
+        self.needles.dedup();
+        self
+    }
+
     /// Also hides `secret` (a password or token given apart from the URL).
     #[cfg(feature = "nats")]
     pub(crate) fn with(mut self, secret: &str) -> Self {

@@ -61,10 +61,17 @@ impl<'a> MakeWriter<'a> for Logs {
 /// guard is dropped.
 #[must_use]
 pub fn capture() -> (tracing::subscriber::DefaultGuard, Logs) {
+    capture_at(tracing::Level::DEBUG)
+}
+
+/// Captures every event at `level` and above (`TRACE`: every event, the
+/// dependencies' included) on this thread until the guard is dropped.
+#[must_use]
+pub fn capture_at(level: tracing::Level) -> (tracing::subscriber::DefaultGuard, Logs) {
     let logs = Logs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
-        .with_max_level(tracing::Level::DEBUG)
+        .with_max_level(level)
         .with_ansi(false)
         .finish();
     (tracing::subscriber::set_default(subscriber), logs)
