@@ -58,3 +58,62 @@ pub fn drain<M>(subscription: &mut staff_pubsub::Subscription<M>) -> (Vec<std::s
         }
     }
 }
+
+/// This package's test files sit beside its manifest, not under `tests/`,
+/// so Cargo does not find them by itself: each needs a `[[test]]` entry.
+/// A file without one would be a test that never runs; this check fails
+/// instead (it runs with the package's own unit tests, in `cargo test
+/// --workspace`).
+#[cfg(test)]
+mod registration {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The `path`s of the manifest's `[[test]]` entries.
+    fn registered(manifest: &str) -> BTreeSet<String> {
+        let mut paths = BTreeSet::new();
+        let mut in_test = false;
+        for line in manifest.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_test = line == "[[test]]";
+            } else if in_test {
+                if let Some(value) = line.strip_prefix("path") {
+                    let value = value.trim_start().trim_start_matches('=').trim();
+                    paths.insert(value.trim_matches('"').to_owned());
+                }
+            }
+        }
+        paths
+    }
+
+    #[test]
+    fn every_test_file_is_registered() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
+        let registered = registered(&manifest);
+        let files: BTreeSet<String> = std::fs::read_dir(dir)
+            .expect("the package's folder")
+            .map(|entry| {
+                entry
+                    .expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| name.ends_with(".rs"))
+            .collect();
+        let missing: Vec<&String> = files.difference(&registered).collect();
+        assert!(
+            missing.is_empty(),
+            "test files without a [[test]] entry in tests/Cargo.toml (they would never run): {missing:?}"
+        );
+        assert!(registered.contains("runtime.rs"), "the manifest was read");
+    }
+
+    #[test]
+    fn the_manifest_reader_finds_test_paths_only() {
+        let manifest = "[lib]\npath = \"support/lib.rs\"\n\n[[test]]\nname = \"a\"\npath = \"a.rs\"\n\n[dependencies]\nx = { path = \"../x\" }\n[[test]]\npath=\"b.rs\"\n";
+        let paths: Vec<String> = registered(manifest).into_iter().collect();
+        assert_eq!(paths, ["a.rs", "b.rs"]);
+    }
+}
