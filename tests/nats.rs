@@ -758,3 +758,63 @@ async fn sync_reports_a_subscription_the_server_refused() {
     drop(subscriptions);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `NatsConfig::max_topics`, as Redis's: a broadcast listing more topics
+/// fails with `NotSent` (this node's subscribers have it), a received
+/// direct broadcast listing more is skipped and counted; zero is refused
+/// at connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_topics_bounds_what_is_sent_and_received() {
+    let server = NatsServer::start().await;
+    let topics = [
+        staff::topic_teams(),
+        staff::topic_people(),
+        staff::topic_departments(),
+    ];
+    let sender = node(&server, "sender").await;
+    let bounded = staff::builder()
+        .node_name("bounded")
+        .nats(config(&server).max_topics(2))
+        .await
+        .unwrap();
+    let mut here = bounded.subscribe(staff::topic_teams()).unwrap();
+    let error = bounded
+        .broadcast(topics.clone(), team("three topics"))
+        .await
+        .expect_err("more topics than max_topics");
+    let staff_pubsub::Error::Transport(transport) = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(
+        transport.outcome(),
+        staff_pubsub::Outcome::NotSent,
+        "{error}"
+    );
+    let got = here.try_recv().expect("delivered here at the call");
+    assert!(
+        matches!(&*got, Message::Team(_, t) if t.name.as_deref() == Some("three topics")),
+        "{got:?}"
+    );
+    bounded.sync().await.unwrap();
+    sender
+        .direct_broadcast("bounded", &topics, team("direct, three topics"))
+        .await
+        .unwrap();
+    sender
+        .direct_broadcast("bounded", &topics[..1], team("fence"))
+        .await
+        .unwrap();
+    let fence = within("the fence", here.recv()).await.unwrap();
+    assert!(
+        matches!(&*fence, Message::Team(_, t) if t.name.as_deref() == Some("fence")),
+        "{fence:?}"
+    );
+    assert_eq!(bounded.stats().rejected, 1);
+
+    let error = staff::builder()
+        .node_name("zero")
+        .nats(config(&server).max_topics(0))
+        .await
+        .expect_err("zero topics");
+    assert!(error.to_string().contains("at least one"), "{error}");
+}

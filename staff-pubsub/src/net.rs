@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
+use crate::error::{Outcome, TransportError};
 use crate::log::Position;
 use crate::topic::{Topic, TopicKey};
 use crate::transport::LocalNode;
@@ -19,6 +20,79 @@ use crate::wire;
 /// How often a persistent failure (reconnecting, a name clash) is logged
 /// again at WARN or ERROR level after its first report.
 pub(crate) use crate::throttle::REPEAT_LOG_EVERY;
+
+/// The namespace of an engine config that sets none: the Redis channel's
+/// and log keys' prefix, the first token of every NATS subject.
+pub const DEFAULT_NAMESPACE: &str = "staff-pubsub";
+
+/// An error for a message that certainly did not reach the engine.
+pub(crate) fn not_sent(what: impl Into<String>) -> TransportError {
+    TransportError::msg(what).with_outcome(Outcome::NotSent)
+}
+
+/// `envelope` encoded for `engine`, within the config's bounds: more
+/// topics than `max_topics` or more bytes than `max_size` is an error with
+/// outcome `NotSent`.
+pub(crate) fn encode_bounded<M: serde::Serialize>(
+    engine: &str,
+    envelope: &crate::transport::Envelope<'_, M>,
+    max_size: usize,
+    max_topics: usize,
+) -> Result<Vec<u8>, TransportError> {
+    let topics = envelope.topics.len();
+    let encoded = if topics > max_topics {
+        Err(wire::WireError::TooManyTopics {
+            count: topics,
+            max: max_topics,
+        })
+    } else {
+        wire::encode(envelope, max_size)
+    };
+    encoded.map_err(|error| {
+        TransportError::new(format!("message not encoded for {engine}"), error)
+            .with_outcome(Outcome::NotSent)
+    })
+}
+
+/// Why a receive task stopped reading.
+#[cfg(feature = "redis")]
+pub(crate) enum Stopped {
+    /// The connection dropped or stopped answering: reconnect.
+    ConnectionLost,
+    /// The server is gone: the task ends.
+    ServerGone,
+}
+
+/// Runs `handle`, the handling of one received message of `size` bytes,
+/// so that a panic of the message's own code (its `Deserialize`, the `Drop`
+/// of a message evicted from a full queue) skips that message only: it is
+/// counted in `rejected` and logged at ERROR, and the receive task goes
+/// on. Returns what `handle` returned, or after a panic whether the server
+/// lives. A panic payload whose destructor panics in turn escapes from
+/// here: the task's supervisor then restarts the task.
+pub(crate) fn guard_message<M>(
+    local: &LocalNode<M>,
+    engine: &str,
+    source: &dyn fmt::Display,
+    size: usize,
+    handle: impl FnOnce() -> bool,
+) -> bool {
+    match std::panic::catch_unwind(AssertUnwindSafe(handle)) {
+        Ok(alive) => alive,
+        Err(payload) => {
+            local.record_rejected();
+            tracing::error!(
+                panic = panic_message(payload.as_ref()),
+                size,
+                source = %source,
+                node = local.node_name(),
+                "a message's own code panicked on the {engine} receive task: message skipped"
+            );
+            drop(payload);
+            local.is_alive()
+        }
+    }
+}
 
 /// The URL as logs and errors show it: whatever may be a password
 /// replaced by `***`. Everything between `://` and the *last* `@` is user
@@ -451,26 +525,9 @@ where
         position: Option<Position>,
         belongs: &dyn Fn(&wire::Incoming<'_>) -> bool,
     ) -> bool {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        guard_message(&self.local, self.engine, &self.source, bytes.len(), || {
             self.handle_unguarded(bytes, position, belongs)
-        })) {
-            Ok(alive) => alive,
-            Err(payload) => {
-                self.local.record_rejected();
-                tracing::error!(
-                    panic = panic_message(payload.as_ref()),
-                    size = bytes.len(),
-                    source = %self.source,
-                    node = self.local.node_name(),
-                    "a message's own code panicked on the {} receive task: message skipped",
-                    self.engine
-                );
-                // A payload whose destructor panics in turn escapes from
-                // here: the task's supervisor then restarts it.
-                drop(payload);
-                self.local.is_alive()
-            }
-        }
+        })
     }
 
     fn handle_unguarded(

@@ -175,7 +175,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::log::{Position, Retention};
-use crate::net::{redact, Backoff, Cause, Inbound, RateLimit, Retrying, Secrets, StopReport};
+use crate::net::{
+    encode_bounded, not_sent, redact, Backoff, Cause, Inbound, RateLimit, Retrying, Secrets,
+    StopReport, Stopped,
+};
 use crate::pubsub::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, LogHead, Replay, Transport};
@@ -184,7 +187,7 @@ use crate::wire;
 mod durable;
 
 /// The namespace (and so the channel) of a [`RedisConfig`] that sets none.
-pub const DEFAULT_NAMESPACE: &str = "staff-pubsub";
+pub use crate::net::DEFAULT_NAMESPACE;
 
 /// The most topics one received envelope may list, unless
 /// [`RedisConfig::max_topics`] says otherwise.
@@ -625,10 +628,6 @@ fn prepare(
     Ok((client, secrets, shown, runtime))
 }
 
-pub(crate) fn not_sent(what: impl Into<String>) -> TransportError {
-    TransportError::msg(what).with_outcome(Outcome::NotSent)
-}
-
 impl<M> Transport<M> for RedisTransport<M>
 where
     M: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -637,20 +636,9 @@ where
         &'a self,
         envelope: Envelope<'a, M>,
     ) -> BoxFuture<'a, Result<(), TransportError>> {
-        let topics = envelope.topics.len();
-        let encoded = if topics > self.max_topics {
-            Err(wire::WireError::TooManyTopics {
-                count: topics,
-                max: self.max_topics,
-            })
-        } else {
-            wire::encode(&envelope, self.max_message_size)
-        };
+        let encoded = encode_bounded("Redis", &envelope, self.max_message_size, self.max_topics);
         Box::pin(async move {
-            let bytes = encoded.map_err(|error| {
-                TransportError::new("message not encoded for Redis", error)
-                    .with_outcome(Outcome::NotSent)
-            })?;
+            let bytes = encoded?;
             match &self.log {
                 Some(log) => log.append(&bytes).await,
                 None => self.publisher.publish(&self.channel, &bytes).await,
@@ -930,14 +918,6 @@ async fn subscribe(client: &Client, channel: &str) -> Result<Subscribed, RedisEr
 struct Subscribed {
     sink: PubSubSink,
     stream: PubSubStream,
-}
-
-/// Why reading the subscription stopped.
-enum Stopped {
-    /// The connection dropped or stopped answering.
-    ConnectionLost,
-    /// The server is gone: the task ends.
-    ServerGone,
 }
 
 /// Runs the receive task, and runs it again whenever it ends while the

@@ -12,7 +12,7 @@ use crate::wire;
 
 /// The namespace of a [`NatsConfig`] that sets none: the first token of
 /// every subject.
-pub const DEFAULT_NAMESPACE: &str = "staff-pubsub";
+pub use crate::net::DEFAULT_NAMESPACE;
 
 /// Where and how a node reaches NATS.
 ///
@@ -35,6 +35,7 @@ pub struct NatsConfig {
     pub(super) namespace: String,
     pub(super) credentials: Credentials,
     pub(super) max_message_size: usize,
+    pub(super) max_topics: usize,
     pub(super) connect_timeout: Duration,
     pub(super) response_timeout: Duration,
     pub(super) subscription_capacity: usize,
@@ -73,6 +74,7 @@ impl NatsConfig {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             credentials: Credentials::None,
             max_message_size: wire::DEFAULT_MAX_MESSAGE_SIZE,
+            max_topics: wire::DEFAULT_MAX_TOPICS,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             subscription_capacity: 65_536,
@@ -125,6 +127,17 @@ impl NatsConfig {
     /// `max_payload` (1 MiB by default) applies too.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// The most topics one broadcast may list: a broadcast to more fails
+    /// (outcome `NotSent`: certainly not sent), a received envelope listing
+    /// more (a direct broadcast's, or a durable log entry's: a topic's
+    /// subject carries one) is skipped and counted in
+    /// [`Stats::rejected`](crate::Stats::rejected). Default
+    /// [`DEFAULT_MAX_TOPICS`](crate::wire::DEFAULT_MAX_TOPICS), as Redis's.
+    pub fn max_topics(mut self, topics: usize) -> Self {
+        self.max_topics = topics;
         self
     }
 
@@ -219,6 +232,7 @@ impl fmt::Debug for NatsConfig {
             .field("namespace", &self.namespace)
             .field("credentials", &credentials)
             .field("max_message_size", &self.max_message_size)
+            .field("max_topics", &self.max_topics)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("subscription_capacity", &self.subscription_capacity)
@@ -369,8 +383,4 @@ pub(super) fn subject(namespace: &str, topic: &Topic) -> Result<String, Transpor
         .with_outcome(Outcome::NotSent));
     }
     Ok(format!("{namespace}.{}", text.replace(':', ".")))
-}
-
-pub(super) fn not_sent(what: impl Into<String>) -> TransportError {
-    TransportError::msg(what).with_outcome(Outcome::NotSent)
 }

@@ -16,11 +16,11 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::error::{Outcome, TransportError};
-use crate::net::{AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
+use crate::net::{not_sent, AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
 use crate::topic::Topic;
 use crate::transport::{Connection, LocalNode, Mode};
 
-use super::config::{not_sent, subject};
+use super::config::subject;
 
 /// The client's own buffer per subscription in live mode: a hand-off to
 /// the subject's drain task, which takes each message as it comes (see

@@ -11,11 +11,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Outcome, TransportError};
 use crate::log::{Gap, Position, Retention};
-use crate::net::{Inbound, RateLimit, Secrets, StopReport};
+use crate::net::{not_sent, Inbound, RateLimit, Secrets, StopReport};
 use crate::topic::Topic;
 use crate::transport::Replay;
-
-use super::config::not_sent;
 
 /// The suffix of the subject every broadcast of a durable namespace is
 /// appended to.

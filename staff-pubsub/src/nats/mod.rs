@@ -151,7 +151,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::log::{Position, Retention};
-use crate::net::{AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
+use crate::net::{encode_bounded, not_sent, AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
 use crate::pubsub::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{
@@ -163,7 +163,7 @@ mod config;
 mod interest;
 mod jetstream;
 
-use config::{check_namespace, not_sent, parse_servers, subject, Credentials};
+use config::{check_namespace, parse_servers, subject, Credentials};
 pub use config::{NatsConfig, DEFAULT_NAMESPACE};
 use interest::{read_subject, Events, InterestQueue, InterestTask, SyncEcho, CLIENT_HANDOFF};
 use jetstream::{stream_name, DurableLog, LogReader, LOG};
@@ -178,6 +178,7 @@ pub struct NatsTransport<M> {
     client: Client,
     pub(super) namespace: Arc<str>,
     pub(super) max_message_size: usize,
+    max_topics: usize,
     pub(super) response_timeout: Duration,
     shown: Arc<str>,
     secrets: Arc<Secrets>,
@@ -223,6 +224,11 @@ where
         if config.max_message_size == 0 {
             return Err(not_sent(
                 "the maximum message size must be at least one byte",
+            ));
+        }
+        if config.max_topics == 0 {
+            return Err(not_sent(
+                "the maximum number of topics must be at least one",
             ));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
@@ -307,8 +313,8 @@ where
             Arc::clone(&namespace),
             config.max_message_size,
             // One topic per envelope on a topic's subject; a direct
-            // broadcast lists a broadcast's topics.
-            wire::DEFAULT_MAX_TOPICS,
+            // broadcast or a log entry lists a broadcast's topics.
+            config.max_topics,
         ));
         if let Some(retention) = config.durable.clone() {
             return Self::connect_durable(
@@ -372,6 +378,7 @@ where
             client,
             namespace,
             max_message_size: config.max_message_size,
+            max_topics: config.max_topics,
             response_timeout: config.response_timeout,
             shown,
             secrets,
@@ -439,6 +446,7 @@ where
             client,
             namespace,
             max_message_size: config.max_message_size,
+            max_topics: config.max_topics,
             response_timeout: config.response_timeout,
             shown,
             secrets,
@@ -517,10 +525,7 @@ where
         envelope: Envelope<'a, M>,
     ) -> BoxFuture<'a, Result<(), TransportError>> {
         if let Some(durable) = &self.log {
-            let encoded = wire::encode(&envelope, self.max_message_size).map_err(|error| {
-                TransportError::new("message not encoded for NATS", error)
-                    .with_outcome(Outcome::NotSent)
-            });
+            let encoded = encode_bounded("NATS", &envelope, self.max_message_size, self.max_topics);
             return Box::pin(async move {
                 let bytes = encoded?;
                 if !matches!(
@@ -535,7 +540,12 @@ where
                 durable.log.append(bytes).await
             });
         }
-        let encoded = encode(&self.namespace, &envelope, self.max_message_size);
+        let encoded = encode(
+            &self.namespace,
+            &envelope,
+            self.max_message_size,
+            self.max_topics,
+        );
         Box::pin(async move { self.send(encoded?).await })
     }
 
@@ -622,13 +632,20 @@ fn encode<M: Serialize>(
     namespace: &str,
     envelope: &Envelope<'_, M>,
     max_size: usize,
+    max_topics: usize,
 ) -> Result<Vec<(String, Vec<u8>)>, TransportError> {
     let encode_error = |error: wire::WireError| {
         TransportError::new("message not encoded for NATS", error).with_outcome(Outcome::NotSent)
     };
     if let Mode::Only(_) = envelope.mode {
-        let bytes = wire::encode(envelope, max_size).map_err(encode_error)?;
+        let bytes = encode_bounded("NATS", envelope, max_size, max_topics)?;
         return Ok(vec![(format!("{namespace}.{DIRECT}"), bytes)]);
+    }
+    if envelope.topics.len() > max_topics {
+        return Err(encode_error(wire::WireError::TooManyTopics {
+            count: envelope.topics.len(),
+            max: max_topics,
+        }));
     }
     envelope
         .topics

@@ -64,7 +64,6 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,9 +71,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::net::panic_message;
+use crate::net::{guard_message, not_sent};
 use crate::pubsub::{Builder, PubSub};
-use crate::redis::{not_sent, open, Handler, Publisher, RedisConfig};
+use crate::redis::{open, Handler, Publisher, RedisConfig};
 use crate::spec::SpecMessage;
 use crate::transport::{BoxFuture, Envelope, LocalNode, Mode, Transport};
 
@@ -968,20 +967,8 @@ where
     M: SpecMessage + Send + Sync + 'static,
 {
     fn handle(&self, bytes: &[u8]) -> bool {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_unguarded(bytes))) {
-            Ok(alive) => alive,
-            Err(payload) => {
-                self.local.record_rejected();
-                tracing::error!(
-                    panic = panic_message(payload.as_ref()),
-                    size = bytes.len(),
-                    channel = %self.channel,
-                    node = self.local.node_name(),
-                    "a message's own code panicked on the Phoenix receive task: frame skipped"
-                );
-                drop(payload);
-                self.local.is_alive()
-            }
-        }
+        guard_message(&self.local, "Phoenix", &self.channel, bytes.len(), || {
+            self.handle_unguarded(bytes)
+        })
     }
 }

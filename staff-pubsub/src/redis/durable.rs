@@ -34,10 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
-use super::{not_sent, Publisher, RedisConfig};
+use super::{Publisher, RedisConfig};
 use crate::error::TransportError;
 use crate::log::{Gap, Position, Retention};
-use crate::net::{Backoff, Inbound, RateLimit, Retrying, Secrets, StopReport};
+use crate::net::{not_sent, Backoff, Inbound, RateLimit, Retrying, Secrets, StopReport, Stopped};
 use crate::pubsub::random_u64;
 use crate::topic::Topic;
 use crate::transport::{Connection, LocalNode, LogHead, Replay};
@@ -714,12 +714,6 @@ enum Step {
     Reread,
     /// Stops: the server is gone.
     Gone,
-}
-
-/// Why reading stopped.
-enum Stopped {
-    ConnectionLost,
-    ServerGone,
 }
 
 /// The receive side of a durable log: one task per transport, restarted
