@@ -779,7 +779,7 @@ async fn max_topics_bounds_what_is_sent_and_received() {
         .unwrap();
     let mut here = bounded.subscribe(staff::topic_teams()).unwrap();
     let error = bounded
-        .broadcast(topics.clone(), team("three topics"))
+        .broadcast(topics, team("three topics"))
         .await
         .expect_err("more topics than max_topics");
     let staff_pubsub::Error::Transport(transport) = &error else {
