@@ -237,6 +237,19 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_makes_no_identifier_is_an_error_not_a_panic() {
+        let out = expand_str(
+            r#"scope = "shop""#,
+            r#"pub mod shop {
+                #[entity(name = "my order", collection = "orders", events(order_placed))]
+                struct Order { pub uuid: Uuid }
+            }"#,
+        );
+        assert!(out.contains("must not contain white space"), "{out}");
+        assert!(out.contains("must be `pub`"), "{out}");
+    }
+
+    #[test]
     fn not_a_module_is_an_error_with_the_item_kept() {
         let out = expand_str(r#"scope = "shop""#, "pub struct Order;");
         assert!(

@@ -553,7 +553,7 @@ impl Expander<'_> {
     fn route_table(&self) -> TokenStream {
         let p = &self.p;
         let routes = self.entities().map(|entity| {
-            let function = items::broadcast_fn(entity).to_string();
+            let function = items::broadcast_fn(entity);
             let name = &entity.name.value;
             let atoms = entity.events.iter().map(ToString::to_string);
             let targets = self.targets(entity).iter().map(|target| {
@@ -1118,10 +1118,11 @@ pub(crate) mod tests {
             .map_or(&[], |(_, items)| items.as_slice())
     }
 
-    /// What `items` declares is generated is what `expand` generates: no more, no
-    /// less (the names the clash rules protect).
+    /// What `items` declares is generated is what `expand` generates: no
+    /// more, no less (the names the clash rules protect and the stubs
+    /// define).
     #[test]
-    fn the_plan_names_every_generated_item() {
+    fn the_declarations_name_every_generated_item() {
         for (args, module, out) in samples() {
             let input: ItemMod = syn::parse_str(module).unwrap();
             let output: ItemMod = syn::parse2(out).unwrap();
@@ -1130,7 +1131,7 @@ pub(crate) mod tests {
                 .difference(&own)
                 .cloned()
                 .collect();
-            // The plan, of the spec as the expansion read it.
+            // The declared names, of the spec as the expansion read it.
             let spec = if args.starts_with("extends") {
                 let base = read(r#"scope = "shop""#, SHOP);
                 let mut spec = read(args, module);
@@ -1144,9 +1145,9 @@ pub(crate) mod tests {
             } else {
                 read(args, module)
             };
-            let planned: BTreeSet<String> =
+            let declared: BTreeSet<String> =
                 generated_names(&spec).into_iter().map(|g| g.name).collect();
-            assert_eq!(generated, planned, "{args}");
+            assert_eq!(generated, declared, "{args}");
         }
     }
 }

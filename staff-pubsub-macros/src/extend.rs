@@ -178,7 +178,10 @@ mod tests {
             "[] [] [] [] []",
             "a b c d",
         ] {
-            let out = crate::entry::staff_events_extend(input.parse().unwrap()).to_string();
+            let Err(out) = read_extension(input.parse().unwrap()) else {
+                panic!("{input}: read as an extension");
+            };
+            let out = out.to_string();
             assert!(
                 out.contains("compile_error") && out.contains("internal error"),
                 "{input}: {out}"

@@ -261,6 +261,8 @@ fn payload_impls(spec: &Spec, items: &[Item]) -> TokenStream {
 
 #[cfg(test)]
 mod tests {
+    use quote::ToTokens;
+
     use crate::expand::tests::{item_names, module_items, read, tokens};
     use crate::internals::items::generated_names;
 
@@ -280,7 +282,7 @@ mod tests {
         pub fn broadcast_follow() {}
     }"#;
 
-    /// Every public name of the plan is defined, by the user's module or a
+    /// Every public generated name is defined, by the user's module or a
     /// stub, and the errors are there.
     #[test]
     fn a_spec_with_errors_still_defines_the_public_generated_names() {
@@ -302,5 +304,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A `const fn` stub returns a placeholder: one that panicked would be
+    /// a second error in every `const` that calls it.
+    #[test]
+    fn const_fn_stubs_do_not_panic() {
+        let out = crate::entry::staff_events(tokens(r#"scope = "shop""#), tokens(WRONG));
+        let file: syn::File = syn::parse2(out).unwrap();
+        let [syn::Item::Mod(module), ..] = file.items.as_slice() else {
+            panic!("a module first")
+        };
+        let mut const_fns = 0;
+        for item in module_items(module) {
+            if let syn::Item::Fn(f) = item {
+                if f.sig.constness.is_some() {
+                    const_fns += 1;
+                    let body = f.block.to_token_stream().to_string();
+                    assert!(
+                        !body.contains("panic") && !body.contains("unimplemented"),
+                        "{body}"
+                    );
+                }
+            }
+        }
+        assert_eq!(const_fns, 2, "topic_orders and topic_order");
     }
 }

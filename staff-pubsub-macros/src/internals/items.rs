@@ -533,15 +533,10 @@ pub(crate) fn topic_fn(word: &str) -> Ident {
     )
 }
 
-/// `broadcast_team`.
-pub(crate) fn broadcast_fn(entity: &Entity) -> Ident {
-    format_ident!(
-        "{}",
-        Gen::Broadcast
-            .decl()
-            .template
-            .replacen("{}", &entity.name.value, 1)
-    )
+/// `broadcast_team`, for docs and messages: a string, as in a spec with
+/// errors it may be no identifier.
+pub(crate) fn broadcast_fn(entity: &Entity) -> String {
+    Gen::Broadcast.name(Some(entity)).unwrap_or_default()
 }
 
 /// The variant of `event` in the event enum of `entity`, spanned at the

@@ -98,10 +98,10 @@ fn check_shape(cx: &mut Ctxt, entity: &Entity) {
 /// The generated `Message` and `broadcast_*` functions are `pub` and name
 /// the payload: a less visible payload would leak through them.
 fn check_public(cx: &mut Ctxt, entity: &Entity) {
+    let broadcast = items::broadcast_fn(entity);
     let message = format!(
-        "the payload `{}` must be `pub`: it is part of the generated `pub` items `Message` and `{}`",
+        "the payload `{}` must be `pub`: it is part of the generated `pub` items `Message` and `{broadcast}`",
         entity.ident,
-        items::broadcast_fn(entity)
     );
     match &entity.vis {
         Visibility::Public(_) => {}
