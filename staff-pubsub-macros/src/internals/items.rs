@@ -3,8 +3,8 @@
 //! declared signature with a body of its own, `fallback` writes the declared
 //! stub, and the clash rules of `valid` read the declared names; a test of
 //! `expand` checks that what is declared is exactly what is generated.
-//! Adding a generated function is one entry in [`items!`] plus its body in
-//! `expand`.
+//! Adding a generated function is one entry in the `items!` table below plus
+//! its body in `expand`.
 
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
