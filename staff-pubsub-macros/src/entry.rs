@@ -1,13 +1,17 @@
-//! The macro's entry point, free of `proc_macro` so that it can be unit tested.
+//! The macro's entry points, free of `proc_macro` so that they can be unit
+//! tested: the top layer, which reads a spec (`internals`), checks it, and
+//! expands it (`expand`) or, with errors, its fallback (`fallback`).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::{Item, ItemMod};
 
-use crate::ast::Spec;
-use crate::attr::Options;
-use crate::ctxt::Ctxt;
-use crate::{expand, extend, fallback, valid};
+use crate::internals::ast::Spec;
+use crate::internals::attr::Options;
+use crate::internals::ctxt::Ctxt;
+use crate::internals::items::CARRIER;
+use crate::internals::valid;
+use crate::{expand, extend, fallback};
 
 pub(crate) fn staff_events(args: TokenStream, input: TokenStream) -> TokenStream {
     let module = match parse_module(&input) {
@@ -42,11 +46,20 @@ pub(crate) fn staff_events(args: TokenStream, input: TokenStream) -> TokenStream
     finish(cx, spec, carrier)
 }
 
+/// The second step of `#[staff_events(extends = ...)]`, called back by the
+/// extended spec's carrier with both specs (see `extend`).
+pub(crate) fn staff_events_extend(input: TokenStream) -> TokenStream {
+    match extend::read_extension(input) {
+        Ok((cx, spec)) => finish(cx, spec, None),
+        Err(internal_error) => internal_error,
+    }
+}
+
 /// Validates and expands `spec`; on error, the module with its helper
 /// attributes removed, stubs of the generated items and every error, so that
 /// the rest of the crate still sees the user's items and the generated
 /// names, and reports the spec's errors only.
-pub(crate) fn finish(mut cx: Ctxt, spec: Spec, carrier: Option<TokenStream>) -> TokenStream {
+fn finish(mut cx: Ctxt, spec: Spec, carrier: Option<TokenStream>) -> TokenStream {
     valid::check(&mut cx, &spec);
     match cx.check() {
         Ok(()) => expand::expand(spec, carrier),
@@ -109,11 +122,6 @@ fn carrier_macro(module: &syn::Ident, args: &TokenStream, input: &TokenStream) -
         pub use #name as #carrier;
     }
 }
-
-/// The name under which an extensible spec module re-exports its carrier.
-/// An extension calls `<extends path>::__extensible_staff_events_spec!`: a
-/// path that names no such spec fails there, with the user's tokens.
-pub(crate) const CARRIER: &str = "__extensible_staff_events_spec";
 
 fn carrier_name(module: &syn::Ident) -> syn::Ident {
     format_ident!("__staff_events_spec_{}", module)
@@ -226,6 +234,19 @@ mod tests {
             !out.contains("# [entity"),
             "helper attribute left in: {out}"
         );
+    }
+
+    #[test]
+    fn a_name_that_makes_no_identifier_is_an_error_not_a_panic() {
+        let out = expand_str(
+            r#"scope = "shop""#,
+            r#"pub mod shop {
+                #[entity(name = "my order", collection = "orders", events(order_placed))]
+                struct Order { pub uuid: Uuid }
+            }"#,
+        );
+        assert!(out.contains("must not contain white space"), "{out}");
+        assert!(out.contains("must be `pub`"), "{out}");
     }
 
     #[test]

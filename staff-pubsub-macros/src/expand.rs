@@ -1,39 +1,51 @@
 //! Code generation for a valid spec. Every path is absolute, through the
 //! runtime's `__private` module, so the output compiles whatever the user's
-//! module imports or shadows (`#![no_implicit_prelude]` included).
-
-use std::cell::OnceCell;
+//! module imports or shadows (`#![no_implicit_prelude]` included). Each
+//! item is written under the signature `internals::items` declares for it.
 
 use proc_macro2::{Ident, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
-use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Attribute, Item, ItemStruct};
 
-use crate::ast::{Entity, Spec};
-use crate::attr::{EntityKind, RouteKind};
-use crate::names::upper_camel_case;
-use crate::plan;
-use crate::types::option_inner;
+use crate::internals::ast::{Entity, Spec};
+use crate::internals::attr::EntityKind;
+use crate::internals::items::{self, Gen};
+use crate::internals::names::{display_name, topic_string, upper_camel_case};
+use crate::internals::routes::{self, Key, Target};
+use crate::internals::types::option_inner;
 
 pub(crate) struct Expander<'a> {
     spec: &'a Spec,
     /// `<runtime>::__private`.
     pub(crate) p: TokenStream,
     scope: &'a str,
-    /// The targets of each entity, by index: computed once, on first use
-    /// (the topic docs read every entity's targets for every topic).
-    targets: OnceCell<Vec<Vec<Target>>>,
+    /// The targets of each entity, by index: the route plan.
+    targets: Vec<Vec<Target>>,
 }
 
 impl<'a> Expander<'a> {
     pub(crate) fn new(spec: &'a Spec) -> Self {
-        let krate = &spec.options.krate;
         Expander {
             spec,
-            p: quote!(#krate::__private),
+            p: spec.options.private_path(),
             scope: spec.options.scope.as_ref().map_or("", |s| s.value.as_str()),
-            targets: OnceCell::new(),
+            targets: routes::plan(spec),
+        }
+    }
+
+    /// `gen` (of `entity`, if it is an entity's item) under its declared
+    /// signature: `attrs`, the declared head, then `body`.
+    fn declared(
+        &self,
+        gen: Gen,
+        entity: Option<&Entity>,
+        attrs: TokenStream,
+        body: TokenStream,
+    ) -> TokenStream {
+        match gen.sig(self.spec, entity) {
+            Some(sig) => gen.decl().form.write(&sig, attrs, body),
+            None => TokenStream::new(),
         }
     }
 }
@@ -205,7 +217,7 @@ impl Expander<'_> {
         let items = self.entities().filter_map(|entity| {
             let path = entity.inherited_from.as_ref()?;
             let ident = &entity.ident;
-            let event = plan::event_enum(entity);
+            let event = items::event_enum(entity);
             Some(quote! {
                 #[doc(inline)]
                 pub use #path::{#ident, #event};
@@ -217,46 +229,39 @@ impl Expander<'_> {
     fn scope_const(&self) -> TokenStream {
         let scope = self.scope;
         let doc = format!("The scope of this spec: the first segment of every topic (`{scope}`).");
-        quote! {
-            #[doc = #doc]
-            pub const SCOPE: &str = #scope;
-        }
+        self.declared(Gen::ScopeConst, None, quote!(#[doc = #doc]), quote!(#scope))
     }
 
     fn topic_fns(&self) -> TokenStream {
         let p = &self.p;
         let fns = self.topic_entities().map(|entity| {
             let name = &entity.name.value;
-            let display = plan::display_name(name);
-            let keyed = plan::topic_string(self.scope, name);
-            let keyed_fn = plan::topic_fn(name);
+            let display = display_name(name);
+            let keyed = topic_string(self.scope, name);
             let keyed_doc = format!(
                 "Topic scoped to a single {display}: `{keyed}:<uuid>`.\n\n{}",
                 self.reached_by(&keyed)
             );
             let collection = entity.collection.as_ref().map(|collection| {
-                let topic = plan::topic_string(self.scope, &collection.value);
-                let collection_fn = plan::topic_fn(&collection.value);
+                let topic = topic_string(self.scope, &collection.value);
                 let doc = format!(
                     "Topic for all {display} mutations: `{topic}`.\n\n{}",
                     self.reached_by(&topic)
                 );
-                quote! {
-                    #[doc = #doc]
-                    #[must_use]
-                    pub const fn #collection_fn() -> #p::Topic {
-                        #p::Topic::new(#topic)
-                    }
-                }
+                self.declared(
+                    Gen::TopicCollection,
+                    Some(entity),
+                    quote!(#[doc = #doc] #[must_use]),
+                    quote!(#p::Topic::new(#topic)),
+                )
             });
-            quote! {
-                #collection
-                #[doc = #keyed_doc]
-                #[must_use]
-                pub const fn #keyed_fn(id: #p::Uuid) -> #p::Topic {
-                    #p::Topic::keyed(#keyed, id)
-                }
-            }
+            let keyed_fn = self.declared(
+                Gen::TopicKeyed,
+                Some(entity),
+                quote!(#[doc = #keyed_doc] #[must_use]),
+                quote!(#p::Topic::keyed(#keyed, id)),
+            );
+            quote!(#collection #keyed_fn)
         });
         quote!(#(#fns)*)
     }
@@ -268,9 +273,11 @@ impl Expander<'_> {
         let mut reaches = Vec::new();
         for entity in self.entities() {
             for target in self.targets(entity).iter().filter(|t| t.topic == topic) {
-                let function = plan::Pattern::Broadcast.name(&entity.name.value);
+                let function = items::broadcast_fn(entity);
                 reaches.push(match &target.key {
-                    Some((field, optional)) => {
+                    Some(Key {
+                        field, optional, ..
+                    }) => {
                         let when = if *optional { ", when `Some`" } else { "" };
                         format!("[`{function}`] (keyed by `{field}`{when})")
                     }
@@ -296,29 +303,37 @@ impl Expander<'_> {
         );
         let kinds = self.topic_entities().flat_map(|entity| {
             let collection = entity.collection.as_ref().map(|c| {
-                let topic = plan::topic_string(self.scope, &c.value);
+                let topic = topic_string(self.scope, &c.value);
                 quote!(#p::TopicKind::plain(#topic))
             });
-            let keyed = plan::topic_string(self.scope, &entity.name.value);
+            let keyed = topic_string(self.scope, &entity.name.value);
             collection
                 .into_iter()
                 .chain([quote!(#p::TopicKind::keyed(#keyed))])
         });
-        quote! {
-            /// Every kind of topic of this spec: what [`parse_topic`] accepts.
-            pub const TOPIC_KINDS: &[#p::TopicKind] = &[#(#kinds),*];
-
-            /// Parses a topic of this spec from its string form, such as
-            /// `"staff:team:<uuid>"`. UUIDs may be in either case; anything
-            /// that is not a topic of this spec is rejected.
-            ///
-            /// # Errors
-            ///
-            #[doc = #errors]
-            pub fn parse_topic(input: &str) -> ::core::result::Result<#p::Topic, #p::ParseTopicError> {
-                #p::Topic::parse(input, TOPIC_KINDS)
-            }
-        }
+        let topic_kinds = self.declared(
+            Gen::TopicKinds,
+            None,
+            quote! {
+                /// Every kind of topic of this spec: what [`parse_topic`] accepts.
+            },
+            quote!(&[#(#kinds),*]),
+        );
+        let parse_topic = self.declared(
+            Gen::ParseTopic,
+            None,
+            quote! {
+                /// Parses a topic of this spec from its string form, such as
+                /// `"staff:team:<uuid>"`. UUIDs may be in either case; anything
+                /// that is not a topic of this spec is rejected.
+                ///
+                /// # Errors
+                ///
+                #[doc = #errors]
+            },
+            quote!(#p::Topic::parse(input, TOPIC_KINDS)),
+        );
+        quote!(#topic_kinds #parse_topic)
     }
 
     fn event_enums(&self) -> TokenStream {
@@ -335,12 +350,12 @@ impl Expander<'_> {
     /// per event enum, for a string.
     pub(crate) fn event_enum(&self, entity: &Entity, events: &[Ident]) -> TokenStream {
         let p = &self.p;
-        let ident = plan::event_enum(entity);
-        let display = plan::display_name(&entity.name.value);
+        let ident = items::event_enum(entity);
+        let display = display_name(&entity.name.value);
         let atoms: Vec<String> = events.iter().map(ToString::to_string).collect();
         let variants: Vec<Ident> = events
             .iter()
-            .map(|e| plan::variant_ident(entity, e))
+            .map(|e| items::variant_ident(entity, e))
             .collect();
         let variant_docs = atoms.iter().map(|a| format!("`{a}`"));
         // The atom, and its whole CamelCase form when the variant drops the
@@ -362,7 +377,7 @@ impl Expander<'_> {
         let payload = &entity.ident;
         let payload_doc = format!(
             "Sent with a [`{payload}`] payload; see [`{}`].",
-            plan::broadcast_fn(entity)
+            items::broadcast_fn(entity)
         );
         quote! {
             #[doc = #doc]
@@ -430,23 +445,31 @@ impl Expander<'_> {
     fn message(&self) -> TokenStream {
         let p = &self.p;
         let idents: Vec<&Ident> = self.entities().map(|e| &e.ident).collect();
-        let events: Vec<Ident> = self.entities().map(plan::event_enum).collect();
+        let events: Vec<Ident> = self.entities().map(items::event_enum).collect();
         let variant_docs = self.entities().map(|e| {
             format!(
                 "A {} event and its payload: sent by [`{}`].",
-                plan::display_name(&e.name.value),
-                plan::broadcast_fn(e)
+                display_name(&e.name.value),
+                items::broadcast_fn(e)
             )
         });
         let all_atoms = self
             .entities()
             .flat_map(|e| e.events.iter().map(ToString::to_string));
+        let events_const = self.declared(
+            Gen::Events,
+            None,
+            quote! {
+                /// Every event atom of this spec, in declaration order.
+            },
+            quote!(&[#(#all_atoms),*]),
+        );
         // One arm per atom: the event's variant and the message's.
         let (mut arm_atoms, mut arm_events, mut arm_idents) = (Vec::new(), Vec::new(), Vec::new());
         for entity in self.entities() {
-            let event_enum = plan::event_enum(entity);
+            let event_enum = items::event_enum(entity);
             for event in &entity.events {
-                let variant = plan::variant_ident(entity, event);
+                let variant = items::variant_ident(entity, event);
                 arm_atoms.push(event.to_string());
                 arm_events.push(quote!(#event_enum::#variant));
                 arm_idents.push(&entity.ident);
@@ -469,8 +492,7 @@ impl Expander<'_> {
                 )*
             }
 
-            /// Every event atom of this spec, in declaration order.
-            pub const EVENTS: &[&str] = &[#(#all_atoms),*];
+            #events_const
 
             impl Message {
                 /// The event's atom, such as `team_created`.
@@ -531,14 +553,14 @@ impl Expander<'_> {
     fn route_table(&self) -> TokenStream {
         let p = &self.p;
         let routes = self.entities().map(|entity| {
-            let function = plan::broadcast_fn(entity).to_string();
+            let function = items::broadcast_fn(entity);
             let name = &entity.name.value;
             let atoms = entity.events.iter().map(ToString::to_string);
             let targets = self.targets(entity).iter().map(|target| {
                 let topic = &target.topic;
                 match &target.key {
                     None => quote!(#p::Target { topic: #topic, key: ::core::option::Option::None }),
-                    Some((field, optional)) => quote!(#p::Target {
+                    Some(Key { field, optional, .. }) => quote!(#p::Target {
                         topic: #topic,
                         key: ::core::option::Option::Some(#p::TargetKey { field: #field, optional: #optional }),
                     }),
@@ -546,19 +568,31 @@ impl Expander<'_> {
             });
             quote!(#p::Route { function: #function, entity: #name, events: &[#(#atoms),*], targets: &[#(#targets),*] })
         });
-        quote! {
-            /// How each broadcast function routes: the topics it reaches, in
-            /// terms of payload fields. Constant data, for docs and tools.
-            pub const ROUTES: &[#p::Route] = &[#(#routes),*];
-
-            /// The whole spec as constant data.
-            pub const SPEC: #p::Spec = #p::Spec {
-                scope: SCOPE,
-                topic_kinds: TOPIC_KINDS,
-                events: EVENTS,
-                routes: ROUTES,
-            };
-        }
+        let routes = self.declared(
+            Gen::Routes,
+            None,
+            quote! {
+                /// How each broadcast function routes: the topics it reaches, in
+                /// terms of payload fields. Constant data, for docs and tools.
+            },
+            quote!(&[#(#routes),*]),
+        );
+        let spec = self.declared(
+            Gen::Spec,
+            None,
+            quote! {
+                /// The whole spec as constant data.
+            },
+            quote! {
+                #p::Spec {
+                    scope: SCOPE,
+                    topic_kinds: TOPIC_KINDS,
+                    events: EVENTS,
+                    routes: ROUTES,
+                }
+            },
+        );
+        quote!(#routes #spec)
     }
 
     /// The runtime's path as doc links need it (`::staff_pubsub`, `crate`).
@@ -624,7 +658,7 @@ impl Expander<'_> {
                             .with(__SERVER.scope_entry(pubsub))
                             .with(#base::__default_server().scope_entry(base))
                     }},
-                    quote! {
+                    [quote! {
                         #[doc = #from_doc]
                         impl ::core::convert::From<#base::Message> for Message {
                             fn from(message: #base::Message) -> Self {
@@ -649,11 +683,20 @@ impl Expander<'_> {
                             }
                         }
 
-                        fn __to_extension(message: &#base::Message) -> ::core::option::Option<Message> {
+                    },
+                    self.declared(
+                        Gen::ToExtension,
+                        None,
+                        TokenStream::new(),
+                        quote! {
                             ::core::option::Option::Some(::core::convert::From::from(::core::clone::Clone::clone(message)))
-                        }
-
-                        fn __to_base(message: &Message) -> ::core::option::Option<#base::Message> {
+                        },
+                    ),
+                    self.declared(
+                        Gen::ToBase,
+                        None,
+                        TokenStream::new(),
+                        quote! {
                             match message {
                                 #(Message::#inherited(event, payload) => ::core::option::Option::Some(
                                     #base::Message::#inherited(::core::clone::Clone::clone(event), ::core::clone::Clone::clone(payload)),
@@ -661,18 +704,99 @@ impl Expander<'_> {
                                 #[allow(unreachable_patterns)]
                                 _ => ::core::option::Option::None,
                             }
-                        }
-
-                        /// One bus: the extended spec's process-wide server
-                        /// delivers to this one's subscribers and back.
-                        fn __link_global(extension: &#p::PubSub<Message>) {
+                        },
+                    ),
+                    self.declared(
+                        Gen::LinkGlobal,
+                        None,
+                        quote! {
+                            /// One bus: the extended spec's process-wide server
+                            /// delivers to this one's subscribers and back.
+                        },
+                        quote! {
                             let base = #base::__default_server().global(#p::PubSub::new);
                             #p::link(base, extension, __to_extension, __to_base);
-                        }
-                    },
+                        },
+                    )]
+                    .into_iter()
+                    .collect(),
                 )
             }
         };
+        let default_server = self.declared(
+            Gen::DefaultServer,
+            None,
+            quote!(#[doc(hidden)]),
+            quote!(&__SERVER),
+        );
+        let global = self.declared(Gen::Global, None, TokenStream::new(), global);
+        let server = self.declared(
+            Gen::Server,
+            None,
+            quote! {
+                /// This spec's default server (the analog of
+                /// `PhoenixKit.PubSub.Manager`): an in-process server created on
+                /// first use, unless one was [`install`]ed before; inside a
+                /// [`scope`], the scope's server.
+                #[must_use]
+            },
+            quote!(__SERVER.current(__global)),
+        );
+        let builder = self.declared(
+            Gen::Builder,
+            None,
+            quote!(#[doc = #builder_doc]),
+            quote!(#p::PubSub::builder()),
+        );
+        let install = self.declared(
+            Gen::Install,
+            None,
+            quote! {
+                /// Makes `pubsub` the default server: call it at start-up to use
+                /// another capacity or a network transport.
+                ///
+                /// # Errors
+                ///
+                #[doc = #install_errors]
+            },
+            install,
+        );
+        let scope = self.declared(Gen::ScopeFn, None, quote!(#[doc = #scope_doc]), scope);
+        let subscribe = self.declared(
+            Gen::Subscribe,
+            None,
+            quote! {
+                /// Subscribes to one topic on the default server.
+                ///
+                /// # Errors
+                ///
+                #[doc = #subscribe_errors]
+            },
+            quote! {
+                match __SERVER.scoped() {
+                    ::core::option::Option::Some(pubsub) => pubsub.subscribe(topic),
+                    ::core::option::Option::None => __global().subscribe(topic),
+                }
+            },
+        );
+        let subscribe_many = self.declared(
+            Gen::SubscribeMany,
+            None,
+            quote! {
+                /// Subscribes to several topics with one queue on the default
+                /// server: one copy of a broadcast per listed topic it reaches.
+                ///
+                /// # Errors
+                ///
+                #[doc = #subscribe_many_errors]
+            },
+            quote! {
+                match __SERVER.scoped() {
+                    ::core::option::Option::Some(pubsub) => pubsub.subscribe_many(topics),
+                    ::core::option::Option::None => __global().subscribe_many(topics),
+                }
+            },
+        );
         quote! {
             ::std::thread_local! {
                 static __SCOPED: ::core::cell::RefCell<::core::option::Option<#p::PubSub<Message>>> =
@@ -681,79 +805,15 @@ impl Expander<'_> {
 
             static __SERVER: #p::DefaultServer<Message> = #p::DefaultServer::new(&__SCOPED);
 
-            #[doc(hidden)]
-            pub fn __default_server() -> &'static #p::DefaultServer<Message> {
-                &__SERVER
-            }
-
-            fn __global() -> &'static #p::PubSub<Message> {
-                #global
-            }
-
+            #default_server
+            #global
             #conversions
-
-            /// This spec's default server (the analog of
-            /// `PhoenixKit.PubSub.Manager`): an in-process server created on
-            /// first use, unless one was [`install`]ed before; inside a
-            /// [`scope`], the scope's server.
-            #[must_use]
-            pub fn server() -> #p::PubSub<Message> {
-                __SERVER.current(__global)
-            }
-
-            #[doc = #builder_doc]
-            pub fn builder() -> #p::Builder<Message> {
-                #p::PubSub::builder()
-            }
-
-            /// Makes `pubsub` the default server: call it at start-up to use
-            /// another capacity or a network transport.
-            ///
-            /// # Errors
-            ///
-            #[doc = #install_errors]
-            pub fn install(
-                pubsub: #p::PubSub<Message>,
-            ) -> ::core::result::Result<(), #p::AlreadyInstalled<Message>> {
-                #install
-            }
-
-            #[doc = #scope_doc]
-            pub fn scope<F: ::core::future::Future>(
-                pubsub: #p::PubSub<Message>,
-                future: F,
-            ) -> #p::Scoped<F> {
-                #scope
-            }
-
-            /// Subscribes to one topic on the default server.
-            ///
-            /// # Errors
-            ///
-            #[doc = #subscribe_errors]
-            pub fn subscribe(
-                topic: #p::Topic,
-            ) -> ::core::result::Result<#p::Subscription<Message>, #p::Error> {
-                match __SERVER.scoped() {
-                    ::core::option::Option::Some(pubsub) => pubsub.subscribe(topic),
-                    ::core::option::Option::None => __global().subscribe(topic),
-                }
-            }
-
-            /// Subscribes to several topics with one queue on the default
-            /// server: one copy of a broadcast per listed topic it reaches.
-            ///
-            /// # Errors
-            ///
-            #[doc = #subscribe_many_errors]
-            pub fn subscribe_many(
-                topics: impl ::core::iter::IntoIterator<Item = #p::Topic>,
-            ) -> ::core::result::Result<#p::Subscription<Message>, #p::Error> {
-                match __SERVER.scoped() {
-                    ::core::option::Option::Some(pubsub) => pubsub.subscribe_many(topics),
-                    ::core::option::Option::None => __global().subscribe_many(topics),
-                }
-            }
+            #server
+            #builder
+            #install
+            #scope
+            #subscribe
+            #subscribe_many
         }
     }
 
@@ -765,22 +825,16 @@ impl Expander<'_> {
     fn broadcast_fn(&self, entity: &Entity) -> TokenStream {
         let p = &self.p;
         let ident = &entity.ident;
-        let event = plan::event_enum(entity);
-        let function = plan::broadcast_fn(entity);
-        let function_on = plan::broadcast_on_fn(entity);
+        let function = items::broadcast_fn(entity);
         let targets = self.targets(entity);
         let capacity = targets.len();
         // A topic whose name no other target of the route has cannot repeat
         // one: no duplicate scan for it.
-        let pushes: Vec<&TokenStream> = targets
+        let pushes: Vec<TokenStream> = targets
             .iter()
             .map(|target| {
                 let sharing = targets.iter().filter(|t| t.topic == target.topic).count();
-                if sharing == 1 {
-                    &target.push_distinct
-                } else {
-                    &target.push
-                }
+                push(target, sharing == 1)
             })
             .collect();
         let doc = self.broadcast_doc(entity, targets);
@@ -791,40 +845,43 @@ impl Expander<'_> {
         );
         let errors_on = format!("As {broadcast}.");
         let errors = format!("As {broadcast}: the message could not be sent to other nodes.");
-        quote! {
-            #[doc = #doc]
-            ///
-            /// # Errors
-            ///
-            #[doc = #errors]
-            pub fn #function(
-                event: #event,
-                payload: #ident,
-            ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + 'static {
+        let default = self.declared(
+            Gen::Broadcast,
+            Some(entity),
+            quote! {
+                #[doc = #doc]
+                ///
+                /// # Errors
+                ///
+                #[doc = #errors]
+            },
+            quote! {
                 let mut topics = #p::TopicList::<#capacity>::new();
                 #(#pushes)*
                 #p::broadcast_default(&__SERVER, __global, topics, Message::#ident(event, payload))
-            }
-
-            #[doc = #doc_on]
-            ///
-            /// # Errors
-            ///
-            #[doc = #errors_on]
-            pub fn #function_on(
-                pubsub: &#p::PubSub<Message>,
-                event: #event,
-                payload: #ident,
-            ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + '_ {
+            },
+        );
+        let on = self.declared(
+            Gen::BroadcastOn,
+            Some(entity),
+            quote! {
+                #[doc = #doc_on]
+                ///
+                /// # Errors
+                ///
+                #[doc = #errors_on]
+            },
+            quote! {
                 let mut topics = #p::TopicList::<#capacity>::new();
                 #(#pushes)*
                 #p::broadcast_on(pubsub, topics, Message::#ident(event, payload))
-            }
-        }
+            },
+        );
+        quote!(#default #on)
     }
 
     fn broadcast_doc(&self, entity: &Entity, targets: &[Target]) -> String {
-        let display = plan::display_name(&entity.name.value);
+        let display = display_name(&entity.name.value);
         let phrases: Vec<&str> = targets.iter().map(|t| t.phrase.as_str()).collect();
         let reaches = match phrases.as_slice() {
             [] => String::from("no topic"),
@@ -834,7 +891,7 @@ impl Expander<'_> {
         let list: String = targets
             .iter()
             .map(|t| {
-                let when = if t.key.as_ref().is_some_and(|(_, optional)| *optional) {
+                let when = if t.key.as_ref().is_some_and(|key| key.optional) {
                     " (when `Some`)"
                 } else {
                     ""
@@ -845,144 +902,38 @@ impl Expander<'_> {
         format!("Broadcasts a {display} event to {reaches}.\n\nTopics reached:\n{list}")
     }
 
-    /// The topics a broadcast of `entity` reaches, in order: its own
-    /// collection and topic, then each routed field in declaration order.
-    /// Each target is listed once (two endpoints of one entity share its
-    /// collection topic), so that the code, the docs and the route table
-    /// show what a broadcast reaches; keyed targets of different fields
-    /// stay apart, as they are different topics for most payloads.
+    /// The targets of `entity`, from the route plan.
     fn targets(&self, entity: &Entity) -> &[Target] {
-        let all = self.targets.get_or_init(|| {
-            self.entities()
-                .map(|entity| self.distinct_targets(entity))
-                .collect()
-        });
         self.entities()
             .position(|e| std::ptr::eq(e, entity))
-            .and_then(|index| all.get(index))
+            .and_then(|index| self.targets.get(index))
             .map_or(&[], Vec::as_slice)
-    }
-
-    fn distinct_targets(&self, entity: &Entity) -> Vec<Target> {
-        let mut targets = self.all_targets(entity);
-        let mut seen: Vec<(String, Option<(String, bool)>)> = Vec::with_capacity(targets.len());
-        targets.retain(|target| {
-            let id = (target.topic.clone(), target.key.clone());
-            let first = !seen.contains(&id);
-            if first {
-                seen.push(id);
-            }
-            first
-        });
-        targets
-    }
-
-    /// The targets of `entity` with repetitions, in order.
-    fn all_targets(&self, entity: &Entity) -> Vec<Target> {
-        let mut targets = Vec::new();
-        if let Some(collection) = &entity.collection {
-            targets.push(self.collection_target(&collection.value));
-            targets.push(self.keyed_target(
-                &entity.name.value,
-                &format_ident!("uuid"),
-                false,
-                format!("the {}'s own topic", plan::display_name(&entity.name.value)),
-            ));
-        }
-        for (field, route) in entity.routed_fields() {
-            let Some(target) = self
-                .spec
-                .entities
-                .iter()
-                .find(|e| route.target == e.name.value)
-            else {
-                continue;
-            };
-            let target_name = &target.name.value;
-            // `r#type` is `type` in the payload's JSON and in the route table.
-            let field_name = field.ident.unraw().to_string();
-            let optional = option_inner(&field.ty).is_some();
-            // Endpoints are never optional (checked in `valid`).
-            if route.kind == RouteKind::Endpoint {
-                if let Some(collection) = &target.collection {
-                    targets.push(self.collection_target(&collection.value));
-                }
-            }
-            let mut phrase = format!(
-                "the {} topic of `{field_name}`",
-                plan::display_name(target_name)
-            );
-            if optional {
-                phrase.push_str(" (if present)");
-            }
-            targets.push(self.keyed_target(target_name, &field.ident, optional, phrase));
-        }
-        targets
-    }
-
-    fn collection_target(&self, collection: &str) -> Target {
-        let topic_fn = plan::topic_fn(collection);
-        Target {
-            topic: plan::topic_string(self.scope, collection),
-            pattern: plan::topic_string(self.scope, collection),
-            key: None,
-            phrase: format!("the {} topic", plan::display_name(collection)),
-            push: quote!(topics.push(#topic_fn());),
-            push_distinct: quote!(topics.push_distinct(#topic_fn());),
-        }
-    }
-
-    fn keyed_target(
-        &self,
-        name: &str,
-        field_ident: &Ident,
-        optional: bool,
-        phrase: String,
-    ) -> Target {
-        let topic_fn = plan::topic_fn(name);
-        // `r#type` in code, `type` in the payload's JSON and the route table.
-        let field = field_ident.unraw().to_string();
-        let pushing = |method: Ident| {
-            if optional {
-                quote! {
-                    if let ::core::option::Option::Some(id) = payload.#field_ident {
-                        topics.#method(#topic_fn(id));
-                    }
-                }
-            } else {
-                quote!(topics.#method(#topic_fn(payload.#field_ident));)
-            }
-        };
-        let push = pushing(format_ident!("push"));
-        let push_distinct = pushing(format_ident!("push_distinct"));
-        let topic = plan::topic_string(self.scope, name);
-        Target {
-            pattern: format!("{topic}:<{field}>"),
-            topic,
-            key: Some((field.to_owned(), optional)),
-            phrase,
-            push,
-            push_distinct,
-        }
     }
 }
 
-/// One topic a broadcast reaches.
-struct Target {
-    /// The topic string or keyed topic name.
-    topic: String,
-    /// For docs: `staff:team:<team_uuid>`.
-    pattern: String,
-    /// The payload field that keys it, and whether it is optional.
-    key: Option<(String, bool)>,
-    /// For docs: "the team topic of `team_uuid`".
-    phrase: String,
-    /// The statement that adds it to `topics`.
-    push: TokenStream,
-    /// The same, without the duplicate check: for a target whose topic
-    /// name no other target of the route has, so that it can never equal
-    /// another of the route's topics.
-    push_distinct: TokenStream,
+/// The statement that adds `target` to `topics`. `distinct`: no other
+/// target of the route has its topic name, so that it can never equal
+/// another of the route's topics and needs no duplicate check.
+fn push(target: &Target, distinct: bool) -> TokenStream {
+    let topic_fn = items::topic_fn(&target.word);
+    let method = if distinct {
+        format_ident!("push_distinct")
+    } else {
+        format_ident!("push")
+    };
+    match &target.key {
+        None => quote!(topics.#method(#topic_fn());),
+        Some(Key {
+            ident,
+            optional: true,
+            ..
+        }) => quote! {
+            if let ::core::option::Option::Some(id) = payload.#ident {
+                topics.#method(#topic_fn(id));
+            }
+        },
+        Some(Key { ident, .. }) => quote!(topics.#method(#topic_fn(payload.#ident));),
+    }
 }
 
 #[cfg(test)]
@@ -992,10 +943,10 @@ pub(crate) mod tests {
     use proc_macro2::{Delimiter, TokenStream, TokenTree};
     use syn::{Item, ItemMod, UseTree};
 
-    use crate::ast::Spec;
-    use crate::attr::Options;
-    use crate::ctxt::Ctxt;
-    use crate::plan;
+    use crate::internals::ast::Spec;
+    use crate::internals::attr::Options;
+    use crate::internals::ctxt::Ctxt;
+    use crate::internals::items::generated_names;
 
     const SHOP: &str = r#"pub mod shop {
         use staff_pubsub::Uuid;
@@ -1045,7 +996,7 @@ pub(crate) mod tests {
         })
         .collect();
         let extension = format!("[extends = base::shop] [{APP}] [scope = \"shop\"] [{SHOP}]");
-        let out = crate::extend::staff_events_extend(tokens(&extension));
+        let out = crate::entry::staff_events_extend(tokens(&extension));
         samples.push(("extends = base::shop", APP, out));
         samples
     }
@@ -1167,10 +1118,11 @@ pub(crate) mod tests {
             .map_or(&[], |(_, items)| items.as_slice())
     }
 
-    /// What `plan` says is generated is what `expand` generates: no more, no
-    /// less (the names the clash rules protect).
+    /// What `items` declares is generated is what `expand` generates: no
+    /// more, no less (the names the clash rules protect and the stubs
+    /// define).
     #[test]
-    fn the_plan_names_every_generated_item() {
+    fn the_declarations_name_every_generated_item() {
         for (args, module, out) in samples() {
             let input: ItemMod = syn::parse_str(module).unwrap();
             let output: ItemMod = syn::parse2(out).unwrap();
@@ -1179,7 +1131,7 @@ pub(crate) mod tests {
                 .difference(&own)
                 .cloned()
                 .collect();
-            // The plan, of the spec as the expansion read it.
+            // The declared names, of the spec as the expansion read it.
             let spec = if args.starts_with("extends") {
                 let base = read(r#"scope = "shop""#, SHOP);
                 let mut spec = read(args, module);
@@ -1193,11 +1145,9 @@ pub(crate) mod tests {
             } else {
                 read(args, module)
             };
-            let planned: BTreeSet<String> = plan::generated_names(&spec)
-                .into_iter()
-                .map(|g| g.name)
-                .collect();
-            assert_eq!(generated, planned, "{args}");
+            let declared: BTreeSet<String> =
+                generated_names(&spec).into_iter().map(|g| g.name).collect();
+            assert_eq!(generated, declared, "{args}");
         }
     }
 }

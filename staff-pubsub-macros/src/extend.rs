@@ -4,8 +4,9 @@
 //! `extensible` also emits a *carrier*: a `macro_rules!` that holds the
 //! spec's own tokens, re-exported in the spec module.
 //! `#[staff_events(extends = base::spec)]` expands to a call of that carrier
-//! through the user's path, which calls [`staff_events_extend`] back with
-//! both specs. The base's payloads and event enums are re-exported, not copied;
+//! through the user's path, which calls the extension step back with both
+//! specs: [`read_extension`] reads them into one spec, which `entry` checks
+//! and expands as any other. The base's payloads and event enums are re-exported, not copied;
 //! everything else (topic functions, message, routes, fan-out) is generated
 //! for the union, so the extended module is a complete spec of its own.
 
@@ -13,10 +14,10 @@ use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use quote::quote;
 use syn::ItemMod;
 
-use crate::ast::Spec;
-use crate::attr::{Name, Options};
-use crate::ctxt::Ctxt;
-use crate::entry::{finish, CARRIER};
+use crate::internals::ast::Spec;
+use crate::internals::attr::{Name, Options};
+use crate::internals::ctxt::Ctxt;
+use crate::internals::items::CARRIER;
 
 /// The base of an extension must be named through another crate.
 pub(crate) fn check_extends_path(extends: &syn::Path) -> syn::Result<()> {
@@ -55,33 +56,44 @@ pub(crate) fn call_carrier(
     quote!(#extends::#carrier! { [#krate] [#args] [#input] })
 }
 
-/// The callback: `[extension args] [extension module] [base args] [base module]`.
-/// The carrier writes that form, and the first step checked the extension's
-/// arguments and module, so anything else is the macro's own bug: an
-/// internal error, not a message about the user's spec.
-pub(crate) fn staff_events_extend(input: TokenStream) -> TokenStream {
+/// The callback's input, `[extension args] [extension module] [base args]
+/// [base module]`, read into one spec: the base's entities first, marked
+/// inherited, then the extension's; with the context holding what is wrong
+/// with the extension so far. The carrier writes that form, and the first
+/// step checked the extension's arguments and module, so anything else is
+/// the macro's own bug: `Err` of an internal error, not a message about the
+/// user's spec.
+pub(crate) fn read_extension(input: TokenStream) -> Result<(Ctxt, Spec), TokenStream> {
     let Some([args, module, base_args, base_module]) = carried_groups(input) else {
-        return internal_error(
+        return Err(internal_error(
             Span::call_site(),
             "the extension step expects `[args] [module] [base args] [base module]`",
-        );
+        ));
     };
     let module: ItemMod = match syn::parse2(module) {
         Ok(module) => module,
-        Err(error) => return internal_error(error.span(), "the carried module does not parse"),
+        Err(error) => {
+            return Err(internal_error(
+                error.span(),
+                "the carried module does not parse",
+            ))
+        }
     };
     let mut cx = Ctxt::default();
     let mut options = Options::parse(&mut cx, args);
     let Some(extends) = options.extends.clone() else {
         cx.discard();
-        return internal_error(module.ident.span(), "an extension without `extends`");
+        return Err(internal_error(
+            module.ident.span(),
+            "an extension without `extends`",
+        ));
     };
     let Some(base) = read_base(base_args, base_module) else {
         cx.discard();
-        return internal_error(
+        return Err(internal_error(
             extends_span(&extends),
             "the extended spec could not be read",
-        );
+        ));
     };
     inherit_scope(&mut cx, &mut options, &base, &extends);
     let mut spec = Spec::from_module(&mut cx, options, module);
@@ -91,7 +103,7 @@ pub(crate) fn staff_events_extend(input: TokenStream) -> TokenStream {
     }
     entities.append(&mut spec.entities);
     spec.entities = entities;
-    finish(cx, spec, None)
+    Ok((cx, spec))
 }
 
 /// Exactly four bracketed groups, and nothing else.
@@ -166,7 +178,10 @@ mod tests {
             "[] [] [] [] []",
             "a b c d",
         ] {
-            let out = staff_events_extend(input.parse().unwrap()).to_string();
+            let Err(out) = read_extension(input.parse().unwrap()) else {
+                panic!("{input}: read as an extension");
+            };
+            let out = out.to_string();
             assert!(
                 out.contains("compile_error") && out.contains("internal error"),
                 "{input}: {out}"

@@ -1,22 +1,23 @@
 //! What a spec with errors expands to, as thiserror's fallback: the user's
 //! module, helper attributes removed, every error, a stub of each item the
-//! spec would generate, and stub impls of the traits the macro would derive
-//! for the payloads. Code elsewhere in the crate that calls
-//! `shop::topic_orders()`, matches on `shop::Message` or clones a payload
-//! then compiles against the stubs and adds no error of its own: the spec's
-//! errors are the only ones. Stubs panic if called; nothing calls them,
-//! since the crate does not compile.
+//! spec would generate (the one its declaration in `internals::items`
+//! gives), and stub impls of the traits the macro would derive for the
+//! payloads. Code elsewhere in the crate that calls `shop::topic_orders()`
+//! (in a `const` too), matches on `shop::Message` or clones a payload then
+//! compiles against the stubs and adds no error of its own: the spec's
+//! errors are the only ones. Nothing runs a stub, since the crate does not
+//! compile.
 
 use std::collections::HashSet;
 
 use proc_macro2::{Ident, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 use syn::{Item, Visibility};
 
-use crate::ast::{item_ident, Entity, Spec};
 use crate::expand::{Expander, PayloadTrait};
-use crate::names::is_lower_snake;
-use crate::plan::{self, Fixed, Pattern};
+use crate::internals::ast::{item_ident, Entity, Spec};
+use crate::internals::items::{self, generated_names, Fallback, Form, Gen};
+use crate::internals::names::{is_ident, is_lower_snake, variant_name};
 
 pub(crate) fn expand(spec: &Spec, errors: &syn::Error) -> TokenStream {
     let mut module = spec.module.clone();
@@ -31,8 +32,8 @@ pub(crate) fn expand(spec: &Spec, errors: &syn::Error) -> TokenStream {
 
 const DOC: &str = "Not generated: the spec of this module has errors.";
 
-/// A stub of every item `plan` names whose name is an identifier and not
-/// taken, by the user's items or by an earlier stub.
+/// The declared stub of every generated item whose name is an identifier
+/// and not taken, by the user's items or by an earlier stub.
 fn stubs(spec: &Spec, items: &[Item]) -> TokenStream {
     let stubs = Stubs {
         ex: Expander::new(spec),
@@ -44,21 +45,12 @@ fn stubs(spec: &Spec, items: &[Item]) -> TokenStream {
         .map(ToString::to_string)
         .collect();
     let mut out = TokenStream::new();
-    for generated in plan::generated_names(spec) {
-        if !plan::is_ident(&generated.name) || !taken.insert(generated.name.clone()) {
+    for generated in generated_names(spec) {
+        if !is_ident(&generated.name) || !taken.insert(generated.name.clone()) {
             continue;
         }
-        let ident = format_ident!("{}", generated.name);
         let entity = generated.owner.map(|index| &spec.entities[index]);
-        out.extend(match (generated.pattern, entity) {
-            (Pattern::Fixed(fixed), _) => stubs.fixed(fixed, &ident),
-            (Pattern::EventEnum, Some(entity)) => stubs.event_enum(entity, &ident),
-            (Pattern::InheritedPayload, Some(entity)) => stubs.reexport(entity, &ident),
-            (Pattern::Topic { keyed }, _) => stubs.topic_fn(keyed, &ident),
-            (Pattern::Broadcast, _) => stubs.broadcast_fn(false, &ident),
-            (Pattern::BroadcastOn, _) => stubs.broadcast_fn(true, &ident),
-            (Pattern::EventEnum | Pattern::InheritedPayload, None) => TokenStream::new(),
-        });
+        out.extend(stubs.stub(generated.gen, entity));
     }
     out
 }
@@ -69,72 +61,29 @@ struct Stubs<'a> {
 }
 
 impl Stubs<'_> {
-    fn fixed(&self, fixed: Fixed, ident: &Ident) -> TokenStream {
-        let p = &self.ex.p;
-        let scope = self
-            .spec
-            .options
-            .scope
-            .as_ref()
-            .map_or("", |s| s.value.as_str());
-        let signature = match fixed {
-            Fixed::ScopeConst => return quote!(#[doc = #DOC] pub const #ident: &str = #scope;),
-            Fixed::TopicKinds => {
-                return quote!(#[doc = #DOC] pub const #ident: &[#p::TopicKind] = &[];);
-            }
-            Fixed::Events => return quote!(#[doc = #DOC] pub const #ident: &[&str] = &[];),
-            Fixed::Routes => return quote!(#[doc = #DOC] pub const #ident: &[#p::Route] = &[];),
-            Fixed::Spec => {
-                return quote! {
-                    #[doc = #DOC]
-                    pub const #ident: #p::Spec = #p::Spec {
-                        scope: #scope,
-                        topic_kinds: &[],
-                        events: &[],
-                        routes: &[],
-                    };
-                };
-            }
-            Fixed::Message => return self.message(ident),
-            Fixed::ParseTopic => quote! {
-                fn #ident(_: &str) -> ::core::result::Result<#p::Topic, #p::ParseTopicError>
-            },
-            Fixed::Server => quote!(fn #ident() -> #p::PubSub<Message>),
-            Fixed::Builder => quote!(fn #ident() -> #p::Builder<Message>),
-            Fixed::Install => quote! {
-                fn #ident(
-                    _: #p::PubSub<Message>,
-                ) -> ::core::result::Result<(), #p::AlreadyInstalled<Message>>
-            },
-            Fixed::ScopeFn => quote! {
-                fn #ident<F: ::core::future::Future>(_: #p::PubSub<Message>, _: F) -> #p::Scoped<F>
-            },
-            Fixed::Subscribe => quote! {
-                fn #ident(
-                    _: #p::Topic,
-                ) -> ::core::result::Result<#p::Subscription<Message>, #p::Error>
-            },
-            Fixed::SubscribeMany => quote! {
-                fn #ident(
-                    _: impl ::core::iter::IntoIterator<Item = #p::Topic>,
-                ) -> ::core::result::Result<#p::Subscription<Message>, #p::Error>
-            },
-            // Private, or for the crates that extend a spec, which cannot
-            // compile against this crate anyway.
-            Fixed::ServerStatic
-            | Fixed::ScopedStatic
-            | Fixed::DefaultServer
-            | Fixed::Global
-            | Fixed::ToExtension
-            | Fixed::ToBase
-            | Fixed::LinkGlobal
-            | Fixed::Carrier => return TokenStream::new(),
+    /// The stub of `gen`, as its declaration's fallback says.
+    fn stub(&self, gen: Gen, entity: Option<&Entity>) -> TokenStream {
+        let Some(sig) = gen.sig(self.spec, entity) else {
+            return TokenStream::new();
         };
-        quote! {
-            #[doc = #DOC]
-            pub #signature {
-                ::core::unimplemented!()
+        let decl = gen.decl();
+        let doc = quote!(#[doc = #DOC]);
+        match decl.fallback {
+            Fallback::Nothing => TokenStream::new(),
+            Fallback::Stub(body) => match decl.form {
+                Form::Fn(head) => fn_stub(doc, head(&sig), body(&sig)),
+                form => form.write(&sig, doc, body(&sig)),
+            },
+            Fallback::Lenient { head, body } => {
+                let (head, body) = (head(&sig), body(&sig));
+                quote!(#doc #head { #body })
             }
+            Fallback::FromSpec => match (gen, entity) {
+                (Gen::Message, _) => self.message(&sig.name),
+                (Gen::EventEnum, Some(entity)) => self.event_enum(entity, &sig.name),
+                (Gen::InheritedPayload, Some(entity)) => self.reexport(entity, &sig.name),
+                _ => TokenStream::new(),
+            },
         }
     }
 
@@ -151,7 +100,7 @@ impl Stubs<'_> {
         });
         let variants = variants.map(|entity| {
             let payload = &entity.ident;
-            let event = plan::event_enum(entity);
+            let event = items::event_enum(entity);
             quote!(#[doc = #DOC] #payload(#event, #payload))
         });
         let unimplemented = quote!(::core::unimplemented!());
@@ -215,8 +164,8 @@ impl Stubs<'_> {
             .iter()
             .filter(|event| {
                 let atom = event.to_string();
-                let variant = plan::variant_name(&entity.name.value, &atom);
-                is_lower_snake(&atom) && plan::is_ident(&variant) && variants.insert(variant)
+                let variant = variant_name(&entity.name.value, &atom);
+                is_lower_snake(&atom) && is_ident(&variant) && variants.insert(variant)
             })
             .cloned()
             .collect();
@@ -229,42 +178,29 @@ impl Stubs<'_> {
             None => TokenStream::new(),
         }
     }
+}
 
-    fn topic_fn(&self, keyed: bool, ident: &Ident) -> TokenStream {
-        let p = &self.ex.p;
-        let id = keyed.then(|| quote!(_: #p::Uuid));
-        quote! {
-            #[doc = #DOC]
-            pub const fn #ident(#id) -> #p::Topic {
-                ::core::panic!("not generated: the spec of this module has errors")
-            }
+/// A function's stub: `doc`, the declared `head` with its parameters made
+/// `_` (the stub reads none of them, and an unused named one would be
+/// linted), and `body`.
+fn fn_stub(doc: TokenStream, head: TokenStream, body: TokenStream) -> TokenStream {
+    let tokens = quote!(#doc #head { #body });
+    let Ok(mut item) = syn::parse2::<syn::ItemFn>(tokens.clone()) else {
+        return tokens;
+    };
+    for input in &mut item.sig.inputs {
+        if let syn::FnArg::Typed(arg) = input {
+            *arg.pat = syn::parse_quote!(_);
         }
     }
-
-    /// Generic in the event and the payload, so that a call compiles
-    /// whatever state the payload type is in.
-    fn broadcast_fn(&self, on: bool, ident: &Ident) -> TokenStream {
-        let p = &self.ex.p;
-        let pubsub = on.then(|| quote!(_: &#p::PubSub<Message>,));
-        quote! {
-            #[doc = #DOC]
-            pub fn #ident<E, P>(
-                #pubsub
-                _: E,
-                _: P,
-            ) -> ::core::future::Ready<::core::result::Result<(), #p::Error>> {
-                ::core::unimplemented!()
-            }
-        }
-    }
+    quote!(#item)
 }
 
 /// For each payload of this module, an impl of each trait the macro would
 /// derive for it, with no bound on its fields: the payload's uses elsewhere
 /// (a clone, a comparison, serde) compile, whatever its fields.
 fn payload_impls(spec: &Spec, items: &[Item]) -> TokenStream {
-    let krate = &spec.options.krate;
-    let p = quote!(#krate::__private);
+    let p = spec.options.private_path();
     let unimplemented = quote!(::core::unimplemented!());
     let mut out = TokenStream::new();
     for entity in spec.entities.iter().filter(|e| e.inherited_from.is_none()) {
@@ -325,8 +261,10 @@ fn payload_impls(spec: &Spec, items: &[Item]) -> TokenStream {
 
 #[cfg(test)]
 mod tests {
+    use quote::ToTokens;
+
     use crate::expand::tests::{item_names, module_items, read, tokens};
-    use crate::plan;
+    use crate::internals::items::generated_names;
 
     const WRONG: &str = r#"pub mod shop {
         use staff_pubsub::Uuid;
@@ -344,7 +282,7 @@ mod tests {
         pub fn broadcast_follow() {}
     }"#;
 
-    /// Every public name of the plan is defined, by the user's module or a
+    /// Every public generated name is defined, by the user's module or a
     /// stub, and the errors are there.
     #[test]
     fn a_spec_with_errors_still_defines_the_public_generated_names() {
@@ -357,7 +295,7 @@ mod tests {
         assert!(errors.len() >= 3, "the errors follow the module");
         let names = item_names(module_items(module));
         let spec = read(args, WRONG);
-        for generated in plan::generated_names(&spec) {
+        for generated in generated_names(&spec) {
             if !generated.name.starts_with("__") {
                 assert!(
                     names.contains(&generated.name),
@@ -366,5 +304,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A `const fn` stub returns a placeholder: one that panicked would be
+    /// a second error in every `const` that calls it.
+    #[test]
+    fn const_fn_stubs_do_not_panic() {
+        let out = crate::entry::staff_events(tokens(r#"scope = "shop""#), tokens(WRONG));
+        let file: syn::File = syn::parse2(out).unwrap();
+        let [syn::Item::Mod(module), ..] = file.items.as_slice() else {
+            panic!("a module first")
+        };
+        let mut const_fns = 0;
+        for item in module_items(module) {
+            if let syn::Item::Fn(f) = item {
+                if f.sig.constness.is_some() {
+                    const_fns += 1;
+                    let body = f.block.to_token_stream().to_string();
+                    assert!(
+                        !body.contains("panic") && !body.contains("unimplemented"),
+                        "{body}"
+                    );
+                }
+            }
+        }
+        assert_eq!(const_fns, 2, "topic_orders and topic_order");
     }
 }

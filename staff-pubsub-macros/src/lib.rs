@@ -4,23 +4,21 @@
 //! fan-out functions. Use it through `staff_pubsub::staff_events`, whose
 //! documentation describes the spec language.
 //!
-//! The pipeline: `attr` reads the macro's arguments and helper attributes,
-//! `ast` reads the module into a spec, `valid` checks it (collecting every
-//! error), `expand` generates the code.
+//! In layers, as serde_derive: `internals` reads and checks the spec (`attr`
+//! reads the macro's arguments and helper attributes, `ast` the module,
+//! `items` declares every generated item, `routes` plans the topics each
+//! broadcast reaches, `valid` checks it all, collecting every error); above
+//! it, `expand` generates the code of a valid spec, `fallback` the stubs of
+//! one with errors, `extend` reads an extension; `entry` drives them. No
+//! module imports one above it.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod ast;
-mod attr;
-mod ctxt;
 mod entry;
 mod expand;
 mod extend;
 mod fallback;
-mod names;
-mod plan;
-mod types;
-mod valid;
+mod internals;
 
 use proc_macro::TokenStream;
 
@@ -36,5 +34,5 @@ pub fn staff_events(args: TokenStream, input: TokenStream) -> TokenStream {
 #[doc(hidden)]
 #[proc_macro]
 pub fn __staff_events_extend(input: TokenStream) -> TokenStream {
-    extend::staff_events_extend(input.into()).into()
+    entry::staff_events_extend(input.into()).into()
 }

@@ -1,4 +1,6 @@
-//! Case conversions between Rust and Elixir spellings.
+//! Case conversions between Rust and Elixir spellings, near-miss hints, and
+//! the words of a spec that become parts of generated names, topic strings
+//! and docs.
 
 /// `TeamMembership` -> `team_membership`.
 pub(crate) fn snake_case(camel: &str) -> String {
@@ -28,6 +30,38 @@ pub(crate) fn upper_camel_case(snake: &str) -> String {
             })
         })
         .collect()
+}
+
+/// The variant of an event: the atom without the entity's own prefix, in
+/// UpperCamelCase (`team_created` of `team` -> `Created`;
+/// `team_person_added` of `team_membership` -> `TeamPersonAdded`). When the
+/// stripped name is no identifier (`account_2fa_enabled` -> `2faEnabled`,
+/// `account_self` -> `Self`), the whole atom is used.
+pub(crate) fn variant_name(entity: &str, event: &str) -> String {
+    let stripped = event
+        .strip_prefix(entity)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .filter(|rest| !rest.is_empty())
+        .map(upper_camel_case);
+    match stripped {
+        Some(variant) if is_ident(&variant) => variant,
+        _ => upper_camel_case(event),
+    }
+}
+
+/// Whether `name` can be written as a Rust identifier (not a keyword).
+pub(crate) fn is_ident(name: &str) -> bool {
+    syn::parse_str::<syn::Ident>(name).is_ok()
+}
+
+/// `staff:teams`, `staff:team`: a topic string, or the name of a keyed topic.
+pub(crate) fn topic_string(scope: &str, word: &str) -> String {
+    format!("{scope}:{word}")
+}
+
+/// `team_membership` -> `team membership`, for docs.
+pub(crate) fn display_name(name: &str) -> String {
+    name.replace('_', " ")
 }
 
 /// Whether `name` is a lower-case snake_case identifier part: `[a-z][a-z0-9_]*`.

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use proc_macro2::Span;
 use syn::Visibility;
 
-use crate::ast::{item_ident, Entity, Field, Spec};
-use crate::attr::{EntityKind, Name, RouteKind};
-use crate::ctxt::Ctxt;
-use crate::names::{did_you_mean, is_lower_snake};
-use crate::plan;
-use crate::types::{is_uuid, option_inner};
+use super::ast::{item_ident, Entity, Field, Spec};
+use super::attr::{EntityKind, Name, RouteKind};
+use super::ctxt::Ctxt;
+use super::items::{self, generated_names, Gen, Generated};
+use super::names::{did_you_mean, is_ident, is_lower_snake, variant_name};
+use super::types::{is_uuid, option_inner};
 
 pub(crate) fn check(cx: &mut Ctxt, spec: &Spec) {
     check_scope(cx, spec);
@@ -98,10 +98,10 @@ fn check_shape(cx: &mut Ctxt, entity: &Entity) {
 /// The generated `Message` and `broadcast_*` functions are `pub` and name
 /// the payload: a less visible payload would leak through them.
 fn check_public(cx: &mut Ctxt, entity: &Entity) {
+    let broadcast = items::broadcast_fn(entity);
     let message = format!(
-        "the payload `{}` must be `pub`: it is part of the generated `pub` items `Message` and `{}`",
+        "the payload `{}` must be `pub`: it is part of the generated `pub` items `Message` and `{broadcast}`",
         entity.ident,
-        plan::broadcast_fn(entity)
     );
     match &entity.vis {
         Visibility::Public(_) => {}
@@ -179,8 +179,8 @@ fn check_event_list(cx: &mut Ctxt, entity: &Entity) {
     }
     let mut variants: HashMap<String, &syn::Ident> = HashMap::new();
     for event in &entity.events {
-        let variant = plan::variant_name(&entity.name.value, &event.to_string());
-        if !plan::is_ident(&variant) {
+        let variant = variant_name(&entity.name.value, &event.to_string());
+        if !is_ident(&variant) {
             cx.error_spanned_by(
                 event,
                 format!("the event `{event}` makes no valid variant name (`{variant}`)"),
@@ -357,7 +357,7 @@ fn check_generated_names_are_free(cx: &mut Ctxt, spec: &Spec) {
     let Some((_, items)) = &spec.module.content else {
         return;
     };
-    let generated = plan::generated_names(spec);
+    let generated = generated_names(spec);
     for item in items {
         let Some(ident) = item_ident(item) else {
             continue;
@@ -367,7 +367,7 @@ fn check_generated_names_are_free(cx: &mut Ctxt, spec: &Spec) {
         // `Message`, or `TeamEvent` beside a `Team`) is reported here.
         let clash = generated
             .iter()
-            .find(|g| *ident == g.name && !g.is_reexport());
+            .find(|g| *ident == g.name && g.gen != Gen::InheritedPayload);
         if clash.is_some() {
             cx.error_spanned_by(
                 ident,
@@ -382,14 +382,14 @@ fn check_generated_names_are_free(cx: &mut Ctxt, spec: &Spec) {
 /// Two entities must not generate the same item (`add` and `add_on` would
 /// both make `broadcast_add_on`).
 fn check_generated_names_are_distinct(cx: &mut Ctxt, spec: &Spec) {
-    let names = plan::generated_names(spec);
-    let mut makers: HashMap<&str, &plan::Generated> = HashMap::new();
+    let names = generated_names(spec);
+    let mut makers: HashMap<&str, &Generated> = HashMap::new();
     for generated in &names {
         let Some(first) = makers.get(generated.name.as_str()).copied() else {
             makers.insert(&generated.name, generated);
             continue;
         };
-        let same_template = first.pattern.template() == generated.pattern.template();
+        let same_template = first.gen.decl().template == generated.gen.decl().template;
         let (Some(owner), false) = (generated.owner, same_template) else {
             continue;
         };

@@ -7,12 +7,12 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Attribute, Fields, Ident, Item, ItemMod, ItemStruct, Type, Visibility};
 
-use crate::attr::{
+use super::attr::{
     misspelled_helper, EntityAttr, EntityKind, Name, Options, RouteAttr, RouteKind, FIELD_HELPERS,
     RENAMED_STRUCT_HELPERS, STRUCT_HELPERS,
 };
-use crate::ctxt::Ctxt;
-use crate::names::snake_case;
+use super::ctxt::Ctxt;
+use super::names::snake_case;
 
 pub(crate) struct Spec {
     pub(crate) options: Options,

@@ -8,8 +8,8 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Ident, LitStr, Token};
 
-use crate::ctxt::Ctxt;
-use crate::names::did_you_mean;
+use super::ctxt::Ctxt;
+use super::names::did_you_mean;
 
 /// A string from the spec with the span of its literal, for errors.
 #[derive(Clone, Debug)]
@@ -62,6 +62,13 @@ impl Options {
             );
         }
         options
+    }
+
+    /// `<runtime>::__private`: every path of the generated code goes
+    /// through it.
+    pub(crate) fn private_path(&self) -> TokenStream {
+        let krate = &self.krate;
+        quote::quote!(#krate::__private)
     }
 
     fn parse_one(&mut self, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
