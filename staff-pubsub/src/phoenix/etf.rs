@@ -588,19 +588,26 @@ impl<'de> SeqAccess<'de> for ByteSeq<'de> {
 
 struct Map<'a> {
     items: Items<'a>,
+    /// A payload's map: only atom keys name fields (see [`PayloadDeserializer`]).
+    atom_fields: bool,
     /// The key of `value`, to name the field when its value does not fit.
     key: Option<TermRef<'a>>,
     value: Option<TermRef<'a>>,
 }
 
-/// A map key: atoms and binaries as their text.
-struct Key<'a>(TermRef<'a>);
+/// A map key: atoms and binaries as their text. As a struct's field name
+/// in a payload's map (`atom_fields`), only an atom names a field: another
+/// key names none, and is passed over as an unknown field is.
+struct Key<'a> {
+    term: TermRef<'a>,
+    atom_fields: bool,
+}
 
 impl<'de> Deserializer<'de> for Key<'de> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.0 {
+        match self.term {
             TermRef::Atom(atom) => match atom.text() {
                 Cow::Borrowed(text) => visitor.visit_borrowed_str(text),
                 Cow::Owned(text) => visitor.visit_string(text),
@@ -609,10 +616,20 @@ impl<'de> Deserializer<'de> for Key<'de> {
         }
     }
 
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.term {
+            TermRef::Atom(_) => self.deserialize_any(visitor),
+            // A field index no struct has: serde's derived field visitor
+            // takes it as an unknown field.
+            _ if self.atom_fields => visitor.visit_u64(u64::MAX),
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf option unit unit_struct newtype_struct seq tuple
-        tuple_struct map struct enum identifier ignored_any
+        tuple_struct map struct enum ignored_any
     }
 }
 
@@ -628,7 +645,11 @@ impl<'de> MapAccess<'de> for Map<'de> {
         };
         self.value = self.items.next_term()?;
         self.key = Some(key);
-        seed.deserialize(Key(key)).map(Some)
+        seed.deserialize(Key {
+            term: key,
+            atom_fields: self.atom_fields,
+        })
+        .map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
@@ -689,6 +710,7 @@ impl<'de> Deserializer<'de> for TermDeserializer<'de> {
             TermRef::Tuple { arity, items } => visitor.visit_seq(Seq(Items::new(items, arity))),
             TermRef::Map { arity, items } => visitor.visit_map(Map {
                 items: Items::new(items, arity.saturating_mul(2)),
+                atom_fields: false,
                 key: None,
                 value: None,
             }),
@@ -735,7 +757,11 @@ impl<'de> Deserializer<'de> for TermDeserializer<'de> {
     }
 
     fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        Key(self.0).deserialize_any(visitor)
+        Key {
+            term: self.0,
+            atom_fields: false,
+        }
+        .deserialize_any(visitor)
     }
 
     /// A string is an Elixir string: a UTF-8 binary, nothing else. A
@@ -764,6 +790,37 @@ impl<'de> Deserializer<'de> for TermDeserializer<'de> {
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char
         bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+    }
+}
+
+/// The payload map of a message, `{scope, event, payload}`: as
+/// [`TermDeserializer`], except that the payload's fields are its map's
+/// atom keys only (`%{uuid: ..}`); a binary key (`%{"uuid" => ..}`, what
+/// decoded JSON params hold) names no field. Maps nested in the payload
+/// are read by [`TermDeserializer`], whose binary keys are names as the
+/// encoder writes them.
+#[derive(Clone, Copy)]
+pub(crate) struct PayloadDeserializer<'a>(pub(crate) TermRef<'a>);
+
+impl<'de> Deserializer<'de> for PayloadDeserializer<'de> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            TermRef::Map { arity, items } => visitor.visit_map(Map {
+                items: Items::new(items, arity.saturating_mul(2)),
+                atom_fields: true,
+                key: None,
+                value: None,
+            }),
+            other => TermDeserializer(other).deserialize_any(visitor),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
     }
 }
 

@@ -13,7 +13,7 @@
 //!   spec (`{:staff, :team_created, %{uuid: "...", name: "...", department_uuid: nil}}`)
 //!   is decoded into the spec's message and dispatched to this node's
 //!   subscribers of the frame's topic: payload fields are the map's atom
-//!   keys, UUID strings are parsed (any form [`Uuid::parse_str`](crate::Uuid::parse_str)
+//!   keys (a binary key such as `"uuid"` names no field), UUID strings are parsed (any form [`Uuid::parse_str`](crate::Uuid::parse_str)
 //!   reads; a charlist, a list of integers, an integer, an atom or a raw
 //!   16-byte binary is not a UUID), strings are UTF-8 binaries, `nil` is
 //!   `None`, other keys are ignored. Everything else the channel carries (channel broadcasts,
@@ -81,7 +81,7 @@ mod etf;
 mod value;
 
 pub use etf::{EtfError, Term, MAX_DEPTH};
-use etf::{TermDeserializer, TermRef};
+use etf::{PayloadDeserializer, TermRef};
 
 /// The `phoenix_pubsub_redis` frame version this transport reads and writes.
 pub const FRAME_VERSION: u8 = 3;
@@ -160,7 +160,9 @@ impl PhoenixConfig {
     /// broadcasts to that node's name use the form that frame used (the
     /// latest such frame's, when a name came in both forms). Until then,
     /// this form is used. Up to [`MAX_KNOWN_NODES`] names are kept; past
-    /// that, the oldest is forgotten. Rust nodes take both forms, so this
+    /// that, the oldest is forgotten. A name longer than 255 characters,
+    /// which no atom can hold, is always written as a binary (and not
+    /// kept). Rust nodes take both forms, so this
     /// matters only for Elixir targets: set `NameForm::Binary` when the
     /// Elixir nodes are started with a string `node_name`.
     pub fn default_name_form(mut self, form: NameForm) -> Self {
@@ -297,6 +299,14 @@ pub enum NameForm {
 /// [`PhoenixConfig::default_name_form`].
 pub const MAX_KNOWN_NODES: usize = 1024;
 
+/// The longest node name learned, in characters: an Erlang atom's limit.
+const MAX_NODE_NAME: usize = 255;
+
+/// Whether `node` has more characters than an atom may.
+fn too_long_for_an_atom(node: &str) -> bool {
+    node.len() > 4 * MAX_NODE_NAME || node.chars().count() > MAX_NODE_NAME
+}
+
 /// The form each node heard from names itself in, shared by the receive
 /// task (which learns) and the transport (which addresses direct
 /// broadcasts).
@@ -325,6 +335,10 @@ impl NodeForms {
     /// The form to name `node` in: the one it was last heard in, else the
     /// default.
     fn of(&self, node: &str) -> NameForm {
+        if too_long_for_an_atom(node) {
+            // Only a binary can name it.
+            return NameForm::Binary;
+        }
         self.known
             .lock()
             .forms
@@ -336,6 +350,12 @@ impl NodeForms {
     /// Records that `node` names itself in `form`. Allocates only for a
     /// name not known yet.
     fn learn(&self, node: &str, form: NameForm) {
+        // A name too long for an atom is a binary whatever was heard (see
+        // `of`): not kept, so that the names kept cost at most
+        // MAX_KNOWN_NODES times 1 KiB.
+        if too_long_for_an_atom(node) {
+            return;
+        }
         let mut known = self.known.lock();
         if let Some(known_form) = known.forms.get_mut(node) {
             *known_form = form;
@@ -550,9 +570,11 @@ fn message<M: SpecMessage>(term: TermRef<'_>) -> Result<M, FrameError> {
             error: "not a map".to_owned(),
         });
     }
-    M::deserialize_payload(event, TermDeserializer(payload)).map_err(|error| FrameError::Payload {
-        event: event.to_owned(),
-        error: error.0.chars().take(200).collect(),
+    M::deserialize_payload(event, PayloadDeserializer(payload)).map_err(|error| {
+        FrameError::Payload {
+            event: event.to_owned(),
+            error: error.0.chars().take(200).collect(),
+        }
     })
 }
 
