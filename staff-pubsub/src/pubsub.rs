@@ -133,6 +133,12 @@ impl<M> Core<M> {
         self.transport.get().is_some()
     }
 
+    /// Whether a broadcast may go beyond this server: through its
+    /// transport, or to (and through) a linked server.
+    fn reaches_beyond(&self) -> bool {
+        self.has_transport() || self.peer.get().is_some()
+    }
+
     /// Whether broadcasts go through a durable log (see [`Core::durable`]).
     pub(crate) fn is_durable(&self) -> bool {
         self.durable.load(Ordering::Relaxed)
@@ -773,15 +779,28 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// Sends `message` to every subscriber of `topics`, on every node: one
     /// copy per reached topic per subscription.
     ///
+    /// A topic listed more than once is one topic: every subscription, on
+    /// this node (and a linked server's) and on every other node, in every
+    /// mode (in process, Redis, NATS, durable or not, the Phoenix wire),
+    /// receives one copy per *distinct* listed topic it has. So
+    /// `broadcast([teams, teams], m)` gives a subscriber of `teams` one
+    /// copy, and `broadcast([teams, team], m)` gives a subscription to both
+    /// two (the delivery rule). Other nodes are sent the list without its
+    /// repeats (the first of each, in the given order): one NATS subject
+    /// or Phoenix frame per distinct topic, and one log entry listing each
+    /// once. The check costs nothing when no topic of the list has a
+    /// subscriber here, and a few comparisons of the topics' hashes (or of
+    /// the topics, for a broadcast that goes to other nodes) otherwise; only
+    /// a list with a repeat is copied.
+    ///
     /// This node's subscribers (and those of a linked server, see the
     /// README's "One bus per application") receive it when `broadcast` is
     /// called, before the returned future is first polled; the future sends
     /// it to other nodes, and `Ok` then means the engine took it. Without a
     /// transport the future is ready at once. Dropping the future unpolled
-    /// skips the other nodes only. List each topic once: the list is not
-    /// searched for duplicates on this hot path, and a topic listed twice is
-    /// reached twice on this node (the generated `broadcast_*` functions list
-    /// distinct topics; other nodes reach each listed topic once).
+    /// skips the other nodes only. With a durable transport every node,
+    /// this one included, delivers it from the log instead (see
+    /// [`subscribe_since`](Self::subscribe_since)).
     ///
     /// `topics` is anything that is a slice of topics: `&[Topic]`, an array,
     /// a `Vec<Topic>`, or the topic list of a generated function.
@@ -797,15 +816,23 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         T: AsRef<[Topic]> + Send + 'a,
     {
         if self.core.is_durable() {
-            return self.through_log(topics, message);
+            return self.through_log(Listed::new(topics), message);
         }
-        let shared = self.dispatch(topics.as_ref(), message, None, true).1;
+        if !self.core.reaches_beyond() {
+            // In process: the dispatch passes over repeated topics itself.
+            self.dispatch(topics.as_ref(), message, None, false, Repeats::Possible);
+            return Broadcast::Done;
+        }
+        let topics = Listed::new(topics);
+        let shared = self
+            .dispatch(topics.as_ref(), message, None, true, Repeats::None)
+            .1;
         self.network(topics, shared)
     }
 
     /// A broadcast on a durable server: every node, this one included,
     /// delivers it from the log.
-    fn through_log<'a, T>(&'a self, topics: T, message: M) -> Broadcast<'a>
+    fn through_log<'a, T>(&'a self, topics: Listed<T>, message: M) -> Broadcast<'a>
     where
         T: AsRef<[Topic]> + Send + 'a,
     {
@@ -816,7 +843,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
-    /// subscription).
+    /// subscription). A topic listed more than once is one topic, as there.
     ///
     /// # Errors
     ///
@@ -831,8 +858,19 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         T: AsRef<[Topic]> + Send + 'a,
     {
         let except = self.excluded(from);
+        if !self.core.reaches_beyond() {
+            self.dispatch(
+                topics.as_ref(),
+                message,
+                Some(except),
+                false,
+                Repeats::Possible,
+            );
+            return Broadcast::Done;
+        }
+        let topics = Listed::new(topics);
         let shared = self
-            .dispatch(topics.as_ref(), message, Some(except), true)
+            .dispatch(topics.as_ref(), message, Some(except), true, Repeats::None)
             .1;
         self.network(topics, shared)
     }
@@ -860,11 +898,23 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         T: AsRef<[Topic]> + Send + 'static,
     {
         let durable = self.core.is_durable();
+        let topics = if durable || self.core.reaches_beyond() {
+            Listed::new(topics)
+        } else {
+            Listed::Given(topics)
+        };
         let shared = if durable {
             self.record(topics.as_ref(), Tally::default());
             Some(Arc::new(message))
         } else {
-            self.dispatch(topics.as_ref(), message, None, true).1
+            // Without another node to reach, the list was not checked: the
+            // dispatch passes over repeats itself.
+            let repeats = match &topics {
+                Listed::Given(_) => Repeats::Possible,
+                Listed::Distinct(_) => Repeats::None,
+            };
+            self.dispatch(topics.as_ref(), message, None, true, repeats)
+                .1
         };
         let mode = if durable {
             Mode::All
@@ -881,7 +931,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
 
     /// The other nodes' part of a broadcast already dispatched here: a
     /// future only when there is a message for the network.
-    fn network<'a, T>(&'a self, topics: T, shared: Option<Arc<M>>) -> Broadcast<'a>
+    fn network<'a, T>(&'a self, topics: Listed<T>, shared: Option<Arc<M>>) -> Broadcast<'a>
     where
         T: AsRef<[Topic]> + Send + 'a,
     {
@@ -895,9 +945,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// Sends `message` to this node's subscribers only. Returns the number of
-    /// copies queued.
+    /// copies queued. A topic listed more than once is one topic, as with
+    /// [`broadcast`](Self::broadcast).
     pub fn local_broadcast(&self, topics: &[Topic], message: M) -> u64 {
-        self.dispatch(topics, message, None, false).0
+        self.dispatch(topics, message, None, false, Repeats::Possible)
+            .0
     }
 
     /// As [`local_broadcast`](Self::local_broadcast), but not to `from`.
@@ -908,14 +960,16 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         message: M,
     ) -> u64 {
         let except = self.excluded(from);
-        self.dispatch(topics, message, Some(except), false).0
+        self.dispatch(topics, message, Some(except), false, Repeats::Possible)
+            .0
     }
 
     /// Sends `message` to the subscribers of `topics` on one node only.
     /// To this node's own name it is a [`local_broadcast`](Self::local_broadcast)
     /// (in durable mode too: not through the log, no position); to another
     /// node, a durable transport carries it through the log, and only that
-    /// node delivers it.
+    /// node delivers it. A topic listed more than once is one topic, as with
+    /// [`broadcast`](Self::broadcast): the node is sent each once.
     ///
     /// # Errors
     ///
@@ -931,6 +985,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             self.local_broadcast(topics, message);
             return Ok(());
         }
+        let topics = Listed::new(topics);
+        let topics = topics.as_ref();
         let Some(transport) = self.core.transport.get() else {
             let through_peer = self
                 .core
@@ -1056,19 +1112,26 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// Queues `message` for this node's subscribers of `topics` but
-    /// `except` (and the linked server's), and returns the number of copies
-    /// queued here and, when `for_network` and it must also go to other
-    /// nodes, the shared message.
+    /// `except` (and the linked server's), each distinct topic once, and
+    /// returns the number of copies queued here and, when `for_network`
+    /// and it must also go to other nodes, the shared message.
+    ///
+    /// `repeats` says whether `topics` may list a topic twice: a caller
+    /// that sends to other nodes makes the list distinct first
+    /// ([`Listed::new`]) and sends that, so that this node and the others
+    /// reach the same topics.
     ///
     /// Without a transport or a linked server, the message is moved into
     /// its one `Arc` when the first subscriber is found: a broadcast that
-    /// reaches nobody allocates nothing.
+    /// reaches nobody allocates nothing, and does not look for repeats
+    /// either.
     fn dispatch(
         &self,
         topics: &[Topic],
         message: M,
         except: Option<&Arc<Inbox<M>>>,
         for_network: bool,
+        repeats: Repeats,
     ) -> (u64, Option<Arc<M>>) {
         let core = &*self.core;
         let peer = core.peer.get();
@@ -1088,8 +1151,20 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                     self.record(topics, tally);
                     return (0, None);
                 }
+                // A repeated topic has a repeated hash: comparing the
+                // hashes (a handful of words) finds any repeat, and only a
+                // topic whose hash an earlier one has is compared in full.
+                let listed = hashes.get(..topics.len()).unwrap_or(&hashes);
+                let repeated = repeats == Repeats::Possible
+                    && listed
+                        .iter()
+                        .enumerate()
+                        .any(|(at, hash)| listed.get(..at).is_some_and(|e| e.contains(hash)));
                 let shared = LazyCell::new(move || Arc::new(message));
-                for (hash, topic) in hashes.iter().zip(topics) {
+                for (at, (hash, topic)) in listed.iter().zip(topics).enumerate() {
+                    if repeated && listed_before(topics, listed, at, *hash, topic) {
+                        continue;
+                    }
                     core.registry.deliver_hashed(
                         *hash,
                         topic.as_key(),
@@ -1102,8 +1177,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 self.record(topics, tally);
                 return (tally.delivered, None);
             }
+            let topics = distinct(topics, repeats);
             let shared = LazyCell::new(move || Arc::new(message));
-            for topic in topics {
+            for topic in topics.iter() {
                 core.registry.deliver(
                     topic.as_key(),
                     || Arc::clone(&shared),
@@ -1112,11 +1188,12 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                     &mut tally,
                 );
             }
-            self.record(topics, tally);
+            self.record(&topics, tally);
             return (tally.delivered, None);
         }
+        let topics = distinct(topics, repeats);
         let message = Arc::new(message);
-        for topic in topics {
+        for topic in topics.iter() {
             core.registry.deliver(
                 topic.as_key(),
                 || Arc::clone(&message),
@@ -1125,7 +1202,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 &mut tally,
             );
         }
-        self.record(topics, tally);
+        self.record(&topics, tally);
         if let Some(peer) = peer {
             peer.mirror(&mut topics.iter().map(Topic::as_key), &message, None);
         }
@@ -1180,6 +1257,111 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             Error::Transport(error)
         })
     }
+}
+
+/// Whether a topic list handed to [`PubSub::dispatch`] may list a topic
+/// twice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeats {
+    /// As the caller gave it: the dispatch passes over repeats.
+    Possible,
+    /// Made distinct by [`Listed::new`] (or [`distinct`]).
+    None,
+}
+
+/// A broadcast's topics as sent to other nodes: the caller's list when no
+/// topic is listed twice (always, for the generated functions), else a
+/// copy with each topic once, in the order first listed.
+pub(crate) enum Listed<T> {
+    /// The caller's list, which has no repeat (or was not checked: see
+    /// [`Repeats`]).
+    Given(T),
+    /// The caller's list without its repeats.
+    Distinct(Box<[Topic]>),
+}
+
+impl<T: AsRef<[Topic]>> Listed<T> {
+    /// `topics`, each once.
+    pub(crate) fn new(topics: T) -> Self {
+        let listed = topics.as_ref();
+        if has_repeats(listed) {
+            Self::Distinct(without_repeats(listed))
+        } else {
+            Self::Given(topics)
+        }
+    }
+}
+
+impl<T: AsRef<[Topic]>> AsRef<[Topic]> for Listed<T> {
+    fn as_ref(&self) -> &[Topic] {
+        match self {
+            Self::Given(topics) => topics.as_ref(),
+            Self::Distinct(topics) => topics,
+        }
+    }
+}
+
+/// Up to this many topics, a list is searched for repeats by comparing
+/// each topic with those before it; a longer one with a hash set.
+const SCANNED_TOPICS: usize = 16;
+
+/// Whether `topics` lists a topic more than once. Compares the topics
+/// (ids first, then the names, equal at once when they are the same
+/// static string): at most six comparisons for a membership broadcast's
+/// four topics.
+fn has_repeats(topics: &[Topic]) -> bool {
+    match topics {
+        [] | [_] => false,
+        [first, second] => first == second,
+        _ if topics.len() <= SCANNED_TOPICS => topics.iter().enumerate().any(|(at, topic)| {
+            topics
+                .get(..at)
+                .is_some_and(|before| before.contains(topic))
+        }),
+        _ => {
+            let mut seen: hashbrown::HashSet<&Topic, foldhash::fast::FixedState> =
+                hashbrown::HashSet::with_capacity_and_hasher(topics.len(), Default::default());
+            !topics.iter().all(|topic| seen.insert(topic))
+        }
+    }
+}
+
+/// `topics` without its repeats: the first of each, in order.
+fn without_repeats(topics: &[Topic]) -> Box<[Topic]> {
+    let mut distinct: Vec<Topic> = Vec::with_capacity(topics.len());
+    if topics.len() <= SCANNED_TOPICS {
+        for topic in topics {
+            if !distinct.contains(topic) {
+                distinct.push(*topic);
+            }
+        }
+    } else {
+        let mut seen: hashbrown::HashSet<&Topic, foldhash::fast::FixedState> =
+            hashbrown::HashSet::with_capacity_and_hasher(topics.len(), Default::default());
+        distinct.extend(topics.iter().filter(|topic| seen.insert(topic)).copied());
+    }
+    distinct.into_boxed_slice()
+}
+
+/// `topics` each once: borrowed unless `repeats` says it may repeat one
+/// and it does.
+fn distinct(topics: &[Topic], repeats: Repeats) -> std::borrow::Cow<'_, [Topic]> {
+    if repeats == Repeats::Possible && has_repeats(topics) {
+        std::borrow::Cow::Owned(without_repeats(topics).into_vec())
+    } else {
+        std::borrow::Cow::Borrowed(topics)
+    }
+}
+
+/// Whether `topic`, at index `at` of `topics` (whose hashes are
+/// `hashes`), is listed before `at`: compared in full only where the hash
+/// is the same.
+fn listed_before(topics: &[Topic], hashes: &[u64], at: usize, hash: u64, topic: &Topic) -> bool {
+    hashes
+        .iter()
+        .zip(topics)
+        .take(at)
+        .any(|(earlier_hash, earlier)| *earlier_hash == hash && earlier == topic)
 }
 
 /// What [`PubSub::broadcast`] returns: the other nodes' part of a broadcast
