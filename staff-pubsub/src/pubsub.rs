@@ -259,6 +259,9 @@ pub(crate) trait Peer<M>: Send + Sync {
     /// [`Transport::log_head`] of the peer's transport.
     fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>>;
 
+    /// [`Transport::replay_limit`] of the peer's transport.
+    fn replay_limit(&self) -> Option<u64>;
+
     /// [`Transport::replay`] of the peer's transport, its messages in this
     /// server's form (those that have none are left out).
     fn replay<'a>(
@@ -276,7 +279,25 @@ enum LogSource<'a, M> {
     Peer(&'a dyn Peer<M>),
 }
 
+impl<M: Send + Sync + 'static> Core<M> {
+    /// Where this server's durable log is read, if it has one.
+    fn log_source(&self) -> Option<LogSource<'_, M>> {
+        match (self.transport(), self.peer.get()) {
+            (Some(transport), _) if transport.durable() => Some(LogSource::Own(transport)),
+            (None, Some(peer)) if peer.log_read_head().is_some() => Some(LogSource::Peer(&**peer)),
+            _ => None,
+        }
+    }
+}
+
 impl<M: Send + Sync + 'static> LogSource<'_, M> {
+    fn replay_limit(&self) -> Option<u64> {
+        match self {
+            Self::Own(transport) => transport.replay_limit(),
+            Self::Peer(peer) => peer.replay_limit(),
+        }
+    }
+
     async fn log_head(&self) -> Result<LogHead, TransportError> {
         match self {
             Self::Own(transport) => transport.log_head().await,
@@ -689,10 +710,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         after: Position,
     ) -> Result<Subscription<M>, Error> {
         let core = &self.core;
-        let source = match (core.transport(), core.peer.get()) {
-            (Some(transport), _) if transport.durable() => LogSource::Own(transport),
-            (None, Some(peer)) if peer.log_read_head().is_some() => LogSource::Peer(&**peer),
-            _ => return Err(Error::NotDurable),
+        let Some(source) = core.log_source() else {
+            return Err(Error::NotDurable);
         };
         let mut subscription = self.subscribe_many(topics)?;
         // Read after subscribing: what the transport dispatched up to here
@@ -713,6 +732,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         let mut resume = Resume {
             replayed: VecDeque::new(),
             through: Some(after),
+            rest: None,
         };
         if after.log() != log {
             resume.replayed.push_back(Err(RecvError::Gap(Gap::LogLost)));
@@ -732,29 +752,54 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 resume.replayed.push_back(Err(RecvError::Gap(Gap::LogLost)));
                 resume.through = None;
             }
-        } else if after.seq() < seq {
-            // `seq` is at least 1 here, so a position.
-            if let Some(head) = Position::new(log, seq) {
-                let replay = source
-                    .replay(after, head, subscription.topics())
-                    .await
-                    .map_err(Error::Replay)?;
-                resume
-                    .replayed
-                    .extend(replay.gap.map(|gap| Err(RecvError::Gap(gap))));
-                for (position, message, copies) in replay.into_copies() {
-                    // One copy per reached topic, as live delivery queues.
-                    let message = Arc::new(message);
-                    for _ in 0..copies {
-                        resume
-                            .replayed
-                            .push_back(Ok((Arc::clone(&message), Some(position))));
+        } else if let Some(head) = Position::new(log, seq).filter(|_| after.seq() < seq) {
+            // `after` is before `head`, in the same log.
+            let entries = seq - after.seq();
+            resume.through = Some(head);
+            match source.replay_limit() {
+                None => {
+                    // The transport does not page: the whole range.
+                    let replay = source
+                        .replay(after, head, subscription.topics())
+                        .await
+                        .map_err(Error::Replay)?;
+                    resume.take_page(replay);
+                }
+                Some(limit) if entries > limit => {
+                    resume
+                        .replayed
+                        .push_back(Err(RecvError::Gap(Gap::ReplayLimit { missing: entries })));
+                }
+                Some(_) => {
+                    // The first page now (so that an engine that does not
+                    // answer fails the call), the others as they are read.
+                    let mut rest = Paging {
+                        after,
+                        end: head,
+                        topics: subscription.topics().into(),
+                        page: u64::try_from(core.capacity).unwrap_or(u64::MAX),
+                        fetching: Mutex::new(None),
+                        failures: 0,
+                        fetch: fetch_page::<M>,
+                    };
+                    let through = rest.next_through();
+                    let replay = source
+                        .replay(after, through, &rest.topics)
+                        .await
+                        .map_err(Error::Replay)?;
+                    rest.after = through;
+                    if resume.take_page(replay) && through != head {
+                        resume.rest = Some(Box::new(rest));
                     }
                 }
-                resume.through = Some(head);
             }
         }
-        tracing::debug!(%after, replayed = resume.replayed.len(), "resumed a subscription");
+        tracing::debug!(
+            %after,
+            replayed = resume.replayed.len(),
+            paged = resume.rest.is_some(),
+            "resumed a subscription"
+        );
         subscription.resume = Some(Box::new(resume));
         Ok(subscription)
     }
@@ -1610,12 +1655,164 @@ pub struct Subscription<M> {
 }
 
 /// What a resumed subscription delivers before its queue.
+///
+/// Invariant: `replayed` holds the entries of at most one page of the
+/// replay (at most the subscription's capacity of log entries, each with
+/// its copies, sharing one `Arc`) while the transport pages (`rest`); the
+/// next page is fetched only once `replayed` is empty.
 struct Resume<M> {
-    /// A gap, then the replayed messages, in log order.
+    /// A gap, then the replayed messages of the page being read, in log
+    /// order.
     replayed: VecDeque<Taken<M>>,
     /// Queued messages of this log up to here were replayed (or were
     /// already read by the consumer): skipped. `None`: nothing is.
     through: Option<Position>,
+    /// The part of the range not fetched yet, when the transport pages.
+    rest: Option<Box<Paging<M>>>,
+}
+
+impl<M> Resume<M> {
+    /// Queues `gap`, merged into the gap queued last if nothing came
+    /// after it (one loss that spans pages is one gap).
+    fn push_gap(&mut self, gap: Gap) {
+        match self.replayed.back_mut() {
+            Some(Err(RecvError::Gap(earlier))) => *earlier = earlier.merge(gap),
+            _ => self.replayed.push_back(Err(RecvError::Gap(gap))),
+        }
+    }
+
+    /// Queues a page's gap and entries (each with its copies: one per
+    /// reached topic, as live delivery queues). Returns whether the replay
+    /// goes on after it: not after a gap that ends it (the log was lost,
+    /// the range is past the replay limit).
+    fn take_page(&mut self, replay: Replay<M>) -> bool {
+        let ends = matches!(replay.gap, Some(Gap::LogLost | Gap::ReplayLimit { .. }));
+        if let Some(gap) = replay.gap {
+            self.push_gap(gap);
+        }
+        for (position, message, copies) in replay.into_copies() {
+            let message = Arc::new(message);
+            for _ in 0..copies {
+                self.replayed
+                    .push_back(Ok((Arc::clone(&message), Some(position))));
+            }
+        }
+        !ends
+    }
+}
+
+/// A paged replay's state: the range after `after` through `end` is still
+/// to be fetched.
+struct Paging<M> {
+    /// Fetched through here.
+    after: Position,
+    /// The end of the range: the node's head when the subscription was
+    /// made.
+    end: Position,
+    /// The topics replayed: the subscription's when it was made.
+    topics: Arc<[Topic]>,
+    /// Log entries per page: the subscription's capacity.
+    page: u64,
+    /// The page being fetched, and the end of its range. In a mutex only
+    /// to keep `Subscription` `Sync` (the future is not): it is reached
+    /// through `&mut` alone, never locked.
+    fetching: Mutex<Option<(Position, Fetch<M>)>>,
+    /// Fetches that failed in a row.
+    failures: u32,
+    /// Starts fetching a page: [`fetch_page`], for this `M`.
+    fetch: FetchPage<M>,
+}
+
+/// See [`fetch_page`].
+type FetchPage<M> = fn(&Weak<Core<M>>, Position, Position, Arc<[Topic]>) -> Option<Fetch<M>>;
+
+/// Fetches the entries after `after` through `through` that list one of
+/// `topics` from the server's log: `None` when the server is gone. A plain
+/// function, stored in [`Paging`], so that the subscription's methods need
+/// no bounds on `M`.
+fn fetch_page<M: Send + Sync + 'static>(
+    core: &Weak<Core<M>>,
+    after: Position,
+    through: Position,
+    topics: Arc<[Topic]>,
+) -> Option<Fetch<M>> {
+    let core = core.upgrade()?;
+    Some(Box::pin(async move {
+        match core.log_source() {
+            Some(source) => source.replay(after, through, &topics).await,
+            None => Err(TransportError::msg("the server has no durable log now")),
+        }
+    }))
+}
+
+/// A page on its way from the log.
+type Fetch<M> = BoxFuture<'static, Result<Replay<M>, TransportError>>;
+
+/// A paged replay ends with [`Gap::Disconnected`] after this many failed
+/// fetches of one page in a row (each bounded by the transport's own
+/// timeout).
+const PAGE_ATTEMPTS: u32 = 3;
+
+impl<M> Paging<M> {
+    /// The end of the next page's range.
+    fn next_through(&self) -> Position {
+        let through = self
+            .after
+            .seq()
+            .saturating_add(self.page)
+            .min(self.end.seq());
+        // Between `after` and `end`, both of one log: a position.
+        Position::new(self.after.log(), through).unwrap_or(self.end)
+    }
+}
+
+impl<M> Paging<M> {
+    /// Polls for the next page: `Ready(Some)` with its range's end and the
+    /// replay, `Ready(None)` when the replay ends here (the server is gone,
+    /// or the log does not answer: a gap, then the queue).
+    fn poll_page(
+        &mut self,
+        core: &Weak<Core<M>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(Position, Replay<M>), Gap>> {
+        loop {
+            if self.fetching.get_mut().is_none() {
+                let through = self.next_through();
+                let Some(fetch) = (self.fetch)(core, self.after, through, Arc::clone(&self.topics))
+                else {
+                    // The server is gone: nothing more to read.
+                    return Poll::Ready(Err(Gap::Disconnected));
+                };
+                *self.fetching.get_mut() = Some((through, fetch));
+            }
+            let fetching = self.fetching.get_mut();
+            let Some((through, fetch)) = fetching.as_mut() else {
+                continue;
+            };
+            let through = *through;
+            let outcome = std::task::ready!(fetch.as_mut().poll(cx));
+            *fetching = None;
+            match outcome {
+                Ok(replay) => {
+                    self.failures = 0;
+                    self.after = through;
+                    return Poll::Ready(Ok((through, replay)));
+                }
+                Err(error) => {
+                    self.failures += 1;
+                    tracing::warn!(
+                        %error,
+                        after = %self.after,
+                        attempt = self.failures,
+                        "a resumed subscription could not read its next page of the log"
+                    );
+                    if self.failures >= PAGE_ATTEMPTS {
+                        return Poll::Ready(Err(Gap::Disconnected));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The topics of a subscription, distinct, in the order they were added:
@@ -1880,7 +2077,10 @@ impl<M> Subscription<M> {
     ///
     /// As [`try_recv`](Self::try_recv).
     pub fn try_recv_with_position(&mut self) -> Result<(Arc<M>, Option<Position>), TryRecvError> {
-        match self.take_entry(|inbox| inbox.try_take()) {
+        // A paged replay's next page is polled once, without a waker: it
+        // is `Empty` until the page has come.
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.take_entry(&mut cx, |inbox, _| inbox.try_take()) {
             Some(item) => item.map_err(TryRecvError::from),
             None => Err(TryRecvError::Empty),
         }
@@ -1889,7 +2089,7 @@ impl<M> Subscription<M> {
     fn poll_entry(&mut self, cx: &mut Context<'_>) -> Poll<Taken<M>> {
         // `take_entry` returns `None` only when the queue is pending, and
         // the queue has then registered the waker.
-        match self.take_entry(|inbox| match inbox.poll_take(cx) {
+        match self.take_entry(cx, |inbox, cx| match inbox.poll_take(cx) {
             Poll::Ready(item) => Some(item),
             Poll::Pending => None,
         }) {
@@ -1898,24 +2098,53 @@ impl<M> Subscription<M> {
         }
     }
 
-    /// The next item: a resumed subscription's replay first, then the
-    /// queue, skipping the copies the replay covered.
+    /// The next item: a resumed subscription's replay first (fetching its
+    /// next page, when it is paged, once the last is read), then the
+    /// queue, skipping the copies the replay covered. `None` when nothing
+    /// is ready (`cx` is registered).
     fn take_entry(
         &mut self,
-        mut take: impl FnMut(&Inbox<M>) -> Option<Taken<M>>,
+        cx: &mut Context<'_>,
+        mut take: impl FnMut(&Inbox<M>, &mut Context<'_>) -> Option<Taken<M>>,
     ) -> Option<Taken<M>> {
         let Some(resume) = self.resume.as_deref_mut() else {
-            return take(&self.inbox);
+            return take(&self.inbox, cx);
         };
-        if let Some(item) = resume.replayed.pop_front() {
-            return Some(item);
+        loop {
+            // The next page is fetched once the last is read, or when the
+            // last was a gap alone (entries trimmed or the log lost while
+            // the consumer read): a gap the next page begins with merges
+            // into it, so that a loss is one gap however many pages it
+            // spans.
+            let rest = match resume.rest.as_deref_mut() {
+                Some(rest) if resume.replayed.back().is_none_or(Result::is_err) => rest,
+                _ => match resume.replayed.pop_front() {
+                    Some(item) => return Some(item),
+                    None => break,
+                },
+            };
+            match rest.poll_page(&self.core, cx) {
+                Poll::Pending => return None,
+                Poll::Ready(Ok((through, replay))) => {
+                    let last = through == rest.end;
+                    if !resume.take_page(replay) || last {
+                        resume.rest = None;
+                    }
+                }
+                Poll::Ready(Err(gap)) => {
+                    // The rest of the range is not replayed: told, then
+                    // the queue (still skipping the range's copies).
+                    resume.push_gap(gap);
+                    resume.rest = None;
+                }
+            }
         }
         if resume.replayed.capacity() > 0 {
             // The replay is delivered: its buffer goes.
             resume.replayed = VecDeque::new();
         }
         loop {
-            let item = take(&self.inbox)?;
+            let item = take(&self.inbox, cx)?;
             if let Ok((_, Some(position))) = &item {
                 let covered = resume.through.is_some_and(|through| {
                     position.log() == through.log() && position.seq() <= through.seq()
