@@ -488,6 +488,10 @@ impl<M: Send + Sync + 'static> Builder<M> {
     /// a full queue, or in the call by which the ring's last reader leaves
     /// it (`add_topic`, `remove_topic`, `unsubscribe` or the drop,
     /// `broadcast_from`).
+    ///
+    /// It is also the page of a resumed subscription's replay
+    /// ([`PubSub::subscribe_since`]): at most `capacity` log entries of
+    /// the replay are read from the log and held at once.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
@@ -698,6 +702,36 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// unless the engine's log ends before it (the engine lost its last
     /// writes, and their sequence numbers will name other entries): then
     /// [`Gap::LogLost`] comes first and nothing is skipped.
+    ///
+    /// **Memory: the replay is paged as it is read**, when the transport
+    /// says its replay limit ([`Transport::replay_limit`]). The range is
+    /// then read from the log in pages of at most the subscription's
+    /// capacity ([`Builder::capacity`]) of log entries: the first before
+    /// this returns, each next one once the subscription has received the
+    /// last (through [`Subscription::recv`], `try_recv`, their
+    /// `_with_position` forms or the stream). A resumed subscription that
+    /// is not read holds at most one page of replayed messages besides its
+    /// queue (whose live messages wait behind the replay, and report
+    /// [`RecvError::Lagged`] if it overflows, as any queue does): what a
+    /// stalled live subscription costs, whatever the range. A paged replay
+    /// keeps every guarantee above, and, because it reads the log while
+    /// the consumer reads:
+    /// - entries trimmed from the log before their page was read (the
+    ///   consumer read slower than the retention keeps entries) come as one
+    ///   [`Gap::Trimmed`] where they were, after the messages before them
+    ///   and before those after; a log lost meanwhile comes as
+    ///   [`Gap::LogLost`], and the replay ends there;
+    /// - a page the log does not give in three attempts in a row (each
+    ///   bounded by the transport's own timeout) ends the replay with
+    ///   [`Gap::Disconnected`]: the rest of the range is not delivered, and
+    ///   the live messages after it follow.
+    ///
+    /// A transport that does not say its replay limit (the default; the
+    /// Redis and NATS transports do not say it yet) is asked for the whole
+    /// range at once: the subscription then holds all of it, up to the
+    /// transport's replay limit of entries, until it is received.
+    ///
+    /// [`Transport::replay_limit`]: crate::transport::Transport::replay_limit
     ///
     /// # Errors
     ///
@@ -2177,8 +2211,9 @@ impl<M> Subscription<M> {
     }
 
     /// The number of messages queued and not yet received (for a resumed
-    /// subscription, the replayed ones too, and the queued copies its
-    /// replay covers until they are skipped).
+    /// subscription, the replayed ones read from the log so far, one page
+    /// at most when the replay is paged, and the queued copies its replay
+    /// covers until they are skipped).
     #[must_use]
     pub fn len(&self) -> usize {
         let replayed = self.resume.as_ref().map_or(0, |resume| {
