@@ -287,6 +287,13 @@ async fn redis_live_a_repeated_topic_is_one_topic_here_and_there() {
         .await
         .unwrap();
     direct.expect_one_per_distinct_topic().await;
+
+    // local_broadcast on a node with a transport: this node only, each
+    // distinct topic once.
+    let mut local = Node::of("here, local", &here);
+    assert_eq!(here.local_broadcast(&repeated(), numbered(REPEATED)), 3);
+    here.local_broadcast(&[teams(), team()], numbered(MARKER));
+    local.expect_one_per_distinct_topic().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,12 +133,6 @@ impl<M> Core<M> {
         self.transport.get().is_some()
     }
 
-    /// Whether a broadcast may go beyond this server: through its
-    /// transport, or to (and through) a linked server.
-    fn reaches_beyond(&self) -> bool {
-        self.has_transport() || self.peer.get().is_some()
-    }
-
     /// Whether broadcasts go through a durable log (see [`Core::durable`]).
     pub(crate) fn is_durable(&self) -> bool {
         self.durable.load(Ordering::Relaxed)
@@ -897,15 +891,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         if self.core.is_durable() {
             return self.through_log(Listed::new(topics), message);
         }
-        if !self.core.reaches_beyond() {
-            // In process: the dispatch passes over repeated topics itself.
-            self.dispatch(topics.as_ref(), message, None, false, Repeats::Possible);
-            return Broadcast::Done;
-        }
-        let topics = Listed::new(topics);
-        let shared = self
-            .dispatch(topics.as_ref(), message, None, true, Repeats::None)
-            .1;
+        // The dispatch passes over repeated topics here, and the network
+        // part sends the list without them.
+        let shared = self.dispatch(topics.as_ref(), message, None, true).1;
         self.network(topics, shared)
     }
 
@@ -937,19 +925,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         T: AsRef<[Topic]> + Send + 'a,
     {
         let except = self.excluded(from);
-        if !self.core.reaches_beyond() {
-            self.dispatch(
-                topics.as_ref(),
-                message,
-                Some(except),
-                false,
-                Repeats::Possible,
-            );
-            return Broadcast::Done;
-        }
-        let topics = Listed::new(topics);
         let shared = self
-            .dispatch(topics.as_ref(), message, Some(except), true, Repeats::None)
+            .dispatch(topics.as_ref(), message, Some(except), true)
             .1;
         self.network(topics, shared)
     }
@@ -977,23 +954,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         T: AsRef<[Topic]> + Send + 'static,
     {
         let durable = self.core.is_durable();
-        let topics = if durable || self.core.reaches_beyond() {
-            Listed::new(topics)
-        } else {
-            Listed::Given(topics)
-        };
         let shared = if durable {
             self.record(topics.as_ref(), Tally::default());
             Some(Arc::new(message))
         } else {
-            // Without another node to reach, the list was not checked: the
-            // dispatch passes over repeats itself.
-            let repeats = match &topics {
-                Listed::Given(_) => Repeats::Possible,
-                Listed::Distinct(_) => Repeats::None,
-            };
-            self.dispatch(topics.as_ref(), message, None, true, repeats)
-                .1
+            self.dispatch(topics.as_ref(), message, None, true).1
         };
         let mode = if durable {
             Mode::All
@@ -1003,20 +968,27 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         async move {
             match shared {
                 None => Ok(()),
-                Some(message) => self.publish(mode, topics.as_ref(), &message).await,
+                Some(message) => {
+                    let topics = Listed::new(topics);
+                    self.publish(mode, topics.as_ref(), &message).await
+                }
             }
         }
     }
 
     /// The other nodes' part of a broadcast already dispatched here: a
     /// future only when there is a message for the network.
-    fn network<'a, T>(&'a self, topics: Listed<T>, shared: Option<Arc<M>>) -> Broadcast<'a>
+    ///
+    /// Other nodes are sent `topics` without repeats ([`Listed`]): the
+    /// list is checked here, once there is a message to send.
+    fn network<'a, T>(&'a self, topics: T, shared: Option<Arc<M>>) -> Broadcast<'a>
     where
         T: AsRef<[Topic]> + Send + 'a,
     {
         match shared {
             None => Broadcast::Done,
             Some(message) => Broadcast::Sending(Box::pin(async move {
+                let topics = Listed::new(topics);
                 self.publish(Mode::ExceptOrigin, topics.as_ref(), &message)
                     .await
             })),
@@ -1027,8 +999,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// copies queued. A topic listed more than once is one topic, as with
     /// [`broadcast`](Self::broadcast).
     pub fn local_broadcast(&self, topics: &[Topic], message: M) -> u64 {
-        self.dispatch(topics, message, None, false, Repeats::Possible)
-            .0
+        self.dispatch(topics, message, None, false).0
     }
 
     /// As [`local_broadcast`](Self::local_broadcast), but not to `from`.
@@ -1039,8 +1010,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         message: M,
     ) -> u64 {
         let except = self.excluded(from);
-        self.dispatch(topics, message, Some(except), false, Repeats::Possible)
-            .0
+        self.dispatch(topics, message, Some(except), false).0
     }
 
     /// Sends `message` to the subscribers of `topics` on one node only.
@@ -1195,22 +1165,19 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// returns the number of copies queued here and, when `for_network`
     /// and it must also go to other nodes, the shared message.
     ///
-    /// `repeats` says whether `topics` may list a topic twice: a caller
-    /// that sends to other nodes makes the list distinct first
-    /// ([`Listed::new`]) and sends that, so that this node and the others
-    /// reach the same topics.
+    /// A list that repeats a topic is dispatched without its repeats; the
+    /// callers that send to other nodes send the same list ([`Listed`]).
     ///
     /// Without a transport or a linked server, the message is moved into
     /// its one `Arc` when the first subscriber is found: a broadcast that
     /// reaches nobody allocates nothing, and does not look for repeats
-    /// either.
+    /// either; one that reaches a subscriber compares the topics' hashes.
     fn dispatch(
         &self,
         topics: &[Topic],
         message: M,
         except: Option<&Arc<Inbox<M>>>,
         for_network: bool,
-        repeats: Repeats,
     ) -> (u64, Option<Arc<M>>) {
         let core = &*self.core;
         let peer = core.peer.get();
@@ -1232,18 +1199,14 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 }
                 // A repeated topic has a repeated hash: comparing the
                 // hashes (a handful of words) finds any repeat, and only a
-                // topic whose hash an earlier one has is compared in full.
-                let listed = hashes.get(..topics.len()).unwrap_or(&hashes);
-                let repeated = repeats == Repeats::Possible
-                    && listed
-                        .iter()
-                        .enumerate()
-                        .any(|(at, hash)| listed.get(..at).is_some_and(|e| e.contains(hash)));
+                // list with a repeated hash is compared in full, aside.
+                if repeats_a_hash(hashes.get(..topics.len()).unwrap_or(&hashes))
+                    && has_repeats(topics)
+                {
+                    return self.dispatch_here_without_repeats(topics, message, except);
+                }
                 let shared = LazyCell::new(move || Arc::new(message));
-                for (at, (hash, topic)) in listed.iter().zip(topics).enumerate() {
-                    if repeated && listed_before(topics, listed, at, *hash, topic) {
-                        continue;
-                    }
+                for (hash, topic) in hashes.iter().zip(topics) {
                     core.registry.deliver_hashed(
                         *hash,
                         topic.as_key(),
@@ -1256,9 +1219,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 self.record(topics, tally);
                 return (tally.delivered, None);
             }
-            let topics = distinct(topics, repeats);
+            if has_repeats(topics) {
+                return self.dispatch_here_without_repeats(topics, message, except);
+            }
             let shared = LazyCell::new(move || Arc::new(message));
-            for topic in topics.iter() {
+            for topic in topics {
                 core.registry.deliver(
                     topic.as_key(),
                     || Arc::clone(&shared),
@@ -1267,12 +1232,18 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                     &mut tally,
                 );
             }
-            self.record(&topics, tally);
+            self.record(topics, tally);
             return (tally.delivered, None);
         }
-        let topics = distinct(topics, repeats);
+        let distinct: Box<[Topic]>;
+        let topics = if has_repeats(topics) {
+            distinct = without_repeats(topics);
+            &*distinct
+        } else {
+            topics
+        };
         let message = Arc::new(message);
-        for topic in topics.iter() {
+        for topic in topics {
             core.registry.deliver(
                 topic.as_key(),
                 || Arc::clone(&message),
@@ -1281,11 +1252,32 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 &mut tally,
             );
         }
-        self.record(&topics, tally);
+        self.record(topics, tally);
         if let Some(peer) = peer {
             peer.mirror(&mut topics.iter().map(Topic::as_key), &message, None);
         }
         (tally.delivered, for_network.then_some(message))
+    }
+
+    /// [`dispatch`](Self::dispatch) on this node alone (no linked server,
+    /// nothing for the network) of a list that repeats a topic: of its
+    /// topics each once. Out of the dispatch's way: no generated
+    /// function's list comes here.
+    #[cold]
+    #[inline(never)]
+    fn dispatch_here_without_repeats(
+        &self,
+        topics: &[Topic],
+        message: M,
+        except: Option<&Arc<Inbox<M>>>,
+    ) -> (u64, Option<Arc<M>>) {
+        let distinct = without_repeats(topics);
+        // Distinct now: the dispatch finds no repeat in it. Without a
+        // linked server it delivers on this node alone, whether or not for
+        // the network (the message it returns then is dropped here); asked
+        // as the broadcasts ask, so that the dispatch keeps one form.
+        let (copies, _) = self.dispatch(&distinct, message, except, true);
+        (copies, None)
     }
 
     fn record(&self, topics: &[Topic], tally: Tally) {
@@ -1338,22 +1330,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 }
 
-/// Whether a topic list handed to [`PubSub::dispatch`] may list a topic
-/// twice.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Repeats {
-    /// As the caller gave it: the dispatch passes over repeats.
-    Possible,
-    /// Made distinct by [`Listed::new`] (or [`distinct`]).
-    None,
-}
-
 /// A broadcast's topics as sent to other nodes: the caller's list when no
 /// topic is listed twice (always, for the generated functions), else a
 /// copy with each topic once, in the order first listed.
 pub(crate) enum Listed<T> {
-    /// The caller's list, which has no repeat (or was not checked: see
-    /// [`Repeats`]).
+    /// The caller's list, which has no repeat.
     Given(T),
     /// The caller's list without its repeats.
     Distinct(Box<[Topic]>),
@@ -1384,10 +1365,13 @@ impl<T: AsRef<[Topic]>> AsRef<[Topic]> for Listed<T> {
 /// each topic with those before it; a longer one with a hash set.
 const SCANNED_TOPICS: usize = 16;
 
-/// Whether `topics` lists a topic more than once. Compares the topics
+/// Whether `topics` lists a topic more than once. Out of line: it runs for
+/// a broadcast to other nodes, and for a probed list whose hashes may
+/// repeat. Compares the topics
 /// (ids first, then the names, equal at once when they are the same
 /// static string): at most six comparisons for a membership broadcast's
 /// four topics.
+#[inline(never)]
 fn has_repeats(topics: &[Topic]) -> bool {
     match topics {
         [] | [_] => false,
@@ -1422,25 +1406,20 @@ fn without_repeats(topics: &[Topic]) -> Box<[Topic]> {
     distinct.into_boxed_slice()
 }
 
-/// `topics` each once: borrowed unless `repeats` says it may repeat one
-/// and it does.
-fn distinct(topics: &[Topic], repeats: Repeats) -> std::borrow::Cow<'_, [Topic]> {
-    if repeats == Repeats::Possible && has_repeats(topics) {
-        std::borrow::Cow::Owned(without_repeats(topics).into_vec())
-    } else {
-        std::borrow::Cow::Borrowed(topics)
+/// Whether two of `hashes` (a probed list's, at most [`PROBED_TOPICS`])
+/// are equal: each compared with those after it, six comparisons of words
+/// for a membership broadcast's four topics. Equal topics have equal
+/// hashes; equal hashes are compared as topics after.
+#[inline]
+fn repeats_a_hash(hashes: &[u64]) -> bool {
+    let mut rest = hashes;
+    while let Some((first, after)) = rest.split_first() {
+        if after.iter().any(|hash| hash == first) {
+            return true;
+        }
+        rest = after;
     }
-}
-
-/// Whether `topic`, at index `at` of `topics` (whose hashes are
-/// `hashes`), is listed before `at`: compared in full only where the hash
-/// is the same.
-fn listed_before(topics: &[Topic], hashes: &[u64], at: usize, hash: u64, topic: &Topic) -> bool {
-    hashes
-        .iter()
-        .zip(topics)
-        .take(at)
-        .any(|(earlier_hash, earlier)| *earlier_hash == hash && earlier == topic)
+    false
 }
 
 /// What [`PubSub::broadcast`] returns: the other nodes' part of a broadcast
