@@ -420,3 +420,160 @@ async fn a_node_that_catches_up_past_trimmed_entries_signals_one_gap_and_two_mer
     refute_receive!(subscription, _);
     assert_eq!(b.stats().gaps, 1);
 }
+
+/// A node whose subscriptions have `capacity`.
+async fn node_with_capacity(log: &MemoryLog<u64>, name: &str, capacity: usize) -> PubSub<u64> {
+    PubSub::builder()
+        .node_name(name)
+        .capacity(capacity)
+        .build_with(log.connect())
+        .await
+        .expect("attach to the memory log")
+}
+
+#[tokio::test]
+async fn a_resume_holds_at_most_its_capacity_of_the_replay_and_pages_as_it_is_read() {
+    // Issue 21, item 6: a resume from the first of 300 entries by a
+    // consumer that does not read holds one page (the capacity, 8), not
+    // the 299 entries of its range; reading fetches the rest page by
+    // page, in order, each once across the pages and the live queue.
+    const CAPACITY: u64 = 8;
+    let log = MemoryLog::new(Retention::entries(10_000));
+    let a = node_with_capacity(&log, "a", CAPACITY as usize).await;
+    publish(&a, &[ROOMS], 1..=300).await;
+    read_up_to(&a, &log, 300).await;
+
+    let mut resumed = a
+        .subscribe_since([ROOMS], log.position(1).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        log.replayed_entries() <= CAPACITY,
+        "a resume that is not read holds {} replayed entries (capacity {CAPACITY})",
+        log.replayed_entries()
+    );
+    // `len` counts the page, and the queued copies the replay covers: at
+    // most one, of the entry the node was dispatching when it subscribed.
+    let held = resumed.len() as u64;
+    assert!((CAPACITY..=CAPACITY + 1).contains(&held), "{held}");
+
+    for seq in 2..=300 {
+        if seq == 150 {
+            // Live broadcasts meanwhile (fewer than the capacity: no lag)
+            // come after the replay, each once.
+            publish(&a, &[ROOMS], 301..=305).await;
+            read_up_to(&a, &log, 305).await;
+        }
+        expect(&log, &mut resumed, seq, seq).await;
+        let held = log.replayed_entries() - (seq - 1);
+        assert!(
+            held <= CAPACITY,
+            "{held} replayed entries held after reading entry {seq}"
+        );
+    }
+    assert_eq!(log.replayed_entries(), 299);
+    assert!(log.replays() >= 299 / CAPACITY, "{} pages", log.replays());
+    for seq in 301..=305 {
+        expect(&log, &mut resumed, seq, seq).await;
+    }
+    publish(&a, &[ROOMS], [306]).await;
+    expect(&log, &mut resumed, 306, 306).await;
+    refute_receive!(resumed, _);
+}
+
+#[tokio::test]
+async fn try_recv_on_a_paged_resume_fetches_the_next_page() {
+    let log = MemoryLog::new(Retention::entries(10_000));
+    let a = node_with_capacity(&log, "a", 4).await;
+    publish(&a, &[ROOMS], 1..=20).await;
+    read_up_to(&a, &log, 20).await;
+    let mut resumed = a
+        .subscribe_since([ROOMS], log.position(2).unwrap())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    within("every replayed entry through try_recv", async {
+        while got.len() < 18 {
+            match resumed.try_recv_with_position() {
+                Ok((message, position)) => got.push((*message, position)),
+                Err(TryRecvError::Empty) => tokio::task::yield_now().await,
+                Err(other) => panic!("{other:?} after {got:?}"),
+            }
+        }
+    })
+    .await;
+    let expected: Vec<_> = (3..=20).map(|seq| (seq, log.position(seq))).collect();
+    assert_eq!(got, expected);
+    assert_eq!(resumed.try_recv(), Err(TryRecvError::Empty));
+}
+
+#[tokio::test]
+async fn entries_trimmed_while_a_paged_resume_is_read_are_one_gap_where_they_were() {
+    // Retention 100, capacity 8: the consumer reads the first page (2..9),
+    // then 50 more broadcasts trim entries 1..50. The pages after tell one
+    // Trimmed gap for 10..50, then the rest of the range; the live queue,
+    // overflowed meanwhile, reports its own lag.
+    let log = MemoryLog::new(Retention::entries(100));
+    let a = node_with_capacity(&log, "a", 8).await;
+    publish(&a, &[ROOMS], 1..=100).await;
+    read_up_to(&a, &log, 100).await;
+    let mut resumed = a
+        .subscribe_since([ROOMS], log.position(1).unwrap())
+        .await
+        .unwrap();
+    for seq in 2..=9 {
+        expect(&log, &mut resumed, seq, seq).await;
+    }
+    publish(&a, &[ROOMS], 101..=150).await;
+    read_up_to(&a, &log, 150).await;
+    assert_eq!(log.first_kept(), 51);
+    assert_eq!(
+        next(&mut resumed).await,
+        Err(RecvError::Gap(Gap::Trimmed {
+            first: log.position(10).unwrap(),
+            missing: 41
+        }))
+    );
+    for seq in 51..=100 {
+        expect(&log, &mut resumed, seq, seq).await;
+    }
+    assert_eq!(next(&mut resumed).await, Err(RecvError::Lagged(42)));
+    for seq in 143..=150 {
+        expect(&log, &mut resumed, seq, seq).await;
+    }
+    refute_receive!(resumed, _);
+}
+
+#[tokio::test]
+async fn a_paged_resume_whose_log_stops_answering_ends_with_a_gap_then_goes_live() {
+    let log = MemoryLog::new(Retention::entries(10_000));
+    let a = node_with_capacity(&log, "a", 8).await;
+    publish(&a, &[ROOMS], 1..=40).await;
+    read_up_to(&a, &log, 40).await;
+    let mut resumed = a
+        .subscribe_since([ROOMS], log.position(1).unwrap())
+        .await
+        .unwrap();
+    for seq in 2..=9 {
+        expect(&log, &mut resumed, seq, seq).await;
+    }
+    let replays = log.replays();
+    log.fail_replays(true);
+    // Three attempts at the next page, then the rest of the range (10..40)
+    // is told lost; live delivery goes on.
+    assert_eq!(
+        next(&mut resumed).await,
+        Err(RecvError::Gap(Gap::Disconnected))
+    );
+    assert_eq!(log.replays() - replays, 3);
+    log.fail_replays(false);
+    publish(&a, &[ROOMS], [41]).await;
+    expect(&log, &mut resumed, 41, 41).await;
+    refute_receive!(resumed, _);
+}
+
+#[test]
+fn a_subscription_stays_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Subscription<u64>>();
+}

@@ -189,6 +189,13 @@ where
         })
     }
 
+    fn replay_limit(&self) -> Option<u64> {
+        self.target
+            .upgrade()?
+            .transport()
+            .and_then(|transport| transport.replay_limit())
+    }
+
     fn sync(&self) -> BoxFuture<'_, Result<(), Error>> {
         let Some(core) = self.target.upgrade() else {
             return Box::pin(ready(Ok(())));

@@ -136,7 +136,10 @@ impl FromStr for Position {
 pub enum Gap {
     /// Live delivery (not durable): the link to the other nodes was down,
     /// or its receive task had to be restarted. What was published meanwhile
-    /// is lost; how much is not known.
+    /// is lost; how much is not known. Durable delivery: a resumed
+    /// subscription's paged replay could not read its next page from the
+    /// log ([`PubSub::subscribe_since`](crate::PubSub::subscribe_since)):
+    /// the rest of its range is not delivered.
     Disconnected,
     /// Durable delivery: entries were trimmed from the log (its retention)
     /// before this node read them: `missing` entries from position

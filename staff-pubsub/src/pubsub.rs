@@ -256,6 +256,9 @@ pub(crate) trait Peer<M>: Send + Sync {
     /// [`Transport::log_head`] of the peer's transport.
     fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>>;
 
+    /// [`Transport::replay_limit`] of the peer's transport.
+    fn replay_limit(&self) -> Option<u64>;
+
     /// [`Transport::replay`] of the peer's transport, its messages in this
     /// server's form (those that have none are left out).
     fn replay<'a>(
@@ -273,7 +276,25 @@ enum LogSource<'a, M> {
     Peer(&'a dyn Peer<M>),
 }
 
+impl<M: Send + Sync + 'static> Core<M> {
+    /// Where this server's durable log is read, if it has one.
+    fn log_source(&self) -> Option<LogSource<'_, M>> {
+        match (self.transport(), self.peer.get()) {
+            (Some(transport), _) if transport.durable() => Some(LogSource::Own(transport)),
+            (None, Some(peer)) if peer.log_read_head().is_some() => Some(LogSource::Peer(&**peer)),
+            _ => None,
+        }
+    }
+}
+
 impl<M: Send + Sync + 'static> LogSource<'_, M> {
+    fn replay_limit(&self) -> Option<u64> {
+        match self {
+            Self::Own(transport) => transport.replay_limit(),
+            Self::Peer(peer) => peer.replay_limit(),
+        }
+    }
+
     async fn log_head(&self) -> Result<LogHead, TransportError> {
         match self {
             Self::Own(transport) => transport.log_head().await,
@@ -464,6 +485,10 @@ impl<M: Send + Sync + 'static> Builder<M> {
     /// a full queue, or in the call by which the ring's last reader leaves
     /// it (`add_topic`, `remove_topic`, `unsubscribe` or the drop,
     /// `broadcast_from`).
+    ///
+    /// It is also the page of a resumed subscription's replay
+    /// ([`PubSub::subscribe_since`]): at most `capacity` log entries of
+    /// the replay are read from the log and held at once.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
@@ -676,6 +701,36 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// writes, and their sequence numbers will name other entries): then
     /// [`Gap::LogLost`] comes first and nothing is skipped.
     ///
+    /// **Memory: the replay is paged as it is read**, when the transport
+    /// says its replay limit ([`Transport::replay_limit`]). The range is
+    /// then read from the log in pages of at most the subscription's
+    /// capacity ([`Builder::capacity`]) of log entries: the first before
+    /// this returns, each next one once the subscription has received the
+    /// last (through [`Subscription::recv`], `try_recv`, their
+    /// `_with_position` forms or the stream). A resumed subscription that
+    /// is not read holds at most one page of replayed messages besides its
+    /// queue (whose live messages wait behind the replay, and report
+    /// [`RecvError::Lagged`] if it overflows, as any queue does): what a
+    /// stalled live subscription costs, whatever the range. A paged replay
+    /// keeps every guarantee above, and, because it reads the log while
+    /// the consumer reads:
+    /// - entries trimmed from the log before their page was read (the
+    ///   consumer read slower than the retention keeps entries) come as one
+    ///   [`Gap::Trimmed`] where they were, after the messages before them
+    ///   and before those after; a log lost meanwhile comes as
+    ///   [`Gap::LogLost`], and the replay ends there;
+    /// - a page the log does not give in three attempts in a row (each
+    ///   bounded by the transport's own timeout) ends the replay with
+    ///   [`Gap::Disconnected`]: the rest of the range is not delivered, and
+    ///   the live messages after it follow.
+    ///
+    /// A transport that does not say its replay limit (the default; the
+    /// Redis and NATS transports do not say it yet) is asked for the whole
+    /// range at once: the subscription then holds all of it, up to the
+    /// transport's replay limit of entries, until it is received.
+    ///
+    /// [`Transport::replay_limit`]: crate::transport::Transport::replay_limit
+    ///
     /// # Errors
     ///
     /// [`Error::NotDurable`] without a durable transport on this server;
@@ -687,10 +742,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         after: Position,
     ) -> Result<Subscription<M>, Error> {
         let core = &self.core;
-        let source = match (core.transport(), core.peer.get()) {
-            (Some(transport), _) if transport.durable() => LogSource::Own(transport),
-            (None, Some(peer)) if peer.log_read_head().is_some() => LogSource::Peer(&**peer),
-            _ => return Err(Error::NotDurable),
+        let Some(source) = core.log_source() else {
+            return Err(Error::NotDurable);
         };
         let mut subscription = self.subscribe_many(topics)?;
         // Read after subscribing: what the transport dispatched up to here
@@ -711,6 +764,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         let mut resume = Resume {
             replayed: VecDeque::new(),
             through: Some(after),
+            rest: None,
         };
         if after.log() != log {
             resume.replayed.push_back(Err(RecvError::Gap(Gap::LogLost)));
@@ -730,29 +784,54 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 resume.replayed.push_back(Err(RecvError::Gap(Gap::LogLost)));
                 resume.through = None;
             }
-        } else if after.seq() < seq {
-            // `seq` is at least 1 here, so a position.
-            if let Some(head) = Position::new(log, seq) {
-                let replay = source
-                    .replay(after, head, subscription.topics())
-                    .await
-                    .map_err(Error::Replay)?;
-                resume
-                    .replayed
-                    .extend(replay.gap.map(|gap| Err(RecvError::Gap(gap))));
-                for (position, message, copies) in replay.into_copies() {
-                    // One copy per reached topic, as live delivery queues.
-                    let message = Arc::new(message);
-                    for _ in 0..copies {
-                        resume
-                            .replayed
-                            .push_back(Ok((Arc::clone(&message), Some(position))));
+        } else if let Some(head) = Position::new(log, seq).filter(|_| after.seq() < seq) {
+            // `after` is before `head`, in the same log.
+            let entries = seq - after.seq();
+            resume.through = Some(head);
+            match source.replay_limit() {
+                None => {
+                    // The transport does not page: the whole range.
+                    let replay = source
+                        .replay(after, head, subscription.topics())
+                        .await
+                        .map_err(Error::Replay)?;
+                    resume.take_page(replay);
+                }
+                Some(limit) if entries > limit => {
+                    resume
+                        .replayed
+                        .push_back(Err(RecvError::Gap(Gap::ReplayLimit { missing: entries })));
+                }
+                Some(_) => {
+                    // The first page now (so that an engine that does not
+                    // answer fails the call), the others as they are read.
+                    let mut rest = Paging {
+                        after,
+                        end: head,
+                        topics: subscription.topics().into(),
+                        page: u64::try_from(core.capacity).unwrap_or(u64::MAX),
+                        fetching: Mutex::new(None),
+                        failures: 0,
+                        fetch: fetch_page::<M>,
+                    };
+                    let through = rest.next_through();
+                    let replay = source
+                        .replay(after, through, &rest.topics)
+                        .await
+                        .map_err(Error::Replay)?;
+                    rest.after = through;
+                    if resume.take_page(replay) && through != head {
+                        resume.rest = Some(Box::new(rest));
                     }
                 }
-                resume.through = Some(head);
             }
         }
-        tracing::debug!(%after, replayed = resume.replayed.len(), "resumed a subscription");
+        tracing::debug!(
+            %after,
+            replayed = resume.replayed.len(),
+            paged = resume.rest.is_some(),
+            "resumed a subscription"
+        );
         subscription.resume = Some(Box::new(resume));
         Ok(subscription)
     }
@@ -777,15 +856,28 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// Sends `message` to every subscriber of `topics`, on every node: one
     /// copy per reached topic per subscription.
     ///
+    /// A topic listed more than once is one topic: every subscription, on
+    /// this node (and a linked server's) and on every other node, in every
+    /// mode (in process, Redis, NATS, durable or not, the Phoenix wire),
+    /// receives one copy per *distinct* listed topic it has. So
+    /// `broadcast([teams, teams], m)` gives a subscriber of `teams` one
+    /// copy, and `broadcast([teams, team], m)` gives a subscription to both
+    /// two (the delivery rule). Other nodes are sent the list without its
+    /// repeats (the first of each, in the given order): one NATS subject
+    /// or Phoenix frame per distinct topic, and one log entry listing each
+    /// once. The check costs nothing when no topic of the list has a
+    /// subscriber here, and a few comparisons of the topics' hashes (or of
+    /// the topics, for a broadcast that goes to other nodes) otherwise; only
+    /// a list with a repeat is copied.
+    ///
     /// This node's subscribers (and those of a linked server, see the
     /// README's "One bus per application") receive it when `broadcast` is
     /// called, before the returned future is first polled; the future sends
     /// it to other nodes, and `Ok` then means the engine took it. Without a
     /// transport the future is ready at once. Dropping the future unpolled
-    /// skips the other nodes only. List each topic once: the list is not
-    /// searched for duplicates on this hot path, and a topic listed twice is
-    /// reached twice on this node (the generated `broadcast_*` functions list
-    /// distinct topics; other nodes reach each listed topic once).
+    /// skips the other nodes only. With a durable transport every node,
+    /// this one included, delivers it from the log instead (see
+    /// [`subscribe_since`](Self::subscribe_since)).
     ///
     /// `topics` is anything that is a slice of topics: `&[Topic]`, an array,
     /// a `Vec<Topic>`, or the topic list of a generated function.
@@ -801,15 +893,17 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         T: AsRef<[Topic]> + Send + 'a,
     {
         if self.core.is_durable() {
-            return self.through_log(topics, message);
+            return self.through_log(Listed::new(topics), message);
         }
+        // The dispatch passes over repeated topics here, and the network
+        // part sends the list without them.
         let shared = self.dispatch(topics.as_ref(), message, None, true).1;
         self.network(topics, shared)
     }
 
     /// A broadcast on a durable server: every node, this one included,
     /// delivers it from the log.
-    fn through_log<'a, T>(&'a self, topics: T, message: M) -> Broadcast<'a>
+    fn through_log<'a, T>(&'a self, topics: Listed<T>, message: M) -> Broadcast<'a>
     where
         T: AsRef<[Topic]> + Send + 'a,
     {
@@ -820,7 +914,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
-    /// subscription).
+    /// subscription). A topic listed more than once is one topic, as there.
     ///
     /// # Errors
     ///
@@ -878,13 +972,19 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         async move {
             match shared {
                 None => Ok(()),
-                Some(message) => self.publish(mode, topics.as_ref(), &message).await,
+                Some(message) => {
+                    let topics = Listed::new(topics);
+                    self.publish(mode, topics.as_ref(), &message).await
+                }
             }
         }
     }
 
     /// The other nodes' part of a broadcast already dispatched here: a
     /// future only when there is a message for the network.
+    ///
+    /// Other nodes are sent `topics` without repeats ([`Listed`]): the
+    /// list is checked here, once there is a message to send.
     fn network<'a, T>(&'a self, topics: T, shared: Option<Arc<M>>) -> Broadcast<'a>
     where
         T: AsRef<[Topic]> + Send + 'a,
@@ -892,6 +992,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         match shared {
             None => Broadcast::Done,
             Some(message) => Broadcast::Sending(Box::pin(async move {
+                let topics = Listed::new(topics);
                 self.publish(Mode::ExceptOrigin, topics.as_ref(), &message)
                     .await
             })),
@@ -899,7 +1000,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// Sends `message` to this node's subscribers only. Returns the number of
-    /// copies queued.
+    /// copies queued. A topic listed more than once is one topic, as with
+    /// [`broadcast`](Self::broadcast).
     pub fn local_broadcast(&self, topics: &[Topic], message: M) -> u64 {
         self.dispatch(topics, message, None, false).0
     }
@@ -919,7 +1021,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// To this node's own name it is a [`local_broadcast`](Self::local_broadcast)
     /// (in durable mode too: not through the log, no position); to another
     /// node, a durable transport carries it through the log, and only that
-    /// node delivers it.
+    /// node delivers it. A topic listed more than once is one topic, as with
+    /// [`broadcast`](Self::broadcast): the node is sent each once.
     ///
     /// # Errors
     ///
@@ -935,6 +1038,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             self.local_broadcast(topics, message);
             return Ok(());
         }
+        let topics = Listed::new(topics);
+        let topics = topics.as_ref();
         let Some(transport) = self.core.transport.get() else {
             let through_peer = self
                 .core
@@ -1060,13 +1165,17 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// Queues `message` for this node's subscribers of `topics` but
-    /// `except` (and the linked server's), and returns the number of copies
-    /// queued here and, when `for_network` and it must also go to other
-    /// nodes, the shared message.
+    /// `except` (and the linked server's), each distinct topic once, and
+    /// returns the number of copies queued here and, when `for_network`
+    /// and it must also go to other nodes, the shared message.
+    ///
+    /// A list that repeats a topic is dispatched without its repeats; the
+    /// callers that send to other nodes send the same list ([`Listed`]).
     ///
     /// Without a transport or a linked server, the message is moved into
     /// its one `Arc` when the first subscriber is found: a broadcast that
-    /// reaches nobody allocates nothing.
+    /// reaches nobody allocates nothing, and does not look for repeats
+    /// either; one that reaches a subscriber compares the topics' hashes.
     fn dispatch(
         &self,
         topics: &[Topic],
@@ -1092,6 +1201,14 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                     self.record(topics, tally);
                     return (0, None);
                 }
+                // A repeated topic has a repeated hash: comparing the
+                // hashes (a handful of words) finds any repeat, and only a
+                // list with a repeated hash is compared in full, aside.
+                if repeats_a_hash(hashes.get(..topics.len()).unwrap_or(&hashes))
+                    && has_repeats(topics)
+                {
+                    return self.dispatch_here_without_repeats(topics, message, except);
+                }
                 let shared = LazyCell::new(move || Arc::new(message));
                 for (hash, topic) in hashes.iter().zip(topics) {
                     core.registry.deliver_hashed(
@@ -1106,6 +1223,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 self.record(topics, tally);
                 return (tally.delivered, None);
             }
+            if has_repeats(topics) {
+                return self.dispatch_here_without_repeats(topics, message, except);
+            }
             let shared = LazyCell::new(move || Arc::new(message));
             for topic in topics {
                 core.registry.deliver(
@@ -1119,6 +1239,13 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             self.record(topics, tally);
             return (tally.delivered, None);
         }
+        let distinct: Box<[Topic]>;
+        let topics = if has_repeats(topics) {
+            distinct = without_repeats(topics);
+            &*distinct
+        } else {
+            topics
+        };
         let message = Arc::new(message);
         for topic in topics {
             core.registry.deliver(
@@ -1134,6 +1261,27 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             peer.mirror(&mut topics.iter().map(Topic::as_key), &message, None);
         }
         (tally.delivered, for_network.then_some(message))
+    }
+
+    /// [`dispatch`](Self::dispatch) on this node alone (no linked server,
+    /// nothing for the network) of a list that repeats a topic: of its
+    /// topics each once. Out of the dispatch's way: no generated
+    /// function's list comes here.
+    #[cold]
+    #[inline(never)]
+    fn dispatch_here_without_repeats(
+        &self,
+        topics: &[Topic],
+        message: M,
+        except: Option<&Arc<Inbox<M>>>,
+    ) -> (u64, Option<Arc<M>>) {
+        let distinct = without_repeats(topics);
+        // Distinct now: the dispatch finds no repeat in it. Without a
+        // linked server it delivers on this node alone, whether or not for
+        // the network (the message it returns then is dropped here); asked
+        // as the broadcasts ask, so that the dispatch keeps one form.
+        let (copies, _) = self.dispatch(&distinct, message, except, true);
+        (copies, None)
     }
 
     fn record(&self, topics: &[Topic], tally: Tally) {
@@ -1190,6 +1338,98 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             Error::Transport(error)
         })
     }
+}
+
+/// A broadcast's topics as sent to other nodes: the caller's list when no
+/// topic is listed twice (always, for the generated functions), else a
+/// copy with each topic once, in the order first listed.
+pub(crate) enum Listed<T> {
+    /// The caller's list, which has no repeat.
+    Given(T),
+    /// The caller's list without its repeats.
+    Distinct(Box<[Topic]>),
+}
+
+impl<T: AsRef<[Topic]>> Listed<T> {
+    /// `topics`, each once.
+    pub(crate) fn new(topics: T) -> Self {
+        let listed = topics.as_ref();
+        if has_repeats(listed) {
+            Self::Distinct(without_repeats(listed))
+        } else {
+            Self::Given(topics)
+        }
+    }
+}
+
+impl<T: AsRef<[Topic]>> AsRef<[Topic]> for Listed<T> {
+    fn as_ref(&self) -> &[Topic] {
+        match self {
+            Self::Given(topics) => topics.as_ref(),
+            Self::Distinct(topics) => topics,
+        }
+    }
+}
+
+/// Up to this many topics, a list is searched for repeats by comparing
+/// each topic with those before it; a longer one with a hash set.
+const SCANNED_TOPICS: usize = 16;
+
+/// Whether `topics` lists a topic more than once. Out of line: it runs for
+/// a broadcast to other nodes, and for a probed list whose hashes may
+/// repeat. Compares the topics
+/// (ids first, then the names, equal at once when they are the same
+/// static string): at most six comparisons for a membership broadcast's
+/// four topics.
+#[inline(never)]
+fn has_repeats(topics: &[Topic]) -> bool {
+    match topics {
+        [] | [_] => false,
+        [first, second] => first == second,
+        _ if topics.len() <= SCANNED_TOPICS => topics.iter().enumerate().any(|(at, topic)| {
+            topics
+                .get(..at)
+                .is_some_and(|before| before.contains(topic))
+        }),
+        _ => {
+            let mut seen: hashbrown::HashSet<&Topic, foldhash::fast::FixedState> =
+                hashbrown::HashSet::with_capacity_and_hasher(topics.len(), Default::default());
+            !topics.iter().all(|topic| seen.insert(topic))
+        }
+    }
+}
+
+/// `topics` without its repeats: the first of each, in order.
+fn without_repeats(topics: &[Topic]) -> Box<[Topic]> {
+    let mut distinct: Vec<Topic> = Vec::with_capacity(topics.len());
+    if topics.len() <= SCANNED_TOPICS {
+        for topic in topics {
+            if !distinct.contains(topic) {
+                distinct.push(*topic);
+            }
+        }
+    } else {
+        let mut seen: hashbrown::HashSet<&Topic, foldhash::fast::FixedState> =
+            hashbrown::HashSet::with_capacity_and_hasher(topics.len(), Default::default());
+        distinct.extend(topics.iter().filter(|topic| seen.insert(topic)).copied());
+    }
+    distinct.into_boxed_slice()
+}
+
+/// Whether two of `hashes` (a probed list's, at most [`PROBED_TOPICS`])
+/// are equal: each compared with those after it, six comparisons of words
+/// for a membership broadcast's four topics. Equal topics have equal
+/// hashes; equal hashes are compared as topics after.
+#[inline]
+fn repeats_a_hash(hashes: &[u64]) -> bool {
+    let mut rest = hashes;
+    while let Some((first, after)) = rest.split_first() {
+        if after.iter().any(|hash| hash == first) {
+            return true;
+        }
+        rest = after;
+    }
+    false
 }
 
 /// What [`PubSub::broadcast`] returns: the other nodes' part of a broadcast
@@ -1438,12 +1678,164 @@ pub struct Subscription<M> {
 }
 
 /// What a resumed subscription delivers before its queue.
+///
+/// Invariant: `replayed` holds the entries of at most one page of the
+/// replay (at most the subscription's capacity of log entries, each with
+/// its copies, sharing one `Arc`) while the transport pages (`rest`); the
+/// next page is fetched only once `replayed` is empty.
 struct Resume<M> {
-    /// A gap, then the replayed messages, in log order.
+    /// A gap, then the replayed messages of the page being read, in log
+    /// order.
     replayed: VecDeque<Taken<M>>,
     /// Queued messages of this log up to here were replayed (or were
     /// already read by the consumer): skipped. `None`: nothing is.
     through: Option<Position>,
+    /// The part of the range not fetched yet, when the transport pages.
+    rest: Option<Box<Paging<M>>>,
+}
+
+impl<M> Resume<M> {
+    /// Queues `gap`, merged into the gap queued last if nothing came
+    /// after it (one loss that spans pages is one gap).
+    fn push_gap(&mut self, gap: Gap) {
+        match self.replayed.back_mut() {
+            Some(Err(RecvError::Gap(earlier))) => *earlier = earlier.merge(gap),
+            _ => self.replayed.push_back(Err(RecvError::Gap(gap))),
+        }
+    }
+
+    /// Queues a page's gap and entries (each with its copies: one per
+    /// reached topic, as live delivery queues). Returns whether the replay
+    /// goes on after it: not after a gap that ends it (the log was lost,
+    /// the range is past the replay limit).
+    fn take_page(&mut self, replay: Replay<M>) -> bool {
+        let ends = matches!(replay.gap, Some(Gap::LogLost | Gap::ReplayLimit { .. }));
+        if let Some(gap) = replay.gap {
+            self.push_gap(gap);
+        }
+        for (position, message, copies) in replay.into_copies() {
+            let message = Arc::new(message);
+            for _ in 0..copies {
+                self.replayed
+                    .push_back(Ok((Arc::clone(&message), Some(position))));
+            }
+        }
+        !ends
+    }
+}
+
+/// A paged replay's state: the range after `after` through `end` is still
+/// to be fetched.
+struct Paging<M> {
+    /// Fetched through here.
+    after: Position,
+    /// The end of the range: the node's head when the subscription was
+    /// made.
+    end: Position,
+    /// The topics replayed: the subscription's when it was made.
+    topics: Arc<[Topic]>,
+    /// Log entries per page: the subscription's capacity.
+    page: u64,
+    /// The page being fetched, and the end of its range. In a mutex only
+    /// to keep `Subscription` `Sync` (the future is not): it is reached
+    /// through `&mut` alone, never locked.
+    fetching: Mutex<Option<(Position, Fetch<M>)>>,
+    /// Fetches that failed in a row.
+    failures: u32,
+    /// Starts fetching a page: [`fetch_page`], for this `M`.
+    fetch: FetchPage<M>,
+}
+
+/// See [`fetch_page`].
+type FetchPage<M> = fn(&Weak<Core<M>>, Position, Position, Arc<[Topic]>) -> Option<Fetch<M>>;
+
+/// Fetches the entries after `after` through `through` that list one of
+/// `topics` from the server's log: `None` when the server is gone. A plain
+/// function, stored in [`Paging`], so that the subscription's methods need
+/// no bounds on `M`.
+fn fetch_page<M: Send + Sync + 'static>(
+    core: &Weak<Core<M>>,
+    after: Position,
+    through: Position,
+    topics: Arc<[Topic]>,
+) -> Option<Fetch<M>> {
+    let core = core.upgrade()?;
+    Some(Box::pin(async move {
+        match core.log_source() {
+            Some(source) => source.replay(after, through, &topics).await,
+            None => Err(TransportError::msg("the server has no durable log now")),
+        }
+    }))
+}
+
+/// A page on its way from the log.
+type Fetch<M> = BoxFuture<'static, Result<Replay<M>, TransportError>>;
+
+/// A paged replay ends with [`Gap::Disconnected`] after this many failed
+/// fetches of one page in a row (each bounded by the transport's own
+/// timeout).
+const PAGE_ATTEMPTS: u32 = 3;
+
+impl<M> Paging<M> {
+    /// The end of the next page's range.
+    fn next_through(&self) -> Position {
+        let through = self
+            .after
+            .seq()
+            .saturating_add(self.page)
+            .min(self.end.seq());
+        // Between `after` and `end`, both of one log: a position.
+        Position::new(self.after.log(), through).unwrap_or(self.end)
+    }
+}
+
+impl<M> Paging<M> {
+    /// Polls for the next page: `Ready(Some)` with its range's end and the
+    /// replay, `Ready(None)` when the replay ends here (the server is gone,
+    /// or the log does not answer: a gap, then the queue).
+    fn poll_page(
+        &mut self,
+        core: &Weak<Core<M>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(Position, Replay<M>), Gap>> {
+        loop {
+            if self.fetching.get_mut().is_none() {
+                let through = self.next_through();
+                let Some(fetch) = (self.fetch)(core, self.after, through, Arc::clone(&self.topics))
+                else {
+                    // The server is gone: nothing more to read.
+                    return Poll::Ready(Err(Gap::Disconnected));
+                };
+                *self.fetching.get_mut() = Some((through, fetch));
+            }
+            let fetching = self.fetching.get_mut();
+            let Some((through, fetch)) = fetching.as_mut() else {
+                continue;
+            };
+            let through = *through;
+            let outcome = std::task::ready!(fetch.as_mut().poll(cx));
+            *fetching = None;
+            match outcome {
+                Ok(replay) => {
+                    self.failures = 0;
+                    self.after = through;
+                    return Poll::Ready(Ok((through, replay)));
+                }
+                Err(error) => {
+                    self.failures += 1;
+                    tracing::warn!(
+                        %error,
+                        after = %self.after,
+                        attempt = self.failures,
+                        "a resumed subscription could not read its next page of the log"
+                    );
+                    if self.failures >= PAGE_ATTEMPTS {
+                        return Poll::Ready(Err(Gap::Disconnected));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The topics of a subscription, distinct, in the order they were added:
@@ -1708,7 +2100,10 @@ impl<M> Subscription<M> {
     ///
     /// As [`try_recv`](Self::try_recv).
     pub fn try_recv_with_position(&mut self) -> Result<(Arc<M>, Option<Position>), TryRecvError> {
-        match self.take_entry(|inbox| inbox.try_take()) {
+        // A paged replay's next page is polled once, without a waker: it
+        // is `Empty` until the page has come.
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.take_entry(&mut cx, |inbox, _| inbox.try_take()) {
             Some(item) => item.map_err(TryRecvError::from),
             None => Err(TryRecvError::Empty),
         }
@@ -1717,7 +2112,7 @@ impl<M> Subscription<M> {
     fn poll_entry(&mut self, cx: &mut Context<'_>) -> Poll<Taken<M>> {
         // `take_entry` returns `None` only when the queue is pending, and
         // the queue has then registered the waker.
-        match self.take_entry(|inbox| match inbox.poll_take(cx) {
+        match self.take_entry(cx, |inbox, cx| match inbox.poll_take(cx) {
             Poll::Ready(item) => Some(item),
             Poll::Pending => None,
         }) {
@@ -1726,24 +2121,53 @@ impl<M> Subscription<M> {
         }
     }
 
-    /// The next item: a resumed subscription's replay first, then the
-    /// queue, skipping the copies the replay covered.
+    /// The next item: a resumed subscription's replay first (fetching its
+    /// next page, when it is paged, once the last is read), then the
+    /// queue, skipping the copies the replay covered. `None` when nothing
+    /// is ready (`cx` is registered).
     fn take_entry(
         &mut self,
-        mut take: impl FnMut(&Inbox<M>) -> Option<Taken<M>>,
+        cx: &mut Context<'_>,
+        mut take: impl FnMut(&Inbox<M>, &mut Context<'_>) -> Option<Taken<M>>,
     ) -> Option<Taken<M>> {
         let Some(resume) = self.resume.as_deref_mut() else {
-            return take(&self.inbox);
+            return take(&self.inbox, cx);
         };
-        if let Some(item) = resume.replayed.pop_front() {
-            return Some(item);
+        loop {
+            // The next page is fetched once the last is read, or when the
+            // last was a gap alone (entries trimmed or the log lost while
+            // the consumer read): a gap the next page begins with merges
+            // into it, so that a loss is one gap however many pages it
+            // spans.
+            let rest = match resume.rest.as_deref_mut() {
+                Some(rest) if resume.replayed.back().is_none_or(Result::is_err) => rest,
+                _ => match resume.replayed.pop_front() {
+                    Some(item) => return Some(item),
+                    None => break,
+                },
+            };
+            match rest.poll_page(&self.core, cx) {
+                Poll::Pending => return None,
+                Poll::Ready(Ok((through, replay))) => {
+                    let last = through == rest.end;
+                    if !resume.take_page(replay) || last {
+                        resume.rest = None;
+                    }
+                }
+                Poll::Ready(Err(gap)) => {
+                    // The rest of the range is not replayed: told, then
+                    // the queue (still skipping the range's copies).
+                    resume.push_gap(gap);
+                    resume.rest = None;
+                }
+            }
         }
         if resume.replayed.capacity() > 0 {
             // The replay is delivered: its buffer goes.
             resume.replayed = VecDeque::new();
         }
         loop {
-            let item = take(&self.inbox)?;
+            let item = take(&self.inbox, cx)?;
             if let Ok((_, Some(position))) = &item {
                 let covered = resume.through.is_some_and(|through| {
                     position.log() == through.log() && position.seq() <= through.seq()
@@ -1776,8 +2200,9 @@ impl<M> Subscription<M> {
     }
 
     /// The number of messages queued and not yet received (for a resumed
-    /// subscription, the replayed ones too, and the queued copies its
-    /// replay covers until they are skipped).
+    /// subscription, the replayed ones read from the log so far, one page
+    /// at most when the replay is paged, and the queued copies its replay
+    /// covers until they are skipped).
     #[must_use]
     pub fn len(&self) -> usize {
         let replayed = self.resume.as_ref().map_or(0, |resume| {

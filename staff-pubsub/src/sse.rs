@@ -16,7 +16,7 @@
 //! | `data:` | cause |
 //! | --- | --- |
 //! | `{"reason":"lagged","missed":n}` | the page read too slowly: its queue dropped `n` messages |
-//! | `{"reason":"gap","gap":"disconnected"}` | the server's link to the other nodes was down (live, not durable, delivery) |
+//! | `{"reason":"gap","gap":"disconnected"}` | the server's link to the other nodes was down (live, not durable, delivery), or a resume's replay could not read its next page from the log (durable: the rest of its range is not sent) |
 //! | `{"reason":"gap","gap":"trimmed","entries":n}` | durable: `n` log entries (of any topic) were trimmed before they could be delivered |
 //! | `{"reason":"gap","gap":"log_lost"}` | durable: the log was lost, or the browser's `Last-Event-ID` is of another log |
 //! | `{"reason":"gap","gap":"replay_limit","entries":n}` | durable: the browser was `n` log entries behind, more than a resume replays |
@@ -66,6 +66,19 @@
 //!   follows it); `resync` and `ready` of a resumed stream carry no `id:`,
 //!   so a browser that drops again before it got further resumes from the
 //!   same position and is told again.
+//! - A resume costs what a stalled live connection costs, however far back
+//!   its `Last-Event-ID` is, on a transport that pages its replays
+//!   ([`Transport::replay_limit`](crate::transport::Transport::replay_limit)):
+//!   the replay is read from the log a page at a time (at most the
+//!   server's [`Builder::capacity`](crate::Builder::capacity) of log
+//!   entries), the next page when the browser has been sent the last, so
+//!   a browser that resumes and does not read holds at most one page and
+//!   its queue. Entries trimmed from the log while a slow browser reads its
+//!   replay are a `resync` `"trimmed"` where they were; a page the log
+//!   does not give ends the replay with `resync` `"disconnected"`. On a
+//!   transport that does not page (the Redis and NATS transports do not
+//!   yet), a resume holds its whole range (at most the replay limit of
+//!   entries) until it is sent.
 //! - A `Last-Event-ID` that is not a position (malformed, or a sequence
 //!   number of a server that was not durable) gets a new subscription
 //!   (`ready` without `"resumed"`) and `resync` `"reconnected"`; so does

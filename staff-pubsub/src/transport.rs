@@ -113,8 +113,12 @@ pub trait Transport<M>: Send + Sync + 'static {
     /// `through` (same log, `after` before `through`) that list one of
     /// `topics`, decoded, in log order; with a [`Gap`] when some are gone
     /// (trimmed) or the range is longer than the transport replays. What
-    /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) asks.
-    /// The default fails: the transport keeps no log.
+    /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) asks:
+    /// the whole range at once, or, when the transport says its
+    /// [`replay_limit`](Self::replay_limit), in pages of at most the
+    /// subscription's capacity of entries, one after the other, each when
+    /// the consumer has read the last. The default fails: the transport
+    /// keeps no log.
     fn replay<'a>(
         &'a self,
         after: Position,
@@ -128,6 +132,20 @@ pub trait Transport<M>: Send + Sync + 'static {
         Box::pin(std::future::ready(Err(TransportError::msg(
             "this transport keeps no log",
         ))))
+    }
+
+    /// The most log entries one resume may replay (the transport's
+    /// [`Retention::replay_limit`](crate::Retention::replay_limit)), if the
+    /// transport says it. Then a resume
+    /// ([`PubSub::subscribe_since`](crate::PubSub::subscribe_since)) tells
+    /// [`Gap::ReplayLimit`] itself for a longer range, and asks
+    /// [`replay`](Self::replay) for the range in pages of at most its
+    /// subscription's capacity of entries, the next when the consumer has
+    /// read the last: its memory is bounded by the capacity, not by the
+    /// range. `None` (the default): a resume asks for the whole range at
+    /// once, and holds all of it until it is read.
+    fn replay_limit(&self) -> Option<u64> {
+        None
     }
 }
 

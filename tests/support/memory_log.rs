@@ -58,6 +58,8 @@ struct Shared<M> {
     /// a lost log): each node's reader waits on it.
     changed: watch::Sender<u64>,
     replays: AtomicU64,
+    /// The entries all replays returned.
+    replayed_entries: AtomicU64,
     /// Replays fail (the engine does not answer) while set.
     failing: AtomicBool,
     retention: Retention,
@@ -168,6 +170,7 @@ where
                 }),
                 changed: watch::Sender::new(0),
                 replays: AtomicU64::new(0),
+                replayed_entries: AtomicU64::new(0),
                 failing: AtomicBool::new(false),
                 retention,
                 durable,
@@ -235,6 +238,13 @@ where
     #[must_use]
     pub fn replays(&self) -> u64 {
         self.shared.replays.load(Ordering::Relaxed)
+    }
+
+    /// How many entries all replays returned (a paged resume's pages
+    /// added up).
+    #[must_use]
+    pub fn replayed_entries(&self) -> u64 {
+        self.shared.replayed_entries.load(Ordering::Relaxed)
     }
 
     /// Makes every replay fail (`true`), as an engine that does not
@@ -309,6 +319,11 @@ where
         self.shared.durable
     }
 
+    /// The retention's: a resume pages its replay.
+    fn replay_limit(&self) -> Option<u64> {
+        Some(self.shared.retention.replay_limit())
+    }
+
     fn replay<'a>(
         &'a self,
         after: Position,
@@ -351,7 +366,10 @@ where
                         let position = Position::new(state.id, seq)?;
                         (copies > 0).then(|| (position, entry.message.clone(), copies))
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
+                self.shared
+                    .replayed_entries
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
                 Replay::with_copies(gap, entries)
             }
         };

@@ -180,7 +180,9 @@ impl SseClient {
         .await
     }
 
-    async fn from_stream(stream: TcpStream) -> Self {
+    /// Reads the response of a request sent on `stream` (a stalled client
+    /// that reads again).
+    pub async fn from_stream(stream: TcpStream) -> Self {
         let mut reader = BufReader::new(stream);
         let (status, headers) = head(&mut reader).await;
         Self {
@@ -198,6 +200,23 @@ impl SseClient {
         socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
         let mut stream = socket.connect(addr).await.expect("connect");
         let request = format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the request");
+        stream
+    }
+
+    /// As [`stalled`](Self::stalled), with request `headers`.
+    pub async fn stalled_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> TcpStream {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let mut stream = socket.connect(addr).await.expect("connect");
+        let mut request = format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
         stream
             .write_all(request.as_bytes())
             .await
