@@ -724,10 +724,10 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     ///   [`Gap::Disconnected`]: the rest of the range is not delivered, and
     ///   the live messages after it follow.
     ///
-    /// A transport that does not say its replay limit (the default; the
-    /// Redis and NATS transports do not say it yet) is asked for the whole
-    /// range at once: the subscription then holds all of it, up to the
-    /// transport's replay limit of entries, until it is received.
+    /// The Redis and NATS transports say it. A transport that does not
+    /// (the default) is asked for the whole range at once: the
+    /// subscription then holds all of it, up to the transport's replay
+    /// limit of entries, until it is received.
     ///
     /// [`Transport::replay_limit`]: crate::transport::Transport::replay_limit
     ///

@@ -650,6 +650,10 @@ where
         self.log.is_some()
     }
 
+    fn replay_limit(&self) -> Option<u64> {
+        self.log.as_ref().map(|log| log.replay_limit())
+    }
+
     fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
         Box::pin(async move {
             match &self.log {

@@ -75,10 +75,10 @@
 //!   a browser that resumes and does not read holds at most one page and
 //!   its queue. Entries trimmed from the log while a slow browser reads its
 //!   replay are a `resync` `"trimmed"` where they were; a page the log
-//!   does not give ends the replay with `resync` `"disconnected"`. On a
-//!   transport that does not page (the Redis and NATS transports do not
-//!   yet), a resume holds its whole range (at most the replay limit of
-//!   entries) until it is sent.
+//!   does not give ends the replay with `resync` `"disconnected"`. The
+//!   Redis and NATS transports page; on a transport that does not, a
+//!   resume holds its whole range (at most the replay limit of entries)
+//!   until it is sent.
 //! - A `Last-Event-ID` that is not a position (malformed, or a sequence
 //!   number of a server that was not durable) gets a new subscription
 //!   (`ready` without `"resumed"`) and `resync` `"reconnected"`; so does

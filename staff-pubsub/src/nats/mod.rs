@@ -575,6 +575,12 @@ where
         })
     }
 
+    fn replay_limit(&self) -> Option<u64> {
+        self.log
+            .as_ref()
+            .map(|durable| durable.log.retention.replay_limit())
+    }
+
     fn replay<'a>(
         &'a self,
         after: Position,

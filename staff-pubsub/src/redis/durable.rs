@@ -338,6 +338,11 @@ where
         })
     }
 
+    /// See [`crate::transport::Transport::replay_limit`].
+    pub(crate) fn replay_limit(&self) -> u64 {
+        self.retention.replay_limit()
+    }
+
     /// See [`crate::transport::Transport::replay`].
     pub(crate) async fn replay(
         &self,
