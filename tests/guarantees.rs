@@ -152,11 +152,11 @@ async fn broadcast_retrying(node: &PubSub<Message>, topics: &[Topic], n: u64) {
     }
 }
 
-/// Polls `condition` until it holds, for at most the test wait.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+/// Polls `condition` until it holds, for at most the test wait; the caller
+/// then asserts it, so that a failure shows the values.
+async fn settle(mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    while !condition() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -709,10 +709,8 @@ async fn log_position(cluster: Cluster) {
     let third = second.next();
     for i in 0..cluster.len() {
         let node = cluster.node(i);
-        eventually("the skipped entry to be read", || {
-            node.log_position() == third
-        })
-        .await;
+        settle(|| node.log_position() == third).await;
+        assert_eq!(node.log_position(), third, "node n{i}: the skipped entry read");
     }
 }
 
@@ -866,7 +864,8 @@ async fn lagged(cluster: Cluster) {
         let kept: Vec<_> = std::iter::from_fn(|| queued(subscription)).collect();
         assert_eq!(kept, (MORE + 1..=sent).collect::<Vec<_>>(), "node n{i}");
         let node = cluster.node(i);
-        eventually("the lag counter", || node.stats().lagged == MORE).await;
+        settle(|| node.stats().lagged == MORE).await;
+        assert_eq!(node.stats().lagged, MORE, "node n{i}: stats().lagged");
     }
 }
 
@@ -923,7 +922,6 @@ async fn stats_counts(cluster: Cluster) {
         assert_eq!(until_fence(subscription, 1).await, [Msg(1), Msg(2)]);
     }
     for i in 0..cluster.len() {
-        let stats = cluster.node(i).stats();
         let published = if i == 0 { 3 } else { 0 };
         let received = match cluster.mode() {
             mode if mode.is_durable() => 3,
@@ -931,8 +929,15 @@ async fn stats_counts(cluster: Cluster) {
             _ if i == 0 => 0,
             _ => 3,
         };
+        // The counters move just after the copies are queued.
+        let node = cluster.node(i);
+        let counts = || {
+            let stats = node.stats();
+            (stats.published, stats.received, stats.delivered)
+        };
+        settle(|| counts() == (published, received, 3)).await;
         assert_eq!(
-            (stats.published, stats.received, stats.delivered),
+            counts(),
             (published, received, 3),
             "node n{i}: (published, received, delivered)"
         );
