@@ -128,9 +128,12 @@ async fn positions_until_fence(
 
 /// Broadcasts the fence from `node` to `topics`.
 async fn fence(node: &PubSub<Message>, topics: &[Topic]) {
-    within("the fence", node.broadcast(topics.to_vec(), numbered(FENCE)))
-        .await
-        .unwrap_or_else(|e| panic!("the fence from {}: {e}", node.node_name()));
+    within(
+        "the fence",
+        node.broadcast(topics.to_vec(), numbered(FENCE)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the fence from {}: {e}", node.node_name()));
 }
 
 /// Broadcasts until the engine takes it, again after a `NotSent` failure
@@ -178,7 +181,7 @@ macro_rules! guarantee {
 
             /// Why the guarantee does not apply in `mode`, if it does not.
             pub(super) fn not_applicable(mode: Mode) -> Option<&'static str> {
-                let why: fn(Mode) -> Option<&'static str> = $na;
+                let why: NotApplicable = $na;
                 why(mode)
             }
 
@@ -229,6 +232,9 @@ macro_rules! guarantee {
     };
 }
 
+/// Why a guarantee does not apply in a mode (`None`: it does).
+type NotApplicable = fn(Mode) -> Option<&'static str>;
+
 fn applies_everywhere(_: Mode) -> Option<&'static str> {
     None
 }
@@ -248,14 +254,23 @@ fn needs_a_link(mode: Mode) -> Option<&'static str> {
 
 /// Every guarantee of the table, with its `not_applicable` (the README
 /// check below reads the table against it).
-const GUARANTEES: &[(&str, fn(Mode) -> Option<&'static str>)] = &[
+const GUARANTEES: &[(&str, NotApplicable)] = &[
     ("local_delivery", local_delivery::not_applicable),
     ("other_nodes_once", other_nodes_once::not_applicable),
-    ("one_copy_per_reached_topic", one_copy_per_reached_topic::not_applicable),
+    (
+        "one_copy_per_reached_topic",
+        one_copy_per_reached_topic::not_applicable,
+    ),
     ("order_per_topic", order_per_topic::not_applicable),
     ("order_across_topics", order_across_topics::not_applicable),
-    ("ok_means_the_engine_has_it", ok_means_the_engine_has_it::not_applicable),
-    ("err_while_the_engine_is_down", err_while_the_engine_is_down::not_applicable),
+    (
+        "ok_means_the_engine_has_it",
+        ok_means_the_engine_has_it::not_applicable,
+    ),
+    (
+        "err_while_the_engine_is_down",
+        err_while_the_engine_is_down::not_applicable,
+    ),
     ("dropped_broadcast", dropped_broadcast::not_applicable),
     ("broadcast_from", broadcast_from::not_applicable),
     ("local_broadcast", local_broadcast::not_applicable),
@@ -267,7 +282,10 @@ const GUARANTEES: &[(&str, fn(Mode) -> Option<&'static str>)] = &[
     ("stats_connection", stats_connection::not_applicable),
     ("broken_link", broken_link::not_applicable),
     ("lagged", lagged::not_applicable),
-    ("leaving_stops_delivery", leaving_stops_delivery::not_applicable),
+    (
+        "leaving_stops_delivery",
+        leaving_stops_delivery::not_applicable,
+    ),
     ("stats_counts", stats_counts::not_applicable),
     ("server_gone", server_gone::not_applicable),
 ];
@@ -468,7 +486,11 @@ async fn err_while_the_engine_is_down(mut cluster: Cluster) {
     if durable {
         assert_eq!(queued(&mut here), None, "durable: not delivered here");
     } else {
-        assert_eq!(queued(&mut here), Some(1), "live: delivered here at the call");
+        assert_eq!(
+            queued(&mut here),
+            Some(1),
+            "live: delivered here at the call"
+        );
     }
     cluster.restart_engine().await;
     cluster.wait_for(Connection::Connected).await;
@@ -531,7 +553,12 @@ async fn broadcast_from(cluster: Cluster) {
     assert_eq!(until_fence(&mut sender, 1).await, [], "the sender");
     assert_eq!(until_fence(&mut beside, 1).await, [], "one copy");
     for (i, subscription) in others.iter_mut().enumerate() {
-        assert_eq!(until_fence(subscription, 1).await, [Msg(1)], "node n{}", i + 1);
+        assert_eq!(
+            until_fence(subscription, 1).await,
+            [Msg(1)],
+            "node n{}",
+            i + 1
+        );
     }
 }
 
@@ -666,7 +693,11 @@ async fn subscribe_since(cluster: Cluster) {
         replayed,
         positions[2..].iter().copied().map(Some).collect::<Vec<_>>()
     );
-    assert_eq!(got[3].1, positions[4].next(), "the live one, next in the log");
+    assert_eq!(
+        got[3].1,
+        positions[4].next(),
+        "the live one, next in the log"
+    );
 }
 
 guarantee!(log_position, nodes: 2, not_applicable: applies_everywhere);
@@ -710,7 +741,11 @@ async fn log_position(cluster: Cluster) {
     for i in 0..cluster.len() {
         let node = cluster.node(i);
         settle(|| node.log_position() == third).await;
-        assert_eq!(node.log_position(), third, "node n{i}: the skipped entry read");
+        assert_eq!(
+            node.log_position(),
+            third,
+            "node n{i}: the skipped entry read"
+        );
     }
 }
 
@@ -975,12 +1010,7 @@ fn the_readme_table_is_this_suite() {
     let rows: Vec<Vec<&str>> = section
         .lines()
         .filter(|line| line.starts_with("| `"))
-        .map(|line| {
-            line.trim_matches('|')
-                .split(" | ")
-                .map(str::trim)
-                .collect()
-        })
+        .map(|line| line.trim_matches('|').split(" | ").map(str::trim).collect())
         .collect();
     let names: Vec<&str> = rows.iter().map(|row| row[0].trim_matches('`')).collect();
     let expected: Vec<&str> = GUARANTEES.iter().map(|(name, _)| *name).collect();

@@ -162,10 +162,7 @@ impl Cluster {
         let name = format!("n{index}");
         let target = match &self.engine {
             Engine::None => {
-                let node = PubSub::builder()
-                    .node_name(name)
-                    .capacity(CAPACITY)
-                    .build();
+                let node = PubSub::builder().node_name(name).capacity(CAPACITY).build();
                 self.nodes.push(Some(node));
                 return;
             }
