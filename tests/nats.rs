@@ -1,6 +1,10 @@
 //! The NATS transport against real `nats-server`s that each test starts on
 //! free loopback ports (see `support/nats_server.rs`). Every wait is
 //! bounded; "nothing else arrived" is checked after `sync` and a fence.
+//! What every mode guarantees alike (local and direct broadcasts,
+//! `broadcast_from`, a failed broadcast and the gap after a restart, ...)
+//! is checked once for all modes in `tests/guarantees.rs`; this file keeps
+//! what is NATS's own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -127,36 +131,6 @@ async fn subscription_churn_leaves_no_subject_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_and_direct_broadcasts_follow_the_phoenix_api() {
-    let server = NatsServer::start().await;
-    let a = node(&server, "a").await;
-    let b = node(&server, "b").await;
-    let c = node(&server, "c").await;
-    let mut on_a = a.subscribe(staff::topic_teams()).unwrap();
-    let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
-    let mut on_c = c.subscribe(staff::topic_teams()).unwrap();
-    for node in [&a, &b, &c] {
-        node.sync().await.unwrap();
-    }
-
-    a.local_broadcast(&[staff::topic_teams()], team("local"));
-    a.direct_broadcast("c", &[staff::topic_teams()], team("direct"))
-        .await
-        .unwrap();
-    assert_receive!(on_a, Message::Team(_, t) if t.name.as_deref() == Some("local"));
-    assert_receive!(on_c, Message::Team(_, t) if t.name.as_deref() == Some("direct"));
-    // broadcast_from: not to the sender's own subscription.
-    a.broadcast_from(&on_a, [staff::topic_teams()], team("from a"))
-        .await
-        .unwrap();
-    assert_receive!(on_b, Message::Team(_, t) if t.name.as_deref() == Some("from a"));
-    assert_receive!(on_c, Message::Team(_, t) if t.name.as_deref() == Some("from a"));
-    refute_receive!(on_a, _);
-    refute_receive!(on_b, _);
-    refute_receive!(on_c, _);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_namespaces_never_see_each_other() {
     let server = NatsServer::start().await;
     let a = node(&server, "a").await;
@@ -178,52 +152,6 @@ async fn two_namespaces_never_see_each_other() {
         matches!(bad, Err(Error::Connect(ref e)) if e.to_string().contains("not a subject prefix")),
         "{bad:?}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_nats_fails_broadcasts_and_a_restart_brings_a_gap_then_delivery() {
-    let mut server = NatsServer::start().await;
-    let a = node(&server, "a").await;
-    let b = node(&server, "b").await;
-    let mut on_b = b.subscribe(staff::topic_teams()).unwrap();
-    b.sync().await.unwrap();
-    a.broadcast([staff::topic_teams()], team("before"))
-        .await
-        .unwrap();
-    assert_receive!(on_b, Message::Team(..));
-
-    server.kill();
-    within(
-        "a to notice",
-        a.wait_for_connection(Connection::Disconnected),
-    )
-    .await;
-    let Err(Error::Transport(error)) = a.broadcast([staff::topic_teams()], team("lost")).await
-    else {
-        panic!("a broadcast while NATS is down");
-    };
-    assert_eq!(error.outcome(), Outcome::NotSent, "{error}");
-
-    server.restart().await;
-    within(
-        "b to reconnect",
-        b.wait_for_connection(Connection::Connected),
-    )
-    .await;
-    within(
-        "a to reconnect",
-        a.wait_for_connection(Connection::Connected),
-    )
-    .await;
-    assert_eq!(
-        within("the gap", on_b.recv()).await.err(),
-        Some(RecvError::Gap(staff_pubsub::Gap::Disconnected))
-    );
-    b.sync().await.unwrap();
-    a.broadcast([staff::topic_teams()], team("after"))
-        .await
-        .unwrap();
-    assert_receive!(on_b, Message::Team(_, t) if t.name.as_deref() == Some("after"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,9 @@
 //! on a free loopback port (see `support/redis_server.rs`) and kills it when
 //! done. Every wait is bounded (`within`); "nothing else arrived" is checked
 //! after a fence, a later message that Redis delivers after the ones before.
+//! What every mode guarantees alike (`broadcast_from`, `direct_broadcast`,
+//! a slow subscriber's lag, a failed broadcast, ...) is checked once for
+//! all modes in `tests/guarantees.rs`; this file keeps what is Redis's own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -234,31 +237,6 @@ async fn one_publish_per_broadcast_in_the_documented_envelope_and_the_origin_get
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broadcast_from_skips_only_the_senders_own_subscription() {
-    let server = RedisServer::start().await;
-    let a = node(&server, "a").await;
-    let b = node(&server, "b").await;
-    let mut sender = a.subscribe(staff::topic_teams()).unwrap();
-    let mut peer = a.subscribe(staff::topic_teams()).unwrap();
-    let mut remote = b.subscribe(staff::topic_teams()).unwrap();
-
-    a.broadcast_from(&sender, [staff::topic_teams()], team("x"))
-        .await
-        .unwrap();
-
-    assert_eq!(team_name(&recv(&mut remote).await), "x");
-    assert_eq!(drain(&mut peer).len(), 1);
-    // Fence from b: anything a got back from the wire has arrived by then.
-    let mut fence = a.subscribe(FENCE).unwrap();
-    b.direct_broadcast("a", &[FENCE], team("fence"))
-        .await
-        .unwrap();
-    recv(&mut fence).await;
-    assert!(drain(&mut sender).is_empty());
-    assert!(drain(&mut peer).is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_broadcast_publishes_nothing() {
     let server = RedisServer::start().await;
     let mut channel = raw_subscriber(&server, NAMESPACE).await;
@@ -280,38 +258,6 @@ async fn local_broadcast_publishes_nothing() {
     recv(&mut fence).await;
     assert!(drain(&mut remote).is_empty());
     assert_eq!(team_name(&drain(&mut local)[0]), "here");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_broadcast_reaches_only_the_named_node() {
-    let server = RedisServer::start().await;
-    let a = node(&server, "a").await;
-    let b = node(&server, "b").await;
-    let c = node(&server, "c").await;
-    let mut on = [
-        a.subscribe(staff::topic_teams()).unwrap(),
-        b.subscribe(staff::topic_teams()).unwrap(),
-        c.subscribe(staff::topic_teams()).unwrap(),
-    ];
-    let mut fence_a = a.subscribe(FENCE).unwrap();
-    let mut fence_c = c.subscribe(FENCE).unwrap();
-
-    a.direct_broadcast("b", &[staff::topic_teams()], team("for b"))
-        .await
-        .unwrap();
-    assert_eq!(team_name(&recv(&mut on[1]).await), "for b");
-
-    b.broadcast([FENCE], team("fence")).await.unwrap();
-    recv(&mut fence_a).await;
-    recv(&mut fence_c).await;
-    assert!(drain(&mut on[0]).is_empty(), "the sender got it");
-    assert!(drain(&mut on[2]).is_empty(), "another node got it");
-
-    // To itself, a direct broadcast is local.
-    a.direct_broadcast("a", &[staff::topic_teams()], team("for a"))
-        .await
-        .unwrap();
-    assert_eq!(team_name(&drain(&mut on[0])[0]), "for a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,51 +673,6 @@ async fn a_subscription_to_several_topics_gets_one_gap_per_reconnect() {
         .collect();
     assert_eq!(seen, expected);
     drop(driver.await.unwrap());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_subscriber_does_not_hold_up_the_transport_or_other_subscribers() {
-    const SENT: usize = 200;
-    const CAPACITY: usize = 8;
-    let server = RedisServer::start().await;
-    let a = node(&server, "a").await;
-    let b = PubSub::builder()
-        .node_name("b")
-        .capacity(CAPACITY)
-        .redis(config(&server))
-        .await
-        .unwrap();
-    let c = node(&server, "c").await;
-    let mut slow = b.subscribe(staff::topic_teams()).unwrap();
-    let mut fast_b = b.subscribe(staff::topic_teams()).unwrap();
-    let mut fast_c = c.subscribe(staff::topic_teams()).unwrap();
-
-    // In lock step: each message reaches the readers on b and c while the
-    // slow subscriber of b, whose queue filled after eight, never reads. Had
-    // its full queue held up b's receive task, the ninth would never come.
-    let expected: Vec<String> = (0..SENT).map(|n| n.to_string()).collect();
-    for name in &expected {
-        a.broadcast([staff::topic_teams()], team(name))
-            .await
-            .unwrap();
-        assert_eq!(team_name(&recv(&mut fast_b).await), name);
-        assert_eq!(team_name(&recv(&mut fast_c).await), name);
-    }
-
-    // The slow one is told what it missed, then gets the newest ones.
-    let missed = (SENT - CAPACITY) as u64;
-    assert_eq!(slow.recv().await, Err(RecvError::Lagged(missed)));
-    let kept: Vec<_> = drain(&mut slow)
-        .iter()
-        .map(|m| team_name(m).to_owned())
-        .collect();
-    assert_eq!(kept, expected[SENT - CAPACITY..]);
-    // The counters are updated just after the copies are queued.
-    eventually("b's lag counter", || {
-        let lagged = b.stats().lagged;
-        async move { lagged == missed }
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -314,26 +314,6 @@ async fn redis_restarted_without_persistence_is_a_gap_saying_the_log_was_lost() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_delivers_its_own_broadcasts_from_the_log_with_their_positions() {
-    let server = RedisServer::start().await;
-    let pubsub = node(server.url(), "alone", Retention::entries(1_000)).await;
-    let mut subscription = pubsub.subscribe(ROOMS).expect("subscribed");
-    let head = pubsub.log_position();
-    let sending = pubsub.broadcast([ROOMS], 7);
-    // Not at the call: from the log, once Redis has it.
-    assert_eq!(subscription.try_recv(), Err(TryRecvError::Empty));
-    sending.await.expect("sent");
-    let (n, position) = next(&mut subscription).await;
-    assert_eq!(n, 7);
-    assert_eq!(head.and_then(Position::next).unwrap_or(position), position);
-    assert_eq!(pubsub.log_position(), Some(position));
-    assert_eq!(
-        position.to_string().parse::<Position>().expect("parses"),
-        position
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_since_replays_what_was_missed_on_its_topics_then_goes_on_live() {
     let server = RedisServer::start().await;
     let retention = Retention::entries(10_000).max_replay(100);

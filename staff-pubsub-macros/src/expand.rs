@@ -844,7 +844,7 @@ impl Expander<'_> {
             self.runtime_doc_path()
         );
         let errors_on = format!("As {broadcast}.");
-        let errors = format!("As {broadcast}: the message could not be sent to other nodes.");
+        let errors = format!("As {broadcast}: the engine did not take the message.");
         let default = self.declared(
             Gen::Broadcast,
             Some(entity),

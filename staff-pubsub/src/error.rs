@@ -22,15 +22,23 @@ pub enum Error {
         /// The node that was named.
         node: String,
     },
-    /// The broadcast could not be handed to the transport. On a live
-    /// server (in process with a transport, Redis, NATS, Phoenix) subscribers
-    /// on this node did receive it; on a durable one (`redis_durable`,
-    /// `nats_durable`), whose subscribers receive from the log, they
-    /// receive it only if the log took it. Whether other nodes (and, when
-    /// durable, this one) will receive it is told by
-    /// [`TransportError::outcome`]: [`Outcome::NotSent`] means they will
-    /// not, [`Outcome::Unknown`] that they may (the request may have reached
-    /// the engine before the failure).
+    /// The engine did not take the broadcast. Who has the message then:
+    ///
+    /// - on a live server (Redis, NATS, Phoenix, or a server linked to one
+    ///   of these), this node's subscribers: they received it when
+    ///   `broadcast` was called (a `direct_broadcast` to another node has
+    ///   none here);
+    /// - on a durable one (`RedisConfig::durable`, `NatsConfig::durable`,
+    ///   or a server linked to one), nobody: every node, this one included,
+    ///   delivers from the log only.
+    ///
+    /// Whether the others (durable: every node) will still receive it is
+    /// told by [`TransportError::outcome`]: [`Outcome::NotSent`] means
+    /// never, [`Outcome::Unknown`] that they may, later, at most once (the
+    /// request may have reached the engine before the failure). While the
+    /// node knows its engine is down
+    /// ([`Connection::Disconnected`](crate::Connection::Disconnected)) a
+    /// broadcast fails with [`Outcome::NotSent`].
     ///
     /// Logged by the server at WARN for the first failure, for one whose
     /// cause differs from the previous one's, and then once every 30 s
@@ -73,12 +81,15 @@ pub enum Error {
 pub enum Outcome {
     /// Certainly not sent: the engine never got the message (no connection
     /// could be made, the message was too large to send, the engine refused
-    /// the command). Retrying cannot make a duplicate.
+    /// the command). No other node will receive it, and on a durable server
+    /// neither will this one; on a live server this node's subscribers
+    /// received it at the call. Retrying cannot make a duplicate.
     NotSent,
     /// The request may have reached the engine before the failure (a reply
     /// that timed out, a connection that broke after the write): other
-    /// nodes may receive the message, possibly later. Retrying may deliver
-    /// it twice.
+    /// nodes (on a durable server, every node, this one included) may
+    /// receive the message, possibly later, at most once. Retrying may
+    /// deliver it twice.
     Unknown,
 }
 
@@ -125,7 +136,17 @@ impl TransportError {
         self
     }
 
-    /// Whether the message was certainly not sent, or may have been.
+    /// Whether the message was certainly not sent, or may have been, and
+    /// so who will have it:
+    ///
+    /// | outcome | live server (Redis, NATS, Phoenix, linked to one) | durable server (Redis or NATS `durable`, linked to one) |
+    /// | --- | --- | --- |
+    /// | [`Outcome::NotSent`] | this node's subscribers (at the call); no other node, ever | nobody, ever |
+    /// | [`Outcome::Unknown`] | this node's subscribers; other nodes may, later, at most once | every node, this one included, may, later, at most once |
+    ///
+    /// (A `direct_broadcast` to another node has no subscriber here in
+    /// either mode.) An in-process server has no engine: its broadcasts
+    /// never fail.
     #[must_use]
     pub fn outcome(&self) -> Outcome {
         self.outcome

@@ -856,6 +856,24 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// Sends `message` to every subscriber of `topics`, on every node: one
     /// copy per reached topic per subscription.
     ///
+    /// When this node's subscribers (and those of a linked server, see the
+    /// README's "One bus per application") receive it depends on the mode
+    /// (the README's "Guarantees in every mode" has the table):
+    ///
+    /// - **Live** (in process, Redis, NATS, Phoenix, and a server linked to
+    ///   one of these): when `broadcast` is called, before the returned
+    ///   future is first polled; the future sends it to other nodes, and
+    ///   `Ok` then means the engine took it. In process the future is ready
+    ///   at once with `Ok` and never fails. Dropping the future unpolled
+    ///   skips the other nodes only: this node's subscribers have it, no
+    ///   other node ever gets it.
+    /// - **Durable** (`RedisConfig::durable`, `NatsConfig::durable`, and a
+    ///   server linked to one): nothing is delivered at the call. The
+    ///   future appends the message to the engine's log, and `Ok` means the
+    ///   log holds it; every node, this one included, then delivers it from
+    ///   the log, with its position. Dropping the future unpolled sends
+    ///   nothing: nobody gets it.
+    ///
     /// A topic listed more than once is one topic: every subscription, on
     /// this node (and a linked server's) and on every other node, in every
     /// mode (in process, Redis, NATS, durable or not, the Phoenix wire),
@@ -870,24 +888,19 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// the topics, for a broadcast that goes to other nodes) otherwise; only
     /// a list with a repeat is copied.
     ///
-    /// This node's subscribers (and those of a linked server, see the
-    /// README's "One bus per application") receive it when `broadcast` is
-    /// called, before the returned future is first polled; the future sends
-    /// it to other nodes, and `Ok` then means the engine took it. Without a
-    /// transport the future is ready at once. Dropping the future unpolled
-    /// skips the other nodes only. With a durable transport every node,
-    /// this one included, delivers it from the log instead (see
-    /// [`subscribe_since`](Self::subscribe_since)).
-    ///
     /// `topics` is anything that is a slice of topics: `&[Topic]`, an array,
     /// a `Vec<Topic>`, or the topic list of a generated function.
     ///
     /// # Errors
     ///
-    /// [`Error::Transport`] if the message could not be sent to other nodes
-    /// (this node's subscribers did receive it); its
-    /// [`outcome`](crate::TransportError::outcome) says whether it may
-    /// still reach them.
+    /// [`Error::Transport`] if the engine did not take the message. Who has
+    /// it then: live, this node's subscribers (they got it at the call);
+    /// durable, nobody yet. Its [`outcome`](crate::TransportError::outcome)
+    /// says whether it may still reach the others: with
+    /// [`Outcome::NotSent`](crate::Outcome::NotSent) it never will (live:
+    /// no other node; durable: no node, this one included); with
+    /// [`Outcome::Unknown`](crate::Outcome::Unknown) it may, later, at most
+    /// once per subscription and reached topic.
     pub fn broadcast<'a, T>(&'a self, topics: T, message: M) -> Broadcast<'a>
     where
         T: AsRef<[Topic]> + Send + 'a,
@@ -915,6 +928,13 @@ impl<M: Send + Sync + 'static> PubSub<M> {
 
     /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
     /// subscription). A topic listed more than once is one topic, as there.
+    ///
+    /// This node's other subscribers receive it when `broadcast_from` is
+    /// called in every mode, durable too: there it does not go through the
+    /// log on this node (no position; other nodes deliver it from the log).
+    /// So after an [`Error::Transport`], or with the future dropped
+    /// unpolled, this node's other subscribers have it in every mode; the
+    /// other nodes as with [`broadcast`](Self::broadcast).
     ///
     /// # Errors
     ///
@@ -1432,10 +1452,19 @@ fn repeats_a_hash(hashes: &[u64]) -> bool {
     false
 }
 
-/// What [`PubSub::broadcast`] returns: the other nodes' part of a broadcast
-/// (this node's subscribers have it already). Ready at once when there is
-/// nothing to send to other nodes; boxed when there is, as the transport's
-/// own future is.
+/// What [`PubSub::broadcast`] returns: the part of a broadcast that goes
+/// through the engine.
+///
+/// Live (in process, Redis, NATS, Phoenix, and a server linked to one of
+/// these), this node's subscribers have the message already when the
+/// `Broadcast` is returned, and the future sends it to the other nodes;
+/// dropped unpolled, no other node gets it. Durable (Redis or NATS with
+/// `durable`, and a server linked to one), nothing is delivered yet: the
+/// future appends the message to the engine's log, from which every node,
+/// this one included, delivers it; dropped unpolled, nobody gets it.
+///
+/// Ready at once with `Ok` when there is nothing to send (in process);
+/// boxed when there is, as the transport's own future is.
 #[must_use = "other nodes receive the broadcast only when the future is awaited"]
 pub enum Broadcast<'a> {
     /// Nothing to send to other nodes: resolves to `Ok(())` at once.
@@ -1481,7 +1510,12 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Topics with at least one subscription.
     pub topics: usize,
-    /// Broadcasts received from other nodes and dispatched here.
+    /// Broadcasts this server took from the engine and dispatched. Live:
+    /// those of other nodes. Durable: every entry read from the log, this
+    /// node's own broadcasts included. On a server without a transport
+    /// linked to one that has it (see the README's "One bus per
+    /// application"), 0: the linked server, which receives them, counts
+    /// them.
     pub received: u64,
     /// Messages from the wire that were malformed or refused, and skipped.
     pub rejected: u64,

@@ -11,6 +11,7 @@ pub mod child;
 pub mod conformance;
 pub mod logs;
 pub mod memory_log;
+pub mod modes;
 pub mod nats_server;
 pub mod proxy;
 pub mod redis_server;
