@@ -261,6 +261,10 @@ const GUARANTEES: &[(&str, NotApplicable)] = &[
         "one_copy_per_reached_topic",
         one_copy_per_reached_topic::not_applicable,
     ),
+    (
+        "a_repeated_topic_is_one_topic",
+        a_repeated_topic_is_one_topic::not_applicable,
+    ),
     ("order_per_topic", order_per_topic::not_applicable),
     ("order_across_topics", order_across_topics::not_applicable),
     (
@@ -372,6 +376,31 @@ async fn one_copy_per_reached_topic(cluster: Cluster) {
             until_fence(subscription, 2).await,
             [Msg(1), Msg(1)],
             "node n{i}"
+        );
+    }
+}
+
+guarantee!(a_repeated_topic_is_one_topic, nodes: 2, not_applicable: applies_everywhere);
+
+/// A topic listed more than once in one broadcast is one topic: a
+/// subscription gets one copy per distinct listed topic it has, on the
+/// sending node and on every other.
+async fn a_repeated_topic_is_one_topic(cluster: Cluster) {
+    let department = Uuid::from_u128(41);
+    let topics = [staff::topic_teams(), staff::topic_department(department)];
+    let mut subscriptions: Vec<_> = (0..cluster.len())
+        .map(|i| cluster.node(i).subscribe_many(topics).unwrap())
+        .collect();
+    cluster.sync().await;
+    let a = cluster.node(0);
+    let listed = [topics[0], topics[0], topics[1], topics[0], topics[1]];
+    a.broadcast(listed, numbered(1)).await.unwrap();
+    fence(a, &topics).await;
+    for (i, subscription) in subscriptions.iter_mut().enumerate() {
+        assert_eq!(
+            until_fence(subscription, 2).await,
+            [Msg(1), Msg(1)],
+            "node n{i}: one copy per distinct topic"
         );
     }
 }
@@ -791,9 +820,7 @@ async fn connection_state(cluster: Cluster) {
     assert_eq!(b.connection(), Connection::Connected);
 }
 
-guarantee!(stats_connection, nodes: 2, not_applicable: applies_everywhere,
-    linked: #[ignore = "library bug: the stock side's stats().connection is Local, \
-        its connection() the extension's transport's state (README: Guarantees in every mode)"]);
+guarantee!(stats_connection, nodes: 2, not_applicable: applies_everywhere);
 
 /// `stats().connection` is `connection()`, in every state: `Local` in
 /// process; `Connected`, `Disconnected` while the node's link is broken,

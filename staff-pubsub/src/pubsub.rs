@@ -1112,7 +1112,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             rejected: counters.rejected.load(Ordering::Relaxed),
             gaps: counters.gaps.load(Ordering::Relaxed),
             name_conflicts: counters.name_conflicts.load(Ordering::Relaxed),
-            connection: self.core.connection.get(),
+            connection: self.connection(),
         }
     }
 
