@@ -65,12 +65,12 @@ mod net;
 #[cfg(feature = "phoenix")]
 #[cfg_attr(docsrs, doc(cfg(feature = "phoenix")))]
 pub mod phoenix;
-mod pubsub;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod registry;
 mod ring;
+mod server;
 pub mod spec;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -87,7 +87,7 @@ pub mod wire;
 pub use default_server::{AlreadyInstalled, Scoped};
 pub use error::{Error, Outcome, RecvError, TransportError, TryRecvError};
 pub use log::{Gap, ParsePositionError, Position, Retention};
-pub use pubsub::{
+pub use server::{
     Broadcast, Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME,
 };
 #[doc = include_str!("staff_events.md")]

@@ -26,8 +26,8 @@ use std::task::{Context, Poll};
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::log::{Gap, Position};
-use crate::pubsub::{Core, Peer, PubSub};
 use crate::registry::Tally;
+use crate::server::{Core, Peer, PubSub};
 use crate::topic::{Topic, TopicKey};
 use crate::transport::{BoxFuture, Connection, LogHead, Mode, Replay};
 

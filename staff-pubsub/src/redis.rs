@@ -179,7 +179,7 @@ use crate::net::{
     encode_bounded, not_sent, redact, Backoff, Cause, Inbound, RateLimit, Retrying, Secrets,
     StopReport, Stopped,
 };
-use crate::pubsub::{Builder, PubSub};
+use crate::server::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, LogHead, Replay, Transport};
 use crate::wire;

@@ -152,7 +152,7 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Outcome, TransportError};
 use crate::log::{Position, Retention};
 use crate::net::{encode_bounded, not_sent, AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
-use crate::pubsub::{Builder, PubSub};
+use crate::server::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{
     BoxFuture, Connection, Envelope, LocalNode, LogHead, Mode, Replay, Transport,

@@ -72,8 +72,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::net::{guard_message, not_sent};
-use crate::pubsub::{Builder, PubSub};
 use crate::redis::{open, Handler, Publisher, RedisConfig};
+use crate::server::{Builder, PubSub};
 use crate::spec::SpecMessage;
 use crate::transport::{BoxFuture, Envelope, LocalNode, Mode, Transport};
 

@@ -38,7 +38,7 @@ use super::{Publisher, RedisConfig};
 use crate::error::TransportError;
 use crate::log::{Gap, Position, Retention};
 use crate::net::{not_sent, Backoff, Inbound, RateLimit, Retrying, Secrets, StopReport, Stopped};
-use crate::pubsub::random_u64;
+use crate::server::random_u64;
 use crate::topic::Topic;
 use crate::transport::{Connection, LocalNode, LogHead, Replay};
 

@@ -1,0 +1,192 @@
+//! [`Builder`]: a server's settings, and building it with or without a
+//! transport.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::core::{Core, NO_HEAD};
+use super::handle::PubSub;
+use super::stats::{random_u64, unique_node_name, ConnectionCell, Counters};
+use super::{DEFAULT_CAPACITY, DEFAULT_NODE_NAME, MAX_SHARDS};
+use crate::error::{Error, TransportError};
+use crate::registry::Registry;
+use crate::throttle::FailureLog;
+use crate::transport::{Connection, LocalNode, Transport};
+
+/// Configures a [`PubSub`]: made by [`PubSub::builder`].
+#[must_use]
+pub struct Builder<M> {
+    pub(super) capacity: usize,
+    shards: usize,
+    node_name: Option<String>,
+    pub(super) max_subscriptions: usize,
+    message: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for Builder<M> {
+    fn clone(&self) -> Self {
+        Self {
+            node_name: self.node_name.clone(),
+            ..*self
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Builder<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("capacity", &self.capacity)
+            .field("shards", &self.shards)
+            .field("node_name", &self.node_name)
+            .field("max_subscriptions", &self.max_subscriptions)
+            .finish()
+    }
+}
+
+impl<M> Default for Builder<M> {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Self {
+            capacity: DEFAULT_CAPACITY,
+            shards: (cores * 4).next_power_of_two(),
+            node_name: None,
+            max_subscriptions: usize::MAX,
+            message: PhantomData,
+        }
+    }
+}
+
+impl<M: Send + Sync + 'static> Builder<M> {
+    /// How many messages one subscription queues before the oldest are
+    /// dropped and reported as [`RecvError::Lagged`](crate::RecvError::Lagged). At least 1.
+    ///
+    /// A wide topic shares one queue among its subscribers: once a topic
+    /// has 32 subscriptions on this server, each new subscription on that
+    /// topic alone reads the topic's shared ring of `capacity` slots (one
+    /// per message, however many read it) instead of a queue of its own.
+    /// What it receives is the same (messages, order, lag reports, gaps,
+    /// [`Subscription::len`](crate::Subscription::len)), and so are the counts of [`PubSub::stats`](crate::PubSub::stats).
+    /// It reads the ring until it leaves the topic, adds another topic, is
+    /// the `from` of [`PubSub::broadcast_from`](crate::PubSub::broadcast_from) or
+    /// [`PubSub::local_broadcast_from`], or is the topic's last subscriber
+    /// on this server: it then continues, with what it had not read yet,
+    /// in a queue of its own.
+    ///
+    /// What an application can see of the ring is the messages' lifetime.
+    /// The ring holds a reference to a message until the first broadcast to
+    /// the topic after every subscription that was reading the ring when
+    /// the message came has received it (or left the ring), at the latest
+    /// until `capacity` newer messages replace it, or until no subscription
+    /// reads the ring any more; once the server is gone, until its readers'
+    /// subscriptions are dropped. So [`Arc::try_unwrap`] or
+    /// [`Arc::get_mut`] on a received message of a wide topic fails while
+    /// the ring holds it, and a message's `Drop` may run in the
+    /// [`broadcast`](PubSub::broadcast) to the topic (or the transport's
+    /// receive task) that comes after, as it may for a message evicted from
+    /// a full queue, or in the call by which the ring's last reader leaves
+    /// it (`add_topic`, `remove_topic`, `unsubscribe` or the drop,
+    /// `broadcast_from`).
+    ///
+    /// It is also the page of a resumed subscription's replay
+    /// ([`PubSub::subscribe_since`](crate::PubSub::subscribe_since)): at most `capacity` log entries of
+    /// the replay are read from the log and held at once.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// How many independently locked parts the topic registry has (rounded up
+    /// to a power of two). More shards let more publishers run in parallel.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.clamp(1, MAX_SHARDS);
+        self
+    }
+
+    /// This node's name, unique among the nodes sharing a transport: the
+    /// name [`PubSub::direct_broadcast`] addresses.
+    ///
+    /// Without one, an in-process server is named [`DEFAULT_NODE_NAME`]
+    /// and a server built with a transport gets a name no other node has:
+    /// `<host>-<pid>-<8 random hex digits>`, such as `web-1-4711-9f3a0c21`.
+    /// Two live nodes that are given the same name are still told apart
+    /// (each server carries a random instance id on the wire): they receive
+    /// each other's broadcasts, and each reports the clash with a
+    /// `tracing` error and in [`Stats::name_conflicts`](crate::Stats::name_conflicts).
+    pub fn node_name(mut self, name: impl Into<String>) -> Self {
+        self.node_name = Some(name.into());
+        self
+    }
+
+    /// The most subscriptions the server accepts at once; past it,
+    /// [`PubSub::subscribe`] returns [`Error::SubscriptionLimit`].
+    pub fn max_subscriptions(mut self, limit: usize) -> Self {
+        self.max_subscriptions = limit;
+        self
+    }
+
+    /// Builds an in-process server.
+    pub fn build(mut self) -> PubSub<M> {
+        let name = self
+            .node_name
+            .take()
+            .unwrap_or_else(|| DEFAULT_NODE_NAME.to_owned());
+        PubSub {
+            core: Arc::new(self.core(name, Connection::Local)),
+        }
+    }
+
+    /// Builds a server whose broadcasts also reach other nodes through the
+    /// transport that `connect` makes. `connect` gets the handle through which
+    /// the transport delivers what it receives.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyNodeName`] for a name that is empty or white space;
+    /// [`Error::Connect`] if `connect` fails.
+    pub async fn build_with<T, F, Fut>(mut self, connect: F) -> Result<PubSub<M>, Error>
+    where
+        T: Transport<M>,
+        F: FnOnce(LocalNode<M>) -> Fut,
+        Fut: Future<Output = Result<T, TransportError>>,
+    {
+        let name = match self.node_name.take() {
+            Some(name) if name.trim().is_empty() => return Err(Error::EmptyNodeName),
+            Some(name) => name,
+            None => unique_node_name(),
+        };
+        let pubsub = PubSub {
+            core: Arc::new(self.core(name, Connection::Disconnected)),
+        };
+        let transport = connect(pubsub.local_node()).await.map_err(Error::Connect)?;
+        // The cells were created empty just above and nothing else can see
+        // them.
+        pubsub
+            .core
+            .durable
+            .store(transport.durable(), Ordering::Relaxed);
+        let _ = pubsub.core.transport.set(Box::new(transport));
+        let _ = pubsub.core.interest.set(Core::interest_hook(&pubsub.core));
+        Ok(pubsub)
+    }
+
+    fn core(self, name: String, connection: Connection) -> Core<M> {
+        Core {
+            registry: Registry::new(self.shards, self.capacity),
+            counters: Counters::default(),
+            node: Arc::from(name),
+            instance: random_u64(),
+            connection: ConnectionCell::new(connection),
+            capacity: self.capacity,
+            max_subscriptions: self.max_subscriptions,
+            transport: OnceLock::new(),
+            peer: OnceLock::new(),
+            node_alias: OnceLock::new(),
+            interest: OnceLock::new(),
+            durable: AtomicBool::new(false),
+            head: AtomicU64::new(NO_HEAD),
+            failure_log: FailureLog::default(),
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The server handle, its builder, and subscriptions.
+//!
+//! One file per job: [`PubSub`] (`handle`), the shared `Core` and what
+//! transports call (`core`), [`Builder`] (`builder`), the broadcast paths
+//! (`broadcast`), [`Subscription`] (`subscription`), resuming from the log
+//! (`resume`), and [`Stats`] with the counters (`stats`).
+
+mod broadcast;
+mod builder;
+mod core;
+mod handle;
+mod resume;
+mod stats;
+mod subscription;
+
+pub use broadcast::Broadcast;
+pub use builder::Builder;
+pub use handle::PubSub;
+pub use stats::Stats;
+pub use subscription::Subscription;
+
+pub(crate) use self::core::{Core, Peer};
+#[cfg(feature = "redis")]
+pub(crate) use stats::random_u64;
+
+/// The default queue capacity of one subscription.
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// The most registry shards a server takes ([`Builder::shards`] clamps to it).
+pub const MAX_SHARDS: usize = 1 << 12;
+
+/// The node name of an in-process server built without one. A server built
+/// with a transport and no name gets a unique one instead (see
+/// [`Builder::node_name`]).
+pub const DEFAULT_NODE_NAME: &str = "local";
