@@ -387,3 +387,41 @@ async fn failed_broadcasts_are_logged_at_warn_once_per_cause() {
         "{warn:#?}"
     );
 }
+
+/// A frame naming its node as an atom is, byte for byte, what Phoenix
+/// wrote for the same broadcast from a node without `node_name` (`node()`)
+/// and from one with `node_name: :"phx-a"`: the golden frames 10a and 10b.
+/// (The `:only` frames a direct broadcast writes to an atom-named node use
+/// the same writer.)
+#[test]
+fn atom_node_names_are_written_as_phoenix_writes_them() {
+    let department: Uuid = "019ab6a2-2317-7c06-bd46-3e3923bc1aad".parse().unwrap();
+    let message = Message::Team(
+        TeamEvent::Created,
+        Team {
+            uuid: TEAM.parse().unwrap(),
+            name: Some("Squad A".into()),
+            department_uuid: Some(department),
+        },
+    );
+    for (node, file) in [
+        (
+            "phx-a@127.0.0.1",
+            "10a_team_created_node_default_atom__staff_teams.bin",
+        ),
+        (
+            "phx-a",
+            "10b_team_created_node_explicit_atom__staff_teams.bin",
+        ),
+    ] {
+        let ours = encode_frame_named(
+            FrameMode::Except,
+            &NodeName::Atom(node.into()),
+            "staff:teams",
+            &message,
+            0,
+        )
+        .unwrap();
+        assert!(ours == golden(file), "{file} differs from ours");
+    }
+}
