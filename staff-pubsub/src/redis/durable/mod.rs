@@ -1,0 +1,549 @@
+//! Durable delivery over Redis Streams: [`RedisConfig::durable`].
+//!
+//! The log is one stream, `{<namespace>}:log`, beside a hash,
+//! `{<namespace>}:log-meta`, that holds the log's id and its last sequence
+//! number (the braces keep both in one Redis Cluster slot). A broadcast is
+//! one script run that takes the next sequence number `seq`, appends
+//! the envelope as entry `<seq>-0` with fields `log` (the log's id), `t`
+//! (Redis's clock, ms) and `m` (the envelope), and trims the stream to the
+//! retention. Entry ids are the sequence numbers, so a node finds any
+//! position with one `XRANGE` and sees a trimmed range as a jump.
+//!
+//! Each node reads the stream with `XREAD BLOCK` on a connection of its
+//! own, from the last entry it read, which it keeps across reconnects and
+//! restarts of its receive task, and checks the log's head once per
+//! blocking interval (the keys may be deleted or replaced under it).
+//!
+//! The keys are shared with every client of the Redis: the scripts take
+//! from them only values the log writes ([`HEAD_LUA`]), and anything else
+//! there starts a new log rather than wedging the append or the reader.
+//!
+//! Invariants: `seq` values of one log id are consecutive from 1 and
+//! never reused; the reader's cursor only moves forward within a log and
+//! every entry it moves past is either dispatched (with its position) or
+//! counted as rejected; a gap is signalled before the first entry after the
+//! loss it reports.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use ::redis::{Script, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::de::DeserializeOwned;
+
+use super::Publisher;
+use crate::error::TransportError;
+use crate::log::{Gap, Position, Retention};
+use crate::net::Inbound;
+use crate::server::random_u64;
+use crate::topic::Topic;
+use crate::transport::{LogHead, Replay};
+
+mod reader;
+
+pub(crate) use reader::open;
+
+/// What [`APPEND_SCRIPT`] and [`HEAD_SCRIPT`] begin with: the log's head,
+/// read so that nothing another client wrote to the log's keys can wedge
+/// it. KEYS: the stream, the meta hash.
+///
+/// `own_int` reads a value as the log writes its integers (decimal digits,
+/// no sign, no leading zero, at most `max`), `nil` for anything else.
+///
+/// `own_head(fresh)` returns the log's id, its last sequence number, the
+/// stream's last id (`0-0` when there is no stream), 1 when a log starts
+/// now under the id `fresh` (0: the log goes on), and 1 when it found in
+/// the keys something that is not the log's own (0: nothing). A log starts
+/// now, after the stream's last entry, when the meta hash is missing or
+/// holds a `log` that is not a 16-bit id or a `seq` that is not a
+/// sequence number (written by something else: the log's id and end are
+/// lost), and when the stream ends past the meta hash's `seq` (entries
+/// appended by something else, or a meta hash lost and not the stream). A
+/// key of another type, and a stream whose last id is past the largest
+/// sequence number (to which the log can append nothing), are deleted and
+/// a log starts at 1. Invariants on return: `seq + 1 <= MAX_SEQ`, and an
+/// `XADD` of `<seq + 1>-0` succeeds (it is past the stream's last id). The
+/// new log's id differs from the id it replaces when that was readable
+/// (not when the meta hash was lost: then one in 65,536 is the same).
+const HEAD_LUA: &str = r"
+local MAX_SEQ = 281474976710655
+local function own_int(value, max)
+  if type(value) ~= 'string' or #value == 0 or #value > 15
+    or not string.match(value, '^%d+$')
+    or (#value > 1 and string.sub(value, 1, 1) == '0') then
+    return nil
+  end
+  local n = tonumber(value)
+  if n > max then return nil end
+  return n
+end
+local function own_head(fresh)
+  local foreign = 0
+  local log = nil
+  local seq = nil
+  local meta = redis.call('TYPE', KEYS[2])['ok']
+  if meta == 'hash' then
+    local values = redis.call('HMGET', KEYS[2], 'log', 'seq')
+    log = own_int(values[1], 65535)
+    seq = own_int(values[2], MAX_SEQ - 1)
+    if (values[1] and not log) or (values[2] and not seq) then foreign = 1 end
+  elseif meta ~= 'none' then
+    redis.call('DEL', KEYS[2])
+    foreign = 1
+  end
+  local previous = log
+  local top = '0-0'
+  local top_seq = 0
+  local kind = redis.call('TYPE', KEYS[1])['ok']
+  if kind == 'stream' then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then top = info[i + 1] end
+    end
+    top_seq = own_int(string.match(top, '^(%d+)%-'), MAX_SEQ - 1)
+    if not top_seq then
+      redis.call('DEL', KEYS[1])
+      foreign = 1
+      top = '0-0'
+      top_seq = 0
+      log = nil
+    end
+  elseif kind ~= 'none' then
+    redis.call('DEL', KEYS[1])
+    foreign = 1
+    log = nil
+  end
+  if log and seq and top_seq <= seq then
+    return log, seq, top, 0, foreign
+  end
+  local id = tonumber(fresh)
+  if id == previous then id = (id + 1) % 65536 end
+  return id, top_seq, top, 1, foreign
+end
+";
+
+/// Appends one envelope. KEYS: the stream, the meta hash. ARGV: a log id
+/// for a log that starts now, the most entries kept (0: no bound), the
+/// oldest age kept in ms (0: no bound), the envelope, the entry's nonce (a
+/// random number that tells this entry from another given the same
+/// sequence number by a Redis that lost its last writes). Returns the log
+/// id, the entry's sequence number, 1 if trimming worked (0: the entry is
+/// in, trimming failed), and 1 if the log's keys held something not the
+/// log's own (see [`HEAD_LUA`]: a new log started).
+///
+/// The common case costs an `HMGET` and an `XADD`: the log's head is read
+/// by [`HEAD_LUA`] (with `XINFO STREAM`) only when the meta hash's values
+/// are not the log's own or the `XADD` after its `seq` fails (the stream
+/// ends past it, or is not a stream); an `XADD` that fails then too is the
+/// script's error. The meta hash is written only once an `XADD`
+/// succeeded, so a refused append uses no sequence number (a key
+/// [`HEAD_LUA`] deleted stays deleted). Age trimming looks at the 8 oldest entries per append: each
+/// entry is trimmed once, so the log keeps up with any rate of appends. An
+/// entry's `t` counts only when it is a time the log could have written:
+/// an integer no later than `now + age` (the allowance for the clocks of
+/// a failover's replica). Any other entry counts as old: a stray entry,
+/// whatever its `t`, holds trimming back for at most twice the age.
+const APPEND_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function add(log, seq)
+  return redis.pcall('XADD', KEYS[1], string.format('%d-0', seq),
+    'log', string.format('%d', log), 'n', ARGV[5], 't', string.format('%d', now), 'm', ARGV[4])
+end
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+local log, seq = nil, nil
+local started, foreign = 0, 0
+local values = redis.pcall('HMGET', KEYS[2], 'log', 'seq')
+if not failed(values) then
+  log = own_int(values[1], 65535)
+  seq = own_int(values[2], MAX_SEQ - 1)
+end
+if not (log and seq and not failed(add(log, seq + 1))) then
+  local top
+  log, seq, top, started, foreign = own_head(ARGV[1])
+  local added = add(log, seq + 1)
+  if failed(added) then
+    return redis.error_reply(added.err)
+  end
+end
+seq = seq + 1
+if started == 1 then
+  redis.call('HSET', KEYS[2], 'log', string.format('%d', log), 'seq', string.format('%d', seq))
+else
+  redis.call('HSET', KEYS[2], 'seq', string.format('%d', seq))
+end
+local trimmed = 1
+if tonumber(ARGV[2]) > 0 then
+  local done = redis.pcall('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+  if type(done) == 'table' and done.err then trimmed = 0 end
+end
+local age = tonumber(ARGV[3])
+if age > 0 then
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 8)
+  local cut = nil
+  for _, entry in ipairs(oldest) do
+    local at = nil
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 't' then at = own_int(fields[i + 1], now + age) end
+    end
+    if at and at >= now - age then break end
+    cut = tonumber(string.match(entry[1], '^(%d+)'))
+  end
+  if cut then
+    local done = redis.pcall('XTRIM', KEYS[1], 'MINID', string.format('%d-0', cut + 1))
+    if type(done) == 'table' and done.err then trimmed = 0 end
+  end
+end
+return {log, seq, trimmed, foreign}
+";
+
+/// The log's id, its last sequence number, the stream's last id and
+/// whether something not the log's own was found ([`HEAD_LUA`]; KEYS and
+/// ARGV[1] as [`APPEND_SCRIPT`]'s), starting a log if there is none: what
+/// a reader starts from and checks after each reconnect and once per
+/// blocking interval.
+const HEAD_SCRIPT: &str = r"
+local log, seq, top, started, foreign = own_head(ARGV[1])
+if started == 1 then
+  redis.call('HSET', KEYS[2], 'log', string.format('%d', log), 'seq', string.format('%d', seq))
+end
+return {log, seq, top, foreign}
+";
+
+/// Gives the log a new id if it still has `ARGV[2]` (KEYS as above;
+/// ARGV[1] the new id): a reader found the log shorter than what it had
+/// read (Redis lost its last writes), so the sequence numbers past the
+/// new end will be reused and must not pass for the old entries. Returns
+/// the log's id.
+const RENEW_SCRIPT: &str = r"
+local log = redis.call('HGET', KEYS[2], 'log')
+if log == ARGV[2] then
+  log = ARGV[1]
+  redis.call('HSET', KEYS[2], 'log', log)
+end
+return log or ARGV[1]
+";
+
+static APPEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{HEAD_LUA}{APPEND_SCRIPT}")));
+pub(super) static HEAD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{HEAD_LUA}{HEAD_SCRIPT}")));
+pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
+
+/// The most entries one `XREAD` or `XRANGE` returns.
+const PAGE: usize = 512;
+
+/// A log id for a log that starts now.
+fn fresh_log_id() -> u16 {
+    // The low 16 bits of a random number.
+    (random_u64() & 0xffff) as u16
+}
+
+/// The durable log of one namespace, as a node's transport sees it.
+pub(crate) struct Log<M> {
+    stream: Arc<str>,
+    meta: Arc<str>,
+    retention: Retention,
+    response_timeout: Duration,
+    publisher: Arc<Publisher>,
+    inbound: Arc<Inbound<M>>,
+}
+
+impl<M> Log<M>
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    /// Appends one encoded envelope: `Ok` once Redis has it in the log.
+    pub(crate) async fn append(&self, bytes: &[u8]) -> Result<(), TransportError> {
+        // Redis integers are signed: a larger bound is no bound.
+        let max_entries = self
+            .retention
+            .entries_limit()
+            .map_or(0, |entries| entries.min(i64::MAX as u64));
+        let max_age = self
+            .retention
+            .age_limit()
+            .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        let fresh = fresh_log_id();
+        let nonce = random_u64();
+        let trimmed = AtomicBool::new(true);
+        let trimmed = &trimmed;
+        let foreign = AtomicBool::new(false);
+        let foreign = &foreign;
+        self.publisher
+            .send("XADD", |mut connection| async move {
+                let (_, _, done, found): (u16, u64, u8, u8) = APPEND
+                    .key(&*self.stream)
+                    .key(&*self.meta)
+                    .arg(fresh)
+                    .arg(max_entries)
+                    .arg(max_age)
+                    .arg(bytes)
+                    .arg(nonce)
+                    .invoke_async(&mut connection)
+                    .await?;
+                trimmed.store(done == 1, Ordering::Relaxed);
+                foreign.store(found == 1, Ordering::Relaxed);
+                Ok(())
+            })
+            .await?;
+        if foreign.load(Ordering::Relaxed) {
+            self.found_foreign();
+        }
+        if !trimmed.load(Ordering::Relaxed) {
+            tracing::warn!(stream = %self.stream, "appended to the Redis log, but trimming it failed: it may outgrow its retention");
+        }
+        Ok(())
+    }
+
+    /// Counts and logs what [`HEAD_LUA`] found in the log's keys that was
+    /// not the log's own (and replaced, starting a new log).
+    fn found_foreign(&self) {
+        self.inbound.local.record_rejected();
+        tracing::warn!(
+            stream = %self.stream,
+            meta = %self.meta,
+            "the Redis log's keys held values that are not the log's own (written by another client): \
+             they were replaced and a new log started; subscribers are told the log was lost"
+        );
+    }
+
+    /// Where the log ends on Redis now.
+    pub(crate) async fn head(&self) -> Result<LogHead, TransportError> {
+        let mut connection = self.publisher.reader().await?;
+        let mut hmget = ::redis::cmd("HMGET");
+        hmget.arg(&*self.meta).arg("log").arg("seq");
+        let read = hmget.query_async::<(Option<String>, Option<String>)>(&mut connection);
+        let (log, seq) = tokio::time::timeout(self.response_timeout, read)
+            .await
+            .map_err(|_| {
+                TransportError::msg(format!(
+                    "Redis HMGET got no answer within {:?}",
+                    self.response_timeout
+                ))
+            })?
+            .map_err(|error| {
+                TransportError::msg(format!(
+                    "Redis HMGET failed: {}",
+                    self.publisher.secrets.cause(&error)
+                ))
+            })?;
+        Ok(match log.and_then(|log| log.parse().ok()) {
+            Some(log) => LogHead::At {
+                log,
+                seq: seq.and_then(|seq| seq.parse().ok()).unwrap_or(0),
+            },
+            None => LogHead::Missing,
+        })
+    }
+
+    /// See [`crate::transport::Transport::replay_limit`].
+    pub(crate) fn replay_limit(&self) -> u64 {
+        self.retention.replay_limit()
+    }
+
+    /// See [`crate::transport::Transport::replay`].
+    pub(crate) async fn replay(
+        &self,
+        after: Position,
+        through: Position,
+        topics: &[Topic],
+    ) -> Result<Replay<M>, TransportError> {
+        let Some(missing) = after.entries_until(through).filter(|n| *n > 0) else {
+            return Ok(Replay::new(None, Vec::new()));
+        };
+        if missing > self.retention.replay_limit() {
+            return Ok(Replay::new(Some(Gap::ReplayLimit { missing }), Vec::new()));
+        }
+        let mut connection = self.publisher.reader().await?;
+        let mut gap = None;
+        let mut entries = Vec::new();
+        let mut next = after.seq() + 1;
+        while next <= through.seq() {
+            let page = tokio::time::timeout(
+                self.response_timeout,
+                ::redis::cmd("XRANGE")
+                    .arg(&*self.stream)
+                    .arg(format!("{next}-0"))
+                    .arg(format!("{}-0", through.seq()))
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async::<Value>(&mut connection),
+            )
+            .await
+            .map_err(|_| {
+                TransportError::msg(format!(
+                    "Redis XRANGE got no answer within {:?}",
+                    self.response_timeout
+                ))
+            })?
+            .map_err(|error| {
+                TransportError::msg(format!(
+                    "Redis XRANGE failed: {}",
+                    self.publisher.secrets.cause(&error)
+                ))
+            })?;
+            let raw = entries_of(page);
+            if raw.is_empty() {
+                break;
+            }
+            for entry in raw {
+                let Some(seq) = entry.seq else {
+                    // Not one of the log's (written by hand): read past it.
+                    next = next.max(entry.major.map_or(next, |major| major + 1));
+                    continue;
+                };
+                if entry.log != Some(after.log()) {
+                    // The range belongs to a log that was lost since.
+                    return Ok(Replay::new(Some(Gap::LogLost), Vec::new()));
+                }
+                if seq > next {
+                    // Trimmed before the range was read (or, rarely, while
+                    // it was: the gap then stands for both).
+                    let lost = trimmed(after.log(), next, seq);
+                    gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
+                }
+                next = seq + 1;
+                let (Some(position), Some(bytes)) = (Position::new(after.log(), seq), entry.bytes)
+                else {
+                    continue;
+                };
+                if let Some((message, copies)) = self.inbound.replayed(&bytes, topics) {
+                    entries.push((position, message, copies));
+                }
+            }
+        }
+        if next <= through.seq() {
+            // The end of the range is gone too: the log was trimmed past
+            // it, or lost.
+            let lost = trimmed(after.log(), next, through.seq() + 1);
+            gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
+        }
+        if gap.is_some() {
+            // Entries missing: trimmed, unless the log itself was lost
+            // (and this node's reader has not reconnected to see it yet).
+            match self.head().await? {
+                LogHead::At { log, .. } if log == after.log() => {}
+                _ => return Ok(Replay::new(Some(Gap::LogLost), Vec::new())),
+            }
+        }
+        Ok(Replay::with_copies(gap, entries))
+    }
+}
+
+/// The gap of entries `from` up to (not including) `to` of log `log`.
+fn trimmed(log: u16, from: u64, to: u64) -> Gap {
+    match Position::new(log, from) {
+        Some(first) => Gap::Trimmed {
+            first,
+            missing: to - from,
+        },
+        None => Gap::LogLost,
+    }
+}
+
+/// One stream entry as read, each part `None` when missing or malformed.
+struct RawEntry {
+    /// The entry's id, to read past it whatever it holds.
+    id: Option<String>,
+    /// The sequence number, from an id of the form `<seq>-0`.
+    seq: Option<u64>,
+    /// The id's first part, whatever the second.
+    major: Option<u64>,
+    /// The entry's nonce, field `n`.
+    nonce: Option<u64>,
+    log: Option<u16>,
+    bytes: Option<Vec<u8>>,
+}
+
+/// The entries of an `XRANGE` reply, or of the one stream of an `XREAD`
+/// reply (RESP2 arrays or RESP3 maps); nothing for a timed-out `XREAD`.
+fn entries_of(reply: Value) -> Vec<RawEntry> {
+    let list = match reply {
+        Value::Array(items) => items,
+        Value::Map(mut pairs) => match pairs.pop() {
+            Some((_, Value::Array(entries))) => return entries.into_iter().map(entry).collect(),
+            _ => return Vec::new(),
+        },
+        _ => return Vec::new(),
+    };
+    // An XREAD reply is one [key, entries] pair per stream; an XRANGE
+    // reply is the entries, each [id, fields].
+    let is_xread = matches!(list.first(), Some(Value::Array(pair))
+        if matches!(pair.get(1), Some(Value::Array(inner)) if matches!(inner.first(), Some(Value::Array(_)))));
+    if is_xread {
+        return list
+            .into_iter()
+            .flat_map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => match pair.pop() {
+                    Some(Value::Array(entries)) => entries,
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            })
+            .map(entry)
+            .collect();
+    }
+    list.into_iter().map(entry).collect()
+}
+
+fn text(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+fn entry(value: Value) -> RawEntry {
+    let mut raw = RawEntry {
+        id: None,
+        seq: None,
+        major: None,
+        nonce: None,
+        log: None,
+        bytes: None,
+    };
+    let Value::Array(parts) = value else {
+        return raw;
+    };
+    let mut parts = parts.into_iter();
+    let (Some(id), Some(Value::Array(fields))) = (parts.next(), parts.next()) else {
+        return raw;
+    };
+    let id = text(&id).and_then(|id| std::str::from_utf8(id).ok());
+    raw.seq = id
+        .and_then(|id| id.strip_suffix("-0"))
+        .and_then(|seq| seq.parse().ok());
+    raw.major = id
+        .and_then(|id| id.split_once('-'))
+        .and_then(|(major, _)| major.parse().ok());
+    raw.id = id.map(str::to_owned);
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match text(&name) {
+            Some(b"log") => {
+                raw.log = text(&value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok());
+            }
+            Some(b"n") => {
+                raw.nonce = text(&value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok());
+            }
+            Some(b"m") => {
+                raw.bytes = match value {
+                    Value::BulkString(bytes) => Some(bytes),
+                    _ => None,
+                };
+            }
+            _ => {}
+        }
+    }
+    raw
+}
