@@ -104,11 +104,14 @@ pub use uuid::Uuid;
 pub mod __private {
     pub use crate::default_server::{DefaultServer, ScopeEntry};
     pub use crate::link::{link, linked_base};
-    pub use crate::spec::{
-        broadcast_default, broadcast_on, deserialize_event, deserialize_message,
-        deserialize_payload_of, parse_event, payload_field, serialize_message, unknown_event,
-        PayloadField, Route, Spec, SpecMessage, Target, TargetKey, TopicList, UnknownEvent,
+    pub use crate::spec::serde_form::{
+        deserialize_event, deserialize_message, deserialize_payload_of, serialize_message,
+        unknown_event,
     };
+    pub use crate::spec::support::{
+        broadcast_default, broadcast_on, parse_event, payload_field, PayloadField, TopicList,
+    };
+    pub use crate::spec::{Route, Spec, SpecMessage, Target, TargetKey, UnknownEvent};
     pub use crate::{
         AlreadyInstalled, Builder, Error, ParseTopicError, PubSub, Scoped, Subscription, Topic,
         TopicKind,
