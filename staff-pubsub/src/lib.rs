@@ -39,8 +39,9 @@
 //! - `redis`: the Redis pub/sub transport (`staff_pubsub::redis`), for
 //!   several nodes.
 //! - `redis-tls`: `rediss://` URLs for the Redis transport.
-//! - `axum`: live updates in the browser, a subscription as a Server-Sent
-//!   Events response for axum 0.8 (`staff_pubsub::sse`).
+//! - `sse`: live updates in the browser, a subscription as a Server-Sent
+//!   Events response for axum 0.8 (`staff_pubsub::sse`). Its former name,
+//!   `axum`, still turns it on.
 //! - `nats`: the NATS transport (`staff_pubsub::nats`), routed by interest:
 //!   a node receives only the topics it has subscribers of.
 //! - `phoenix`: joining a Phoenix application's PubSub through its
@@ -56,7 +57,7 @@ mod default_server;
 mod error;
 mod inbox;
 mod link;
-mod log;
+mod position;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
@@ -72,8 +73,8 @@ mod registry;
 mod ring;
 mod server;
 pub mod spec;
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[cfg(feature = "sse")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sse")))]
 pub mod sse;
 mod stock;
 #[cfg(feature = "testing")]
@@ -86,9 +87,10 @@ pub mod wire;
 
 pub use default_server::{AlreadyInstalled, Scoped};
 pub use error::{Error, Outcome, RecvError, TransportError, TryRecvError};
-pub use log::{Gap, ParsePositionError, Position, Retention};
+pub use position::{Gap, ParsePositionError, Position, Retention};
 pub use server::{
     Broadcast, Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME,
+    MAX_SHARDS, WIDE_TOPIC_FROM,
 };
 #[doc = include_str!("staff_events.md")]
 pub use staff_pubsub_macros::staff_events;

@@ -174,7 +174,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::log::{Position, Retention};
+use crate::position::{Position, Retention};
 use crate::net::{
     encode_bounded, not_sent, redact, Backoff, Cause, Inbound, RateLimit, Retrying, Secrets,
     StopReport, Stopped,

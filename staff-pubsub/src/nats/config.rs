@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Outcome, TransportError};
-use crate::log::Retention;
+use crate::position::Retention;
 use crate::net::{redact, Secrets};
 use crate::topic::Topic;
 use crate::wire;

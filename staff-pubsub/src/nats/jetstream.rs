@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Outcome, TransportError};
-use crate::log::{Gap, Position, Retention};
+use crate::position::{Gap, Position, Retention};
 use crate::net::{not_sent, Inbound, RateLimit, Secrets, StopReport};
 use crate::topic::Topic;
 use crate::transport::Replay;

@@ -150,7 +150,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::log::{Position, Retention};
+use crate::position::{Position, Retention};
 use crate::net::{encode_bounded, not_sent, AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
 use crate::server::{Builder, PubSub};
 use crate::topic::Topic;

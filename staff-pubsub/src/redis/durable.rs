@@ -36,7 +36,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Publisher, RedisConfig};
 use crate::error::TransportError;
-use crate::log::{Gap, Position, Retention};
+use crate::position::{Gap, Position, Retention};
 use crate::net::{not_sent, Backoff, Inbound, RateLimit, Retrying, Secrets, StopReport, Stopped};
 use crate::server::random_u64;
 use crate::topic::Topic;
