@@ -1,4 +1,4 @@
-//! Durable delivery's core (issue 16), against the in-memory log of
+//! Durable delivery's core, against the in-memory log of
 //! `staff_pubsub_tests::memory_log`: `subscribe_since` replays exactly
 //! what was missed, in order, then continues live; gaps say what was lost;
 //! a durable server delivers its own broadcasts from the log.
@@ -433,7 +433,7 @@ async fn node_with_capacity(log: &MemoryLog<u64>, name: &str, capacity: usize) -
 
 #[tokio::test]
 async fn a_resume_holds_at_most_its_capacity_of_the_replay_and_pages_as_it_is_read() {
-    // Issue 21, item 6: a resume from the first of 300 entries by a
+    // A resume from the first of 300 entries by a
     // consumer that does not read holds one page (the capacity, 8), not
     // the 299 entries of its range; reading fetches the rest page by
     // page, in order, each once across the pages and the live queue.

@@ -57,7 +57,6 @@ mod default_server;
 mod error;
 mod inbox;
 mod link;
-mod position;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
@@ -66,6 +65,7 @@ mod net;
 #[cfg(feature = "phoenix")]
 #[cfg_attr(docsrs, doc(cfg(feature = "phoenix")))]
 pub mod phoenix;
+mod position;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

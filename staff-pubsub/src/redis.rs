@@ -174,11 +174,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::position::{Position, Retention};
 use crate::net::{
     encode_bounded, not_sent, redact, Backoff, Cause, Inbound, RateLimit, Retrying, Secrets,
     StopReport, Stopped,
 };
+use crate::position::{Position, Retention};
 use crate::server::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, LogHead, Replay, Transport};

@@ -36,8 +36,8 @@ use serde::de::DeserializeOwned;
 
 use super::{Publisher, RedisConfig};
 use crate::error::TransportError;
-use crate::position::{Gap, Position, Retention};
 use crate::net::{not_sent, Backoff, Inbound, RateLimit, Retrying, Secrets, StopReport, Stopped};
+use crate::position::{Gap, Position, Retention};
 use crate::server::random_u64;
 use crate::topic::Topic;
 use crate::transport::{Connection, LocalNode, LogHead, Replay};

@@ -514,8 +514,8 @@ impl<'de> Deserializer<'de> for &mut TokenProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Serialize;
     use crate::{staff, Uuid};
+    use serde::Serialize;
 
     fn membership() -> staff::Message {
         staff::Message::TeamMembership(
