@@ -23,6 +23,23 @@ async fn node(log: &MemoryLog<u64>, name: &str) -> PubSub<u64> {
         .expect("attach to the memory log")
 }
 
+/// A broadcast's future says in `Debug` what it has left to do: nothing in
+/// process (the subscribers have the message already), the append on a
+/// durable server (nobody has it yet).
+#[tokio::test]
+async fn a_broadcast_says_what_it_has_left_to_do() {
+    let in_process = PubSub::<u64>::new();
+    let done = in_process.broadcast([ROOMS], 1);
+    assert_eq!(format!("{done:?}"), "Broadcast(done)");
+    done.await.unwrap();
+
+    let log = MemoryLog::new(Retention::entries(10));
+    let durable = node(&log, "a").await;
+    let sending = durable.broadcast([ROOMS], 1);
+    assert_eq!(format!("{sending:?}"), "Broadcast(sending to other nodes)");
+    sending.await.unwrap();
+}
+
 /// The next item, which must come.
 async fn next(subscription: &mut Subscription<u64>) -> Result<(u64, Option<Position>), RecvError> {
     within("a message", subscription.recv_with_position())
