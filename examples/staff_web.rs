@@ -2,8 +2,8 @@
 //! live over Server-Sent Events.
 //!
 //! ```sh
-//! cargo run --features axum --example staff_web            # http://127.0.0.1:3040
-//! cargo run --features axum --example staff_web -- --port 3041
+//! cargo run --features sse --example staff_web            # http://127.0.0.1:3040
+//! cargo run --features sse --example staff_web -- --port 3041
 //! ```
 //!
 //! Open the page in two windows: a change made in one appears in the other
@@ -12,8 +12,8 @@
 //! later starts from the seed):
 //!
 //! ```sh
-//! cargo run --features axum,redis --example staff_web -- --port 3040 --redis redis://127.0.0.1:6379 --node one
-//! cargo run --features axum,redis --example staff_web -- --port 3041 --redis redis://127.0.0.1:6379 --node two
+//! cargo run --features sse,redis --example staff_web -- --port 3040 --redis redis://127.0.0.1:6379 --node one
+//! cargo run --features sse,redis --example staff_web -- --port 3041 --redis redis://127.0.0.1:6379 --node two
 //! ```
 //!
 //! With `--durable` (and `--redis`) every change goes through a Redis
@@ -106,7 +106,7 @@ async fn server(
     args: &Args,
 ) -> Result<staff_pubsub::PubSub<staff::Message>, Box<dyn std::error::Error>> {
     if args.redis.is_some() {
-        return Err("--redis needs the redis feature: cargo run --features axum,redis --example staff_web -- ...".into());
+        return Err("--redis needs the redis feature: cargo run --features sse,redis --example staff_web -- ...".into());
     }
     let mut builder = staff::builder();
     if let Some(node) = &args.node {

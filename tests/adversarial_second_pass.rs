@@ -1,7 +1,6 @@
-//! Adversarial second pass on issues 21 (items 1, 2, 3, 4, 7) and 22: the
-//! durable Redis log against other writers of its keys, NATS slow
-//! consumers and credentials, Phoenix node names, UUID fields and the
-//! rate-limited failure WARN. Written from the README and rustdoc alone,
+//! Adversarial cases: the durable Redis log against other writers of its
+//! keys, NATS slow consumers and credentials, Phoenix node names, UUID
+//! fields and the rate-limited failure WARN. Written from the README and rustdoc alone,
 //! against real servers started on loopback. A test that shows a bug or a
 //! doc/behaviour mismatch is kept, `#[ignore = "BUG: .."]`.
 //!
@@ -19,7 +18,7 @@ const NAMESPACE: &str = "adv2";
 const ROOMS: Topic = Topic::new("chat:rooms");
 
 // ===================================================================
-// Durable Redis log: other writers of its keys (issue 21, items 1-3)
+// Durable Redis log: other writers of its keys
 // ===================================================================
 
 fn durable_config(url: impl Into<String>, retention: Retention) -> RedisConfig {
@@ -558,7 +557,7 @@ async fn redis_age_trimming_stays_bounded_with_several_future_entries() {
 }
 
 // ===================================================================
-// NATS: slow consumers under repeated losses, credentials (items 4, 7)
+// NATS: slow consumers under repeated losses, credentials
 // ===================================================================
 
 mod nats {
@@ -782,7 +781,7 @@ mod nats {
 }
 
 // ===================================================================
-// Phoenix: odd node names, many names, strict uuids, the WARN (issue 22)
+// Phoenix: odd node names, many names, strict uuids, the WARN
 // ===================================================================
 
 mod phoenix {

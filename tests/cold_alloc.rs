@@ -1,4 +1,4 @@
-//! A broadcast that reaches nobody allocates nothing (issue 13): one million
+//! A broadcast that reaches nobody allocates nothing: one million
 //! cold broadcasts on an in-process server, through `PubSub::broadcast` and
 //! through a generated `broadcast_*` function, with the counting allocator
 //! installed. Its own test binary, with one test: the allocator counts every

@@ -1,4 +1,4 @@
-//! Durable delivery's core (issue 16), against the in-memory log of
+//! Durable delivery's core, against the in-memory log of
 //! `staff_pubsub_tests::memory_log`: `subscribe_since` replays exactly
 //! what was missed, in order, then continues live; gaps say what was lost;
 //! a durable server delivers its own broadcasts from the log.
@@ -21,6 +21,23 @@ async fn node(log: &MemoryLog<u64>, name: &str) -> PubSub<u64> {
         .build_with(log.connect())
         .await
         .expect("attach to the memory log")
+}
+
+/// A broadcast's future says in `Debug` what it has left to do: nothing in
+/// process (the subscribers have the message already), the append on a
+/// durable server (nobody has it yet).
+#[tokio::test]
+async fn a_broadcast_says_what_it_has_left_to_do() {
+    let in_process = PubSub::<u64>::new();
+    let done = in_process.broadcast([ROOMS], 1);
+    assert_eq!(format!("{done:?}"), "Broadcast(done)");
+    done.await.unwrap();
+
+    let log = MemoryLog::new(Retention::entries(10));
+    let durable = node(&log, "a").await;
+    let sending = durable.broadcast([ROOMS], 1);
+    assert_eq!(format!("{sending:?}"), "Broadcast(sending to other nodes)");
+    sending.await.unwrap();
 }
 
 /// The next item, which must come.
@@ -433,7 +450,7 @@ async fn node_with_capacity(log: &MemoryLog<u64>, name: &str, capacity: usize) -
 
 #[tokio::test]
 async fn a_resume_holds_at_most_its_capacity_of_the_replay_and_pages_as_it_is_read() {
-    // Issue 21, item 6: a resume from the first of 300 entries by a
+    // A resume from the first of 300 entries by a
     // consumer that does not read holds one page (the capacity, 8), not
     // the 299 entries of its range; reading fetches the rest page by
     // page, in order, each once across the pages and the live queue.

@@ -17,7 +17,7 @@ fn values<M: Copy>(messages: &[Arc<M>]) -> Vec<M> {
 
 #[test]
 fn a_subscription_does_not_grow() {
-    // 56, and one pointer for a resumed subscription's replay (issue 16).
+    // 56, and one pointer for a resumed subscription's replay.
     assert_eq!(std::mem::size_of::<Subscription<u32>>(), 64);
 }
 

@@ -1,4 +1,4 @@
-//! One contract, every mode (issue 23): each guarantee of the README's
+//! One contract, every mode: each guarantee of the README's
 //! "Guarantees in every mode" table is one async function below, written
 //! once against the mode fixture (`support/modes.rs`), and run in each of
 //! the seven modes as its own `#[tokio::test]`, named

@@ -1,4 +1,4 @@
-//! Durable delivery over NATS JetStream (issue 16), against real
+//! Durable delivery over NATS JetStream, against real
 //! `nats-server`s with JetStream on that each test starts on free loopback
 //! ports, with their store in a temporary directory (see
 //! `support/nats_server.rs`). A node's connection is cut through a loopback

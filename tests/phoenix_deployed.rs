@@ -1,4 +1,4 @@
-//! Phoenix as it is deployed (issue 22), against a real `redis-server`
+//! Phoenix as it is deployed, against a real `redis-server`
 //! started by each test on a free loopback port:
 //!
 //! - node names in both forms: a Rust node takes an `:only` frame that

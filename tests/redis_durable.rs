@@ -669,7 +669,7 @@ async fn a_resume_before_the_reader_saw_the_lost_log_says_it_was_lost() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 21, items 1-3: the log's keys are shared with the world. Writes by
+// The log's keys are shared with the world. Writes by
 // anything else (an operator, a migration script, a stray `HSET`) never
 // wedge the log, never turn `Ok`'ed broadcasts into silent losses, and
 // never stop its trimming.
@@ -749,7 +749,7 @@ async fn xadd_stray(admin: &mut MultiplexedConnection, id: &str, log: u16) {
         .expect("XADD");
 }
 
-/// Item 1: the meta hash's `log` set to a value no log id has (`70000`):
+/// A foreign value: the meta hash's `log` set to a value no log id has (`70000`):
 /// the broadcasts after it are not refused by every node, they reach B
 /// (after one `Gap::LogLost`), and the foreign value is counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -765,7 +765,7 @@ async fn a_foreign_log_id_in_the_meta_hash_is_a_lost_log_not_ten_silent_losses()
     );
 }
 
-/// Item 1: the meta hash's `seq` set to `abc`: no permanent outage.
+/// A foreign value: the meta hash's `seq` set to `abc`: no permanent outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_sequence_number_in_the_meta_hash_is_a_lost_log_not_an_outage() {
     let server = RedisServer::start().await;
@@ -775,7 +775,7 @@ async fn a_foreign_sequence_number_in_the_meta_hash_is_a_lost_log_not_an_outage(
     assert_eq!(publisher.stats().rejected + subscriber.stats().rejected, 1);
 }
 
-/// Item 1: an entry one past the largest sequence number, carrying the
+/// A foreign entry: one past the largest sequence number, carrying the
 /// log's id: skipped and counted by B, and the broadcasts after it are
 /// neither refused as out of range nor lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -788,7 +788,7 @@ async fn an_entry_past_the_largest_sequence_number_is_skipped_and_the_log_goes_o
     assert!(subscriber.stats().rejected >= 1, "the stray entry counted");
 }
 
-/// Item 1: an entry at the largest id a stream has, after which no entry
+/// A foreign entry at the largest id a stream has, after which no entry
 /// can be added to that stream: broadcasts go on (in a new log).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_at_the_largest_stream_id_is_skipped_and_the_log_goes_on() {
@@ -804,7 +804,7 @@ async fn an_entry_at_the_largest_stream_id_is_skipped_and_the_log_goes_on() {
     assert!(subscriber.stats().rejected >= 1, "the stray entry counted");
 }
 
-/// Item 1: both keys replaced by values of another type (strings): the
+/// Foreign values: both keys replaced by values of another type (strings): the
 /// log starts afresh instead of every broadcast failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_keys_of_another_type_are_a_lost_log_not_an_outage() {
@@ -832,7 +832,7 @@ enum Vanish {
     FlushDb,
 }
 
-/// Item 2: B has read up to entry 20 of the log when its keys vanish; A
+/// Keys that vanish: B has read up to entry 20 of the log when its keys vanish; A
 /// then broadcasts `after` more, which start a new log at 1. B is told the
 /// log was lost (within its blocking interval, without a reconnect) and
 /// then receives every one of them: none sits below its cursor.
@@ -902,7 +902,7 @@ async fn a_flushed_database_under_connected_nodes_is_a_lost_log_then_the_new_ent
     a_log_that_vanishes_under_connected_nodes_is_told_then_flows(Vanish::FlushDb, 20).await;
 }
 
-/// Item 3: with an age-bounded retention, one entry whose `t` is far in
+/// A foreign timestamp: with an age-bounded retention, one entry whose `t` is far in
 /// the future does not stop the trimming: it is trimmed once it is the
 /// oldest, and the entries after it are trimmed by age again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -976,7 +976,7 @@ async fn an_entry_dated_far_in_the_future_does_not_stop_age_trimming() {
     }
 }
 
-/// Item 2, the stream deleted and the meta hash kept: the log goes on
+/// Keys that vanish, the stream deleted and the meta hash kept: the log goes on
 /// under its id, and a node that had read every entry gets no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_stream_with_its_meta_hash_kept_goes_on_without_a_gap() {

@@ -1,4 +1,4 @@
-//! A topic listed more than once is one topic (issue 21, item 5): in every
+//! A topic listed more than once is one topic: in every
 //! mode, a broadcast to `[teams, teams, team, team, teams]` gives a
 //! subscriber of `teams` one copy, and a subscription to `teams` and
 //! `team` two (one per distinct reached topic), on the sending node and on

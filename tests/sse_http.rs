@@ -1,4 +1,4 @@
-//! The SSE bridge (`staff_pubsub::sse`, feature `axum`) and the staff_web
+//! The SSE bridge (`staff_pubsub::sse`, feature `sse`) and the staff_web
 //! example's JSON API, over real HTTP on loopback, without a browser.
 
 #[path = "../examples/staff_web/app.rs"]

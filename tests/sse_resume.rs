@@ -1,4 +1,4 @@
-//! The SSE bridge on a durable server (issue 16), over real HTTP on
+//! The SSE bridge on a durable server, over real HTTP on
 //! loopback, against the in-memory log: events have their log positions
 //! as ids, and a browser that comes back with `Last-Event-ID` is replayed
 //! what it missed, then continues live; `resync` only when that is not

@@ -1,5 +1,5 @@
 //! Browsers that resume from far back and do not read cost what stalled
-//! live browsers cost (issue 21, item 6): a resume holds at most its
+//! live browsers cost: a resume holds at most its
 //! subscription's capacity of replayed entries, fetching the next page of
 //! the log only as its client reads, instead of its whole range. Over real
 //! HTTP on loopback, against the in-memory log; its own binary, as it

@@ -1,4 +1,4 @@
-//! Wide topics (issue 13): once a topic has 32 subscribers, a new
+//! Wide topics: once a topic has `WIDE_TOPIC_FROM` (32) subscribers, a new
 //! subscription on that topic alone reads the topic's shared ring (one slot
 //! per message) instead of a queue of its own. What a subscriber sees, and
 //! what the server counts, must not change: the delivery rule, lag reports
@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use staff_pubsub::{Gap, PubSub, RecvError, Subscription, Topic, TryRecvError};
+use staff_pubsub::{Gap, PubSub, RecvError, Subscription, Topic, TryRecvError, WIDE_TOPIC_FROM};
 use staff_pubsub_tests::{drain, within};
 
 const ROOMS: Topic = Topic::new("chat:rooms");
@@ -269,18 +269,54 @@ async fn the_ring_holds_a_received_message_until_the_next_broadcast() {
 #[tokio::test]
 async fn the_ring_holds_a_received_message_until_nobody_reads_it() {
     let pubsub = PubSub::<Arc<()>>::builder().capacity(4).build();
-    let mut subscriptions: Vec<_> = (0..40).map(|_| pubsub.subscribe(ROOMS).unwrap()).collect();
+    let mut subscriptions: Vec<_> = (0..WIDE_TOPIC_FROM + 8)
+        .map(|_| pubsub.subscribe(ROOMS).unwrap())
+        .collect();
     let tracked = Arc::new(());
     pubsub.local_broadcast(&[ROOMS], Arc::clone(&tracked));
     for subscription in &mut subscriptions {
         drop(subscription.try_recv().unwrap());
     }
     assert_eq!(Arc::strong_count(&tracked), 2, "the ring's reference");
-    // The first 32 have queues of their own; the other 8 read the ring.
-    for subscription in &mut subscriptions[32..] {
+    // The first WIDE_TOPIC_FROM have queues of their own; the other 8 read
+    // the ring.
+    for subscription in &mut subscriptions[WIDE_TOPIC_FROM..] {
         assert_eq!(Arc::strong_count(&tracked), 2);
         subscription.add_topic(USERS).unwrap();
     }
     assert_eq!(Arc::strong_count(&tracked), 1);
-    assert_eq!(pubsub.local_broadcast(&[ROOMS], Arc::new(())), 40);
+    assert_eq!(
+        pubsub.local_broadcast(&[ROOMS], Arc::new(())),
+        WIDE_TOPIC_FROM as u64 + 8
+    );
+}
+
+/// `WIDE_TOPIC_FROM` is where the ring begins: with that many
+/// subscriptions on a topic, a message received by all of them is let go
+/// at once (every one has a queue of its own); one more subscription on
+/// the topic alone reads the ring, which keeps its reference until the
+/// next broadcast.
+#[tokio::test]
+async fn wide_topic_from_is_the_number_of_subscriptions_before_the_ring() {
+    let pubsub = PubSub::<Arc<()>>::builder().capacity(4).build();
+    let mut subscriptions: Vec<_> = (0..WIDE_TOPIC_FROM)
+        .map(|_| pubsub.subscribe(ROOMS).unwrap())
+        .collect();
+    let tracked = Arc::new(());
+    pubsub.local_broadcast(&[ROOMS], Arc::clone(&tracked));
+    for subscription in &mut subscriptions {
+        drop(subscription.try_recv().unwrap());
+    }
+    assert_eq!(
+        Arc::strong_count(&tracked),
+        1,
+        "no ring below WIDE_TOPIC_FROM"
+    );
+
+    subscriptions.push(pubsub.subscribe(ROOMS).unwrap());
+    pubsub.local_broadcast(&[ROOMS], Arc::clone(&tracked));
+    for subscription in &mut subscriptions {
+        drop(subscription.try_recv().unwrap());
+    }
+    assert_eq!(Arc::strong_count(&tracked), 2, "the ring's reference");
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What `#[staff_events]` costs in `cargo check` (issue 11 item 8).
+# What `#[staff_events]` costs in `cargo check`.
 #
 # Generates specs of 5, 20 and 60 entities and, beside each, its plain-derive
 # baseline: the same payload structs with the derives and serde attributes the

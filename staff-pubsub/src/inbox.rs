@@ -28,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
-use crate::log::{Gap, Position};
+use crate::position::{Gap, Position};
 use crate::ring::{Cursor, Read, Ring};
 use crate::RecvError;
 

@@ -39,8 +39,9 @@
 //! - `redis`: the Redis pub/sub transport (`staff_pubsub::redis`), for
 //!   several nodes.
 //! - `redis-tls`: `rediss://` URLs for the Redis transport.
-//! - `axum`: live updates in the browser, a subscription as a Server-Sent
-//!   Events response for axum 0.8 (`staff_pubsub::sse`).
+//! - `sse`: live updates in the browser, a subscription as a Server-Sent
+//!   Events response for axum 0.8 (`staff_pubsub::sse`). Its former name,
+//!   `axum`, still turns it on.
 //! - `nats`: the NATS transport (`staff_pubsub::nats`), routed by interest:
 //!   a node receives only the topics it has subscribers of.
 //! - `phoenix`: joining a Phoenix application's PubSub through its
@@ -56,7 +57,6 @@ mod default_server;
 mod error;
 mod inbox;
 mod link;
-mod log;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
@@ -65,6 +65,7 @@ mod net;
 #[cfg(feature = "phoenix")]
 #[cfg_attr(docsrs, doc(cfg(feature = "phoenix")))]
 pub mod phoenix;
+mod position;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
@@ -72,8 +73,8 @@ mod registry;
 mod ring;
 mod server;
 pub mod spec;
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[cfg(feature = "sse")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sse")))]
 pub mod sse;
 mod stock;
 #[cfg(feature = "testing")]
@@ -86,9 +87,10 @@ pub mod wire;
 
 pub use default_server::{AlreadyInstalled, Scoped};
 pub use error::{Error, Outcome, RecvError, TransportError, TryRecvError};
-pub use log::{Gap, ParsePositionError, Position, Retention};
+pub use position::{Gap, ParsePositionError, Position, Retention};
 pub use server::{
     Broadcast, Builder, PubSub, Stats, Subscription, DEFAULT_CAPACITY, DEFAULT_NODE_NAME,
+    MAX_SHARDS, WIDE_TOPIC_FROM,
 };
 #[doc = include_str!("staff_events.md")]
 pub use staff_pubsub_macros::staff_events;
@@ -104,11 +106,14 @@ pub use uuid::Uuid;
 pub mod __private {
     pub use crate::default_server::{DefaultServer, ScopeEntry};
     pub use crate::link::{link, linked_base};
-    pub use crate::spec::{
-        broadcast_default, broadcast_on, deserialize_event, deserialize_message,
-        deserialize_payload_of, parse_event, payload_field, serialize_message, unknown_event,
-        PayloadField, Route, Spec, SpecMessage, Target, TargetKey, TopicList, UnknownEvent,
+    pub use crate::spec::serde_form::{
+        deserialize_event, deserialize_message, deserialize_payload_of, serialize_message,
+        unknown_event,
     };
+    pub use crate::spec::support::{
+        broadcast_default, broadcast_on, parse_event, payload_field, PayloadField, TopicList,
+    };
+    pub use crate::spec::{Route, Spec, SpecMessage, Target, TargetKey, UnknownEvent};
     pub use crate::{
         AlreadyInstalled, Builder, Error, ParseTopicError, PubSub, Scoped, Subscription, Topic,
         TopicKind,

@@ -25,7 +25,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::log::{Gap, Position};
+use crate::position::{Gap, Position};
 use crate::registry::Tally;
 use crate::server::{Core, Peer, PubSub};
 use crate::topic::{Topic, TopicKey};

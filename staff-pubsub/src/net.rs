@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Outcome, TransportError};
-use crate::log::Position;
+use crate::position::Position;
 use crate::topic::{Topic, TopicKey};
 use crate::transport::LocalNode;
 use crate::wire;

@@ -32,7 +32,7 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 
 use crate::inbox::{Inbox, Pushed};
-use crate::log::Position;
+use crate::position::Position;
 use crate::ring::{Ring, RING_FROM};
 use crate::topic::{Topic, TopicKey};
 
@@ -508,7 +508,7 @@ fn shrink<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Gap;
+    use crate::position::Gap;
 
     /// The presence counters hold the module's invariant through churn,
     /// and a counted slot never hides a topic.

@@ -39,12 +39,11 @@ use std::task::Waker;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::log::Position;
+use crate::position::Position;
 
 /// Subscribers a topic has before a new subscription on it (and on no
-/// other topic) reads the topic's ring instead of a queue of its own. The
-/// per-entity topics, with one subscriber or a few, keep the plain queues;
-/// the value is a round number, not tuned by measurement.
+/// other topic) reads the topic's ring instead of a queue of its own;
+/// public as [`WIDE_TOPIC_FROM`](crate::WIDE_TOPIC_FROM).
 pub(crate) const RING_FROM: usize = 32;
 
 pub(crate) struct Ring<M> {

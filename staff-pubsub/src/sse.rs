@@ -150,8 +150,16 @@ use tokio::sync::watch;
 
 use crate::{Error, Gap, ParseTopicError, Position, PubSub, RecvError, Subscription, Topic};
 
-/// The default bound on topics per connection ([`SseBridge::max_topics`]).
-pub const DEFAULT_MAX_TOPICS: usize = 16;
+/// The default bound on topics per browser connection, that is per event
+/// stream ([`SseBridge::max_topics`]).
+pub const DEFAULT_MAX_STREAM_TOPICS: usize = 16;
+
+/// The former name of [`DEFAULT_MAX_STREAM_TOPICS`], kept so that code
+/// naming it compiles; not to be confused with
+/// [`wire::DEFAULT_MAX_TOPICS`](crate::wire::DEFAULT_MAX_TOPICS), the bound
+/// on topics per envelope.
+#[deprecated(note = "renamed `DEFAULT_MAX_STREAM_TOPICS`: the bound on topics per event stream")]
+pub const DEFAULT_MAX_TOPICS: usize = DEFAULT_MAX_STREAM_TOPICS;
 
 /// The default interval of keep-alive comments ([`SseBridge::keep_alive`]).
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -330,7 +338,7 @@ where
                 pubsub,
                 parse_topic,
                 event_name,
-                max_topics: DEFAULT_MAX_TOPICS,
+                max_topics: DEFAULT_MAX_STREAM_TOPICS,
                 keep_alive: DEFAULT_KEEP_ALIVE,
                 authorize: None,
                 closed: watch::Sender::new(false),
@@ -343,7 +351,7 @@ where
     }
 
     /// At most `limit` topics per connection (at least 1); default
-    /// [`DEFAULT_MAX_TOPICS`]. Configure before cloning the bridge: on a
+    /// [`DEFAULT_MAX_STREAM_TOPICS`]. Configure before cloning the bridge: on a
     /// bridge already cloned this has no effect (and logs an error).
     #[must_use]
     pub fn max_topics(mut self, limit: usize) -> Self {

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use crate::error::TransportError;
-use crate::log::{Gap, Position};
+use crate::position::{Gap, Position};
 use crate::topic::Topic;
 
 /// A boxed, sendable future: what [`Transport::publish`] returns.

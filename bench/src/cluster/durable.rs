@@ -1,4 +1,4 @@
-//! Durable against live-only delivery (issue 16), on each engine, in the
+//! Durable against live-only delivery, on each engine, in the
 //! same run: `--only durable`.
 //!
 //! **Throughput and latency**: the two-node workload of [`crate::pair`]

@@ -40,16 +40,15 @@ pub struct Spec {
     goal: Goal,
 }
 
-/// The headline figures, in report order. Their names are the keys of
-/// `--json` (BENCHMARKS.md and issues 6 and 13 use them); the goals are
-/// issue 13's (issue 6's where issue 13 sets none).
+/// The headline figures, in report order, each with its goal. Their names
+/// are the keys of `--json` (BENCHMARKS.md uses them).
 pub const FIGURES: [Spec; 15] = [
     Spec {
         name: "membership_vs_naive_ratio",
         source: Source::Ratio("membership_fanout", "naive"),
         goal: Goal::AtLeast(1.8),
     },
-    // Not a goal (issue 13): threaded, it measures which wake-up regime
+    // Not a goal: threaded, it measures which wake-up regime
     // each contender lands in; the CPU figure below is the goal.
     Spec {
         name: "membership_vs_floor_ratio",

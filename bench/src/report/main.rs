@@ -1,5 +1,5 @@
 //! The benchmark report: `staff-pubsub` against the hand-written baseline,
-//! the floor of delivery and a published peer, on the workloads of issue 6.
+//! the floor of delivery and a published peer, on the workloads below.
 //!
 //! ```text
 //! cargo run --release -p staff-pubsub-bench             # full run, Markdown

@@ -10,7 +10,7 @@
 //!     target/release/bench_report --profile cold 100000 2>&1 | grep Collected
 //! ```
 //!
-//! `cold_topic_instructions` (issue 13) is callgrind's `Collected` count of
+//! `cold_topic_instructions` is callgrind's `Collected` count of
 //! the cold run divided by its `N` (the program prints `N`; valgrind
 //! prints the count on stderr). It is not measured inside this program:
 //! the count is valgrind's, and deterministic. `membership_loop` is also

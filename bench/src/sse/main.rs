@@ -1,4 +1,4 @@
-//! `sse_bench`: many browsers on the SSE bridge (issue 12).
+//! `sse_bench`: many browsers on the SSE bridge.
 //!
 //! ```sh
 //! cargo run --release -p staff-pubsub-bench --features sse --bin sse_bench                 # 1 node

@@ -5,8 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Outcome, TransportError};
-use crate::log::Retention;
 use crate::net::{redact, Secrets};
+use crate::position::Retention;
 use crate::topic::Topic;
 use crate::wire;
 

@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Outcome, TransportError};
-use crate::log::{Gap, Position, Retention};
 use crate::net::{not_sent, Inbound, RateLimit, Secrets, StopReport};
+use crate::position::{Gap, Position, Retention};
 use crate::topic::Topic;
 use crate::transport::Replay;
 

@@ -150,8 +150,8 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::log::{Position, Retention};
 use crate::net::{encode_bounded, not_sent, AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
+use crate::position::{Position, Retention};
 use crate::server::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{

@@ -6,8 +6,8 @@ use std::time::Duration;
 use ::redis::AsyncConnectionConfig;
 
 use super::{DEFAULT_MAX_TOPICS, DEFAULT_NAMESPACE};
-use crate::log::Retention;
 use crate::net::redact;
+use crate::position::Retention;
 use crate::wire;
 
 /// Where and how a node reaches Redis.

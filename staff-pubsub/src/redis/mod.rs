@@ -168,8 +168,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
-use crate::log::{Position, Retention};
 use crate::net::{encode_bounded, not_sent, redact, Inbound, RateLimit, Secrets, StopReport};
+use crate::position::{Position, Retention};
 use crate::server::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, LogHead, Replay, Transport};

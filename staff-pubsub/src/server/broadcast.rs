@@ -84,9 +84,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         T: AsRef<[Topic]> + Send + 'a,
     {
         self.record(topics.as_ref(), Tally::default());
-        Broadcast::Sending(Box::pin(async move {
+        Broadcast(Sending::Boxed(Box::pin(async move {
             self.publish(Mode::All, topics.as_ref(), &message).await
-        }))
+        })))
     }
 
     /// As [`broadcast`](Self::broadcast), but not to `from` (the sender's own
@@ -173,12 +173,12 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         T: AsRef<[Topic]> + Send + 'a,
     {
         match shared {
-            None => Broadcast::Done,
-            Some(message) => Broadcast::Sending(Box::pin(async move {
+            None => Broadcast(Sending::Nothing),
+            Some(message) => Broadcast(Sending::Boxed(Box::pin(async move {
                 let topics = Listed::new(topics);
                 self.publish(Mode::ExceptOrigin, topics.as_ref(), &message)
                     .await
-            })),
+            }))),
         }
     }
 
@@ -536,20 +536,21 @@ fn repeats_a_hash(hashes: &[u64]) -> bool {
 /// Ready at once with `Ok` when there is nothing to send (in process);
 /// boxed when there is, as the transport's own future is.
 #[must_use = "other nodes receive the broadcast only when the future is awaited"]
-pub enum Broadcast<'a> {
+pub struct Broadcast<'a>(Sending<'a>);
+
+/// What a [`Broadcast`] has left to do.
+enum Sending<'a> {
     /// Nothing to send to other nodes: resolves to `Ok(())` at once.
-    #[doc(hidden)]
-    Done,
-    /// Sending to other nodes.
-    #[doc(hidden)]
-    Sending(BoxFuture<'a, Result<(), Error>>),
+    Nothing,
+    /// Sending to other nodes, or appending to the log.
+    Boxed(BoxFuture<'a, Result<(), Error>>),
 }
 
 impl std::fmt::Debug for Broadcast<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Done => "Broadcast(done)",
-            Self::Sending(_) => "Broadcast(sending to other nodes)",
+        f.write_str(match self.0 {
+            Sending::Nothing => "Broadcast(done)",
+            Sending::Boxed(_) => "Broadcast(sending to other nodes)",
         })
     }
 }
@@ -559,9 +560,9 @@ impl Future for Broadcast<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // `Broadcast` is `Unpin`: the sending future is boxed.
-        match self.get_mut() {
-            Self::Done => Poll::Ready(Ok(())),
-            Self::Sending(sending) => sending.as_mut().poll(cx),
+        match &mut self.get_mut().0 {
+            Sending::Nothing => Poll::Ready(Ok(())),
+            Sending::Boxed(sending) => sending.as_mut().poll(cx),
         }
     }
 }

@@ -63,7 +63,8 @@ impl<M: Send + Sync + 'static> Builder<M> {
     /// dropped and reported as [`RecvError::Lagged`](crate::RecvError::Lagged). At least 1.
     ///
     /// A wide topic shares one queue among its subscribers: once a topic
-    /// has 32 subscriptions on this server, each new subscription on that
+    /// has [`WIDE_TOPIC_FROM`](crate::WIDE_TOPIC_FROM) subscriptions on
+    /// this server, each new subscription on that
     /// topic alone reads the topic's shared ring of `capacity` slots (one
     /// per message, however many read it) instead of a queue of its own.
     /// What it receives is the same (messages, order, lag reports, gaps,
@@ -98,7 +99,8 @@ impl<M: Send + Sync + 'static> Builder<M> {
     }
 
     /// How many independently locked parts the topic registry has (rounded up
-    /// to a power of two). More shards let more publishers run in parallel.
+    /// to a power of two, from 1 to [`MAX_SHARDS`](crate::MAX_SHARDS)). More
+    /// shards let more publishers run in parallel.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards.clamp(1, MAX_SHARDS);
         self

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use super::stats::{ConnectionCell, Counters};
 use crate::error::{Error, TransportError};
-use crate::log::{Gap, Position};
+use crate::position::{Gap, Position};
 use crate::registry::{Registry, Tally};
 use crate::throttle::FailureLog;
 use crate::topic::Topic;

@@ -13,7 +13,7 @@ use super::handle::PubSub;
 use super::subscription::Subscription;
 use crate::error::{Error, RecvError, TransportError};
 use crate::inbox::Taken;
-use crate::log::{Gap, Position};
+use crate::position::{Gap, Position};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, LogHead, Replay};
 

@@ -11,7 +11,7 @@ use super::core::Core;
 use super::resume::Resume;
 use crate::error::{Error, RecvError, TryRecvError};
 use crate::inbox::{Inbox, Taken};
-use crate::log::Position;
+use crate::position::Position;
 use crate::topic::Topic;
 
 /// A subscription to one or more topics: a queue of the messages broadcast

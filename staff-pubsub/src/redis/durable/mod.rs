@@ -34,8 +34,8 @@ use serde::de::DeserializeOwned;
 
 use super::Publisher;
 use crate::error::TransportError;
-use crate::log::{Gap, Position, Retention};
 use crate::net::Inbound;
+use crate::position::{Gap, Position, Retention};
 use crate::server::random_u64;
 use crate::topic::Topic;
 use crate::transport::{LogHead, Replay};

@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use super::super::{Publisher, RedisConfig};
 use super::{entries_of, fresh_log_id, trimmed, Log, RawEntry, HEAD, PAGE, RENEW};
 use crate::error::TransportError;
-use crate::log::{Gap, Position, Retention};
 use crate::net::{not_sent, Backoff, Inbound, RateLimit, Retrying, Secrets, StopReport, Stopped};
+use crate::position::{Gap, Position, Retention};
 use crate::transport::{Connection, LocalNode};
 
 /// Where the reader is: the last entry it read, kept across reconnects and
