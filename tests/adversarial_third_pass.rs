@@ -1,5 +1,4 @@
-//! The adversarial third pass (issue 21 items 5 and 6, issue 23 item 3),
-//! written from the README and rustdoc alone: a topic listed twice is one
+//! Adversarial cases, written from the README and rustdoc alone: a topic listed twice is one
 //! topic in every form a list can reach a node in (received envelopes and
 //! log entries made by hand, wide topics, `add_topic`, generated
 //! functions), and paged resumes at their edges (the replay limit,
