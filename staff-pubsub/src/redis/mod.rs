@@ -156,7 +156,7 @@
 //!   read the stream, durable nodes do not read the channel.
 //! - Cost: a script run and a stream entry per broadcast instead of a
 //!   `PUBLISH`, and the sender's own delivery waits for Redis (see
-//!   BENCHMARKS.md, "Durable delivery"). The two keys share the hash tag
+//!   BENCHMARKS.md, "Durable delivery and catch-up"). The two keys share the hash tag
 //!   `{<namespace>}`, so both live in one Redis Cluster slot.
 
 use std::fmt;
