@@ -172,10 +172,9 @@ fn ready_ok<F: std::future::Future<Output = Result<(), Error>>>(future: F) -> bo
 /// One guarantee, run in every mode: a module named after it with one
 /// `#[tokio::test]` per mode. `nodes` is how many nodes the networked modes
 /// get (in process has one); `not_applicable` says, for a mode, why the
-/// guarantee does not apply there (the README's "n/a" cell); `linked` adds
-/// an attribute to the linked cell (an `#[ignore]` naming a known bug).
+/// guarantee does not apply there (the README's "n/a" cell).
 macro_rules! guarantee {
-    ($name:ident, nodes: $nodes:expr, not_applicable: $na:expr $(, linked: #[$linked:meta])?) => {
+    ($name:ident, nodes: $nodes:expr, not_applicable: $na:expr) => {
         mod $name {
             use super::*;
 
@@ -223,7 +222,6 @@ macro_rules! guarantee {
                 cell(Mode::Phoenix).await;
             }
 
-            $(#[$linked])?
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn linked() {
                 cell(Mode::Linked).await;

@@ -63,8 +63,9 @@ pub enum Error {
     #[error("the subscription is closed: it was unsubscribed or its server is gone")]
     SubscriptionClosed,
     /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) on a
-    /// server whose transport keeps no log (in process, live-only Redis or
-    /// NATS): only a durable transport can replay.
+    /// server whose transport keeps no log (in process, live Redis or NATS,
+    /// Phoenix, or a server linked to one of these): only a durable
+    /// transport can replay.
     #[error("this server's transport keeps no log to replay from: it is not durable")]
     NotDurable,
     /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) could

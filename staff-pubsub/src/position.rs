@@ -144,7 +144,10 @@ pub enum Gap {
     /// Durable delivery: entries were trimmed from the log (its retention)
     /// before this node read them: `missing` entries from position
     /// `first` on. They were broadcasts to any topic, so the subscriber
-    /// may have missed fewer than `missing` of its own.
+    /// may have missed fewer than `missing` of its own. On Redis, also
+    /// when another client raised the log's meta `seq`: `missing` then
+    /// counts numbers never written (see the `redis`
+    /// module's "Durable delivery").
     Trimmed {
         /// The first entry that was lost.
         first: Position,

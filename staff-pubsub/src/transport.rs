@@ -257,7 +257,7 @@ pub enum Connection {
 }
 
 /// What a [`LocalNode`] asks of its server: implemented by the server's
-/// core (in `pubsub.rs`), so that this module names no part of it.
+/// core (in `server/core.rs`), so that this module names no part of it.
 pub(crate) trait NodeSink<M>: Send + Sync {
     /// Dispatches a received message (at `position` in a durable log) to
     /// this node's subscribers of `topics`, each distinct topic once;

@@ -68,7 +68,7 @@ pub enum NameForm {
     #[default]
     Atom,
     /// A binary (`node_name: "phx-a"`, accepted by phoenix_pubsub_redis
-    /// after 3.1.0; every Rust node's own name).
+    /// 3.0.x and by commits after 3.1.0; every Rust node's own name).
     Binary,
 }
 

@@ -21,7 +21,8 @@
 //!   [`Stats::rejected`](crate::Stats::rejected) and logged at DEBUG (a
 //!   Phoenix application's channel carries many messages that are not for
 //!   this spec).
-//! - A broadcast is published as Phoenix publishes it: one frame per topic,
+//! - A broadcast is published as Phoenix publishes it: one frame per
+//!   distinct topic (a topic listed twice is one frame),
 //!   `{3, :except, "<this node>", topic, {scope, event, payload}, Phoenix.PubSub}`
 //!   (`:only` and the target node for
 //!   [`direct_broadcast`](PubSub::direct_broadcast)), so that a LiveView's

@@ -10,8 +10,10 @@ pub const MAX_KNOWN_NODES: usize = 1024;
 /// The longest node name learned, in characters: an Erlang atom's limit.
 pub(super) const MAX_NODE_NAME: usize = 255;
 
-/// Whether `node` has more characters than an atom may.
-pub(super) fn too_long_for_an_atom(node: &str) -> bool {
+/// Whether `node` has more characters than an atom may. The byte length
+/// is only a fast path (a character is at most 4 bytes): the character
+/// count decides.
+fn too_long_for_an_atom(node: &str) -> bool {
     node.len() > 4 * MAX_NODE_NAME || node.chars().count() > MAX_NODE_NAME
 }
 
@@ -27,7 +29,7 @@ pub(super) struct NodeForms {
 }
 
 #[derive(Default)]
-pub(super) struct KnownNodes {
+struct KnownNodes {
     forms: std::collections::HashMap<Box<str>, NameForm>,
     order: std::collections::VecDeque<Box<str>>,
 }

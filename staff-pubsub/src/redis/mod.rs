@@ -152,6 +152,15 @@
 //!     counts as old and is trimmed once it is the oldest, so a stray
 //!     entry dated in the future keeps the entries after it for at most
 //!     twice the age; the log's memory stays bounded.
+//!   - Values in the log's own form cannot be told from the log's own: a
+//!     `seq` raised to a larger valid number makes the next entries jump
+//!     there, read after a [`Gap::Trimmed`](crate::Gap::Trimmed) whose
+//!     `missing` counts numbers never written; a `log` set back to an id
+//!     the log had before reads as a lost log
+//!     ([`Gap::LogLost`](crate::Gap::LogLost) at the next head check, then
+//!     the stream from its start, so entries already delivered come
+//!     again, then a `Gap::Trimmed` for the numbers the other id used).
+//!     Restore the meta hash only together with its stream.
 //! - Every node of a namespace must use the same mode: live nodes do not
 //!   read the stream, durable nodes do not read the channel.
 //! - Cost: a script run and a stream entry per broadcast instead of a

@@ -195,8 +195,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// subscribed before the call with the engine, so that what other
     /// nodes broadcast from then on reaches them. With NATS, which routes
     /// by interest, a new topic's subscription reaches the server a moment
-    /// after [`subscribe`](Self::subscribe) returns; in process and with
-    /// Redis (which receives every topic) it resolves at once. A server
+    /// after [`subscribe`](Self::subscribe) returns; in process, with Redis
+    /// (which receives every topic), with Phoenix and with durable NATS
+    /// (which reads the whole log) it resolves at once. A server
     /// linked with another spec's waits for the linked one's transport.
     ///
     /// # Errors

@@ -35,7 +35,8 @@ pub struct Stats {
     pub rejected: u64,
     /// Times subscribers were told of a gap: the transport lost its
     /// connection, restarted its receive task, or dropped messages (a slow
-    /// consumer). A gap signalled again before the subscribers read the
+    /// consumer), or, durable, entries were trimmed or the log was lost. A
+    /// gap signalled again before the subscribers read the
     /// previous one counts once.
     pub gaps: u64,
     /// Envelopes received from another live server that uses this node's

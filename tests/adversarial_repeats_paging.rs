@@ -4,7 +4,7 @@
 //! functions), and paged resumes at their edges (the replay limit,
 //! capacity 1 with broadcasts going on, `try_recv` and the stream, a log
 //! trimmed mid-replay, a server dropped mid-page). Against real servers
-//! started on loopback. Attacks that found a bug are `#[ignore]`d with it.
+//! started on loopback.
 //!
 //! "No second copy" is proven by a marker sent after, to every topic of the
 //! subscription, by the same sender: a second copy would come before the
@@ -71,7 +71,7 @@ fn envelope(topics: &[&str], message: u64) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------
-// Item 5: a topic listed twice is one topic.
+// A topic listed twice is one topic.
 // ---------------------------------------------------------------------
 
 /// Subscriptions of one node: `WIDE` to `A` (a wide topic), one to `A`
@@ -398,7 +398,7 @@ async fn nats_durable_a_log_entry_listing_a_topic_twice_is_one_topic_live_and_re
 }
 
 // ---------------------------------------------------------------------
-// Item 6: paged resumes.
+// Paged resumes.
 // ---------------------------------------------------------------------
 
 async fn redis_node(server: &RedisServer, capacity: usize, retention: Retention) -> PubSub<u64> {

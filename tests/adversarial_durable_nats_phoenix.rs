@@ -1,8 +1,9 @@
 //! Adversarial cases: the durable Redis log against other writers of its
 //! keys, NATS slow consumers and credentials, Phoenix node names, UUID
 //! fields and the rate-limited failure WARN. Written from the README and rustdoc alone,
-//! against real servers started on loopback. A test that shows a bug or a
-//! doc/behaviour mismatch is kept, `#[ignore = "BUG: .."]`.
+//! against real servers started on loopback. A case that shows a known
+//! limit is kept `#[ignore]`d, its reason naming the limit and where the
+//! README states it.
 //!
 //! Every wait is bounded (a deadline or `within`); nothing sleeps and hopes.
 
