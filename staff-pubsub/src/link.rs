@@ -39,6 +39,9 @@ struct Link<M, N> {
     target: Weak<Core<N>>,
     _keep: Option<Arc<Core<N>>>,
     convert: fn(&M) -> Option<N>,
+    /// The other way: the peer's messages (a replay from its log) in this
+    /// server's form.
+    back: fn(&N) -> Option<M>,
 }
 
 impl<M, N> Peer<M> for Link<M, N>
@@ -175,17 +178,7 @@ where
                 ));
             };
             let replay = transport.replay(after, through, topics).await?;
-            // The peer's own link back to this server converts its
-            // messages to this server's.
-            let back = core
-                .peer
-                .get()
-                .and_then(|peer| peer.as_any().downcast_ref::<Link<N, M>>())
-                .map(|link| link.convert);
-            Ok(match back {
-                Some(convert) => replay.convert(convert),
-                None => replay.convert(|_| None),
-            })
+            Ok(replay.convert(self.back))
         })
     }
 
@@ -224,7 +217,7 @@ where
     E: Send + Sync + 'static,
 {
     let (base_core, extension_core) = (base.core(), extension.core());
-    if base_core.peer.get().is_some() || extension_core.peer.get().is_some() {
+    if base_core.peer().is_some() || extension_core.peer().is_some() {
         tracing::error!(
             base = base.node_name(),
             extension = extension.node_name(),
@@ -248,37 +241,27 @@ where
         target: Arc::downgrade(extension_core),
         _keep: None,
         convert: to_extension,
+        back: to_base,
     });
     let back: Box<dyn Peer<E>> = Box::new(Link {
         target: Arc::downgrade(base_core),
         _keep: Some(Arc::clone(base_core)),
         convert: to_base,
+        back: to_extension,
     });
     // Both cells were empty just above; a concurrent link of the same
     // servers (generated code links once per slot) loses harmlessly.
-    let linked = base_core.peer.set(forward).is_ok() && extension_core.peer.set(back).is_ok();
+    let linked = base_core.set_peer(forward) && extension_core.set_peer(back);
     // The server without a transport answers to the name of the one with,
     // and its topics are the other transport's interest too.
     // A durable transport delivers both servers' broadcasts from its log.
     let durable = base_core.is_durable() || extension_core.is_durable();
-    base_core
-        .durable
-        .store(durable, std::sync::atomic::Ordering::Relaxed);
-    extension_core
-        .durable
-        .store(durable, std::sync::atomic::Ordering::Relaxed);
+    base_core.set_durable(durable);
+    extension_core.set_durable(durable);
     if extension_core.has_transport() {
-        let _ = base_core.node_alias.set(Arc::clone(&extension_core.node));
-        let _ = base_core.interest.set(Core::interest_hook(extension_core));
-        for topic in base_core.registry.topics() {
-            base_core.interest_changed(topic, true);
-        }
+        base_core.carried_by(extension_core);
     } else if base_core.has_transport() {
-        let _ = extension_core.node_alias.set(Arc::clone(&base_core.node));
-        let _ = extension_core.interest.set(Core::interest_hook(base_core));
-        for topic in extension_core.registry.topics() {
-            extension_core.interest_changed(topic, true);
-        }
+        extension_core.carried_by(base_core);
     }
     linked
 }
@@ -296,7 +279,7 @@ where
     B: Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
-    let existing = extension.core().peer.get().and_then(|peer| {
+    let existing = extension.core().peer().and_then(|peer| {
         let link = peer.as_any().downcast_ref::<Link<E, B>>()?;
         link.target.upgrade().map(PubSub::from_core)
     });

@@ -28,19 +28,19 @@ pub(crate) struct Core<M> {
     pub(super) transport: OnceLock<Box<dyn Transport<M>>>,
     /// The server this one shares delivery with (a spec and its
     /// extension): set once by [`crate::link::link`].
-    pub(crate) peer: OnceLock<Box<dyn Peer<M>>>,
+    pub(super) peer: OnceLock<Box<dyn Peer<M>>>,
     /// The node name of the linked server whose transport carries this
     /// one's traffic, when this one has none: what [`PubSub::node_name`]
     /// reports.
-    pub(crate) node_alias: OnceLock<Arc<str>>,
+    pub(super) node_alias: OnceLock<Arc<str>>,
     /// Tells the transport that routes by interest (this server's or the
     /// linked one's) that a topic appeared or went: set with the
     /// transport, or by the link. Holds the transport's server weakly.
-    pub(crate) interest: OnceLock<InterestHook>,
+    pub(super) interest: OnceLock<InterestHook>,
     /// Whether broadcasts go through a durable transport's log (this
     /// server's, or the linked server's) and reach this node's subscribers
     /// from there, in log order, instead of at the call.
-    pub(crate) durable: AtomicBool,
+    pub(super) durable: AtomicBool,
     /// The log position the durable transport has read up to, packed as
     /// a [`Position`] but with a sequence number that may be 0 (an empty
     /// log); [`NO_HEAD`] until the transport has read the log's head.
@@ -66,11 +66,39 @@ impl<M: Send + Sync + 'static> Core<M> {
             }
         })
     }
+
+    /// This server, which has no transport, sends through `carrier`'s: it
+    /// answers to `carrier`'s node name, and its topics are that
+    /// transport's interest too (the ones it has now included).
+    pub(crate) fn carried_by<N: Send + Sync + 'static>(&self, carrier: &Arc<Core<N>>) {
+        let _ = self.node_alias.set(Arc::clone(&carrier.node));
+        let _ = self.interest.set(Core::interest_hook(carrier));
+        for topic in self.registry.topics() {
+            self.interest_changed(topic, true);
+        }
+    }
 }
 
 impl<M> Core<M> {
     pub(crate) fn has_transport(&self) -> bool {
         self.transport.get().is_some()
+    }
+
+    /// The server this one is linked with, if it is.
+    pub(crate) fn peer(&self) -> Option<&dyn Peer<M>> {
+        self.peer.get().map(|peer| &**peer)
+    }
+
+    /// Links this server to its peer (see [`crate::link::link`]): false,
+    /// changing nothing, when it is linked already.
+    pub(crate) fn set_peer(&self, peer: Box<dyn Peer<M>>) -> bool {
+        self.peer.set(peer).is_ok()
+    }
+
+    /// Whether broadcasts go through a durable log: set by the link when
+    /// the linked server's transport is durable.
+    pub(crate) fn set_durable(&self, durable: bool) {
+        self.durable.store(durable, Ordering::Relaxed);
     }
 
     /// Whether broadcasts go through a durable log (see [`Core::durable`]).
