@@ -418,14 +418,13 @@ pub fn encode_frame<M: Serialize + SpecMessage>(
     message: &M,
     compression_level: u32,
 ) -> Result<Vec<u8>, FrameError> {
-    let message = encode_message(message)?;
-    assemble(
+    encode_frame_as(
         mode,
         node,
         NameForm::Binary,
         topic,
-        &message,
-        compression_level.min(9),
+        message,
+        compression_level,
     )
 }
 
@@ -444,13 +443,25 @@ pub fn encode_frame_named<M: Serialize + SpecMessage>(
     message: &M,
     compression_level: u32,
 ) -> Result<Vec<u8>, FrameError> {
-    let message = encode_message(message)?;
-    assemble(
+    encode_frame_as(
         mode,
         node.text(),
         node.form(),
         topic,
-        &message,
-        compression_level.min(9),
+        message,
+        compression_level,
     )
+}
+
+/// [`encode_frame`] and [`encode_frame_named`]: `node` in `form`.
+fn encode_frame_as<M: Serialize + SpecMessage>(
+    mode: FrameMode,
+    node: &str,
+    form: NameForm,
+    topic: &str,
+    message: &M,
+    compression_level: u32,
+) -> Result<Vec<u8>, FrameError> {
+    let message = encode_message(message)?;
+    assemble(mode, node, form, topic, &message, compression_level.min(9))
 }
