@@ -789,18 +789,16 @@ mod phoenix {
     use std::time::Duration;
 
     use futures_util::StreamExt;
-    use redis::aio::PubSubStream;
     use staff_pubsub::phoenix::{
-        decode_frame, encode_frame, FrameMode, NameForm, NodeName, PhoenixConfig,
-        DEFAULT_MAX_FRAME_SIZE,
+        decode_frame, FrameMode, NameForm, NodeName, PhoenixConfig, DEFAULT_MAX_FRAME_SIZE,
     };
     use staff_pubsub::staff::{self, Message, Team, TeamEvent};
-    use staff_pubsub::{PubSub, Subscription, Topic, Uuid};
-    use staff_pubsub_tests::redis_server::{publish_raw, RedisServer};
+    use staff_pubsub::{PubSub, Topic, Uuid};
+    use staff_pubsub_tests::phoenix::{fence_frame, team, until_fence, CHANNEL};
+    use staff_pubsub_tests::redis_server::{publish_raw, raw_subscriber, RedisServer};
     use staff_pubsub_tests::{logs, within};
 
     const PUBSUB: &str = "MyApp.PubSub";
-    const CHANNEL: &str = "phx:Elixir.MyApp.PubSub.Adapter";
     const TEAM: &str = "019ab6a3-c1c6-748b-9697-6c080717373b";
 
     fn config(server: &RedisServer) -> PhoenixConfig {
@@ -816,44 +814,6 @@ mod phoenix {
             .phoenix(config(server))
             .await
             .unwrap_or_else(|e| panic!("node {name}: {e}"))
-    }
-
-    async fn raw_subscriber(server: &RedisServer) -> PubSubStream {
-        let mut pubsub = redis::Client::open(server.url())
-            .unwrap()
-            .get_async_pubsub()
-            .await
-            .unwrap();
-        pubsub.subscribe(CHANNEL).await.unwrap();
-        pubsub.into_on_message()
-    }
-
-    fn team(name: &str) -> Message {
-        Message::Team(
-            TeamEvent::Updated,
-            Team {
-                uuid: Uuid::from_u128(7),
-                name: Some(name.into()),
-                department_uuid: None,
-            },
-        )
-    }
-
-    fn fence_frame() -> Vec<u8> {
-        encode_frame(FrameMode::Except, "fence", "staff:teams", &team("fence"), 0).unwrap()
-    }
-
-    async fn until_fence(subscription: &mut Subscription<Message>) -> Vec<Message> {
-        let mut got = Vec::new();
-        loop {
-            let message = within("the fence", subscription.recv())
-                .await
-                .expect("a message");
-            if *message == team("fence") {
-                return got;
-            }
-            got.push((*message).clone());
-        }
     }
 
     // ---- hand-built terms
@@ -1013,7 +973,7 @@ mod phoenix {
             .await
             .expect("a 256-character name is sent as a binary");
         // Heard as a binary: sent as one.
-        let mut raw = raw_subscriber(&server).await;
+        let mut raw = raw_subscriber(&server, CHANNEL).await;
         let learned = "z".repeat(300);
         publish_raw(
             &mut publisher,
@@ -1063,7 +1023,7 @@ mod phoenix {
         .await;
         publish_raw(&mut publisher, CHANNEL, &fence_frame()).await;
         let _ = until_fence(&mut on).await;
-        let mut raw = raw_subscriber(&server).await;
+        let mut raw = raw_subscriber(&server, CHANNEL).await;
         rust.direct_broadcast(name, &[staff::topic_teams()], team("to ä"))
             .await
             .unwrap();
@@ -1094,7 +1054,7 @@ mod phoenix {
         publish_raw(&mut publisher, CHANNEL, &fence_frame()).await;
         let _ = until_fence(&mut on).await;
         assert_eq!(rust.stats().rejected, 5_000);
-        let mut raw = raw_subscriber(&server).await;
+        let mut raw = raw_subscriber(&server, CHANNEL).await;
         for (name, form) in [
             ("flood-0", NameForm::Atom),
             ("flood-4999", NameForm::Binary),

@@ -24,12 +24,12 @@ use staff_pubsub::phoenix::{
     PhoenixConfig, DEFAULT_MAX_FRAME_SIZE,
 };
 use staff_pubsub::staff::{self, Message, Team, TeamEvent};
-use staff_pubsub::{PubSub, Subscription, Uuid};
-use staff_pubsub_tests::redis_server::{publish_raw, RedisServer};
+use staff_pubsub::{PubSub, Uuid};
+use staff_pubsub_tests::phoenix::{fence_frame, team, until_fence, CHANNEL};
+use staff_pubsub_tests::redis_server::{publish_raw, raw_subscriber, RedisServer};
 use staff_pubsub_tests::{logs, within};
 
 const PUBSUB: &str = "MyApp.PubSub";
-const CHANNEL: &str = "phx:Elixir.MyApp.PubSub.Adapter";
 const TEAM: &str = "019ab6a3-c1c6-748b-9697-6c080717373b";
 
 fn golden(file: &str) -> Vec<u8> {
@@ -52,16 +52,6 @@ async fn node_with(name: &str, config: PhoenixConfig) -> PubSub<Message> {
         .unwrap_or_else(|e| panic!("node {name}: {e}"))
 }
 
-async fn raw_subscriber(server: &RedisServer) -> PubSubStream {
-    let mut pubsub = redis::Client::open(server.url())
-        .unwrap()
-        .get_async_pubsub()
-        .await
-        .unwrap();
-    pubsub.subscribe(CHANNEL).await.unwrap();
-    pubsub.into_on_message()
-}
-
 /// The next frame on the channel, decoded.
 async fn next_frame(stream: &mut PubSubStream) -> Frame<Message> {
     let message = within("a frame on the channel", stream.next())
@@ -70,37 +60,8 @@ async fn next_frame(stream: &mut PubSubStream) -> Frame<Message> {
     decode_frame(message.get_payload_bytes(), DEFAULT_MAX_FRAME_SIZE).expect("a staff frame")
 }
 
-fn team(name: &str) -> Message {
-    Message::Team(
-        TeamEvent::Updated,
-        Team {
-            uuid: Uuid::from_u128(7),
-            name: Some(name.into()),
-            department_uuid: None,
-        },
-    )
-}
-
-/// A frame from a Phoenix node named "fence" (binary) on `staff:teams`:
-/// every node takes it.
-fn fence_frame() -> Vec<u8> {
-    encode_frame(FrameMode::Except, "fence", "staff:teams", &team("fence"), 0).unwrap()
-}
-
-/// What `subscription` receives up to the fence (excluded).
-async fn until_fence(subscription: &mut Subscription<Message>) -> Vec<Message> {
-    let mut got = Vec::new();
-    loop {
-        let message = within("the fence", subscription.recv())
-            .await
-            .expect("a message");
-        if *message == team("fence") {
-            return got;
-        }
-        got.push((*message).clone());
-    }
-}
-
+/// A frame from a Phoen
+/// What `subscription` receives up
 /// An Elixir `direct_broadcast` names its target as an atom when that is
 /// how it spells node names (`:"rust-1"`), or as a binary: the Rust node
 /// takes both, and no other node takes either.
@@ -173,7 +134,7 @@ async fn direct_broadcasts_name_the_target_as_it_names_itself() {
     // Read: the frames were handled, so their names are known.
     assert_eq!(until_fence(&mut teams).await.len(), 4);
 
-    let mut raw = raw_subscriber(&server).await;
+    let mut raw = raw_subscriber(&server, CHANNEL).await;
     let mut target_of = async |from: &PubSub<Message>, node: &str| {
         from.direct_broadcast(node, &[staff::topic_teams()], team("direct"))
             .await

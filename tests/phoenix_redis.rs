@@ -22,7 +22,7 @@ use staff_pubsub::staff::{
     TeamMembershipEvent,
 };
 use staff_pubsub::{Connection, Error, Outcome, PubSub, RecvError, Subscription, Topic, Uuid};
-use staff_pubsub_tests::redis_server::{free_port, publish_raw, RedisServer};
+use staff_pubsub_tests::redis_server::{free_port, publish_raw, raw_subscriber, RedisServer};
 use staff_pubsub_tests::{logs, within};
 
 const PUBSUB: &str = "MyApp.PubSub";
@@ -70,17 +70,6 @@ async fn node_with(name: &str, config: PhoenixConfig) -> PubSub<Message> {
 
 async fn node(server: &RedisServer, name: &str) -> PubSub<Message> {
     node_with(name, config(server)).await
-}
-
-/// A plain subscriber of the channel, as the capture of the golden frames was.
-async fn raw_subscriber(server: &RedisServer) -> PubSubStream {
-    let mut pubsub = redis::Client::open(server.url())
-        .unwrap()
-        .get_async_pubsub()
-        .await
-        .unwrap();
-    pubsub.subscribe(CHANNEL).await.unwrap();
-    pubsub.into_on_message()
 }
 
 async fn next_raw(stream: &mut PubSubStream) -> Vec<u8> {
@@ -249,7 +238,7 @@ async fn rust_broadcasts_are_the_frames_phoenix_sends() {
     // The capture's direct broadcast named "rust-1" as a binary; a node not
     // heard from is an atom by default.
     let rust = node_with("phx-a", config(&server).default_name_form(NameForm::Binary)).await;
-    let mut raw = raw_subscriber(&server).await;
+    let mut raw = raw_subscriber(&server, CHANNEL).await;
 
     staff::broadcast_team_on(&rust, TeamEvent::Created, squad())
         .await

@@ -19,7 +19,7 @@ use staff_pubsub::{Error, PubSub, RecvError, Subscription, Topic, TryRecvError, 
 use staff_pubsub_tests::child::Cluster;
 use staff_pubsub_tests::conformance;
 use staff_pubsub_tests::contract_for;
-use staff_pubsub_tests::redis_server::{free_port, publish_raw, RedisServer};
+use staff_pubsub_tests::redis_server::{free_port, publish_raw, raw_subscriber, RedisServer};
 use staff_pubsub_tests::within;
 
 contract_for!(Stock, staff);
@@ -95,17 +95,6 @@ async fn recv(subscription: &mut Subscription<Message>) -> Arc<Message> {
     within("a message", subscription.recv())
         .await
         .expect("a message, not an error")
-}
-
-/// A plain subscriber of `channel`, as `redis-cli SUBSCRIBE channel` is.
-async fn raw_subscriber(server: &RedisServer, channel: &str) -> PubSubStream {
-    let mut pubsub = redis::Client::open(server.url())
-        .unwrap()
-        .get_async_pubsub()
-        .await
-        .unwrap();
-    pubsub.subscribe(channel).await.unwrap();
-    pubsub.into_on_message()
 }
 
 async fn next_raw(stream: &mut PubSubStream) -> Value {

@@ -13,6 +13,7 @@ pub mod logs;
 pub mod memory_log;
 pub mod modes;
 pub mod nats_server;
+pub mod phoenix;
 pub mod proxy;
 pub mod redis_server;
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{MultiplexedConnection, PubSubStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a server may take to answer `PING` after it was started.
@@ -309,4 +309,20 @@ pub async fn publish_raw(connection: &mut MultiplexedConnection, channel: &str, 
         .query_async(connection)
         .await
         .expect("PUBLISH");
+}
+
+/// A plain subscriber of `channel` on `server`, as `redis-cli SUBSCRIBE
+/// channel` is: every message Redis pushes on it, raw.
+///
+/// # Panics
+///
+/// If the connection or the subscription fails.
+pub async fn raw_subscriber(server: &RedisServer, channel: &str) -> PubSubStream {
+    let mut pubsub = redis::Client::open(server.url())
+        .expect("a Redis URL")
+        .get_async_pubsub()
+        .await
+        .expect("a pub/sub connection");
+    pubsub.subscribe(channel).await.expect("SUBSCRIBE");
+    pubsub.into_on_message()
 }
