@@ -530,7 +530,12 @@ async fn capacity_one_under_load(node: PubSub<u64>) {
     }
     broadcaster.await.unwrap();
     assert_eq!(expected, LAST + 1, "{trace:?}");
-    assert!(resumed.is_empty());
+    // A drop the replay covered, counted as lagged, would leave the last
+    // entries here.
+    if !resumed.is_empty() {
+        let left = resumed.try_recv_with_position();
+        panic!("{left:?} left after {trace:?}");
+    }
     let _ = lagged;
 }
 

@@ -10,14 +10,20 @@
 //! it, so a subscriber that reloads its state on a gap never applies an
 //! older message over the fresh state.
 //!
+//! A resumed subscription's inbox ([`Queue::Resuming`]) knows which log
+//! entries its replay covers: a covered entry it drops for lack of room
+//! is not counted as missed, since the replay delivers it (the subscription
+//! skips the covered copies it finds queued).
+//!
 //! An inbox on a wide topic may read the topic's shared ring instead of a
 //! queue of its own ([`Queue::Ring`], see `ring.rs`): the same rules hold,
 //! the ring standing for the queue (its capacity is the server's too), and
 //! the gap marker being a position in the ring.
 //!
 //! Invariants: for every inbox, messages popped + misses reported + misses
-//! still pending + messages still queued == messages pushed (while fewer
-//! than 2^62 misses are pending, where their count saturates). The queue
+//! still pending + messages still queued + covered entries dropped ==
+//! messages pushed (while fewer than 2^62 misses are pending, where their
+//! count saturates); only a resuming inbox drops covered entries. The queue
 //! holds at most one gap marker (an entry without a message; for a ring
 //! reader, `gap_at`), exactly while [`State::gap`] is set, and at most
 //! `capacity` messages besides it.
@@ -68,6 +74,63 @@ enum Queue<M> {
     /// no queue at all.
     Own(VecDeque<Entry<M>>),
     Ring(Box<Cursor<M>>),
+    /// A resumed subscription's queue while its replay may cover what is
+    /// pushed: never a ring reader. Boxed: the enum stays the queue's size.
+    Resuming(Box<Resuming<M>>),
+}
+
+/// The queue of a resumed subscription and the log entries its replay
+/// covers.
+struct Resuming<M> {
+    queue: VecDeque<Entry<M>>,
+    covered: Covered,
+}
+
+/// Which dropped log entries are not misses, because the replay has them.
+enum Covered {
+    /// The log's head is not read yet (the subscription is registered
+    /// first): the log entries dropped meanwhile, counted per log id. Each
+    /// has a sequence number at most the head read next (the head moves
+    /// before its entry is dispatched), and the replay's end is at or after
+    /// that head, so the end decides them by their log alone. One log id
+    /// in practice: a log lost within the moment it takes to read the head
+    /// makes two.
+    Unread(Vec<(u16, u64)>),
+    /// The replay will cover the entries of `through`'s log up to it, or
+    /// nothing (the engine is being asked whether it lost its last
+    /// writes): `dropped` of those were dropped meanwhile.
+    Maybe { through: Position, dropped: u64 },
+    /// The entries of this position's log up to it.
+    Through(Position),
+}
+
+impl Covered {
+    /// Whether dropping an entry at `position` is a miss to report now;
+    /// records it while the end is not known.
+    fn is_miss(&mut self, position: Option<Position>) -> bool {
+        let Some(position) = position else {
+            // Not a log entry (`broadcast_from`, `local_broadcast`): no
+            // replay has it.
+            return true;
+        };
+        let within =
+            |through: &Position| position.log() == through.log() && position.seq() <= through.seq();
+        match self {
+            Self::Through(through) => !within(through),
+            Self::Maybe { through, dropped } => {
+                let within = within(through);
+                *dropped += u64::from(within);
+                !within
+            }
+            Self::Unread(early) => {
+                match early.iter_mut().find(|(log, _)| *log == position.log()) {
+                    Some((_, dropped)) => *dropped += 1,
+                    None => early.push((position.log(), 1)),
+                }
+                false
+            }
+        }
+    }
 }
 
 /// In [`State::word`]: the server is gone: nothing more will arrive once
@@ -80,8 +143,10 @@ const MISSED: u64 = CLOSED - 1;
 /// What a push did, for the server's counters.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Pushed {
+    /// Queued (a resuming inbox may have dropped its oldest entry, one its
+    /// replay covers: not a miss).
     Queued,
-    /// Queued after dropping the oldest queued message.
+    /// Queued after dropping the oldest queued message: a miss.
     QueuedDroppingOldest,
     /// The inbox is closed (or reads a ring, which the registry never
     /// pushes to).
@@ -100,6 +165,85 @@ impl<M> Inbox<M> {
         }
     }
 
+    /// The inbox of a resumed subscription, until its replay's end is known
+    /// ([`Inbox::resume_through`]): never reads a ring.
+    pub(crate) fn resuming() -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: Queue::Resuming(Box::new(Resuming {
+                    queue: VecDeque::new(),
+                    covered: Covered::Unread(Vec::new()),
+                })),
+                word: 0,
+                waker: None,
+                gap: None,
+            }),
+        }
+    }
+
+    /// Sets the end of a resumed subscription's replay, once known: the
+    /// entries of `through`'s log up to it are covered; `None`, nothing is
+    /// (the queue is then an ordinary one). Entries dropped before this
+    /// call that it does not cover become misses. Call it (or
+    /// [`resume_maybe_through`](Self::resume_maybe_through)) at once after
+    /// reading the log's head: see [`Covered::Unread`]. An end already set
+    /// stays.
+    pub(crate) fn resume_through(&self, through: Option<Position>) {
+        self.resume_until(through, false);
+    }
+
+    /// Sets the end a resumed subscription's replay will have unless the
+    /// log lost its last writes (then it covers nothing): call
+    /// [`resume_through`](Self::resume_through) when that is known.
+    pub(crate) fn resume_maybe_through(&self, through: Position) {
+        self.resume_until(Some(through), true);
+    }
+
+    fn resume_until(&self, through: Option<Position>, maybe: bool) {
+        self.update(|state| {
+            let Queue::Resuming(resuming) = &mut state.queue else {
+                return;
+            };
+            let (missed, covered) = match &resuming.covered {
+                Covered::Through(_) => return,
+                Covered::Unread(early) => {
+                    let covered: u64 = early
+                        .iter()
+                        .filter(|(log, _)| through.is_some_and(|through| through.log() == *log))
+                        .map(|(_, dropped)| dropped)
+                        .sum();
+                    let all: u64 = early.iter().map(|(_, dropped)| dropped).sum();
+                    (all - covered, covered)
+                }
+                Covered::Maybe { dropped, .. } if through.is_none() => (*dropped, 0),
+                Covered::Maybe { dropped, .. } => (0, *dropped),
+            };
+            state.word =
+                (state.word & CLOSED) | (state.word & MISSED).saturating_add(missed).min(MISSED);
+            match through {
+                Some(through) if maybe => {
+                    resuming.covered = Covered::Maybe {
+                        through,
+                        dropped: covered,
+                    };
+                }
+                Some(through) => resuming.covered = Covered::Through(through),
+                None => state.queue = Queue::Own(std::mem::take(&mut resuming.queue)),
+            }
+        });
+    }
+
+    /// Ends a resumed subscription's replay: the queue is an ordinary one
+    /// from here (what is pushed now is after what the replay covers).
+    pub(crate) fn end_resume(&self) {
+        let mut state = self.state.lock();
+        if let Queue::Resuming(resuming) = &mut state.queue {
+            if matches!(resuming.covered, Covered::Through(_)) {
+                state.queue = Queue::Own(std::mem::take(&mut resuming.queue));
+            }
+        }
+    }
+
     /// Queues `message` (at `position` in the log, in durable mode), first
     /// dropping the oldest message if `capacity` (at least 1) are queued
     /// already, and wakes a waiting subscriber. Hands back the message that
@@ -115,20 +259,33 @@ impl<M> Inbox<M> {
         let (waker, evicted, pushed) = {
             let mut guard = self.state.lock();
             let state = &mut *guard;
-            // The registry pushes to a ring reader's ring, never to it.
-            let Queue::Own(queue) = &mut state.queue else {
-                debug_assert!(false, "a push to an inbox that reads a ring");
-                return (Pushed::Refused, None);
+            let (queue, mut covered) = match &mut state.queue {
+                Queue::Own(queue) => (queue, None),
+                Queue::Resuming(resuming) => (&mut resuming.queue, Some(&mut resuming.covered)),
+                // The registry pushes to a ring reader's ring, never to it.
+                Queue::Ring(_) => {
+                    debug_assert!(false, "a push to an inbox that reads a ring");
+                    return (Pushed::Refused, None);
+                }
             };
             if state.word & CLOSED != 0 {
                 return (Pushed::Refused, None);
             }
             let gap = state.gap.is_some();
+            let mut pushed = Pushed::Queued;
             let evicted = if queue.len() - usize::from(gap) >= capacity.max(1) {
-                if state.word & MISSED != MISSED {
-                    state.word += 1;
+                let oldest = pop_oldest_message(queue, gap);
+                let missed = match (&mut covered, &oldest) {
+                    (Some(covered), Some(oldest)) => covered.is_miss(oldest.position),
+                    _ => true,
+                };
+                if missed {
+                    pushed = Pushed::QueuedDroppingOldest;
+                    if state.word & MISSED != MISSED {
+                        state.word += 1;
+                    }
                 }
-                pop_oldest_message(queue, gap)
+                oldest.and_then(|oldest| oldest.message)
             } else {
                 None
             };
@@ -136,11 +293,6 @@ impl<M> Inbox<M> {
                 message: Some(message),
                 position,
             });
-            let pushed = if evicted.is_some() {
-                Pushed::QueuedDroppingOldest
-            } else {
-                Pushed::Queued
-            };
             (state.waker.take(), evicted, pushed)
         };
         if let Some(waker) = waker {
@@ -219,7 +371,7 @@ impl<M> Inbox<M> {
         self.update(|state| {
             match state.gap.take() {
                 Some(waiting) => {
-                    if let Queue::Own(queue) = &mut state.queue {
+                    if let Some(queue) = state.queue.own_mut() {
                         queue.retain(|entry| entry.message.is_some());
                     }
                     state.gap = Some(Arc::new(waiting.merge(**gap)));
@@ -231,6 +383,10 @@ impl<M> Inbox<M> {
             }
             match &mut state.queue {
                 Queue::Own(queue) => queue.push_back(Entry {
+                    message: None,
+                    position: None,
+                }),
+                Queue::Resuming(resuming) => resuming.queue.push_back(Entry {
                     message: None,
                     position: None,
                 }),
@@ -327,10 +483,22 @@ impl<M> Inbox<M> {
 /// Removes the oldest message, leaving a gap marker in front of it in
 /// place: the marker stays after the messages that preceded the gap.
 #[inline]
-fn pop_oldest_message<M>(queue: &mut VecDeque<Entry<M>>, gap: bool) -> Option<Arc<M>> {
+fn pop_oldest_message<M>(queue: &mut VecDeque<Entry<M>>, gap: bool) -> Option<Entry<M>> {
     match queue.front() {
-        Some(Entry { message: None, .. }) if gap => queue.remove(1).and_then(|entry| entry.message),
-        _ => queue.pop_front().and_then(|entry| entry.message),
+        Some(Entry { message: None, .. }) if gap => queue.remove(1),
+        _ => queue.pop_front(),
+    }
+}
+
+impl<M> Queue<M> {
+    /// The queue of its own, when it does not read a ring.
+    #[inline]
+    fn own_mut(&mut self) -> Option<&mut VecDeque<Entry<M>>> {
+        match self {
+            Self::Own(queue) => Some(queue),
+            Self::Resuming(resuming) => Some(&mut resuming.queue),
+            Self::Ring(_) => None,
+        }
     }
 }
 
@@ -338,13 +506,14 @@ impl<M> State<M> {
     fn messages(&self) -> usize {
         match &self.queue {
             Queue::Own(queue) => queue.len() - usize::from(self.gap.is_some()),
+            Queue::Resuming(resuming) => resuming.queue.len() - usize::from(self.gap.is_some()),
             Queue::Ring(cursor) => cursor.len(),
         }
     }
 
     #[inline]
     fn take_message(&mut self) -> Option<Result<Arc<M>, RecvError>> {
-        let Queue::Own(queue) = &mut self.queue else {
+        let Some(queue) = self.queue.own_mut() else {
             return self
                 .take_from_ring()
                 .map(|item| item.map(|(message, _)| message));
@@ -372,7 +541,7 @@ impl<M> State<M> {
     }
 
     fn take(&mut self) -> Option<Taken<M>> {
-        let Queue::Own(queue) = &mut self.queue else {
+        let Some(queue) = self.queue.own_mut() else {
             return self.take_from_ring();
         };
         let missed = self.word & MISSED;
@@ -527,6 +696,81 @@ mod tests {
                 Ok(Arc::new(4))
             ]
         );
+    }
+
+    #[test]
+    fn a_resuming_inbox_counts_only_the_drops_its_replay_does_not_have() {
+        let at = |log, seq| Position::new(log, seq);
+        let inbox = Inbox::resuming();
+        // Before the replay's end is known: 1..=4 of log 7 dropped (kept
+        // pending), then a local message (not a log entry) dropped: a miss
+        // at once.
+        for seq in 1..=4 {
+            inbox.push_returning_evicted(Arc::new(seq), at(7, seq), 1);
+        }
+        inbox.push_returning_evicted(Arc::new(0), None, 1);
+        assert_eq!(
+            inbox.push_returning_evicted(Arc::new(5), at(7, 5), 1).0,
+            Pushed::QueuedDroppingOldest
+        );
+        // The replay covers log 7 through 6: the pending drops are covered.
+        inbox.resume_through(at(7, 6));
+        // 5 (covered) dropped for 6 (covered), then 6 for 7 (not).
+        assert_eq!(
+            inbox.push_returning_evicted(Arc::new(6), at(7, 6), 1).0,
+            Pushed::Queued
+        );
+        assert_eq!(
+            inbox.push_returning_evicted(Arc::new(7), at(7, 7), 1).0,
+            Pushed::Queued
+        );
+        assert_eq!(
+            inbox.push_returning_evicted(Arc::new(8), at(7, 8), 1).0,
+            Pushed::QueuedDroppingOldest
+        );
+        let taken: Vec<_> = std::iter::from_fn(|| inbox.try_take()).collect();
+        assert_eq!(
+            taken,
+            [Err(RecvError::Lagged(2)), Ok((Arc::new(8), at(7, 8)))]
+        );
+        inbox.end_resume();
+        assert!(!inbox.reads_ring());
+
+        // A replay that covers nothing (the log was lost): every pending
+        // drop is a miss, and the queue is an ordinary one.
+        let lost = Inbox::resuming();
+        for seq in 1..=3 {
+            lost.push_returning_evicted(Arc::new(seq), at(7, seq), 1);
+        }
+        lost.resume_through(None);
+        assert_eq!(
+            lost.push_returning_evicted(Arc::new(4), at(7, 4), 1).0,
+            Pushed::QueuedDroppingOldest
+        );
+        let taken: Vec<_> = std::iter::from_fn(|| lost.try_take()).collect();
+        assert_eq!(
+            taken,
+            [Err(RecvError::Lagged(3)), Ok((Arc::new(4), at(7, 4)))]
+        );
+        // A position ahead of the head: it covers what it would cover, or
+        // nothing if the engine lost its last writes.
+        for lost_its_writes in [false, true] {
+            let ahead = Inbox::resuming();
+            ahead.push_returning_evicted(Arc::new(1), at(7, 1), 1);
+            ahead.push_returning_evicted(Arc::new(2), at(7, 2), 1);
+            ahead.resume_maybe_through(at(7, 3).unwrap());
+            // 2 and 3 dropped (within), then 4 (beyond: a miss at once).
+            for seq in 3..=5 {
+                ahead.push_returning_evicted(Arc::new(seq), at(7, seq), 1);
+            }
+            ahead.resume_through(if lost_its_writes { None } else { at(7, 3) });
+            let lagged = if lost_its_writes { 4 } else { 1 };
+            let taken: Vec<_> = std::iter::from_fn(|| ahead.try_take()).collect();
+            assert_eq!(
+                taken,
+                [Err(RecvError::Lagged(lagged)), Ok((Arc::new(5), at(7, 5)))]
+            );
+        }
     }
 
     #[test]

@@ -399,7 +399,12 @@ impl<M> Registry<M> {
                 return;
             }
             match inbox.push_returning_evicted(message, position, capacity) {
-                (Pushed::Queued, _) => tally.delivered += 1,
+                (Pushed::Queued, old) => {
+                    // A resumed subscription's queue may drop a covered
+                    // entry without a miss: its replay has it.
+                    tally.delivered += 1;
+                    evicted.extend(old);
+                }
                 (Pushed::QueuedDroppingOldest, old) => {
                     tally.delivered += 1;
                     tally.lagged += 1;

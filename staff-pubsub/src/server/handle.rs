@@ -110,6 +110,15 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         &self,
         topics: impl IntoIterator<Item = Topic>,
     ) -> Result<Subscription<M>, Error> {
+        self.subscribe_with(topics, Inbox::new())
+    }
+
+    /// [`subscribe_many`](Self::subscribe_many) into `inbox`, a new one.
+    pub(super) fn subscribe_with(
+        &self,
+        topics: impl IntoIterator<Item = Topic>,
+        inbox: Inbox<M>,
+    ) -> Result<Subscription<M>, Error> {
         let core = &self.core;
         let topics = Topics::new(topics);
         if topics.as_slice().is_empty() {
@@ -126,7 +135,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 limit: core.max_subscriptions,
             });
         }
-        let inbox = Arc::new(Inbox::new());
+        let inbox = Arc::new(inbox);
         // On one topic only, a new subscription may read a wide topic's
         // shared ring.
         let sole = topics.as_slice().len() == 1;

@@ -12,7 +12,7 @@ use super::core::{Core, LogSource};
 use super::handle::PubSub;
 use super::subscription::Subscription;
 use crate::error::{Error, RecvError, TransportError};
-use crate::inbox::Taken;
+use crate::inbox::{Inbox, Taken};
 use crate::position::{Gap, Position};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, LogHead, Replay};
@@ -50,7 +50,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// `_with_position` forms or the stream). A resumed subscription that
     /// is not read holds at most one page of replayed messages besides its
     /// queue (whose live messages wait behind the replay, and report
-    /// [`RecvError::Lagged`](crate::RecvError::Lagged) if it overflows, as any queue does): what a
+    /// [`RecvError::Lagged`](crate::RecvError::Lagged) if it overflows, as any queue does,
+    /// counting exactly the messages that will not come: a dropped live
+    /// copy of an entry the replay delivers is not counted): what a
     /// stalled live subscription costs, whatever the range. A paged replay
     /// keeps every guarantee above, and, because it reads the log while
     /// the consumer reads:
@@ -85,7 +87,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         let Some(source) = core.log_source() else {
             return Err(Error::NotDurable);
         };
-        let mut subscription = self.subscribe_many(topics)?;
+        // A resuming inbox: what it drops for lack of room while the
+        // replay is read is a miss only if the replay does not have it.
+        let mut subscription = self.subscribe_with(topics, Inbox::resuming())?;
         // Read after subscribing: what the transport dispatched up to here
         // may or may not have reached the new queue; what it dispatches
         // later does. Replaying up to the head and skipping queued copies
@@ -106,6 +110,17 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             through: Some(after),
             rest: None,
         };
+        // The replay's end, at once (see `Inbox::resume_through`): what the
+        // queue drops from here is a miss unless the replay has it.
+        if after.log() != log {
+            subscription.inbox.resume_through(None);
+        } else if after.seq() > seq {
+            subscription.inbox.resume_maybe_through(after);
+        } else {
+            subscription
+                .inbox
+                .resume_through(Some(Position::new(log, seq).unwrap_or(after)));
+        }
         if after.log() != log {
             resume.replayed.push_back(Err(RecvError::Gap(Gap::LogLost)));
             resume.through = None;
@@ -166,6 +181,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
                 }
             }
         }
+        // The end is known now (the engine said whether it lost its writes).
+        subscription.inbox.resume_through(resume.through);
         tracing::debug!(
             %after,
             replayed = resume.replayed.len(),

@@ -375,6 +375,7 @@ impl<M> Subscription<M> {
                 // The queue holds log entries in log order: nothing after
                 // this one is covered by the replay.
                 self.resume = None;
+                self.inbox.end_resume();
             }
             return Some(item);
         }
