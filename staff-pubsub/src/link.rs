@@ -20,14 +20,13 @@
 //! the peer's own transport only, so neither can loop.
 
 use std::any::Any;
-use std::future::ready;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::position::{Gap, Position};
 use crate::registry::Tally;
-use crate::server::{Core, Peer, PubSub};
+use crate::server::{ready, Core, Peer, PubSub, Upstream};
 use crate::topic::{Topic, TopicKey};
 use crate::transport::{BoxFuture, Connection, LogHead, Mode, Replay};
 
@@ -35,13 +34,36 @@ use crate::transport::{BoxFuture, Connection, LogHead, Mode, Replay};
 /// link to its extension is weak; the extension's to its base keeps the
 /// base alive (no cycle), so that an extension's server reused across
 /// scopes finds its base again.
+///
+/// Installed as the server's [`Peer`] (what is dispatched here is mirrored
+/// there) and, on the server without a transport, as its [`Upstream`]
+/// (what it sends to other nodes goes through the peer's).
 struct Link<M, N> {
     target: Weak<Core<N>>,
     _keep: Option<Arc<Core<N>>>,
+    /// The target's node name: the carried server answers to it.
+    node: Arc<str>,
     convert: fn(&M) -> Option<N>,
     /// The other way: the peer's messages (a replay from its log) in this
     /// server's form.
     back: fn(&N) -> Option<M>,
+}
+
+impl<M, N> Link<M, N> {
+    fn new(
+        target: &Arc<Core<N>>,
+        keep: bool,
+        convert: fn(&M) -> Option<N>,
+        back: fn(&N) -> Option<M>,
+    ) -> Self {
+        Self {
+            target: Arc::downgrade(target),
+            _keep: keep.then(|| Arc::clone(target)),
+            node: Arc::clone(&target.node),
+            convert,
+            back,
+        }
+    }
 }
 
 impl<M, N> Peer<M> for Link<M, N>
@@ -78,47 +100,10 @@ where
         core.counters.record_dispatch(tally);
     }
 
-    fn publish<'a>(
-        &'a self,
-        mode: Mode<'a>,
-        topics: &'a [Topic],
-        message: &'a M,
-    ) -> Option<BoxFuture<'a, Result<(), Error>>> {
-        let core = self.target.upgrade()?;
-        if !core.has_transport() {
-            return None;
-        }
-        let peer = PubSub::from_core(core);
-        Some(match (self.convert)(message) {
-            Some(converted) => {
-                Box::pin(async move { peer.publish_own(mode, topics, &converted).await })
-            }
-            None => Box::pin(ready(Err(Error::Transport(
-                TransportError::msg(
-                    "broadcast not sent to other nodes: the transport is installed on the \
-                     base spec's server, which has no form for this extension's message \
-                     (install the transport on the extension's server)",
-                )
-                .with_outcome(Outcome::NotSent),
-            )))),
-        })
-    }
-
     fn signal_gap(&self, gap: &Arc<Gap>) {
         if let Some(core) = self.target.upgrade() {
             core.signal_gap_here(gap);
         }
-    }
-
-    fn connection(&self) -> Option<Connection> {
-        let core = self.target.upgrade()?;
-        core.has_transport().then(|| core.connection.get())
-    }
-
-    fn poll_connection(&self, wanted: Connection, cx: &mut Context<'_>) -> Option<Poll<()>> {
-        let core = self.target.upgrade()?;
-        core.has_transport()
-            .then(|| core.connection.poll_until(wanted, cx))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -136,28 +121,110 @@ where
             .upgrade()
             .map_or_else(Vec::new, |core| core.registry.topics())
     }
+}
 
-    fn log_read_head(&self) -> Option<(u16, u64)> {
-        let core = self.target.upgrade()?;
-        if !core
-            .transport()
-            .is_some_and(|transport| transport.durable())
-        {
-            return None;
+/// The carried server's way to other nodes: the target's upstream (its
+/// own transport), with messages converted to the target's form.
+impl<M, N> Upstream<M> for Link<M, N>
+where
+    M: Send + Sync + 'static,
+    N: Send + Sync + 'static,
+{
+    fn publish<'a>(
+        &'a self,
+        _here: &'a Core<M>,
+        mode: Mode<'a>,
+        topics: &'a [Topic],
+        message: &'a M,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let Some(core) = self.target.upgrade() else {
+            // The carrier is gone: nothing carries this server's traffic.
+            return ready(Ok(()));
+        };
+        let Some(converted) = (self.convert)(message) else {
+            return ready(Err(Error::Transport(
+                TransportError::msg(
+                    "broadcast not sent to other nodes: the transport is installed on the \
+                     base spec's server, which has no form for this extension's message \
+                     (install the transport on the extension's server)",
+                )
+                .with_outcome(Outcome::NotSent),
+            )));
+        };
+        Box::pin(async move {
+            match core.upstream() {
+                Some(upstream) => upstream.publish(&core, mode, topics, &converted).await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn node_name<'a>(&'a self, _here: &'a Core<M>) -> &'a str {
+        &self.node
+    }
+
+    fn connection(&self, here: &Core<M>) -> Connection {
+        match self.target.upgrade() {
+            Some(core) => PubSub::from_core(core).connection(),
+            None => here.connection.get(),
         }
-        core.head()
+    }
+
+    fn poll_connection(
+        &self,
+        here: &Core<M>,
+        wanted: Connection,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        match self.target.upgrade() {
+            Some(core) => match core.upstream() {
+                Some(upstream) => upstream.poll_connection(&core, wanted, cx),
+                None => core.connection.poll_until(wanted, cx),
+            },
+            None => here.connection.poll_until(wanted, cx),
+        }
+    }
+
+    fn sync(&self) -> BoxFuture<'_, Result<(), Error>> {
+        let Some(core) = self.target.upgrade() else {
+            return ready(Ok(()));
+        };
+        Box::pin(async move { PubSub::from_core(core).sync().await })
+    }
+
+    fn interest_changed(&self, topic: Topic) {
+        if let Some(upstream) = self.target.upgrade().as_deref().and_then(Core::upstream) {
+            upstream.interest_changed(topic);
+        }
+    }
+
+    fn durable(&self) -> bool {
+        self.target
+            .upgrade()
+            .as_deref()
+            .and_then(Core::upstream)
+            .is_some_and(|upstream| upstream.durable())
+    }
+
+    fn read_head(&self, _here: &Core<M>) -> Option<(u16, u64)> {
+        let core = self.target.upgrade()?;
+        core.upstream()?.read_head(&core)
     }
 
     fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
         let Some(core) = self.target.upgrade() else {
-            return Box::pin(ready(Ok(LogHead::Unknown)));
+            return ready(Ok(LogHead::Unknown));
         };
         Box::pin(async move {
-            match core.transport() {
-                Some(transport) => transport.log_head().await,
+            match core.upstream() {
+                Some(upstream) => upstream.log_head().await,
                 None => Ok(LogHead::Unknown),
             }
         })
+    }
+
+    fn replay_limit(&self) -> Option<u64> {
+        self.target.upgrade()?.upstream()?.replay_limit()
     }
 
     fn replay<'a>(
@@ -167,37 +234,18 @@ where
         topics: &'a [Topic],
     ) -> BoxFuture<'a, Result<Replay<M>, TransportError>> {
         let Some(core) = self.target.upgrade() else {
-            return Box::pin(ready(Err(TransportError::msg(
+            return ready(Err(TransportError::msg(
                 "the linked server that holds the log is gone",
-            ))));
+            )));
         };
         Box::pin(async move {
-            let Some(transport) = core.transport() else {
+            let Some(upstream) = core.upstream() else {
                 return Err(TransportError::msg(
                     "the linked server has no transport: it keeps no log",
                 ));
             };
-            let replay = transport.replay(after, through, topics).await?;
+            let replay = upstream.replay(after, through, topics).await?;
             Ok(replay.convert(self.back))
-        })
-    }
-
-    fn replay_limit(&self) -> Option<u64> {
-        self.target
-            .upgrade()?
-            .transport()
-            .and_then(|transport| transport.replay_limit())
-    }
-
-    fn sync(&self) -> BoxFuture<'_, Result<(), Error>> {
-        let Some(core) = self.target.upgrade() else {
-            return Box::pin(ready(Ok(())));
-        };
-        Box::pin(async move {
-            match core.transport() {
-                Some(transport) => transport.sync().await.map_err(Error::Sync),
-                None => Ok(()),
-            }
         })
     }
 }
@@ -227,7 +275,11 @@ where
         );
         return false;
     }
-    if base_core.has_transport() && extension_core.has_transport() {
+    let (base_carries, extension_carries) = (
+        base_core.upstream().is_some(),
+        extension_core.upstream().is_some(),
+    );
+    if base_carries && extension_carries {
         tracing::error!(
             base = base.node_name(),
             extension = extension.node_name(),
@@ -237,31 +289,27 @@ where
         );
         return false;
     }
-    let forward: Box<dyn Peer<B>> = Box::new(Link {
-        target: Arc::downgrade(extension_core),
-        _keep: None,
-        convert: to_extension,
-        back: to_base,
-    });
-    let back: Box<dyn Peer<E>> = Box::new(Link {
-        target: Arc::downgrade(base_core),
-        _keep: Some(Arc::clone(base_core)),
-        convert: to_base,
-        back: to_extension,
-    });
     // Both cells were empty just above; a concurrent link of the same
     // servers (generated code links once per slot) loses harmlessly.
-    let linked = base_core.set_peer(forward) && extension_core.set_peer(back);
-    // The server without a transport answers to the name of the one with,
-    // and its topics are the other transport's interest too.
-    // A durable transport delivers both servers' broadcasts from its log.
-    let durable = base_core.is_durable() || extension_core.is_durable();
-    base_core.set_durable(durable);
-    extension_core.set_durable(durable);
-    if extension_core.has_transport() {
-        base_core.carried_by(extension_core);
-    } else if base_core.has_transport() {
-        extension_core.carried_by(base_core);
+    let linked =
+        base_core.set_peer(Box::new(Link::new(
+            extension_core,
+            false,
+            to_extension,
+            to_base,
+        ))) && extension_core.set_peer(Box::new(Link::new(base_core, true, to_base, to_extension)));
+    // The server without a transport sends through the other's: it
+    // answers to the other's node name, its topics are that transport's
+    // interest too, and it is durable when that transport is.
+    if linked && extension_carries {
+        base_core.set_upstream(Box::new(Link::new(
+            extension_core,
+            false,
+            to_extension,
+            to_base,
+        )));
+    } else if linked && base_carries {
+        extension_core.set_upstream(Box::new(Link::new(base_core, true, to_base, to_extension)));
     }
     linked
 }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::inbox::Inbox;
 use crate::registry::Tally;
 use crate::topic::Topic;
-use crate::transport::{BoxFuture, Envelope, Mode};
+use crate::transport::{BoxFuture, Mode};
 
 impl<M: Send + Sync + 'static> PubSub<M> {
     /// Sends `message` to every subscriber of `topics`, on every node: one
@@ -223,29 +223,15 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         }
         let topics = Listed::new(topics);
         let topics = topics.as_ref();
-        let Some(transport) = self.core.transport.get() else {
-            let through_peer = self
-                .core
-                .peer
-                .get()
-                .and_then(|peer| peer.publish(Mode::Only(node), topics, &message));
-            let Some(publishing) = through_peer else {
-                return Err(Error::UnknownNode {
-                    node: node.to_owned(),
-                });
-            };
-            self.core.counters.record_broadcast(Tally::default());
-            return publishing.await;
+        let Some(upstream) = self.core.upstream() else {
+            return Err(Error::UnknownNode {
+                node: node.to_owned(),
+            });
         };
         self.core.counters.record_broadcast(Tally::default());
-        let envelope = Envelope {
-            origin: &self.core.node,
-            instance: Some(self.core.instance),
-            mode: Mode::Only(node),
-            topics,
-            message: &message,
-        };
-        transport.publish(envelope).await.map_err(Error::Transport)
+        upstream
+            .publish(&self.core, Mode::Only(node), topics, &message)
+            .await
     }
 }
 
@@ -270,9 +256,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         for_network: bool,
     ) -> (u64, Option<Arc<M>>) {
         let core = &*self.core;
-        let peer = core.peer.get();
+        let peer = core.peer();
         let mut tally = Tally::default();
-        if peer.is_none() && !(for_network && core.has_transport()) {
+        if peer.is_none() && !(for_network && core.upstream().is_some()) {
             if topics.len() <= PROBED_TOPICS {
                 // Hash each topic once: a broadcast that no topic of which
                 // has a subscriber here ends before its message is touched.
@@ -379,50 +365,12 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         );
     }
 
-    /// Sends to other nodes through this server's transport or, without
-    /// one, its linked server's.
+    /// Sends to other nodes through this server's upstream, if it has one.
     async fn publish(&self, mode: Mode<'_>, topics: &[Topic], message: &M) -> Result<(), Error> {
-        if !self.core.has_transport() {
-            let through_peer = self
-                .core
-                .peer
-                .get()
-                .and_then(|peer| peer.publish(mode, topics, message));
-            return match through_peer {
-                Some(publishing) => publishing.await,
-                None => Ok(()),
-            };
+        match self.core.upstream() {
+            Some(upstream) => upstream.publish(&self.core, mode, topics, message).await,
+            None => Ok(()),
         }
-        self.publish_own(mode, topics, message).await
-    }
-
-    /// Sends to other nodes through this server's own transport, if any.
-    pub(crate) async fn publish_own(
-        &self,
-        mode: Mode<'_>,
-        topics: &[Topic],
-        message: &M,
-    ) -> Result<(), Error> {
-        let Some(transport) = self.core.transport.get() else {
-            return Ok(());
-        };
-        let envelope = Envelope {
-            origin: &self.core.node,
-            instance: Some(self.core.instance),
-            mode,
-            topics,
-            message,
-        };
-        transport.publish(envelope).await.map_err(|error| {
-            // Rate-limited: an engine that is down fails every broadcast.
-            match self.core.failure_log.admit(&error.to_string()) {
-                Some(unlogged) => {
-                    tracing::warn!(%error, unlogged, "broadcast not sent to other nodes");
-                }
-                None => tracing::debug!(%error, "broadcast not sent to other nodes"),
-            }
-            Error::Transport(error)
-        })
     }
 }
 

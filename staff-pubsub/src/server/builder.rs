@@ -3,16 +3,15 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use super::core::{Core, NO_HEAD};
+use super::core::Core;
 use super::handle::PubSub;
-use super::stats::{random_u64, unique_node_name, ConnectionCell, Counters};
+use super::stats::unique_node_name;
+use super::upstream::Own;
 use super::{DEFAULT_CAPACITY, DEFAULT_NODE_NAME, MAX_SHARDS};
 use crate::error::{Error, TransportError};
 use crate::registry::Registry;
-use crate::throttle::FailureLog;
 use crate::transport::{Connection, LocalNode, Transport};
 
 /// Configures a [`PubSub`]: made by [`PubSub::builder`].
@@ -162,33 +161,20 @@ impl<M: Send + Sync + 'static> Builder<M> {
             core: Arc::new(self.core(name, Connection::Disconnected)),
         };
         let transport = connect(pubsub.local_node()).await.map_err(Error::Connect)?;
-        // The cells were created empty just above and nothing else can see
-        // them.
+        // The core was built just above without an upstream: this sets it.
         pubsub
             .core
-            .durable
-            .store(transport.durable(), Ordering::Relaxed);
-        let _ = pubsub.core.transport.set(Box::new(transport));
-        let _ = pubsub.core.interest.set(Core::interest_hook(&pubsub.core));
+            .set_upstream(Box::new(Own::new(Box::new(transport))));
         Ok(pubsub)
     }
 
     fn core(self, name: String, connection: Connection) -> Core<M> {
-        Core {
-            registry: Registry::new(self.shards, self.capacity),
-            counters: Counters::default(),
-            node: Arc::from(name),
-            instance: random_u64(),
-            connection: ConnectionCell::new(connection),
-            capacity: self.capacity,
-            max_subscriptions: self.max_subscriptions,
-            transport: OnceLock::new(),
-            peer: OnceLock::new(),
-            node_alias: OnceLock::new(),
-            interest: OnceLock::new(),
-            durable: AtomicBool::new(false),
-            head: AtomicU64::new(NO_HEAD),
-            failure_log: FailureLog::default(),
-        }
+        Core::new(
+            Registry::new(self.shards, self.capacity),
+            Arc::from(name),
+            connection,
+            self.capacity,
+            self.max_subscriptions,
+        )
     }
 }

@@ -1,18 +1,18 @@
-//! The server's shared state: the registry, counters, the transport or
+//! The server's shared state: the registry, counters, its upstream and
 //! linked server, and what a transport calls to deliver here (`NodeSink`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use super::stats::{ConnectionCell, Counters};
-use crate::error::{Error, TransportError};
+use super::upstream::Upstream;
+
 use crate::position::{Gap, Position};
 use crate::registry::{Registry, Tally};
 use crate::throttle::FailureLog;
 use crate::topic::Topic;
 use crate::topic::TopicKey;
-use crate::transport::{BoxFuture, Connection, LogHead, Mode, NodeSink, Replay, Transport};
+use crate::transport::{Connection, NodeSink};
 
 pub(crate) struct Core<M> {
     pub(crate) registry: Registry<M>,
@@ -24,23 +24,18 @@ pub(crate) struct Core<M> {
     pub(crate) connection: ConnectionCell,
     pub(super) capacity: usize,
     pub(super) max_subscriptions: usize,
-    /// Set once, right after the core is built, by [`Builder::build_with`].
-    pub(super) transport: OnceLock<Box<dyn Transport<M>>>,
+    /// Where broadcasts go beyond this node: set once, right after the
+    /// core is built with a transport ([`Builder::build_with`]), or when
+    /// the server is linked to one that has a transport
+    /// ([`crate::link::link`]). Unset: this node only.
+    upstream: OnceLock<Box<dyn Upstream<M>>>,
     /// The server this one shares delivery with (a spec and its
     /// extension): set once by [`crate::link::link`].
-    pub(super) peer: OnceLock<Box<dyn Peer<M>>>,
-    /// The node name of the linked server whose transport carries this
-    /// one's traffic, when this one has none: what [`PubSub::node_name`]
-    /// reports.
-    pub(super) node_alias: OnceLock<Arc<str>>,
-    /// Tells the transport that routes by interest (this server's or the
-    /// linked one's) that a topic appeared or went: set with the
-    /// transport, or by the link. Holds the transport's server weakly.
-    pub(super) interest: OnceLock<InterestHook>,
-    /// Whether broadcasts go through a durable transport's log (this
-    /// server's, or the linked server's) and reach this node's subscribers
-    /// from there, in log order, instead of at the call.
-    pub(super) durable: AtomicBool,
+    peer: OnceLock<Box<dyn Peer<M>>>,
+    /// Whether broadcasts go through a durable log (the upstream's) and
+    /// reach this node's subscribers from there, in log order, instead of
+    /// at the call: set with the upstream, read on every broadcast.
+    durable: AtomicBool,
     /// The log position the durable transport has read up to, packed as
     /// a [`Position`] but with a sequence number that may be 0 (an empty
     /// log); [`NO_HEAD`] until the transport has read the log's head.
@@ -53,35 +48,55 @@ pub(crate) struct Core<M> {
 /// In [`Core::head`]: no log position known.
 pub(super) const NO_HEAD: u64 = u64::MAX;
 
-/// See [`Core::interest`].
-pub(crate) type InterestHook = Box<dyn Fn(Topic) + Send + Sync>;
-
-impl<M: Send + Sync + 'static> Core<M> {
-    /// The hook that tells this server's transport of interest changes.
-    pub(crate) fn interest_hook(core: &Arc<Self>) -> InterestHook {
-        let core = Arc::downgrade(core);
-        Box::new(move |topic| {
-            if let Some(transport) = core.upgrade().as_deref().and_then(Core::transport) {
-                transport.interest_changed(topic);
-            }
-        })
+impl<M> Core<M> {
+    pub(super) fn new(
+        registry: Registry<M>,
+        node: Arc<str>,
+        connection: Connection,
+        capacity: usize,
+        max_subscriptions: usize,
+    ) -> Self {
+        Self {
+            registry,
+            counters: Counters::default(),
+            node,
+            instance: super::stats::random_u64(),
+            connection: ConnectionCell::new(connection),
+            capacity,
+            max_subscriptions,
+            upstream: OnceLock::new(),
+            peer: OnceLock::new(),
+            durable: AtomicBool::new(false),
+            head: AtomicU64::new(NO_HEAD),
+            failure_log: FailureLog::default(),
+        }
     }
 
-    /// This server, which has no transport, sends through `carrier`'s: it
-    /// answers to `carrier`'s node name, and its topics are that
-    /// transport's interest too (the ones it has now included).
-    pub(crate) fn carried_by<N: Send + Sync + 'static>(&self, carrier: &Arc<Core<N>>) {
-        let _ = self.node_alias.set(Arc::clone(&carrier.node));
-        let _ = self.interest.set(Core::interest_hook(carrier));
+    /// Where broadcasts go beyond this node, if anywhere.
+    pub(crate) fn upstream(&self) -> Option<&dyn Upstream<M>> {
+        self.upstream.get().map(|upstream| &**upstream)
+    }
+
+    /// Sets where broadcasts go beyond this node, once: false, changing
+    /// nothing, when it is set already. The topics the server has now
+    /// become the upstream's interest.
+    pub(crate) fn set_upstream(&self, upstream: Box<dyn Upstream<M>>) -> bool {
+        let durable = upstream.durable();
+        if self.upstream.set(upstream).is_err() {
+            return false;
+        }
+        self.durable.store(durable, Ordering::Relaxed);
         for topic in self.registry.topics() {
             self.interest_changed(topic, true);
         }
+        true
     }
-}
 
-impl<M> Core<M> {
-    pub(crate) fn has_transport(&self) -> bool {
-        self.transport.get().is_some()
+    /// The node name this server answers to: its own, or that of the
+    /// linked server whose transport carries it.
+    pub(crate) fn node_name(&self) -> &str {
+        self.upstream()
+            .map_or(&self.node, |upstream| upstream.node_name(self))
     }
 
     /// The server this one is linked with, if it is.
@@ -93,12 +108,6 @@ impl<M> Core<M> {
     /// changing nothing, when it is linked already.
     pub(crate) fn set_peer(&self, peer: Box<dyn Peer<M>>) -> bool {
         self.peer.set(peer).is_ok()
-    }
-
-    /// Whether broadcasts go through a durable log: set by the link when
-    /// the linked server's transport is durable.
-    pub(crate) fn set_durable(&self, durable: bool) {
-        self.durable.store(durable, Ordering::Relaxed);
     }
 
     /// Whether broadcasts go through a durable log (see [`Core::durable`]).
@@ -119,15 +128,15 @@ impl<M> Core<M> {
     }
 
     /// The first subscriber of `topic` appeared (`present`) or the last one
-    /// left: tells the transport that routes by interest, this server's
-    /// or, without one, the linked server's. Called after the registry
+    /// left: tells the upstream (a transport that routes by interest, this
+    /// server's or the linked server's). Called after the registry
     /// changed, outside its locks: notifications of one topic from several
     /// threads may arrive in either order, so a transport checks
     /// [`LocalNode::has_subscribers`] rather than trusting `present`.
     pub(crate) fn interest_changed(&self, topic: Topic, present: bool) {
         tracing::debug!(%topic, node = %self.node, present, "topic interest changed");
-        if let Some(notify) = self.interest.get() {
-            notify(topic);
+        if let Some(upstream) = self.upstream() {
+            upstream.interest_changed(topic);
         }
     }
 
@@ -164,14 +173,9 @@ impl<M> Core<M> {
     }
 }
 
-impl<M: Send + Sync + 'static> Core<M> {
-    pub(crate) fn transport(&self) -> Option<&dyn Transport<M>> {
-        self.transport.get().map(|transport| &**transport)
-    }
-}
-
 /// The other server of a linked pair (a spec and its extension), as this
-/// server's `M` sees it: implemented in `link.rs`.
+/// server's `M` sees it: what is dispatched here is dispatched there too.
+/// Implemented in `link.rs`.
 pub(crate) trait Peer<M>: Send + Sync {
     /// Dispatches `message`, dispatched on this server already, to the
     /// peer's subscribers of `topics` (each listed once).
@@ -182,25 +186,9 @@ pub(crate) trait Peer<M>: Send + Sync {
         position: Option<Position>,
     );
 
-    /// Publishes `message` through the peer's transport: `None` when the
-    /// peer has none.
-    fn publish<'a>(
-        &'a self,
-        mode: Mode<'a>,
-        topics: &'a [Topic],
-        message: &'a M,
-    ) -> Option<BoxFuture<'a, Result<(), Error>>>;
-
     /// The peer's subscribers get a gap: this server's transport, which
     /// carries the peer's traffic too, lost messages.
     fn signal_gap(&self, gap: &Arc<Gap>);
-
-    /// The peer's connection state, when the peer has the transport.
-    fn connection(&self) -> Option<Connection>;
-
-    /// Polls for the peer's connection state `wanted`, when the peer has
-    /// the transport.
-    fn poll_connection(&self, wanted: Connection, cx: &mut Context<'_>) -> Option<Poll<()>>;
 
     /// For finding the peer's server back (`crate::link::linked_base`).
     fn as_any(&self) -> &dyn std::any::Any;
@@ -210,73 +198,13 @@ pub(crate) trait Peer<M>: Send + Sync {
 
     /// The topics the peer itself has subscribers of.
     fn topics_here(&self) -> Vec<Topic>;
-
-    /// [`PubSub::sync`] on the peer's transport.
-    fn sync(&self) -> BoxFuture<'_, Result<(), Error>>;
-
-    /// How far the peer's durable transport has read its log, when the
-    /// peer holds one (see [`Core::head`]).
-    fn log_read_head(&self) -> Option<(u16, u64)>;
-
-    /// [`Transport::log_head`] of the peer's transport.
-    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>>;
-
-    /// [`Transport::replay_limit`] of the peer's transport.
-    fn replay_limit(&self) -> Option<u64>;
-
-    /// [`Transport::replay`] of the peer's transport, its messages in this
-    /// server's form (those that have none are left out).
-    fn replay<'a>(
-        &'a self,
-        after: Position,
-        through: Position,
-        topics: &'a [Topic],
-    ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>;
 }
 
-/// Where a server's durable log is read: its own transport's, or (one
-/// bus) the linked server's.
-pub(super) enum LogSource<'a, M> {
-    Own(&'a dyn Transport<M>),
-    Peer(&'a dyn Peer<M>),
-}
-
-impl<M: Send + Sync + 'static> Core<M> {
-    /// Where this server's durable log is read, if it has one.
-    pub(super) fn log_source(&self) -> Option<LogSource<'_, M>> {
-        match (self.transport(), self.peer.get()) {
-            (Some(transport), _) if transport.durable() => Some(LogSource::Own(transport)),
-            (None, Some(peer)) if peer.log_read_head().is_some() => Some(LogSource::Peer(&**peer)),
-            _ => None,
-        }
-    }
-}
-
-impl<M: Send + Sync + 'static> LogSource<'_, M> {
-    pub(super) fn replay_limit(&self) -> Option<u64> {
-        match self {
-            Self::Own(transport) => transport.replay_limit(),
-            Self::Peer(peer) => peer.replay_limit(),
-        }
-    }
-
-    pub(super) async fn log_head(&self) -> Result<LogHead, TransportError> {
-        match self {
-            Self::Own(transport) => transport.log_head().await,
-            Self::Peer(peer) => peer.log_head().await,
-        }
-    }
-
-    pub(super) async fn replay(
-        &self,
-        after: Position,
-        through: Position,
-        topics: &[Topic],
-    ) -> Result<Replay<M>, TransportError> {
-        match self {
-            Self::Own(transport) => transport.replay(after, through, topics).await,
-            Self::Peer(peer) => peer.replay(after, through, topics).await,
-        }
+impl<M> Core<M> {
+    /// Where this server's durable log is read (its upstream's), if it
+    /// has one.
+    pub(super) fn log_source(&self) -> Option<&dyn Upstream<M>> {
+        self.upstream().filter(|upstream| upstream.durable())
     }
 }
 

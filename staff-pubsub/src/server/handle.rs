@@ -49,7 +49,7 @@ impl<M> std::fmt::Debug for PubSub<M> {
             .field("node", &self.core.node)
             .field("instance", &format_args!("{:016x}", self.core.instance))
             .field("capacity", &self.core.capacity)
-            .field("network", &self.core.transport.get().is_some())
+            .field("network", &self.core.upstream().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +85,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// This node's name.
     #[must_use]
     pub fn node_name(&self) -> &str {
-        self.core.node_alias.get().unwrap_or(&self.core.node)
+        self.core.node_name()
     }
 
     /// Subscribes to one topic. Leave by dropping the subscription or calling
@@ -192,12 +192,10 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// it reconnects.
     #[must_use]
     pub fn connection(&self) -> Connection {
-        if !self.core.has_transport() {
-            if let Some(state) = self.core.peer.get().and_then(|peer| peer.connection()) {
-                return state;
-            }
+        match self.core.upstream() {
+            Some(upstream) => upstream.connection(&self.core),
+            None => self.core.connection.get(),
         }
-        self.core.connection.get()
     }
 
     /// Waits until this node's transport has registered every topic
@@ -214,11 +212,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// [`Error::Sync`] if the transport could not confirm it (not
     /// connected, no answer in time, a subscription refused).
     pub async fn sync(&self) -> Result<(), Error> {
-        if let Some(transport) = self.core.transport() {
-            return transport.sync().await.map_err(Error::Sync);
-        }
-        match self.core.peer.get() {
-            Some(peer) => peer.sync().await,
+        match self.core.upstream() {
+            Some(upstream) => upstream.sync().await,
             None => Ok(()),
         }
     }
@@ -228,18 +223,9 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// instead of sending test messages. Never resolves if the server never
     /// reaches `state`: bound it with a timeout.
     pub async fn wait_for_connection(&self, state: Connection) {
-        poll_fn(|cx| {
-            if !self.core.has_transport() {
-                if let Some(poll) = self
-                    .core
-                    .peer
-                    .get()
-                    .and_then(|peer| peer.poll_connection(state, cx))
-                {
-                    return poll;
-                }
-            }
-            self.core.connection.poll_until(state, cx)
+        poll_fn(|cx| match self.core.upstream() {
+            Some(upstream) => upstream.poll_connection(&self.core, state, cx),
+            None => self.core.connection.poll_until(state, cx),
         })
         .await;
     }

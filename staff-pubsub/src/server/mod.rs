@@ -3,7 +3,8 @@
 //! One file per job: [`PubSub`] (`handle`), the shared `Core` and what
 //! transports call (`core`), [`Builder`] (`builder`), the broadcast paths
 //! (`broadcast`), [`Subscription`] (`subscription`), resuming from the log
-//! (`resume`), and [`Stats`] with the counters (`stats`).
+//! (`resume`), [`Stats`] with the counters (`stats`), and where broadcasts
+//! go beyond this node (`upstream`).
 
 mod broadcast;
 mod builder;
@@ -12,6 +13,7 @@ mod handle;
 mod resume;
 mod stats;
 mod subscription;
+mod upstream;
 
 pub use broadcast::Broadcast;
 pub use builder::Builder;
@@ -22,6 +24,7 @@ pub use subscription::Subscription;
 pub(crate) use self::core::{Core, Peer};
 #[cfg(feature = "redis")]
 pub(crate) use stats::random_u64;
+pub(crate) use upstream::{ready, Upstream};
 
 /// The default queue capacity of one subscription.
 pub const DEFAULT_CAPACITY: usize = 1024;

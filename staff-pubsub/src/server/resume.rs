@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 
-use super::core::{Core, LogSource};
+use super::core::Core;
 use super::handle::PubSub;
 use super::subscription::Subscription;
 use crate::error::{Error, RecvError, TransportError};
@@ -98,11 +98,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         // before any lock, so without both fences the reader could miss the
         // new subscriber while this load misses the reader's new head.
         std::sync::atomic::fence(Ordering::SeqCst);
-        let head = match &source {
-            LogSource::Own(_) => core.head(),
-            LogSource::Peer(peer) => peer.log_read_head(),
-        };
-        let Some((log, seq)) = head else {
+        let Some((log, seq)) = source.read_head(core) else {
             return Err(Error::NotDurable);
         };
         let mut resume = Resume {
@@ -199,14 +195,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// log is empty.
     #[must_use]
     pub fn log_position(&self) -> Option<Position> {
-        if !self.core.is_durable() {
-            return None;
-        }
-        let head = match (self.core.has_transport(), self.core.peer.get()) {
-            (false, Some(peer)) => peer.log_read_head(),
-            _ => self.core.head(),
-        };
-        let (log, seq) = head?;
+        let (log, seq) = self.core.log_source()?.read_head(&self.core)?;
         Position::new(log, seq)
     }
 }
