@@ -168,6 +168,126 @@ pub enum LogHead {
     },
 }
 
+/// A reader's place in a durable log: the log's id and the sequence
+/// number it reads next. It owns the gap rule every durable reader follows
+/// (the Redis and NATS transports', live and replayed, and any other's):
+///
+/// - an entry of another log means the log was lost: [`Gap::LogLost`];
+/// - an entry past the next sequence number means the entries between
+///   are gone (trimmed): [`Gap::Trimmed`] from the next one, `missing`
+///   the jump;
+/// - an entry before it was read already: passed over.
+///
+/// ```
+/// use staff_pubsub::transport::{LogCursor, LogRead};
+/// use staff_pubsub::{Gap, Position};
+///
+/// let mut cursor = LogCursor::new(7, 1);
+/// assert_eq!(cursor.read(7, 1), LogRead::Next);
+/// assert_eq!(cursor.read(7, 1), LogRead::Read);
+/// assert_eq!(
+///     cursor.read(7, 5),
+///     LogRead::After(Gap::Trimmed { first: Position::new(7, 2).unwrap(), missing: 3 })
+/// );
+/// assert_eq!(cursor.next(), 6);
+/// assert_eq!(cursor.read(9, 1), LogRead::After(Gap::LogLost));
+/// // A range read through 8 that ended at 5: 6..=8 are gone too.
+/// let mut cursor = LogCursor::new(7, 6);
+/// assert_eq!(
+///     cursor.skip_through(8),
+///     Some(Gap::Trimmed { first: Position::new(7, 6).unwrap(), missing: 3 })
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogCursor {
+    log: u16,
+    next: u64,
+}
+
+/// What an entry means to a reader at a [`LogCursor`]: see
+/// [`LogCursor::read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogRead {
+    /// The entry the reader expected: deliver it.
+    Next,
+    /// An entry read already: pass over it.
+    Read,
+    /// Deliver it after telling this gap: [`Gap::Trimmed`] (entries
+    /// between were trimmed; the cursor moved past the entry), or
+    /// [`Gap::LogLost`] (the entry is of another log; the cursor did not
+    /// move: the reader decides where it reads the new log from, with
+    /// [`LogCursor::new`]).
+    After(Gap),
+}
+
+impl LogCursor {
+    /// A reader of log `log` that reads sequence number `next` next
+    /// (sequence numbers start at 1).
+    #[must_use]
+    pub const fn new(log: u16, next: u64) -> Self {
+        Self { log, next }
+    }
+
+    /// A reader that has read through `position`.
+    #[must_use]
+    pub fn after(position: Position) -> Self {
+        Self::new(position.log(), position.seq().saturating_add(1))
+    }
+
+    /// The log's id.
+    #[must_use]
+    pub const fn log(&self) -> u16 {
+        self.log
+    }
+
+    /// The sequence number read next.
+    #[must_use]
+    pub const fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// What an entry at sequence number `seq` of log `log` means here (the
+    /// gap rule), moving past it unless it was read already or is of
+    /// another log.
+    pub fn read(&mut self, log: u16, seq: u64) -> LogRead {
+        if log != self.log {
+            return LogRead::After(Gap::LogLost);
+        }
+        if seq < self.next {
+            return LogRead::Read;
+        }
+        let gap = self.skip_to(seq);
+        self.next = seq.saturating_add(1);
+        gap.map_or(LogRead::Next, LogRead::After)
+    }
+
+    /// The entries from the next one up to (not including) `seq` are
+    /// gone: the gap that says so, if any, and the cursor moves to `seq`.
+    pub fn skip_to(&mut self, seq: u64) -> Option<Gap> {
+        if seq <= self.next {
+            return None;
+        }
+        let gap = match Position::new(self.log, self.next) {
+            Some(first) => Gap::Trimmed {
+                first,
+                missing: seq - self.next,
+            },
+            // Past the last sequence number a position holds: nothing of
+            // this log can follow.
+            None => Gap::LogLost,
+        };
+        self.next = seq;
+        Some(gap)
+    }
+
+    /// [`skip_to`](Self::skip_to) past `through`: what a range read
+    /// through `through` is missing at its end.
+    pub fn skip_through(&mut self, through: u64) -> Option<Gap> {
+        self.skip_to(through.saturating_add(1))
+    }
+}
+
 /// What [`Transport::replay`] read from the log.
 #[derive(Debug)]
 #[non_exhaustive]

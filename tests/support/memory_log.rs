@@ -34,7 +34,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use staff_pubsub::transport::{BoxFuture, Envelope, LocalNode, Mode, Replay, Transport};
+use staff_pubsub::transport::{
+    BoxFuture, Envelope, LocalNode, LogCursor, LogRead, Mode, Replay, Transport,
+};
 use staff_pubsub::{Connection, Gap, Position, Retention, Topic, TransportError};
 use tokio::sync::watch;
 
@@ -348,11 +350,8 @@ where
                 Replay::new(Some(Gap::ReplayLimit { missing: count }), Vec::new())
             } else {
                 let from = after.seq() + 1;
-                let gap = (from < state.first).then(|| Gap::Trimmed {
-                    // `from` is at least 1.
-                    first: Position::new(state.id, from).expect("a sequence number from 1"),
-                    missing: state.first.min(through.seq() + 1) - from,
-                });
+                // The gap rule: the library's `LogCursor`.
+                let gap = LogCursor::after(after).skip_to(state.first.min(through.seq() + 1));
                 let entries = (from.max(state.first)..=through.seq().min(state.last()))
                     .filter_map(|seq| {
                         let entry = &state.entries[(seq - state.first) as usize];
@@ -398,16 +397,18 @@ async fn read<M>(
             if state.cut.get(node.node_name()).copied().unwrap_or(false) {
                 (None, Vec::new())
             } else {
+                // The gap rule: the library's `LogCursor`, at the oldest
+                // entry the log holds.
                 let mut gap = None;
-                if state.id != id {
-                    gap = Some(Gap::LogLost);
-                    id = state.id;
-                    seq = 0;
-                } else if seq + 1 < state.first {
-                    gap = Some(Gap::Trimmed {
-                        first: Position::new(id, seq + 1).expect("a sequence number from 1"),
-                        missing: state.first - (seq + 1),
-                    });
+                let mut cursor = LogCursor::new(id, seq + 1);
+                match cursor.read(state.id, state.first) {
+                    LogRead::After(Gap::LogLost) => {
+                        gap = Some(Gap::LogLost);
+                        id = state.id;
+                        seq = 0;
+                    }
+                    LogRead::After(trimmed) => gap = Some(trimmed),
+                    _ => {}
                 }
                 let from = (seq + 1).max(state.first);
                 let batch: Vec<_> = (from..=state.last())

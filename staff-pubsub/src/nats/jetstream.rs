@@ -13,7 +13,7 @@ use crate::error::{Outcome, TransportError};
 use crate::net::{not_sent, Inbound, RateLimit, Secrets, StopReport};
 use crate::position::{Gap, Position, Retention};
 use crate::topic::Topic;
-use crate::transport::Replay;
+use crate::transport::{LogCursor, LogRead, Replay};
 
 /// The suffix of the subject every broadcast of a durable namespace is
 /// appended to.
@@ -520,12 +520,10 @@ where
     /// saying so, and the node's position moves past them.
     fn trimmed(&mut self, first: u64) {
         let local = &self.inbound.local;
-        let missing = first - self.next;
-        if let Some(from) = Position::new(self.id, self.next) {
-            local.signal_gap_with(Gap::Trimmed {
-                first: from,
-                missing,
-            });
+        let missing = first.saturating_sub(self.next);
+        // The gap rule: `LogCursor`.
+        if let Some(gap) = LogCursor::new(self.id, self.next).skip_to(first) {
+            local.signal_gap_with(gap);
         }
         tracing::warn!(stream = %self.log.stream, node = local.node_name(), missing, "NATS log entries were trimmed before this node read them: subscribers told");
         local.set_log_head(self.id, first - 1);
@@ -567,7 +565,12 @@ impl DurableLog {
         let start = after.seq() + 1;
         let mut gap = None;
         let mut replayed = Vec::new();
-        let mut expected = start;
+        // The gap rule: `LogCursor`. Entries found gone are one gap at
+        // the range's start (trimmed before it was read); found gone
+        // further on, they were trimmed while it was read: read again.
+        let mut cursor = LogCursor::after(after);
+        let vanished =
+            || not_sent("log entries vanished during the replay (trimmed meanwhile): try again");
         if total > 0 {
             let consumer = self.consumer(start, true).await?;
             let failed = |error: &(dyn std::error::Error + 'static)| {
@@ -577,8 +580,8 @@ impl DurableLog {
                 ))
                 .with_outcome(Outcome::NotSent)
             };
-            while expected <= through.seq() {
-                let want = usize::try_from(through.seq() - expected + 1)
+            while cursor.next() <= through.seq() {
+                let want = usize::try_from(through.seq() - cursor.next() + 1)
                     .unwrap_or(usize::MAX)
                     .min(REPLAY_BATCH);
                 let reading = async {
@@ -611,28 +614,21 @@ impl DurableLog {
                     break;
                 }
                 for (seq, bytes) in read {
-                    if seq < expected {
-                        continue;
-                    }
-                    // Entries of the range before this one are gone.
-                    let upto = seq.min(through.seq() + 1);
-                    if upto > expected {
-                        if expected != start {
-                            return Err(not_sent(
-                                "log entries vanished during the replay (trimmed meanwhile): \
-                                 try again",
-                            ));
-                        }
-                        gap = Position::new(log, expected).map(|first| Gap::Trimmed {
-                            first,
-                            missing: upto - expected,
-                        });
-                    }
-                    expected = upto;
                     if seq > through.seq() {
+                        // Past the range: what is left of it is gone.
+                        if cursor.next() != start && cursor.next() <= through.seq() {
+                            return Err(vanished());
+                        }
+                        gap = gap.or(cursor.skip_through(through.seq()));
                         break;
                     }
-                    expected = seq + 1;
+                    let at_start = cursor.next() == start;
+                    match cursor.read(log, seq) {
+                        LogRead::Read => continue,
+                        LogRead::Next => {}
+                        LogRead::After(lost) if at_start => gap = Some(lost),
+                        LogRead::After(_) => return Err(vanished()),
+                    }
                     // With the number of asked topics it lists: a copy per
                     // reached topic, as live (the delivery rule).
                     if let (Some((message, copies)), Some(position)) =
@@ -651,17 +647,13 @@ impl DurableLog {
                 }
             });
         }
-        if expected <= through.seq() {
-            // Nothing left in the range: all of it from `expected` on is gone.
-            if expected != start {
-                return Err(not_sent(
-                    "log entries vanished during the replay (trimmed meanwhile): try again",
-                ));
+        if cursor.next() <= through.seq() {
+            // Nothing left in the range: all of it from the cursor on is
+            // gone.
+            if cursor.next() != start {
+                return Err(vanished());
             }
-            gap = Position::new(log, expected).map(|first| Gap::Trimmed {
-                first,
-                missing: through.seq() - expected + 1,
-            });
+            gap = cursor.skip_through(through.seq());
         }
         Ok(Replay::with_copies(gap, replayed))
     }

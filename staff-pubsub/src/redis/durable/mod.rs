@@ -38,7 +38,7 @@ use crate::net::Inbound;
 use crate::position::{Gap, Position, Retention};
 use crate::server::random_u64;
 use crate::topic::Topic;
-use crate::transport::{LogHead, Replay};
+use crate::transport::{LogCursor, LogHead, LogRead, Replay};
 
 mod reader;
 
@@ -362,13 +362,14 @@ where
         let mut connection = self.publisher.reader().await?;
         let mut gap = None;
         let mut entries = Vec::new();
-        let mut next = after.seq() + 1;
-        while next <= through.seq() {
+        // The gap rule: `LogCursor`.
+        let mut cursor = LogCursor::after(after);
+        while cursor.next() <= through.seq() {
             let page = tokio::time::timeout(
                 self.response_timeout,
                 ::redis::cmd("XRANGE")
                     .arg(&*self.stream)
-                    .arg(format!("{next}-0"))
+                    .arg(format!("{}-0", cursor.next()))
                     .arg(format!("{}-0", through.seq()))
                     .arg("COUNT")
                     .arg(PAGE)
@@ -394,20 +395,27 @@ where
             for entry in raw {
                 let Some(seq) = entry.seq else {
                     // Not one of the log's (written by hand): read past it.
-                    next = next.max(entry.major.map_or(next, |major| major + 1));
+                    if let Some(major) = entry.major {
+                        cursor = LogCursor::new(after.log(), cursor.next().max(major + 1));
+                    }
                     continue;
                 };
-                if entry.log != Some(after.log()) {
-                    // The range belongs to a log that was lost since.
+                let Some(log) = entry.log else {
                     return Ok(Replay::new(Some(Gap::LogLost), Vec::new()));
-                }
-                if seq > next {
+                };
+                match cursor.read(log, seq) {
+                    LogRead::Next => {}
+                    LogRead::Read => continue,
+                    // The range belongs to a log that was lost since.
+                    LogRead::After(Gap::LogLost) => {
+                        return Ok(Replay::new(Some(Gap::LogLost), Vec::new()))
+                    }
                     // Trimmed before the range was read (or, rarely, while
                     // it was: the gap then stands for both).
-                    let lost = trimmed(after.log(), next, seq);
-                    gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
+                    LogRead::After(lost) => {
+                        gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
+                    }
                 }
-                next = seq + 1;
                 let (Some(position), Some(bytes)) = (Position::new(after.log(), seq), entry.bytes)
                 else {
                     continue;
@@ -417,10 +425,9 @@ where
                 }
             }
         }
-        if next <= through.seq() {
+        if let Some(lost) = cursor.skip_through(through.seq()) {
             // The end of the range is gone too: the log was trimmed past
             // it, or lost.
-            let lost = trimmed(after.log(), next, through.seq() + 1);
             gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
         }
         if gap.is_some() {
@@ -432,17 +439,6 @@ where
             }
         }
         Ok(Replay::with_copies(gap, entries))
-    }
-}
-
-/// The gap of entries `from` up to (not including) `to` of log `log`.
-fn trimmed(log: u16, from: u64, to: u64) -> Gap {
-    match Position::new(log, from) {
-        Some(first) => Gap::Trimmed {
-            first,
-            missing: to - from,
-        },
-        None => Gap::LogLost,
     }
 }
 

@@ -12,11 +12,11 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
 use super::super::{Publisher, RedisConfig};
-use super::{entries_of, fresh_log_id, trimmed, Log, RawEntry, HEAD, PAGE, RENEW};
+use super::{entries_of, fresh_log_id, Log, RawEntry, HEAD, PAGE, RENEW};
 use crate::error::TransportError;
 use crate::net::{not_sent, Backoff, Inbound, RateLimit, Retrying, Secrets, StopReport, Stopped};
 use crate::position::{Gap, Position, Retention};
-use crate::transport::{Connection, LocalNode};
+use crate::transport::{Connection, LocalNode, LogCursor};
 
 /// Where the reader is: the last entry it read, kept across reconnects and
 /// restarts of its task.
@@ -555,8 +555,13 @@ where
             drop(cursor);
             return self.reject(first_read, "an entry with a sequence number already read");
         }
-        let skipped =
-            (!cursor.adopted && seq > cursor.seq + 1).then(|| trimmed(log, cursor.seq + 1, seq));
+        // The gap rule (`LogCursor`), but for a log just adopted, which
+        // may start anywhere.
+        let skipped = if cursor.adopted {
+            None
+        } else {
+            LogCursor::new(log, cursor.seq + 1).skip_to(seq)
+        };
         cursor.seq = seq;
         cursor.nonce = entry.nonce;
         cursor.adopted = false;
