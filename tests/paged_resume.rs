@@ -1,7 +1,7 @@
 //! A resume pages its replay against the real durable engines: a resume
 //! from the first of 100 entries on a node of capacity 8 holds at most 8
 //! replayed messages until it is read, then delivers the whole range in order, each once, then live messages. Needs the engines'
-//! `Transport::replay_limit`.
+//! `DurableLog::replay_limit`.
 
 use std::time::Duration;
 

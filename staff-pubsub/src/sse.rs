@@ -68,7 +68,7 @@
 //!   same position and is told again.
 //! - A resume costs what a stalled live connection costs, however far back
 //!   its `Last-Event-ID` is, on a transport that pages its replays
-//!   ([`Transport::replay_limit`](crate::transport::Transport::replay_limit)):
+//!   ([`DurableLog::replay_limit`](crate::transport::DurableLog::replay_limit)):
 //!   the replay is read from the log a page at a time (at most the
 //!   server's [`Builder::capacity`](crate::Builder::capacity) of log
 //!   entries), the next page when the browser has been sent the last, so

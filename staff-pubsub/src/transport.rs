@@ -90,35 +90,39 @@ pub trait Transport<M>: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    /// Whether this transport is durable: it appends every envelope to a
-    /// log and delivers every one from it on every node, the sending node
-    /// included (with [`Mode::All`]), through
-    /// [`LocalNode::dispatch_logged`]. The server then does not dispatch a
-    /// broadcast locally when it is made. The default is `false`.
-    fn durable(&self) -> bool {
-        false
+    /// The transport's durable log, if it keeps one: then it appends every
+    /// envelope to the log and delivers every one from it on every node,
+    /// the sending node included (with [`Mode::All`]), through
+    /// [`LocalNode::dispatch_logged`], and the server does not dispatch a
+    /// broadcast locally when it is made. Durable logging is an ability of
+    /// its own ([`DurableLog`]): the default, `None`, is a live transport.
+    fn durable_log(&self) -> Option<&dyn DurableLog<M>> {
+        None
     }
+}
 
-    /// Where the durable log ends on the engine now (not where this node
-    /// has read to): asked by
+/// A transport's durable log: what [`Transport::durable_log`] gives, and
+/// what [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) and
+/// [`PubSub::log_position`](crate::PubSub::log_position) read. A reader of
+/// the log follows the gap rule of [`LogCursor`].
+pub trait DurableLog<M>: Send + Sync {
+    /// Where the log ends on the engine now (not where this node has read
+    /// to): asked by
     /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) for a
     /// position ahead of this node, to tell a node that is behind from a
-    /// position the engine lost. The default answers
-    /// [`LogHead::Unknown`], and the position is then trusted.
-    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
-        Box::pin(std::future::ready(Ok(LogHead::Unknown)))
-    }
+    /// position the engine lost. [`LogHead::Unknown`] when the engine
+    /// cannot say: the position is then trusted.
+    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>>;
 
-    /// A durable transport's entries after `after` up to and including
-    /// `through` (same log, `after` before `through`) that list one of
-    /// `topics`, decoded, in log order; with a [`Gap`] when some are gone
-    /// (trimmed) or the range is longer than the transport replays. What
+    /// The entries after `after` up to and including `through` (same log,
+    /// `after` before `through`) that list one of `topics`, decoded, in log
+    /// order; with a [`Gap`] when some are gone (trimmed) or the range is
+    /// longer than the log replays. What
     /// [`PubSub::subscribe_since`](crate::PubSub::subscribe_since) asks:
-    /// the whole range at once, or, when the transport says its
+    /// the whole range at once, or, when the log says its
     /// [`replay_limit`](Self::replay_limit), in pages of at most the
     /// subscription's capacity of entries, one after the other, each when
-    /// the consumer has read the last. The default fails: the transport
-    /// keeps no log.
+    /// the consumer has read the last.
     fn replay<'a>(
         &'a self,
         after: Position,
@@ -126,31 +130,23 @@ pub trait Transport<M>: Send + Sync + 'static {
         topics: &'a [Topic],
     ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>
     where
-        M: Send + 'a,
-    {
-        let _ = (after, through, topics);
-        Box::pin(std::future::ready(Err(TransportError::msg(
-            "this transport keeps no log",
-        ))))
-    }
+        M: Send + 'a;
 
-    /// The most log entries one resume may replay (the transport's
-    /// [`Retention::replay_limit`](crate::Retention::replay_limit)), if the
-    /// transport says it. Then a resume
+    /// The most log entries one resume may replay (the log's
+    /// [`Retention::replay_limit`](crate::Retention::replay_limit)), if
+    /// the log says it. Then a resume
     /// ([`PubSub::subscribe_since`](crate::PubSub::subscribe_since)) tells
     /// [`Gap::ReplayLimit`] itself for a longer range, and asks
     /// [`replay`](Self::replay) for the range in pages of at most its
     /// subscription's capacity of entries, the next when the consumer has
     /// read the last: its memory is bounded by the capacity, not by the
-    /// range. `None` (the default): a resume asks for the whole range at
-    /// once, and holds all of it until it is read.
-    fn replay_limit(&self) -> Option<u64> {
-        None
-    }
+    /// range. `None`: a resume asks for the whole range at once, and holds
+    /// all of it until it is read.
+    fn replay_limit(&self) -> Option<u64>;
 }
 
 /// Where a durable transport's log ends, as the engine has it now: what
-/// [`Transport::log_head`] answers.
+/// [`DurableLog::log_head`] answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LogHead {
@@ -288,7 +284,7 @@ impl LogCursor {
     }
 }
 
-/// What [`Transport::replay`] read from the log.
+/// What [`DurableLog::replay`] read from the log.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Replay<M> {

@@ -35,7 +35,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use staff_pubsub::transport::{
-    BoxFuture, Envelope, LocalNode, LogCursor, LogRead, Mode, Replay, Transport,
+    BoxFuture, DurableLog, Envelope, LocalNode, LogCursor, LogHead, LogRead, Mode, Replay,
+    Transport,
 };
 use staff_pubsub::{Connection, Gap, Position, Retention, Topic, TransportError};
 use tokio::sync::watch;
@@ -317,8 +318,18 @@ where
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn durable(&self) -> bool {
-        self.shared.durable
+    fn durable_log(&self) -> Option<&dyn DurableLog<M>> {
+        self.shared.durable.then_some(self as &dyn DurableLog<M>)
+    }
+}
+
+impl<M> DurableLog<M> for MemoryTransport<M>
+where
+    M: Clone + Send + Sync + 'static,
+{
+    /// The log is in this process: the position is trusted.
+    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
+        Box::pin(std::future::ready(Ok(LogHead::Unknown)))
     }
 
     /// The retention's: a resume pages its replay.

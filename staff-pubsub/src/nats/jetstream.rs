@@ -108,7 +108,7 @@ impl StreamInfo {
 }
 
 /// A durable namespace's stream: where broadcasts are appended and read.
-pub(super) struct DurableLog {
+pub(super) struct JetStreamLog {
     pub(super) js: async_nats::jetstream::Context,
     pub(super) stream: String,
     pub(super) subject: String,
@@ -117,7 +117,7 @@ pub(super) struct DurableLog {
     pub(super) response_timeout: Duration,
 }
 
-impl DurableLog {
+impl JetStreamLog {
     fn limits(&self) -> StreamLimits {
         StreamLimits {
             subjects: vec![self.subject.clone()],
@@ -369,7 +369,7 @@ enum Ended {
 /// as the server lives: a new consumer after every reconnect or failure,
 /// from the entry after the last one delivered.
 pub(super) struct LogReader<M> {
-    pub(super) log: Arc<DurableLog>,
+    pub(super) log: Arc<JetStreamLog>,
     pub(super) inbound: Arc<Inbound<M>>,
     /// The log id being read.
     pub(super) id: u16,
@@ -531,9 +531,9 @@ where
     }
 }
 
-impl DurableLog {
+impl JetStreamLog {
     /// The entries after `after` through `through` that are for this node
-    /// and list one of `topics`: see [`Transport::replay`].
+    /// and list one of `topics`: see [`DurableLog::replay`](crate::transport::DurableLog::replay).
     pub(super) async fn replay<M>(
         &self,
         inbound: &Inbound<M>,

@@ -155,7 +155,7 @@ use crate::position::{Position, Retention};
 use crate::server::{Builder, PubSub};
 use crate::topic::Topic;
 use crate::transport::{
-    BoxFuture, Connection, Envelope, LocalNode, LogHead, Mode, Replay, Transport,
+    BoxFuture, Connection, DurableLog, Envelope, LocalNode, LogHead, Mode, Replay, Transport,
 };
 use crate::wire;
 
@@ -166,7 +166,7 @@ mod jetstream;
 use config::{check_namespace, parse_servers, subject, Credentials};
 pub use config::{NatsConfig, DEFAULT_NAMESPACE};
 use interest::{read_subject, Events, InterestQueue, InterestTask, SyncEcho, CLIENT_HANDOFF};
-use jetstream::{stream_name, DurableLog, LogReader, LOG};
+use jetstream::{stream_name, JetStreamLog, LogReader, LOG};
 
 /// The suffix of the subject that carries direct broadcasts.
 const DIRECT: &str = "_direct";
@@ -191,8 +191,42 @@ pub struct NatsTransport<M> {
 
 /// A durable transport's log and how it decodes entries for a replay.
 struct LogHandle<M> {
-    log: Arc<DurableLog>,
+    log: Arc<JetStreamLog>,
     inbound: Arc<Inbound<M>>,
+}
+
+/// The JetStream log as the server reads it.
+impl<M> DurableLog<M> for LogHandle<M>
+where
+    M: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
+        Box::pin(async move {
+            Ok(match self.log.info().await? {
+                Some(info) => LogHead::At {
+                    log: info.log(),
+                    seq: info.state.last_seq,
+                },
+                None => LogHead::Missing,
+            })
+        })
+    }
+
+    fn replay_limit(&self) -> Option<u64> {
+        Some(self.log.retention.replay_limit())
+    }
+
+    fn replay<'a>(
+        &'a self,
+        after: Position,
+        through: Position,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>
+    where
+        M: Send + 'a,
+    {
+        Box::pin(self.log.replay(&self.inbound, after, through, topics))
+    }
 }
 
 impl<M> fmt::Debug for NatsTransport<M> {
@@ -408,7 +442,7 @@ where
         let js = async_nats::jetstream::ContextBuilder::new()
             .timeout(config.response_timeout)
             .build(client.clone());
-        let log = Arc::new(DurableLog {
+        let log = Arc::new(JetStreamLog {
             js,
             stream: stream_name(&namespace),
             subject: format!("{namespace}.{LOG}"),
@@ -556,53 +590,8 @@ where
         }
     }
 
-    fn durable(&self) -> bool {
-        self.log.is_some()
-    }
-
-    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
-        Box::pin(async move {
-            let Some(durable) = &self.log else {
-                return Ok(LogHead::Unknown);
-            };
-            Ok(match durable.log.info().await? {
-                Some(info) => LogHead::At {
-                    log: info.log(),
-                    seq: info.state.last_seq,
-                },
-                None => LogHead::Missing,
-            })
-        })
-    }
-
-    fn replay_limit(&self) -> Option<u64> {
-        self.log
-            .as_ref()
-            .map(|durable| durable.log.retention.replay_limit())
-    }
-
-    fn replay<'a>(
-        &'a self,
-        after: Position,
-        through: Position,
-        topics: &'a [Topic],
-    ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>
-    where
-        M: Send + 'a,
-    {
-        Box::pin(async move {
-            match &self.log {
-                Some(durable) => {
-                    durable
-                        .log
-                        .replay(&durable.inbound, after, through, topics)
-                        .await
-                }
-                None => Err(not_sent(
-                    "this NATS transport is not durable: it keeps no log",
-                )),
-            }
-        })
+    fn durable_log(&self) -> Option<&dyn DurableLog<M>> {
+        self.log.as_ref().map(|log| log as &dyn DurableLog<M>)
     }
 
     fn sync(&self) -> BoxFuture<'_, Result<(), TransportError>> {

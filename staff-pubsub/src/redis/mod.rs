@@ -85,7 +85,7 @@
 //!   the entry is in the log. Failures and their
 //!   [`Outcome`]s are as in live mode.
 //! - Every node, the sending one included, delivers every entry from the
-//!   log, in log order, with its [`Position`]
+//!   log, in log order, with its [`Position`](crate::Position)
 //!   ([`Subscription::recv_with_position`](crate::Subscription::recv_with_position)):
 //!   the sender's own subscribers get a broadcast once Redis has it, not
 //!   when `broadcast` is called. [`PubSub::local_broadcast`] and, on the
@@ -178,10 +178,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
 use crate::net::{encode_bounded, not_sent, redact, Inbound, RateLimit, Secrets, StopReport};
-use crate::position::{Position, Retention};
+use crate::position::Retention;
 use crate::server::{Builder, PubSub};
-use crate::topic::Topic;
-use crate::transport::{BoxFuture, Connection, Envelope, LocalNode, LogHead, Replay, Transport};
+use crate::transport::{BoxFuture, Connection, DurableLog, Envelope, LocalNode, Transport};
 
 use receiver::{subscribe, supervise, Receiver};
 
@@ -474,40 +473,8 @@ where
         })
     }
 
-    fn durable(&self) -> bool {
-        self.log.is_some()
-    }
-
-    fn replay_limit(&self) -> Option<u64> {
-        self.log.as_ref().map(|log| log.replay_limit())
-    }
-
-    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
-        Box::pin(async move {
-            match &self.log {
-                Some(log) => log.head().await,
-                None => Ok(LogHead::Unknown),
-            }
-        })
-    }
-
-    fn replay<'a>(
-        &'a self,
-        after: Position,
-        through: Position,
-        topics: &'a [Topic],
-    ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>
-    where
-        M: Send + 'a,
-    {
-        Box::pin(async move {
-            match &self.log {
-                Some(log) => log.replay(after, through, topics).await,
-                None => Err(TransportError::msg(
-                    "this Redis transport is not durable: it keeps no log",
-                )),
-            }
-        })
+    fn durable_log(&self) -> Option<&dyn DurableLog<M>> {
+        self.log.as_deref().map(|log| log as &dyn DurableLog<M>)
     }
 }
 

@@ -42,7 +42,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// [`Gap::LogLost`] comes first and nothing is skipped.
     ///
     /// **Memory: the replay is paged as it is read**, when the transport
-    /// says its replay limit ([`Transport::replay_limit`]). The range is
+    /// says its replay limit ([`DurableLog::replay_limit`]). The range is
     /// then read from the log in pages of at most the subscription's
     /// capacity ([`Builder::capacity`](crate::Builder::capacity)) of log entries: the first before
     /// this returns, each next one once the subscription has received the
@@ -71,7 +71,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// subscription then holds all of it, up to the transport's replay
     /// limit of entries, until it is received.
     ///
-    /// [`Transport::replay_limit`]: crate::transport::Transport::replay_limit
+    /// [`DurableLog::replay_limit`]: crate::transport::DurableLog::replay_limit
     ///
     /// # Errors
     ///

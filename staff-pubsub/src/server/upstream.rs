@@ -48,20 +48,21 @@ pub(crate) trait Upstream<M>: Send + Sync {
     /// one left ([`Transport::interest_changed`]).
     fn interest_changed(&self, topic: Topic);
 
-    /// Whether broadcasts go through a durable log ([`Transport::durable`]).
+    /// Whether broadcasts go through a durable log
+    /// ([`Transport::durable_log`]).
     fn durable(&self) -> bool;
 
     /// The log's id and the sequence number the transport has read up to
     /// (0: none yet); `None` when not durable or not read yet.
     fn read_head(&self, here: &Core<M>) -> Option<(u16, u64)>;
 
-    /// [`Transport::log_head`].
+    /// [`DurableLog::log_head`](crate::transport::DurableLog::log_head).
     fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>>;
 
-    /// [`Transport::replay_limit`].
+    /// [`DurableLog::replay_limit`](crate::transport::DurableLog::replay_limit).
     fn replay_limit(&self) -> Option<u64>;
 
-    /// [`Transport::replay`], in the server's own message type.
+    /// [`DurableLog::replay`](crate::transport::DurableLog::replay), in the server's own message type.
     fn replay<'a>(
         &'a self,
         after: Position,
@@ -139,23 +140,22 @@ impl<M: Send + Sync + 'static> Upstream<M> for Own<M> {
     }
 
     fn durable(&self) -> bool {
-        self.transport.durable()
+        self.transport.durable_log().is_some()
     }
 
     fn read_head(&self, here: &Core<M>) -> Option<(u16, u64)> {
-        if self.transport.durable() {
-            here.head()
-        } else {
-            None
-        }
+        self.transport.durable_log().and_then(|_| here.head())
     }
 
     fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
-        self.transport.log_head()
+        match self.transport.durable_log() {
+            Some(log) => log.log_head(),
+            None => ready(Ok(LogHead::Unknown)),
+        }
     }
 
     fn replay_limit(&self) -> Option<u64> {
-        self.transport.replay_limit()
+        self.transport.durable_log()?.replay_limit()
     }
 
     fn replay<'a>(
@@ -164,7 +164,10 @@ impl<M: Send + Sync + 'static> Upstream<M> for Own<M> {
         through: Position,
         topics: &'a [Topic],
     ) -> BoxFuture<'a, Result<Replay<M>, TransportError>> {
-        self.transport.replay(after, through, topics)
+        match self.transport.durable_log() {
+            Some(log) => log.replay(after, through, topics),
+            None => ready(Err(TransportError::msg("this transport keeps no log"))),
+        }
     }
 }
 

@@ -38,7 +38,7 @@ use crate::net::Inbound;
 use crate::position::{Gap, Position, Retention};
 use crate::server::random_u64;
 use crate::topic::Topic;
-use crate::transport::{LogCursor, LogHead, LogRead, Replay};
+use crate::transport::{BoxFuture, DurableLog, LogCursor, LogHead, LogRead, Replay};
 
 mod reader;
 
@@ -341,12 +341,7 @@ where
         })
     }
 
-    /// See [`crate::transport::Transport::replay_limit`].
-    pub(crate) fn replay_limit(&self) -> u64 {
-        self.retention.replay_limit()
-    }
-
-    /// See [`crate::transport::Transport::replay`].
+    /// See [`DurableLog::replay`].
     pub(crate) async fn replay(
         &self,
         after: Position,
@@ -439,6 +434,32 @@ where
             }
         }
         Ok(Replay::with_copies(gap, entries))
+    }
+}
+
+/// The Redis log as the server reads it.
+impl<M> DurableLog<M> for Log<M>
+where
+    M: DeserializeOwned + Send + Sync + 'static,
+{
+    fn log_head(&self) -> BoxFuture<'_, Result<LogHead, TransportError>> {
+        Box::pin(self.head())
+    }
+
+    fn replay_limit(&self) -> Option<u64> {
+        Some(self.retention.replay_limit())
+    }
+
+    fn replay<'a>(
+        &'a self,
+        after: Position,
+        through: Position,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>
+    where
+        M: Send + 'a,
+    {
+        Box::pin(Log::replay(self, after, through, topics))
     }
 }
 
