@@ -113,7 +113,7 @@
 //!   silent loss:
 //!   - A stream entry that is not one of this log's (no `log` or `m`
 //!     field, an id not of the form `<seq>-0`, a sequence number past
-//!     [`Position::MAX_SEQ`], or a log id this node already left for a
+//!     [`Position::MAX_SEQ`](crate::Position::MAX_SEQ), or a log id this node already left for a
 //!     newer log) is skipped, counted once in
 //!     [`Stats::rejected`](crate::Stats::rejected) by each node that reads
 //!     it, and logged at WARN; it never causes a [`Gap::Trimmed`](crate::Gap::Trimmed).
