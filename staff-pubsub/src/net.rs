@@ -25,6 +25,62 @@ pub(crate) use crate::throttle::REPEAT_LOG_EVERY;
 /// and log keys' prefix, the first token of every NATS subject.
 pub const DEFAULT_NAMESPACE: &str = "staff-pubsub";
 
+/// What every engine's config holds, with the same defaults: the
+/// namespace, the timeouts and the bounds of an envelope. Each engine's
+/// config type keeps one and documents its setters in its own terms.
+#[derive(Clone, Debug)]
+pub(crate) struct EngineConfig {
+    pub(crate) namespace: String,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_topics: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            max_message_size: crate::wire::DEFAULT_MAX_MESSAGE_SIZE,
+            max_topics: crate::wire::DEFAULT_MAX_TOPICS,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The checks every engine makes before connecting: a namespace (the
+    /// engine checks its form), and bounds of at least one.
+    pub(crate) fn check(&self, engine: &str) -> Result<(), TransportError> {
+        if self.namespace.is_empty() {
+            return Err(not_sent(format!(
+                "the {engine} namespace must not be empty"
+            )));
+        }
+        if self.max_message_size == 0 {
+            return Err(not_sent(
+                "the maximum message size must be at least one byte",
+            ));
+        }
+        if self.max_topics == 0 {
+            return Err(not_sent(
+                "the maximum number of topics must be at least one",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The fields, for an engine config's `Debug`.
+    pub(crate) fn debug_fields(&self, f: &mut std::fmt::DebugStruct<'_, '_>) {
+        f.field("namespace", &self.namespace)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_topics", &self.max_topics)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout);
+    }
+}
+
 /// An error for a message that certainly did not reach the engine.
 pub(crate) fn not_sent(what: impl Into<String>) -> TransportError {
     TransportError::msg(what).with_outcome(Outcome::NotSent)

@@ -5,10 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Outcome, TransportError};
-use crate::net::{redact, Secrets};
+use crate::net::{redact, EngineConfig, Secrets};
 use crate::position::Retention;
 use crate::topic::Topic;
-use crate::wire;
 
 /// The namespace of a [`NatsConfig`] that sets none: the first token of
 /// every subject.
@@ -32,12 +31,8 @@ pub use crate::net::DEFAULT_NAMESPACE;
 #[must_use]
 pub struct NatsConfig {
     pub(super) url: String,
-    pub(super) namespace: String,
+    pub(super) engine: EngineConfig,
     pub(super) credentials: Credentials,
-    pub(super) max_message_size: usize,
-    pub(super) max_topics: usize,
-    pub(super) connect_timeout: Duration,
-    pub(super) response_timeout: Duration,
     pub(super) subscription_capacity: usize,
     pub(super) durable: Option<Retention>,
 }
@@ -71,12 +66,8 @@ impl NatsConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            namespace: DEFAULT_NAMESPACE.to_owned(),
+            engine: EngineConfig::default(),
             credentials: Credentials::None,
-            max_message_size: wire::DEFAULT_MAX_MESSAGE_SIZE,
-            max_topics: wire::DEFAULT_MAX_TOPICS,
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(5),
             subscription_capacity: 65_536,
             durable: None,
         }
@@ -96,9 +87,9 @@ impl NatsConfig {
     /// The namespace: the subject prefix of every message, one or more
     /// `.`-separated tokens without white space, `*` or `>`. Nodes of one
     /// namespace reach each other, never those of another. Default
-    /// [`DEFAULT_NAMESPACE`].
+    /// [`DEFAULT_NAMESPACE`](super::DEFAULT_NAMESPACE).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
+        self.engine.namespace = namespace.into();
         self
     }
 
@@ -123,10 +114,10 @@ impl NatsConfig {
 
     /// The largest encoded envelope, in bytes: a broadcast of a larger one
     /// fails, a received larger one is skipped. Default
-    /// [`wire::DEFAULT_MAX_MESSAGE_SIZE`] (1 MiB); the server's own
+    /// [`wire::DEFAULT_MAX_MESSAGE_SIZE`](crate::wire::DEFAULT_MAX_MESSAGE_SIZE) (1 MiB); the server's own
     /// `max_payload` (1 MiB by default) applies too.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
+        self.engine.max_message_size = bytes;
         self
     }
 
@@ -137,20 +128,20 @@ impl NatsConfig {
     /// [`Stats::rejected`](crate::Stats::rejected). Default
     /// [`DEFAULT_MAX_TOPICS`](crate::wire::DEFAULT_MAX_TOPICS), as Redis's.
     pub fn max_topics(mut self, topics: usize) -> Self {
-        self.max_topics = topics;
+        self.engine.max_topics = topics;
         self
     }
 
     /// How long [`NatsTransport::connect`](super::NatsTransport::connect) may take. Default 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.engine.connect_timeout = timeout;
         self
     }
 
     /// How long a broadcast waits for its envelopes to be written to the
     /// connection, and [`PubSub::sync`](crate::PubSub::sync) for the server's answer. Default 5 s.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+        self.engine.response_timeout = timeout;
         self
     }
 
@@ -180,7 +171,7 @@ impl NatsConfig {
     ///
     /// When the topic cannot be a subject: see the [module docs](super).
     pub fn subject(&self, topic: &Topic) -> Result<String, TransportError> {
-        subject(&self.namespace, topic)
+        subject(&self.engine.namespace, topic)
     }
 
     /// Every spelling of every secret of the configuration: in the URL as
@@ -227,14 +218,10 @@ impl fmt::Debug for NatsConfig {
             Credentials::UserPassword { user, .. } => format!("user {user}, password ***"),
             Credentials::Token(_) => "token ***".to_owned(),
         };
-        f.debug_struct("NatsConfig")
-            .field("url", &self.shown())
-            .field("namespace", &self.namespace)
-            .field("credentials", &credentials)
-            .field("max_message_size", &self.max_message_size)
-            .field("max_topics", &self.max_topics)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
+        let mut f = f.debug_struct("NatsConfig");
+        f.field("url", &self.shown());
+        self.engine.debug_fields(&mut f);
+        f.field("credentials", &credentials)
             .field("subscription_capacity", &self.subscription_capacity)
             .field("durable", &self.durable)
             .finish()

@@ -254,17 +254,8 @@ where
     /// authentication failed): `cannot connect to NATS at <url>: <cause>`,
     /// credentials hidden.
     pub async fn connect(config: NatsConfig, local: LocalNode<M>) -> Result<Self, TransportError> {
-        check_namespace(&config.namespace)?;
-        if config.max_message_size == 0 {
-            return Err(not_sent(
-                "the maximum message size must be at least one byte",
-            ));
-        }
-        if config.max_topics == 0 {
-            return Err(not_sent(
-                "the maximum number of topics must be at least one",
-            ));
-        }
+        config.engine.check("NATS")?;
+        check_namespace(&config.engine.namespace)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
             TransportError::new("the NATS transport needs a tokio runtime", error)
                 .with_outcome(Outcome::NotSent)
@@ -280,7 +271,7 @@ where
                 secrets.scrub(&cause)
             ))
         })?;
-        let namespace: Arc<str> = Arc::from(config.namespace.as_str());
+        let namespace: Arc<str> = Arc::from(config.engine.namespace.as_str());
         let events = Arc::new(Events {
             local: local.clone(),
             lost: AtomicBool::new(false),
@@ -308,7 +299,7 @@ where
         let on_event = Arc::clone(&events);
         let options = options
             .name(local.node_name())
-            .connection_timeout(config.connect_timeout)
+            .connection_timeout(config.engine.connect_timeout)
             // Live mode: the client only hands messages over to each
             // subject's drain task, which bounds what waits by
             // `subscription_capacity` and marks losses in order (see
@@ -324,8 +315,10 @@ where
                 let events = Arc::clone(&on_event);
                 async move { events.on(event) }
             });
-        let connecting =
-            tokio::time::timeout(config.connect_timeout, options.connect(servers.addresses));
+        let connecting = tokio::time::timeout(
+            config.engine.connect_timeout,
+            options.connect(servers.addresses),
+        );
         let client = match connecting.await {
             Ok(Ok(client)) => client,
             Ok(Err(error)) => {
@@ -337,7 +330,7 @@ where
             Err(_) => {
                 return Err(not_sent(format!(
                     "cannot connect to NATS at {shown}: no answer within {:?}",
-                    config.connect_timeout
+                    config.engine.connect_timeout
                 )))
             }
         };
@@ -345,10 +338,10 @@ where
             local.clone(),
             "NATS",
             Arc::clone(&namespace),
-            config.max_message_size,
+            config.engine.max_message_size,
             // One topic per envelope on a topic's subject; a direct
             // broadcast or a log entry lists a broadcast's topics.
-            config.max_topics,
+            config.engine.max_topics,
         ));
         if let Some(retention) = config.durable.clone() {
             return Self::connect_durable(
@@ -382,7 +375,7 @@ where
             echo: Arc::clone(&echo),
             sync_subject,
             next_sync: AtomicU64::new(0),
-            response_timeout: config.response_timeout,
+            response_timeout: config.engine.response_timeout,
             secrets: Arc::clone(&secrets),
             queue: Arc::clone(&queue),
             events: Arc::clone(&events),
@@ -411,9 +404,9 @@ where
         Ok(Self {
             client,
             namespace,
-            max_message_size: config.max_message_size,
-            max_topics: config.max_topics,
-            response_timeout: config.response_timeout,
+            max_message_size: config.engine.max_message_size,
+            max_topics: config.engine.max_topics,
+            response_timeout: config.engine.response_timeout,
             shown,
             secrets,
             interest: queue,
@@ -440,7 +433,7 @@ where
         namespace: Arc<str>,
     ) -> Result<Self, TransportError> {
         let js = async_nats::jetstream::ContextBuilder::new()
-            .timeout(config.response_timeout)
+            .timeout(config.engine.response_timeout)
             .build(client.clone());
         let log = Arc::new(JetStreamLog {
             js,
@@ -448,7 +441,7 @@ where
             subject: format!("{namespace}.{LOG}"),
             retention,
             secrets: Arc::clone(&secrets),
-            response_timeout: config.response_timeout,
+            response_timeout: config.engine.response_timeout,
         });
         let info = log.bind().await.map_err(|error| {
             not_sent(format!(
@@ -479,9 +472,9 @@ where
         Ok(Self {
             client,
             namespace,
-            max_message_size: config.max_message_size,
-            max_topics: config.max_topics,
-            response_timeout: config.response_timeout,
+            max_message_size: config.engine.max_message_size,
+            max_topics: config.engine.max_topics,
+            response_timeout: config.engine.response_timeout,
             shown,
             secrets,
             interest: Arc::new(InterestQueue::default()),

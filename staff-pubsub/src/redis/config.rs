@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use ::redis::AsyncConnectionConfig;
 
-use super::{DEFAULT_MAX_TOPICS, DEFAULT_NAMESPACE};
-use crate::net::redact;
+use crate::net::{redact, EngineConfig};
 use crate::position::Retention;
-use crate::wire;
 
 /// Where and how a node reaches Redis.
 ///
@@ -29,11 +27,7 @@ use crate::wire;
 #[must_use]
 pub struct RedisConfig {
     pub(super) url: String,
-    pub(super) namespace: String,
-    pub(super) max_message_size: usize,
-    pub(super) max_topics: usize,
-    pub(super) connect_timeout: Duration,
-    pub(super) response_timeout: Duration,
+    pub(super) engine: EngineConfig,
     pub(super) reconnect_min: Duration,
     pub(super) reconnect_max: Duration,
     pub(super) health_check_interval: Duration,
@@ -54,11 +48,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            namespace: DEFAULT_NAMESPACE.to_owned(),
-            max_message_size: wire::DEFAULT_MAX_MESSAGE_SIZE,
-            max_topics: DEFAULT_MAX_TOPICS,
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(5),
+            engine: EngineConfig::default(),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             health_check_interval: Duration::from_secs(15),
@@ -82,17 +72,17 @@ impl RedisConfig {
 
     /// The namespace: nodes of one namespace reach each other, and never
     /// the nodes of another namespace on the same Redis. It is the Redis
-    /// channel name. Not empty. Default [`DEFAULT_NAMESPACE`].
+    /// channel name. Not empty. Default [`DEFAULT_NAMESPACE`](super::DEFAULT_NAMESPACE).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
+        self.engine.namespace = namespace.into();
         self
     }
 
     /// The largest encoded envelope, in bytes: a broadcast of a larger one
     /// fails, a received larger one is skipped. Default
-    /// [`wire::DEFAULT_MAX_MESSAGE_SIZE`] (1 MiB).
+    /// [`wire::DEFAULT_MAX_MESSAGE_SIZE`](crate::wire::DEFAULT_MAX_MESSAGE_SIZE) (1 MiB).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
+        self.engine.max_message_size = bytes;
         self
     }
 
@@ -100,16 +90,16 @@ impl RedisConfig {
     /// (certainly not sent), a received envelope with more is skipped and
     /// counted in [`Stats::rejected`](crate::Stats::rejected). A topic
     /// listed several times in a received envelope is reached once.
-    /// Default [`DEFAULT_MAX_TOPICS`].
+    /// Default [`DEFAULT_MAX_TOPICS`](super::DEFAULT_MAX_TOPICS).
     pub fn max_topics(mut self, topics: usize) -> Self {
-        self.max_topics = topics;
+        self.engine.max_topics = topics;
         self
     }
 
     /// How long [`RedisTransport::connect`](super::RedisTransport::connect) and each later connection
     /// attempt may take. Default 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.engine.connect_timeout = timeout;
         self
     }
 
@@ -120,7 +110,7 @@ impl RedisConfig {
     /// (plus scheduling delays), however many run at once: concurrent
     /// broadcasts that find no connection share one connection attempt.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+        self.engine.response_timeout = timeout;
         self
     }
 
@@ -144,17 +134,17 @@ impl RedisConfig {
     /// to it (`redis-cli SUBSCRIBE <channel>`) to see the envelopes.
     #[must_use]
     pub fn channel(&self) -> &str {
-        &self.namespace
+        &self.engine.namespace
     }
 
     /// The key of the namespace's durable log, a Redis Stream:
     /// `{<namespace>}:log` (`redis-cli XRANGE '{my-app}:log' - +` shows it).
     /// Its entries' ids are their sequence numbers (`<seq>-0`), their
     /// fields `log` (the log's id), `t` (Redis's time, ms) and `m` (the
-    /// [`wire`] envelope).
+    /// [`wire`](crate::wire) envelope).
     #[must_use]
     pub fn log_key(&self) -> String {
-        format!("{{{}}}:log", self.namespace)
+        format!("{{{}}}:log", self.engine.namespace)
     }
 
     /// The key of the hash beside the log holding its id and last sequence
@@ -163,26 +153,22 @@ impl RedisConfig {
     /// log's: the log starts afresh (see the module's "Durable delivery").
     #[must_use]
     pub fn log_meta_key(&self) -> String {
-        format!("{{{}}}:log-meta", self.namespace)
+        format!("{{{}}}:log-meta", self.engine.namespace)
     }
 
     pub(super) fn redis_config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.response_timeout))
+            .set_connection_timeout(Some(self.engine.connect_timeout))
+            .set_response_timeout(Some(self.engine.response_timeout))
     }
 }
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redact(&self.url))
-            .field("namespace", &self.namespace)
-            .field("max_message_size", &self.max_message_size)
-            .field("max_topics", &self.max_topics)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .field("reconnect_min", &self.reconnect_min)
+        let mut f = f.debug_struct("RedisConfig");
+        f.field("url", &redact(&self.url));
+        self.engine.debug_fields(&mut f);
+        f.field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
             .field("health_check_interval", &self.health_check_interval)
             .field("durable", &self.durable)

@@ -262,8 +262,8 @@ where
                 local,
                 "Redis",
                 channel,
-                config.max_message_size,
-                config.max_topics,
+                config.engine.max_message_size,
+                config.engine.max_topics,
             )
         })
         .await?;
@@ -271,8 +271,8 @@ where
             publisher: opened.publisher,
             log: None,
             channel: opened.channel,
-            max_message_size: opened.config.max_message_size,
-            max_topics: opened.config.max_topics,
+            max_message_size: opened.config.engine.max_message_size,
+            max_topics: opened.config.engine.max_topics,
             supervisor: opened.supervisor,
             message: PhantomData,
         })
@@ -290,13 +290,13 @@ where
             Arc::clone(&secrets),
             shown,
         ));
-        let channel: Arc<str> = Arc::from(config.namespace.as_str());
+        let channel: Arc<str> = Arc::from(config.engine.namespace.as_str());
         let inbound = Inbound::new(
             local,
             "Redis",
             Arc::from(config.log_key()),
-            config.max_message_size,
-            config.max_topics,
+            config.engine.max_message_size,
+            config.engine.max_topics,
         );
         let (log, supervisor) = durable::open(
             &config,
@@ -312,8 +312,8 @@ where
             publisher,
             log: Some(log),
             channel,
-            max_message_size: config.max_message_size,
-            max_topics: config.max_topics,
+            max_message_size: config.engine.max_message_size,
+            max_topics: config.engine.max_topics,
             supervisor,
             message: PhantomData,
         })
@@ -366,14 +366,14 @@ where
     H: Handler,
 {
     let (client, secrets, shown, runtime) = prepare(&config)?;
-    let channel: Arc<str> = Arc::from(config.namespace.as_str());
+    let channel: Arc<str> = Arc::from(config.engine.namespace.as_str());
     let publisher = Arc::new(Publisher::new(
         client.clone(),
         &config,
         Arc::clone(&secrets),
         Arc::clone(&shown),
     ));
-    let connected = tokio::time::timeout(config.connect_timeout, async {
+    let connected = tokio::time::timeout(config.engine.connect_timeout, async {
         publisher.connection().await?;
         subscribe(&client, &channel)
             .await
@@ -390,7 +390,7 @@ where
         Err(_) => {
             return Err(not_sent(format!(
                 "cannot connect to Redis at {shown}: no answer within {:?}",
-                config.connect_timeout
+                config.engine.connect_timeout
             )))
         }
     };
@@ -429,19 +429,7 @@ where
 fn prepare(
     config: &RedisConfig,
 ) -> Result<(Client, Arc<Secrets>, Arc<str>, tokio::runtime::Handle), TransportError> {
-    if config.namespace.is_empty() {
-        return Err(not_sent("the Redis namespace must not be empty"));
-    }
-    if config.max_message_size == 0 {
-        return Err(not_sent(
-            "the maximum message size must be at least one byte",
-        ));
-    }
-    if config.max_topics == 0 {
-        return Err(not_sent(
-            "the maximum number of topics must be at least one",
-        ));
-    }
+    config.engine.check("Redis")?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
         TransportError::new("the Redis transport needs a tokio runtime", error)
             .with_outcome(Outcome::NotSent)

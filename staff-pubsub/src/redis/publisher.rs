@@ -62,8 +62,8 @@ impl Publisher {
         Self {
             client,
             redis_config: config.redis_config(),
-            connect_timeout: config.connect_timeout,
-            response_timeout: config.response_timeout,
+            connect_timeout: config.engine.connect_timeout,
+            response_timeout: config.engine.response_timeout,
             secrets,
             shown,
             slot: Mutex::new(Slot::Idle),

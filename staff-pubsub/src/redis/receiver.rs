@@ -128,7 +128,7 @@ where
                         return Stopped::ServerGone;
                     }
                     let ping = sink.ping::<::redis::Value>();
-                    match tokio::time::timeout(self.config.response_timeout, ping).await {
+                    match tokio::time::timeout(self.config.engine.response_timeout, ping).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(error)) => {
                             let cause = self.secrets.cause(&error);
@@ -161,7 +161,7 @@ where
             }
             let attempts = retrying.attempt();
             let attempt = tokio::time::timeout(
-                self.config.connect_timeout,
+                self.config.engine.connect_timeout,
                 subscribe(&self.client, &self.channel),
             )
             .await;
@@ -181,7 +181,7 @@ where
                     return Some(subscribed);
                 }
                 Ok(Err(error)) => self.secrets.cause(&error).to_string(),
-                Err(_) => format!("no answer within {:?}", self.config.connect_timeout),
+                Err(_) => format!("no answer within {:?}", self.config.engine.connect_timeout),
             };
             if retrying.failed(&cause) {
                 tracing::warn!(

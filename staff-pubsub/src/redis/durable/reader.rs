@@ -85,17 +85,17 @@ where
         stream: Arc::from(config.log_key()),
         meta: Arc::from(config.log_meta_key()),
         retention,
-        response_timeout: config.response_timeout,
+        response_timeout: config.engine.response_timeout,
         publisher,
         inbound: Arc::new(inbound),
     });
     let mut connection = log.publisher.reader().await?;
-    let head = tokio::time::timeout(config.connect_timeout, head(&log, &mut connection))
+    let head = tokio::time::timeout(config.engine.connect_timeout, head(&log, &mut connection))
         .await
         .map_err(|_| {
             not_sent(format!(
                 "cannot read the log at {}: no answer within {:?}",
-                log.publisher.shown, config.connect_timeout
+                log.publisher.shown, config.engine.connect_timeout
             ))
         })?
         .map_err(|error| {
@@ -247,7 +247,7 @@ where
     /// The reader's own connection: `XREAD BLOCK` holds it.
     fn connection_config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_connection_timeout(Some(self.config.engine.connect_timeout))
             .set_response_timeout(None)
     }
 
@@ -274,7 +274,7 @@ where
             }
             let attempts = retrying.attempt();
             let config = self.connection_config();
-            let attempt = tokio::time::timeout(self.config.connect_timeout, async {
+            let attempt = tokio::time::timeout(self.config.engine.connect_timeout, async {
                 let mut connection = self
                     .client
                     .get_multiplexed_async_connection_with_config(&config)
@@ -300,7 +300,7 @@ where
                     }
                 }
                 Ok(Err(error)) => self.secrets.cause(&error).to_string(),
-                Err(_) => format!("no answer within {:?}", self.config.connect_timeout),
+                Err(_) => format!("no answer within {:?}", self.config.engine.connect_timeout),
             };
             // Not reading: whatever the state said (the first connection
             // is made by `open`, before this task connects on its own).
@@ -427,7 +427,7 @@ where
     /// the cursor, where `XREAD` never returns them.
     async fn read(&self, connection: &mut MultiplexedConnection) -> Stopped {
         let block = self.block();
-        let bound = block + self.config.response_timeout;
+        let bound = block + self.config.engine.response_timeout;
         let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
         let mut checked = tokio::time::Instant::now();
         loop {
@@ -439,7 +439,7 @@ where
                     let head = head(&self.log, connection).await?;
                     self.check_head(connection, head).await
                 };
-                match tokio::time::timeout(self.config.response_timeout, check).await {
+                match tokio::time::timeout(self.config.engine.response_timeout, check).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => {
                         let cause = self.secrets.cause(&error);
