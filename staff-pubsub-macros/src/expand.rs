@@ -653,12 +653,15 @@ impl Expander<'_> {
                         ::core::result::Result::Ok(())
                     },
                     quote! {{
-                        let base = #p::linked_base::<#base::Message, Message>(&pubsub, __to_extension, __to_base);
+                        let base = __BASES.base_of(&pubsub, __to_extension, __to_base);
                         #p::Scoped::new(future)
                             .with(__SERVER.scope_entry(pubsub))
                             .with(#base::__default_server().scope_entry(base))
                     }},
                     [quote! {
+                        /// The base server each of this spec's servers is linked to.
+                        static __BASES: #p::LinkedBases<#base::Message, Message> = #p::LinkedBases::new();
+
                         #[doc = #from_doc]
                         impl ::core::convert::From<#base::Message> for Message {
                             fn from(message: #base::Message) -> Self {
@@ -715,7 +718,7 @@ impl Expander<'_> {
                         },
                         quote! {
                             let base = #base::__default_server().global(#p::PubSub::new);
-                            #p::link(base, extension, __to_extension, __to_base);
+                            __BASES.link(base, extension, __to_extension, __to_base);
                         },
                     )]
                     .into_iter()

@@ -105,7 +105,7 @@ pub use uuid::Uuid;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::default_server::{DefaultServer, ScopeEntry};
-    pub use crate::link::{link, linked_base};
+    pub use crate::link::{link, LinkedBases};
     pub use crate::spec::serde_form::{
         deserialize_event, deserialize_message, deserialize_payload_of, serialize_message,
         unknown_event,

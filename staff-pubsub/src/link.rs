@@ -19,7 +19,6 @@
 //! peer. Mirroring never mirrors back, and publishing through the peer uses
 //! the peer's own transport only, so neither can loop.
 
-use std::any::Any;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
@@ -104,10 +103,6 @@ where
         if let Some(core) = self.target.upgrade() {
             core.signal_gap_here(gap);
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn has_subscribers_here(&self, key: TopicKey<'_>) -> bool {
@@ -314,27 +309,94 @@ where
     linked
 }
 
-/// The base server linked to `extension`, or a new in-process one linked
-/// to it now: what an extension's `scope` gives the base spec, so that a
-/// server reused across scopes (or the process-wide one) keeps its one
-/// bus.
-pub fn linked_base<B, E>(
-    extension: &PubSub<E>,
-    to_extension: fn(&B) -> Option<E>,
-    to_base: fn(&E) -> Option<B>,
-) -> PubSub<B>
+/// Which base server each server of an extension spec is linked to, in
+/// the process: one per extension spec, a `static` of its generated code
+/// (so that it is typed by both specs' messages, and a server is never
+/// found back by its type at run time). An extension's server reused
+/// across scopes, or the process-wide one, finds its base here and keeps
+/// its one bus.
+///
+/// Holds both servers weakly: an extension's server keeps its base alive
+/// through its link, and an entry whose extension server is gone is
+/// forgotten at the next lookup.
+pub struct LinkedBases<B, E> {
+    // A std mutex: a `static` needs a `const` constructor. Poisoning is
+    // passed over: the list is valid after any panic (entries are pushed
+    // and retained whole).
+    #[allow(clippy::type_complexity)]
+    links: std::sync::Mutex<Vec<(Weak<Core<E>>, Weak<Core<B>>)>>,
+}
+
+impl<B, E> LinkedBases<B, E>
 where
     B: Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
-    let existing = extension.core().peer().and_then(|peer| {
-        let link = peer.as_any().downcast_ref::<Link<E, B>>()?;
-        link.target.upgrade().map(PubSub::from_core)
-    });
-    if let Some(base) = existing {
-        return base;
+    /// No link yet.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            links: std::sync::Mutex::new(Vec::new()),
+        }
     }
-    let base = PubSub::new();
-    link(&base, extension, to_extension, to_base);
-    base
+
+    fn links(&self) -> std::sync::MutexGuard<'_, Vec<(Weak<Core<E>>, Weak<Core<B>>)>> {
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`link`]s `base` and `extension`, and remembers it.
+    pub fn link(
+        &self,
+        base: &PubSub<B>,
+        extension: &PubSub<E>,
+        to_extension: fn(&B) -> Option<E>,
+        to_base: fn(&E) -> Option<B>,
+    ) -> bool {
+        let linked = link(base, extension, to_extension, to_base);
+        if linked {
+            let mut links = self.links();
+            links.retain(|(extension, _)| extension.strong_count() > 0);
+            links.push((
+                Arc::downgrade(extension.core()),
+                Arc::downgrade(base.core()),
+            ));
+        }
+        linked
+    }
+
+    /// The base server linked to `extension`, or a new in-process one
+    /// linked to it now: what an extension's `scope` gives the base spec.
+    pub fn base_of(
+        &self,
+        extension: &PubSub<E>,
+        to_extension: fn(&B) -> Option<E>,
+        to_base: fn(&E) -> Option<B>,
+    ) -> PubSub<B> {
+        let known = {
+            let mut links = self.links();
+            links.retain(|(extension, _)| extension.strong_count() > 0);
+            links
+                .iter()
+                .find(|(linked, _)| std::ptr::eq(linked.as_ptr(), Arc::as_ptr(extension.core())))
+                .and_then(|(_, base)| base.upgrade())
+        };
+        if let Some(base) = known {
+            return PubSub::from_core(base);
+        }
+        let base = PubSub::new();
+        self.link(&base, extension, to_extension, to_base);
+        base
+    }
+}
+
+impl<B, E> Default for LinkedBases<B, E>
+where
+    B: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
 }

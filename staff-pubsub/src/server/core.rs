@@ -190,9 +190,6 @@ pub(crate) trait Peer<M>: Send + Sync {
     /// carries the peer's traffic too, lost messages.
     fn signal_gap(&self, gap: &Arc<Gap>);
 
-    /// For finding the peer's server back (`crate::link::linked_base`).
-    fn as_any(&self) -> &dyn std::any::Any;
-
     /// Whether the peer itself (not its own peer) has a subscriber of `key`.
     fn has_subscribers_here(&self, key: TopicKey<'_>) -> bool;
 
