@@ -323,9 +323,11 @@ pub struct LinkedBases<B, E> {
     // A std mutex: a `static` needs a `const` constructor. Poisoning is
     // passed over: the list is valid after any panic (entries are pushed
     // and retained whole).
-    #[allow(clippy::type_complexity)]
-    links: std::sync::Mutex<Vec<(Weak<Core<E>>, Weak<Core<B>>)>>,
+    links: std::sync::Mutex<Vec<Linked<B, E>>>,
 }
+
+/// An extension's server and the base server linked to it.
+type Linked<B, E> = (Weak<Core<E>>, Weak<Core<B>>);
 
 impl<B, E> LinkedBases<B, E>
 where
@@ -340,7 +342,7 @@ where
         }
     }
 
-    fn links(&self) -> std::sync::MutexGuard<'_, Vec<(Weak<Core<E>>, Weak<Core<B>>)>> {
+    fn links(&self) -> std::sync::MutexGuard<'_, Vec<Linked<B, E>>> {
         self.links
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
