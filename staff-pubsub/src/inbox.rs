@@ -29,11 +29,9 @@
 //! `capacity` messages besides it.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use parking_lot::Mutex;
-
+use crate::loom::sync::{Arc, Mutex};
 use crate::position::{Gap, Position};
 use crate::ring::{Cursor, Read, Ring};
 use crate::RecvError;
@@ -579,6 +577,10 @@ impl<M> State<M> {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "loom/tests/inbox.rs"]
+mod loom_models;
 
 #[cfg(test)]
 mod tests {

@@ -21,10 +21,10 @@
 
 use std::any::Any;
 use std::future::ready;
-use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use crate::error::{Error, Outcome, TransportError};
+use crate::loom::sync::{Arc, Weak};
 use crate::position::{Gap, Position};
 use crate::registry::Tally;
 use crate::server::{Core, Peer, PubSub};

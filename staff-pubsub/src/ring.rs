@@ -33,12 +33,10 @@
 //! the waiters' lock; it wakes readers after releasing both.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::Waker;
 
-use parking_lot::{Mutex, RwLock};
-
+use crate::loom::sync::atomic::{AtomicUsize, Ordering};
+use crate::loom::sync::{Arc, Mutex, RwLock};
 use crate::position::Position;
 
 /// Subscribers a topic has before a new subscription on it (and on no
@@ -325,6 +323,10 @@ impl<M> Drop for Cursor<M> {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "loom/tests/ring.rs"]
+mod loom_models;
 
 #[cfg(test)]
 mod tests {

@@ -3,14 +3,14 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use super::core::{Core, NO_HEAD};
 use super::handle::PubSub;
 use super::stats::{random_u64, unique_node_name, ConnectionCell, Counters};
 use super::{DEFAULT_CAPACITY, DEFAULT_NODE_NAME, MAX_SHARDS};
 use crate::error::{Error, TransportError};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::loom::sync::{Arc, OnceLock};
 use crate::registry::Registry;
 use crate::throttle::FailureLog;
 use crate::transport::{Connection, LocalNode, Transport};

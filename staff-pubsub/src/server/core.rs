@@ -1,12 +1,12 @@
 //! The server's shared state: the registry, counters, the transport or
 //! linked server, and what a transport calls to deliver here (`NodeSink`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use super::stats::{ConnectionCell, Counters};
 use crate::error::{Error, TransportError};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::loom::sync::{Arc, OnceLock};
 use crate::position::{Gap, Position};
 use crate::registry::{Registry, Tally};
 use crate::throttle::FailureLog;
@@ -295,7 +295,7 @@ impl<M: Send + Sync + 'static> NodeSink<M> for Core<M> {
             // delivered twice (see `PubSub::subscribe_since`).
             self.set_head(position.log(), position.seq());
             // Pairs with the fence in `subscribe_since` (see there).
-            std::sync::atomic::fence(Ordering::SeqCst);
+            crate::loom::sync::atomic::fence(Ordering::SeqCst);
         }
         self.counters.record_received();
         let message = Arc::new(message);
