@@ -86,14 +86,14 @@ struct Resuming<M> {
 
 /// Which dropped log entries are not misses, because the replay has them.
 enum Covered {
-    /// The log's head is not read yet (the subscription is registered
-    /// first): the log entries dropped meanwhile, counted per log id. Each
-    /// has a sequence number at most the head read next (the head moves
-    /// before its entry is dispatched), and the replay's end is at or after
-    /// that head, so the end decides them by their log alone. One log id
-    /// in practice: a log lost within the moment it takes to read the head
-    /// makes two.
-    Unread(Vec<(u16, u64)>),
+    /// The replay's end is not known yet (the subscription is registered
+    /// before the log's head is read): the positions of the log entries
+    /// dropped meanwhile, each decided by the end once it is set, as
+    /// [`Self::Through`] decides. Not by their log alone: entries past the
+    /// head can be dispatched, and dropped, between the head's read and
+    /// the end's setting. A handful in practice: the end is set at once
+    /// after the head is read.
+    Unread(Vec<Position>),
     /// The replay will cover the entries of `through`'s log up to it, or
     /// nothing (the engine is being asked whether it lost its last
     /// writes): `dropped` of those were dropped meanwhile.
@@ -121,10 +121,7 @@ impl Covered {
                 !within
             }
             Self::Unread(early) => {
-                match early.iter_mut().find(|(log, _)| *log == position.log()) {
-                    Some((_, dropped)) => *dropped += 1,
-                    None => early.push((position.log(), 1)),
-                }
+                early.push(position);
                 false
             }
         }
@@ -205,13 +202,15 @@ impl<M> Inbox<M> {
             let (missed, covered) = match &resuming.covered {
                 Covered::Through(_) => return,
                 Covered::Unread(early) => {
-                    let covered: u64 = early
+                    let covered = early
                         .iter()
-                        .filter(|(log, _)| through.is_some_and(|through| through.log() == *log))
-                        .map(|(_, dropped)| dropped)
-                        .sum();
-                    let all: u64 = early.iter().map(|(_, dropped)| dropped).sum();
-                    (all - covered, covered)
+                        .filter(|position| {
+                            through.is_some_and(|through| {
+                                position.log() == through.log() && position.seq() <= through.seq()
+                            })
+                        })
+                        .count() as u64;
+                    (early.len() as u64 - covered, covered)
                 }
                 Covered::Maybe { dropped, .. } if through.is_none() => (*dropped, 0),
                 Covered::Maybe { dropped, .. } => (0, *dropped),
