@@ -27,6 +27,15 @@
 //! holds at most one gap marker (an entry without a message; for a ring
 //! reader, `gap_at`), exactly while [`State::gap`] is set, and at most
 //! `capacity` messages besides it.
+//!
+//! Checked by loom models (`loom/tests/`), every interleaving within a
+//! bound: the count above, for a ring reader, by
+//! `loom_ring_each_reader_gets_every_message_once_or_an_exact_lag`, and
+//! for a resuming inbox, whose covered drops are the replay's, by
+//! `loom_resume_each_entry_once_across_the_boundary`; the gap marker's
+//! place by `loom_gap_never_read_before_a_message_queued_before_it`; and a
+//! waiting subscriber woken by the next message by
+//! `loom_wake_no_lost_wake_up`.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};

@@ -17,7 +17,11 @@
 //! write lock of the entry's shard, after the entry is inserted and after it
 //! is removed, so a count of zero means no entry of that slot exists (a
 //! subscriber added before a broadcast, in the happens-before sense, is
-//! counted when the broadcast reads it).
+//! counted when the broadcast reads it). Checked, with a topic of the same
+//! slot counted in and out by another shard at once, and the counters back
+//! at zero after, by the loom model
+//! `loom_presence_no_broadcast_misses_a_subscriber_that_came_before_it`
+//! (`loom/tests/presence.rs`).
 //!
 //! An inbox on no topic (a subscription whose topics were all removed, and
 //! that may add some again) is parked in a separate set instead, so that the
