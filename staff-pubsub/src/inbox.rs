@@ -783,6 +783,21 @@ mod tests {
         }
     }
 
+    /// An entry past the head that was read, dispatched and dropped before
+    /// the replay's end is set, is not the replay's: a miss.
+    #[test]
+    fn a_drop_before_the_end_is_set_is_decided_by_its_sequence_number() {
+        let at = |seq| Position::new(7, seq);
+        let inbox = Inbox::resuming();
+        // The head was read at 1; 2 and 3 come before the end is set, 3
+        // dropping 2.
+        inbox.push_returning_evicted(Arc::new(2), at(2), 1);
+        inbox.push_returning_evicted(Arc::new(3), at(3), 1);
+        inbox.resume_through(at(1));
+        let taken: Vec<_> = std::iter::from_fn(|| inbox.try_take()).collect();
+        assert_eq!(taken, [Err(RecvError::Lagged(1)), Ok((Arc::new(3), at(3)))]);
+    }
+
     #[test]
     fn positions_travel_with_messages_and_two_gaps_merge() {
         let inbox = Inbox::new();
