@@ -62,8 +62,8 @@ fn loom_wake_no_lost_wake_up() {
 #[test]
 fn loom_resume_each_entry_once_across_the_boundary() {
     const LOG: u16 = 7;
-    /// Entry 1 was dispatched before the resume; 2 and 3 race it.
-    const ENTRIES: u64 = 3;
+    /// Entry 1 was dispatched before the resume; 2, 3 and 4 race it.
+    const ENTRIES: u64 = 4;
     for capacity in [1, 2] {
         model(move || {
             let registry = Arc::new(Registry::<u64>::new(1, capacity));
