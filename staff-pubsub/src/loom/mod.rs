@@ -16,11 +16,18 @@
 //!   type must not change with the build), shares `dyn` values and
 //!   slices, and keeps `Weak` references, none of which loom's `Arc` has.
 //!   Reference counting is `std`'s own, not hand-placed ordering.
-//! - `OnceLock` and `LazyLock`: set once, at start-up, before any model's
-//!   threads.
+//! - `OnceLock` and `LazyLock`: the server's set-once cells (transport,
+//!   linked server) and lazily built statics; no model reaches them.
 //! - [`sync::atomic::process`]: the process-wide counters kept in
 //!   `static`s (loom's atomics have no `const fn new`); no model reaches
 //!   them.
+//!
+//! The models are in `tests/`, each declared (`#[path]`) inside the module
+//! it checks (`registry.rs`, `ring.rs`, `inbox.rs`), whose private state it
+//! reads; each test's name says the property it proves. Run them with
+//! `CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom"
+//! LOOM_MAX_PREEMPTIONS=3 cargo test --release -p staff-pubsub --lib loom`
+//! (`.ci/run` does).
 //!
 //! The waker cell of an inbox (`inbox.rs`, its `State::waker`) and the
 //! waiters of a ring (`ring.rs`) live under the locks from here, so the
