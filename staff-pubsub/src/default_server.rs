@@ -11,11 +11,11 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::thread::LocalKey;
 
+use crate::loom::sync::atomic::{process::AtomicUsize, Ordering};
+use crate::loom::sync::OnceLock;
 use crate::PubSub;
 
 /// `install` came too late: the spec's default server was already

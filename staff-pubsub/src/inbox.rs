@@ -27,13 +27,20 @@
 //! holds at most one gap marker (an entry without a message; for a ring
 //! reader, `gap_at`), exactly while [`State::gap`] is set, and at most
 //! `capacity` messages besides it.
+//!
+//! Checked by loom models (`loom/tests/`), every interleaving within a
+//! bound: the count above, for a ring reader, by
+//! `loom_ring_each_reader_gets_every_message_once_or_an_exact_lag`, and
+//! for a resuming inbox, whose covered drops are the replay's, by
+//! `loom_resume_each_entry_once_across_the_boundary`; the gap marker's
+//! place by `loom_gap_never_read_before_a_message_queued_before_it`; and a
+//! waiting subscriber woken by the next message by
+//! `loom_wake_no_lost_wake_up`.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use parking_lot::Mutex;
-
+use crate::loom::sync::{Arc, Mutex};
 use crate::position::{Gap, Position};
 use crate::ring::{Cursor, Read, Ring};
 use crate::RecvError;
@@ -88,14 +95,14 @@ struct Resuming<M> {
 
 /// Which dropped log entries are not misses, because the replay has them.
 enum Covered {
-    /// The log's head is not read yet (the subscription is registered
-    /// first): the log entries dropped meanwhile, counted per log id. Each
-    /// has a sequence number at most the head read next (the head moves
-    /// before its entry is dispatched), and the replay's end is at or after
-    /// that head, so the end decides them by their log alone. One log id
-    /// in practice: a log lost within the moment it takes to read the head
-    /// makes two.
-    Unread(Vec<(u16, u64)>),
+    /// The replay's end is not known yet (the subscription is registered
+    /// before the log's head is read): the positions of the log entries
+    /// dropped meanwhile, each decided by the end once it is set, as
+    /// [`Self::Through`] decides. Not by their log alone: entries past the
+    /// head can be dispatched, and dropped, between the head's read and
+    /// the end's setting. A handful in practice: the end is set at once
+    /// after the head is read.
+    Unread(Vec<Position>),
     /// The replay will cover the entries of `through`'s log up to it, or
     /// nothing (the engine is being asked whether it lost its last
     /// writes): `dropped` of those were dropped meanwhile.
@@ -123,10 +130,7 @@ impl Covered {
                 !within
             }
             Self::Unread(early) => {
-                match early.iter_mut().find(|(log, _)| *log == position.log()) {
-                    Some((_, dropped)) => *dropped += 1,
-                    None => early.push((position.log(), 1)),
-                }
+                early.push(position);
                 false
             }
         }
@@ -207,13 +211,15 @@ impl<M> Inbox<M> {
             let (missed, covered) = match &resuming.covered {
                 Covered::Through(_) => return,
                 Covered::Unread(early) => {
-                    let covered: u64 = early
+                    let covered = early
                         .iter()
-                        .filter(|(log, _)| through.is_some_and(|through| through.log() == *log))
-                        .map(|(_, dropped)| dropped)
-                        .sum();
-                    let all: u64 = early.iter().map(|(_, dropped)| dropped).sum();
-                    (all - covered, covered)
+                        .filter(|position| {
+                            through.is_some_and(|through| {
+                                position.log() == through.log() && position.seq() <= through.seq()
+                            })
+                        })
+                        .count() as u64;
+                    (early.len() as u64 - covered, covered)
                 }
                 Covered::Maybe { dropped, .. } if through.is_none() => (*dropped, 0),
                 Covered::Maybe { dropped, .. } => (0, *dropped),
@@ -580,6 +586,10 @@ impl<M> State<M> {
     }
 }
 
+#[cfg(all(test, loom))]
+#[path = "loom/tests/inbox.rs"]
+mod loom_models;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,6 +781,21 @@ mod tests {
                 [Err(RecvError::Lagged(lagged)), Ok((Arc::new(5), at(7, 5)))]
             );
         }
+    }
+
+    /// An entry past the head that was read, dispatched and dropped before
+    /// the replay's end is set, is not the replay's: a miss.
+    #[test]
+    fn a_drop_before_the_end_is_set_is_decided_by_its_sequence_number() {
+        let at = |seq| Position::new(7, seq);
+        let inbox = Inbox::resuming();
+        // The head was read at 1; 2 and 3 come before the end is set, 3
+        // dropping 2.
+        inbox.push_returning_evicted(Arc::new(2), at(2), 1);
+        inbox.push_returning_evicted(Arc::new(3), at(3), 1);
+        inbox.resume_through(at(1));
+        let taken: Vec<_> = std::iter::from_fn(|| inbox.try_take()).collect();
+        assert_eq!(taken, [Err(RecvError::Lagged(1)), Ok((Arc::new(3), at(3)))]);
     }
 
     #[test]

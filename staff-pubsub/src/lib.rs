@@ -57,6 +57,7 @@ mod default_server;
 mod error;
 mod inbox;
 mod link;
+mod loom;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
@@ -130,7 +131,7 @@ pub mod __private {
 #[cfg(feature = "__bench")]
 #[doc(hidden)]
 pub mod __bench {
-    use std::sync::Arc;
+    use crate::loom::sync::Arc;
     use std::task::{Context, Poll};
 
     use crate::RecvError;

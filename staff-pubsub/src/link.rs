@@ -19,10 +19,10 @@
 //! peer. Mirroring never mirrors back, and publishing through the peer uses
 //! the peer's own transport only, so neither can loop.
 
-use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use crate::error::{Error, Outcome, TransportError};
+use crate::loom::sync::{Arc, Weak};
 use crate::position::{Gap, Position};
 use crate::registry::Tally;
 use crate::server::{ready, Core, Peer, PubSub, Upstream};

@@ -5,13 +5,12 @@
 use std::fmt;
 use std::hash::BuildHasher;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Outcome, TransportError};
+use crate::loom::sync::{Arc, Mutex};
 use crate::position::Position;
 use crate::topic::{Topic, TopicKey};
 use crate::transport::LocalNode;

@@ -17,7 +17,11 @@
 //! write lock of the entry's shard, after the entry is inserted and after it
 //! is removed, so a count of zero means no entry of that slot exists (a
 //! subscriber added before a broadcast, in the happens-before sense, is
-//! counted when the broadcast reads it).
+//! counted when the broadcast reads it). Checked, with a topic of the same
+//! slot counted in and out by another shard at once, and the counters back
+//! at zero after, by the loom model
+//! `loom_presence_no_broadcast_misses_a_subscriber_that_came_before_it`
+//! (`loom/tests/presence.rs`).
 //!
 //! An inbox on no topic (a subscription whose topics were all removed, and
 //! that may add some again) is parked in a separate set instead, so that the
@@ -25,19 +29,18 @@
 //! through the entries, and the registry's drop closes the parked ones.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
 
 use hashbrown::HashTable;
-use parking_lot::{Mutex, RwLock};
 
 use crate::inbox::{Inbox, Pushed};
+use crate::loom::sync::atomic::{AtomicU16, Ordering};
+use crate::loom::sync::{Arc, Mutex, RwLock};
 use crate::position::Position;
 use crate::ring::{Ring, RING_FROM};
 use crate::topic::{Topic, TopicKey};
 
 pub(crate) struct Registry<M> {
-    hasher: foldhash::fast::RandomState,
+    hasher: Hasher,
     shards: Box<[Shard<M>]>,
     /// The queue capacity of every inbox (kept here, not in each inbox).
     capacity: usize,
@@ -50,8 +53,19 @@ pub(crate) struct Registry<M> {
     presence: Box<[AtomicU16]>,
 }
 
-/// Presence slots: a power of two.
+/// The topics' hasher: seeded at random per registry; fixed in the loom
+/// models, whose runs must repeat exactly.
+#[cfg(not(loom))]
+type Hasher = foldhash::fast::RandomState;
+#[cfg(loom)]
+type Hasher = foldhash::fast::FixedState;
+
+/// Presence slots: a power of two (a few in the loom models, where every
+/// atomic is tracked, so that slots are shared).
+#[cfg(not(loom))]
 const PRESENCE_SLOTS: usize = 1 << 16;
+#[cfg(loom)]
+const PRESENCE_SLOTS: usize = 1 << 2;
 
 /// The presence slot of a hash: bits 40..56, apart from hashbrown's (the
 /// low bits and the top 7) and, up to 256 shards, the shard's (from 32).
@@ -230,7 +244,7 @@ impl<M> Registry<M> {
         let shards = shards.max(1).next_power_of_two();
         Self {
             capacity: capacity.max(1),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: Hasher::default(),
             shards: (0..shards)
                 .map(|_| Shard {
                     table: RwLock::new(HashTable::new()),
@@ -509,6 +523,10 @@ fn shrink<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
         table.shrink_to(wanted, hash);
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "loom/tests/presence.rs"]
+mod loom_models;
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,13 @@
 //!   number of copies lost, for the server's lag counter, as a full queue
 //!   of each of those readers would have dropped one each.
 //!
+//! The loom model `loom_ring_each_reader_gets_every_message_once_or_an_exact_lag`
+//! (`loom/tests/ring.rs`) checks these two, and that each reader gets every
+//! message once or an exact lag, with pushes, reads and a reader leaving at
+//! once; `loom_wake_no_lost_wake_up` (`loom/tests/inbox.rs`) checks that a
+//! reader that waits is woken by the next push ([`Cursor::wait`]'s read
+//! again after registering).
+//!
 //! Readers join and leave, and the set of readers is counted, under the
 //! write lock of the topic's registry shard; pushes run under its read
 //! lock. So the count a push records is the number of readers at that
@@ -33,12 +40,10 @@
 //! the waiters' lock; it wakes readers after releasing both.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::Waker;
 
-use parking_lot::{Mutex, RwLock};
-
+use crate::loom::sync::atomic::{AtomicUsize, Ordering};
+use crate::loom::sync::{Arc, Mutex, RwLock};
 use crate::position::Position;
 
 /// Subscribers a topic has before a new subscription on it (and on no
@@ -325,6 +330,10 @@ impl<M> Drop for Cursor<M> {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "loom/tests/ring.rs"]
+mod loom_models;
 
 #[cfg(test)]
 mod tests {

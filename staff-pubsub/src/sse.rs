@@ -136,7 +136,6 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::request::Parts;
@@ -148,6 +147,7 @@ use futures_core::Stream;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::loom::sync::Arc;
 use crate::{Error, Gap, ParseTopicError, Position, PubSub, RecvError, Subscription, Topic};
 
 /// The default bound on topics per browser connection, that is per event

@@ -32,9 +32,9 @@
 //! ```
 
 use std::fmt::Debug;
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::loom::sync::Arc;
 use crate::{RecvError, Subscription};
 
 /// How long [`assert_receive!`](crate::assert_receive) waits unless told:

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use crate::loom::sync::Mutex;
 
 /// How often a repeating WARN line is written again.
 pub(crate) const REPEAT_LOG_EVERY: Duration = Duration::from_secs(30);

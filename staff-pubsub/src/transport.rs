@@ -12,9 +12,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
 
 use crate::error::TransportError;
+use crate::loom::sync::{Arc, Weak};
 use crate::position::{Gap, Position};
 use crate::topic::Topic;
 

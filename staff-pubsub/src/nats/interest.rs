@@ -4,18 +4,17 @@
 //! follows interest changes and `sync`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, Event};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::error::{Outcome, TransportError};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::loom::sync::{Arc, Mutex};
 use crate::net::{not_sent, AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
 use crate::topic::Topic;
 use crate::transport::{Connection, LocalNode, Mode};

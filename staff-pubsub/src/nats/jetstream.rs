@@ -1,8 +1,6 @@
 //! Durable delivery over JetStream: the namespace's stream, the node's
 //! log reader, and replays for `subscribe_since`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +8,8 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Outcome, TransportError};
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
+use crate::loom::sync::Arc;
 use crate::net::{not_sent, Inbound, RateLimit, Secrets, StopReport};
 use crate::position::{Gap, Position, Retention};
 use crate::topic::Topic;

@@ -138,18 +138,17 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions};
 use bytes::Bytes;
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Outcome, TransportError};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::loom::sync::{Arc, Mutex};
 use crate::net::{encode_bounded, not_sent, AbortOnDrop, Inbound, RateLimit, Secrets, StopReport};
 use crate::position::{Position, Retention};
 use crate::server::{Builder, PubSub};

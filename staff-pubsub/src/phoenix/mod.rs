@@ -65,13 +65,13 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
+use crate::loom::sync::Arc;
 use crate::net::{guard_message, not_sent};
 use crate::redis::{open, Handler, Publisher, RedisConfig};
 use crate::server::{Builder, PubSub};

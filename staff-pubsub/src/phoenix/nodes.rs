@@ -25,7 +25,7 @@ fn too_long_for_an_atom(node: &str) -> bool {
 /// first, and `forms.len() <= MAX_KNOWN_NODES`.
 pub(super) struct NodeForms {
     default: NameForm,
-    known: parking_lot::Mutex<KnownNodes>,
+    known: crate::loom::sync::Mutex<KnownNodes>,
 }
 
 #[derive(Default)]
@@ -38,7 +38,7 @@ impl NodeForms {
     pub(super) fn new(default: NameForm) -> Self {
         Self {
             default,
-            known: parking_lot::Mutex::new(KnownNodes::default()),
+            known: crate::loom::sync::Mutex::new(KnownNodes::default()),
         }
     }
 

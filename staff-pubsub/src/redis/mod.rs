@@ -170,13 +170,13 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use ::redis::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Outcome, TransportError};
+use crate::loom::sync::Arc;
 use crate::net::{encode_bounded, not_sent, redact, Inbound, RateLimit, Secrets, StopReport};
 use crate::position::Retention;
 use crate::server::{Builder, PubSub};

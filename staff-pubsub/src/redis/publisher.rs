@@ -2,16 +2,15 @@
 //! attempts are shared by the broadcasts that wait for it.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
 use futures_util::future::{BoxFuture as SharedBoxFuture, FutureExt, Shared};
-use parking_lot::Mutex;
 
 use crate::error::{Outcome, TransportError};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::loom::sync::{Arc, Mutex};
 use crate::net::{not_sent, Cause, Secrets};
 
 use super::config::RedisConfig;

@@ -2,7 +2,6 @@
 //! read by a supervised task that reconnects, resubscribes and tells
 //! subscribers of the gap.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{PubSubSink, PubSubStream};
@@ -12,6 +11,7 @@ use futures_util::StreamExt;
 use super::config::RedisConfig;
 use super::publisher::Publisher;
 use super::Handler;
+use crate::loom::sync::Arc;
 use crate::net::{Backoff, RateLimit, Retrying, Secrets, StopReport, Stopped};
 use crate::transport::{Connection, LocalNode};
 

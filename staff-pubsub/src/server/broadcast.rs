@@ -4,13 +4,13 @@
 use std::cell::LazyCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::handle::PubSub;
 use super::subscription::Subscription;
 use crate::error::Error;
 use crate::inbox::Inbox;
+use crate::loom::sync::Arc;
 use crate::registry::Tally;
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Mode};

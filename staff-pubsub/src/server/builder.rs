@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use super::core::Core;
 use super::handle::PubSub;
@@ -11,6 +10,8 @@ use super::stats::unique_node_name;
 use super::upstream::Own;
 use super::{DEFAULT_CAPACITY, DEFAULT_NODE_NAME, MAX_SHARDS};
 use crate::error::{Error, TransportError};
+
+use crate::loom::sync::Arc;
 use crate::registry::Registry;
 use crate::transport::{Connection, LocalNode, Transport};
 

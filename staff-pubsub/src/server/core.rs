@@ -1,12 +1,10 @@
 //! The server's shared state: the registry, counters, its upstream and
 //! linked server, and what a transport calls to deliver here (`NodeSink`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-
 use super::stats::{ConnectionCell, Counters};
 use super::upstream::Upstream;
-
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::loom::sync::{Arc, OnceLock};
 use crate::position::{Gap, Position};
 use crate::registry::{Registry, Tally};
 use crate::throttle::FailureLog;
@@ -220,7 +218,7 @@ impl<M: Send + Sync + 'static> NodeSink<M> for Core<M> {
             // delivered twice (see `PubSub::subscribe_since`).
             self.set_head(position.log(), position.seq());
             // Pairs with the fence in `subscribe_since` (see there).
-            std::sync::atomic::fence(Ordering::SeqCst);
+            crate::loom::sync::atomic::fence(Ordering::SeqCst);
         }
         self.counters.record_received();
         let message = Arc::new(message);

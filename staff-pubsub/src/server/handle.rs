@@ -2,8 +2,6 @@
 //! stats, its link to other nodes.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use super::builder::Builder;
 use super::core::Core;
@@ -11,6 +9,8 @@ use super::stats::{Stats, Stripe};
 use super::subscription::{Subscription, Topics};
 use crate::error::Error;
 use crate::inbox::Inbox;
+use crate::loom::sync::atomic::{AtomicU64, Ordering};
+use crate::loom::sync::Arc;
 use crate::topic::Topic;
 use crate::transport::{Connection, LocalNode, NodeSink};
 

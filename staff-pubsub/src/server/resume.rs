@@ -2,17 +2,15 @@
 //! pages a long replay is read in.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-
-use parking_lot::Mutex;
 
 use super::core::Core;
 use super::handle::PubSub;
 use super::subscription::Subscription;
 use crate::error::{Error, RecvError, TransportError};
 use crate::inbox::{Inbox, Taken};
+use crate::loom::sync::atomic::Ordering;
+use crate::loom::sync::{Arc, Mutex, Weak};
 use crate::position::{Gap, Position};
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, LogHead, Replay};
@@ -97,7 +95,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         // `dispatch_wire`: the registry's presence check is a relaxed load
         // before any lock, so without both fences the reader could miss the
         // new subscriber while this load misses the reader's new head.
-        std::sync::atomic::fence(Ordering::SeqCst);
+        crate::loom::sync::atomic::fence(Ordering::SeqCst);
         let Some((log, seq)) = source.read_head(core) else {
             return Err(Error::NotDurable);
         };

@@ -2,11 +2,10 @@
 //! names and ids.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use parking_lot::Mutex;
-
+use crate::loom::sync::atomic::{process, AtomicU64, AtomicUsize, Ordering};
+use crate::loom::sync::Mutex;
 use crate::registry::Tally;
 use crate::transport::Connection;
 
@@ -106,7 +105,7 @@ pub(super) fn unique_node_name() -> String {
 /// counter and clock make each call differ.
 pub(crate) fn random_u64() -> u64 {
     use std::hash::BuildHasher;
-    static CALLS: AtomicU64 = AtomicU64::new(0);
+    static CALLS: process::AtomicU64 = process::AtomicU64::new(0);
     std::collections::hash_map::RandomState::new().hash_one((
         CALLS.fetch_add(1, Ordering::Relaxed),
         std::time::SystemTime::now(),
@@ -146,7 +145,7 @@ thread_local! {
 }
 
 /// The next stripe to give out.
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+static NEXT_STRIPE: process::AtomicUsize = process::AtomicUsize::new(0);
 
 fn stripe_index() -> usize {
     STRIPE.with(|stripe| {

@@ -3,14 +3,14 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
 use super::core::Core;
 use super::resume::Resume;
 use crate::error::{Error, RecvError, TryRecvError};
 use crate::inbox::{Inbox, Taken};
+use crate::loom::sync::atomic::Ordering;
+use crate::loom::sync::{Arc, Weak};
 use crate::position::Position;
 use crate::topic::Topic;
 

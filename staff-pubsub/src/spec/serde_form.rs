@@ -477,7 +477,8 @@ impl<'de> Visitor<'de> for TextSeed {
 /// asking for a newtype struct: then every payload is read as in formats
 /// other than JSON.
 fn raw_value_token() -> Option<&'static str> {
-    static TOKEN: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    static TOKEN: crate::loom::sync::OnceLock<Option<&'static str>> =
+        crate::loom::sync::OnceLock::new();
     *TOKEN.get_or_init(|| {
         let mut probe = TokenProbe(None);
         let _ = Box::<serde_json::value::RawValue>::deserialize(&mut probe);

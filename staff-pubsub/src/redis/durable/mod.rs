@@ -24,16 +24,16 @@
 //! counted as rejected; a gap is signalled before the first entry after the
 //! loss it reports.
 
-use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ::redis::{Script, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::de::DeserializeOwned;
 
 use super::Publisher;
 use crate::error::TransportError;
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
+use crate::loom::sync::{Arc, LazyLock};
 use crate::net::Inbound;
 use crate::position::{Gap, Position, Retention};
 use crate::server::random_u64;

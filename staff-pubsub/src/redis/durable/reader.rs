@@ -2,18 +2,17 @@
 //! reconnects and restarts; the head check that finds a log deleted or
 //! replaced; the gap rule for what it finds missing.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Value};
 
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
 use super::super::{Publisher, RedisConfig};
 use super::{entries_of, fresh_log_id, Log, RawEntry, HEAD, PAGE, RENEW};
 use crate::error::TransportError;
+use crate::loom::sync::{Arc, Mutex};
 use crate::net::{not_sent, Backoff, Inbound, RateLimit, Retrying, Secrets, StopReport, Stopped};
 use crate::position::{Gap, Position, Retention};
 use crate::transport::{Connection, LocalNode, LogCursor};
