@@ -1,0 +1,14 @@
+//! Presence: who is on a topic, across nodes.
+//!
+//! A tracked presence is a key (a user id, say) with metadata on a topic,
+//! owned by whoever tracked it. The set of presences is a delta-state CRDT
+//! with the semantics of Phoenix's `Phoenix.Tracker`: [`state`] is the CRDT,
+//! [`shard`] one replica's protocol (heartbeats, transfers, down and
+//! permanently down replicas) as a state machine without I/O.
+
+pub mod clock;
+pub mod generations;
+pub mod shard;
+#[cfg(test)]
+mod sim_tests;
+pub mod state;
