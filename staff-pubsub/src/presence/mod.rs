@@ -12,3 +12,10 @@ pub mod shard;
 #[cfg(test)]
 mod sim_tests;
 pub mod state;
+mod tracker;
+
+pub(crate) use tracker::Trackers;
+pub use tracker::{
+    Presence, PresenceDiff, PresenceDiffs, PresenceError, PresenceId, PresenceLimits,
+    PresenceRecvError, Tracked, Tracker, DIFF_QUEUE_CAPACITY,
+};

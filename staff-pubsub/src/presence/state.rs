@@ -395,6 +395,11 @@ impl<N: Name, P: Pid, M: Clone> State<N, P, M> {
         self.limits
     }
 
+    /// Sets the limits for what is added from now on (what is held stays).
+    pub fn set_limits(&mut self, limits: StateLimits) {
+        self.limits = limits;
+    }
+
     /// How many presences the state holds, of every replica, down ones
     /// included.
     pub fn len(&self) -> usize {
