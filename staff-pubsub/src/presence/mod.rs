@@ -19,3 +19,5 @@ pub use tracker::{
     Presence, PresenceDiff, PresenceDiffs, PresenceError, PresenceId, PresenceLimits,
     PresenceRecvError, Tracked, Tracker, DIFF_QUEUE_CAPACITY,
 };
+#[cfg(test)]
+mod manifest_tests;
