@@ -5,6 +5,11 @@
 //! with the semantics of Phoenix's `Phoenix.Tracker`: [`state`] is the CRDT,
 //! [`shard`] one replica's protocol (heartbeats, transfers, down and
 //! permanently down replicas) as a state machine without I/O.
+//!
+//! The server's API ([`Tracker`], [`Tracked`], [`PresenceDiffs`], and
+//! [`PubSub::track`](crate::PubSub::track)) runs in process: the tracker
+//! is this node's replica alone. Driving a [`shard::Shard`] over a
+//! transport, so that nodes share presences, is not done yet.
 
 pub mod clock;
 pub mod generations;
