@@ -41,6 +41,8 @@ pub(crate) struct Core<M> {
     pub(super) head: AtomicU64,
     /// Which failed broadcasts are logged at WARN.
     pub(super) failure_log: FailureLog,
+    /// The presence trackers, one per metadata type.
+    pub(crate) trackers: crate::presence::Trackers,
 }
 
 /// In [`Core::head`]: no log position known.
@@ -67,6 +69,7 @@ impl<M> Core<M> {
             durable: AtomicBool::new(false),
             head: AtomicU64::new(NO_HEAD),
             failure_log: FailureLog::default(),
+            trackers: crate::presence::Trackers::default(),
         }
     }
 

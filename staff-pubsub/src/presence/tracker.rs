@@ -1,0 +1,959 @@
+//! The presence API of a server: [`Tracker`], [`Tracked`] guards, lists
+//! and streams of diffs. In process: one replica, this node's.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::clock::Replica;
+use super::state::{Diff, JoinError, State, StateLimits, Value};
+use crate::server::PubSub;
+use crate::topic::Topic;
+
+/// How many diffs a [`PresenceDiffs`] queues before the oldest is dropped
+/// and the receiver is told it lagged.
+pub const DIFF_QUEUE_CAPACITY: usize = 1024;
+
+/// Identifies one tracked presence on its node: the owner half of the
+/// presence's identity `{topic, owner, key}` (Phoenix's pid). Every
+/// [`Tracked`] has its own, so the same key tracked twice (two devices of
+/// one user) is two presences, told apart by their ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PresenceId(u64);
+
+impl fmt::Display for PresenceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "presence-{}", self.0)
+    }
+}
+
+/// One presence on a topic: a key (a user id, say), its metadata, and the
+/// id of the [`Tracked`] that holds it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Presence<Meta> {
+    /// The key it is tracked as.
+    pub key: Arc<str>,
+    /// Its metadata, as of this presence (an update is a leave of the old
+    /// metadata and a join of the new).
+    pub meta: Arc<Meta>,
+    /// Which tracked presence it is.
+    pub id: PresenceId,
+}
+
+impl<Meta> Clone for Presence<Meta> {
+    fn clone(&self) -> Self {
+        Self {
+            key: Arc::clone(&self.key),
+            meta: Arc::clone(&self.meta),
+            id: self.id,
+        }
+    }
+}
+
+/// What changed on a topic: presences that appeared and that disappeared
+/// (Phoenix's `presence_diff`). An update of a presence is a leave of its
+/// old metadata and a join of its new one, with the same id, in one diff.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PresenceDiff<Meta> {
+    /// The topic.
+    pub topic: Topic,
+    /// Presences that appeared.
+    pub joins: Vec<Presence<Meta>>,
+    /// Presences that disappeared.
+    pub leaves: Vec<Presence<Meta>>,
+}
+
+/// Bounds on what a [`Tracker`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceLimits {
+    /// Presences this node may track at once (default 100 000): a
+    /// [`Tracker::track`] beyond it fails with
+    /// [`PresenceError::TooManyPresences`].
+    pub max_presences: usize,
+    /// The largest metadata, measured as the length of its JSON encoding
+    /// (default 4096 bytes): a larger one is refused with
+    /// [`PresenceError::MetaTooLarge`].
+    pub max_meta_bytes: usize,
+}
+
+impl Default for PresenceLimits {
+    fn default() -> Self {
+        Self {
+            max_presences: 100_000,
+            max_meta_bytes: 4096,
+        }
+    }
+}
+
+/// Why a presence was not tracked or updated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PresenceError {
+    /// The node tracks [`PresenceLimits::max_presences`] presences already.
+    #[error("presence limit reached: this node may track {limit} presences")]
+    TooManyPresences {
+        /// The limit.
+        limit: usize,
+    },
+    /// The metadata's JSON encoding is longer than
+    /// [`PresenceLimits::max_meta_bytes`].
+    #[error("presence metadata of {size} bytes is larger than the limit of {limit}")]
+    MetaTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The metadata could not be encoded as JSON.
+    #[error("presence metadata cannot be encoded: {0}")]
+    Meta(String),
+}
+
+/// Why [`PresenceDiffs::recv`] returned no diff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PresenceRecvError {
+    /// The receiver fell [`DIFF_QUEUE_CAPACITY`] diffs behind and the
+    /// oldest `n` were dropped: what it built from diffs is stale. Take a
+    /// fresh list ([`Tracker::watch`]) and go on from there.
+    #[error("the presence receiver lagged: {0} diffs dropped")]
+    Lagged(u64),
+    /// The tracker is gone (its server and every [`Tracked`] of it were
+    /// dropped): no diff will come.
+    #[error("the presence tracker is gone")]
+    Closed,
+}
+
+struct QueueState<Meta> {
+    diffs: VecDeque<Arc<PresenceDiff<Meta>>>,
+    lagged: u64,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+struct DiffQueue<Meta> {
+    state: Mutex<QueueState<Meta>>,
+}
+
+impl<Meta> DiffQueue<Meta> {
+    fn push(&self, diff: &Arc<PresenceDiff<Meta>>) {
+        let mut state = self.state.lock();
+        if state.diffs.len() >= DIFF_QUEUE_CAPACITY {
+            state.diffs.pop_front();
+            state.lagged += 1;
+        }
+        state.diffs.push_back(Arc::clone(diff));
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn close(&self) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The diffs of one topic, as they happen: from
+/// [`Tracker::diffs`] or [`Tracker::watch`]. Also a
+/// [`Stream`](futures_core::Stream), which ends when the tracker is gone.
+/// Dropping it stops the delivery.
+pub struct PresenceDiffs<Meta> {
+    queue: Arc<DiffQueue<Meta>>,
+    topic: Topic,
+}
+
+impl<Meta> fmt::Debug for PresenceDiffs<Meta> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresenceDiffs")
+            .field("topic", &self.topic)
+            .field("queued", &self.queue.state.lock().diffs.len())
+            .finish()
+    }
+}
+
+impl<Meta> PresenceDiffs<Meta> {
+    /// The topic whose diffs these are.
+    pub fn topic(&self) -> Topic {
+        self.topic
+    }
+
+    /// The next diff, waiting for one. A lag is reported before the diffs
+    /// that follow it; [`PresenceRecvError::Closed`] once the tracker is
+    /// gone and every queued diff was read.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceRecvError`].
+    pub async fn recv(&mut self) -> Result<Arc<PresenceDiff<Meta>>, PresenceRecvError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next diff if one is queued (or the lag or closing it would
+    /// report), without waiting: `None` when there is nothing.
+    pub fn try_recv(&mut self) -> Option<Result<Arc<PresenceDiff<Meta>>, PresenceRecvError>> {
+        let mut state = self.queue.state.lock();
+        Self::take(&mut state)
+    }
+
+    fn take(
+        state: &mut QueueState<Meta>,
+    ) -> Option<Result<Arc<PresenceDiff<Meta>>, PresenceRecvError>> {
+        if state.lagged > 0 {
+            let lagged = std::mem::take(&mut state.lagged);
+            return Some(Err(PresenceRecvError::Lagged(lagged)));
+        }
+        if let Some(diff) = state.diffs.pop_front() {
+            return Some(Ok(diff));
+        }
+        state.closed.then_some(Err(PresenceRecvError::Closed))
+    }
+
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Arc<PresenceDiff<Meta>>, PresenceRecvError>> {
+        let mut state = self.queue.state.lock();
+        match Self::take(&mut state) {
+            Some(taken) => Poll::Ready(taken),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<Meta> futures_core::Stream for PresenceDiffs<Meta> {
+    type Item = Result<Arc<PresenceDiff<Meta>>, PresenceRecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().poll_recv(cx) {
+            Poll::Ready(Err(PresenceRecvError::Closed)) => Poll::Ready(None),
+            Poll::Ready(item) => Poll::Ready(Some(item)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+type LocalState<Meta> = State<Arc<str>, PresenceId, Arc<Meta>>;
+
+type JoinsLeaves<Meta> = (Vec<Presence<Meta>>, Vec<Presence<Meta>>);
+
+struct Watchers<Meta> {
+    topic: Topic,
+    queues: Vec<Weak<DiffQueue<Meta>>>,
+}
+
+struct Locked<Meta> {
+    state: LocalState<Meta>,
+    /// Receivers of diffs, by topic name; dead ones are pruned when their
+    /// topic next changes or gets a new receiver.
+    watchers: HashMap<Arc<str>, Watchers<Meta>>,
+    limits: PresenceLimits,
+    next_id: u64,
+}
+
+struct Inner<Meta> {
+    locked: Mutex<Locked<Meta>>,
+}
+
+impl<Meta> Drop for Inner<Meta> {
+    fn drop(&mut self) {
+        for watchers in self.locked.get_mut().watchers.values() {
+            for queue in watchers.queues.iter().filter_map(Weak::upgrade) {
+                queue.close();
+            }
+        }
+    }
+}
+
+fn presence<Meta>(value: &Value<PresenceId, Arc<Meta>>) -> Presence<Meta> {
+    Presence {
+        key: Arc::clone(&value.key),
+        meta: Arc::clone(&value.meta),
+        id: value.pid,
+    }
+}
+
+impl<Meta> Locked<Meta> {
+    /// Delivers a diff of the state to the receivers of its topics, and
+    /// drops the pending delta: in process there is no other replica to
+    /// send it to, and it would grow with every change.
+    fn report(&mut self, diff: &Diff<PresenceId, Arc<Meta>>) {
+        drop(self.state.take_delta());
+        let mut by_topic: BTreeMap<&str, JoinsLeaves<Meta>> = BTreeMap::new();
+        for value in &diff.joins {
+            by_topic
+                .entry(&value.topic)
+                .or_default()
+                .0
+                .push(presence(value));
+        }
+        for value in &diff.leaves {
+            by_topic
+                .entry(&value.topic)
+                .or_default()
+                .1
+                .push(presence(value));
+        }
+        for (topic, (joins, leaves)) in by_topic {
+            let Some(watchers) = self.watchers.get_mut(topic) else {
+                continue;
+            };
+            let diff = Arc::new(PresenceDiff {
+                topic: watchers.topic,
+                joins,
+                leaves,
+            });
+            watchers.queues.retain(|queue| match queue.upgrade() {
+                Some(queue) => {
+                    queue.push(&diff);
+                    true
+                }
+                None => false,
+            });
+            if watchers.queues.is_empty() {
+                self.watchers.remove(topic);
+            }
+        }
+    }
+
+    fn list(&self, topic: &str) -> Vec<Presence<Meta>> {
+        self.state.list(topic).iter().map(presence).collect()
+    }
+}
+
+/// A unique replica version: the time in µs plus a process-wide counter,
+/// as Phoenix makes its `vsn`.
+fn unique_vsn() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+        });
+    micros.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The length of `meta`'s JSON encoding, without keeping it.
+fn json_len<Meta: Serialize>(meta: &Meta) -> Result<usize, PresenceError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, meta)
+        .map_err(|error| PresenceError::Meta(error.to_string()))?;
+    Ok(count.0)
+}
+
+/// The presences of one metadata type on a server: who is on which topic
+/// (the analog of a `Phoenix.Presence` module, or of a `Phoenix.Tracker`).
+/// Get it with [`PubSub::tracker`]; cheap to clone, every clone is the
+/// same tracker. A server has one tracker per metadata type.
+///
+/// In process, the tracker is this node's replica alone: presences
+/// tracked here are listed here. Across nodes it will be one replica of
+/// a delta-state CRDT with Phoenix.Tracker's semantics
+/// ([`presence::shard`](super::shard)); the API stays the same.
+pub struct Tracker<Meta> {
+    inner: Arc<Inner<Meta>>,
+}
+
+impl<Meta> Clone for Tracker<Meta> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<Meta> fmt::Debug for Tracker<Meta> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let locked = self.inner.locked.lock();
+        f.debug_struct("Tracker")
+            .field("replica", locked.state.replica())
+            .field("presences", &locked.state.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
+    fn new(node: &str) -> Self {
+        let replica = Replica::new(Arc::<str>::from(node), unique_vsn());
+        let limits = PresenceLimits::default();
+        let state = State::with_limits(
+            replica,
+            StateLimits {
+                max_local: limits.max_presences,
+                ..StateLimits::default()
+            },
+        );
+        Self {
+            inner: Arc::new(Inner {
+                locked: Mutex::new(Locked {
+                    state,
+                    watchers: HashMap::new(),
+                    limits,
+                    next_id: 0,
+                }),
+            }),
+        }
+    }
+
+    /// Tracks `key` on `topic` with `meta` (Phoenix's `track`): the
+    /// presence is listed and a join is delivered to the topic's
+    /// receivers before this returns. It lasts until the returned guard
+    /// is dropped or [`Tracked::untrack`]ed.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::MetaTooLarge`] or [`PresenceError::Meta`] for
+    /// metadata over the limit or not encodable as JSON;
+    /// [`PresenceError::TooManyPresences`] at the limit of presences.
+    pub fn track(
+        &self,
+        topic: Topic,
+        key: impl Into<Arc<str>>,
+        meta: Meta,
+    ) -> Result<Tracked<Meta>, PresenceError> {
+        let key = key.into();
+        let mut locked = self.inner.locked.lock();
+        check_meta(&meta, locked.limits)?;
+        locked.next_id += 1;
+        let id = PresenceId(locked.next_id);
+        let topic_name: Arc<str> = topic.to_string().into();
+        let meta = Arc::new(meta);
+        let value = locked
+            .state
+            .join(
+                id,
+                Arc::clone(&topic_name),
+                Arc::clone(&key),
+                Arc::clone(&meta),
+            )
+            .map_err(|error| match error {
+                JoinError::TooManyPresences { limit } => PresenceError::TooManyPresences { limit },
+                JoinError::AlreadyTracked => {
+                    unreachable!("ids only grow: a fresh id has no presence yet")
+                }
+            })?;
+        locked.report(&Diff {
+            joins: vec![value],
+            leaves: Vec::new(),
+        });
+        Ok(Tracked {
+            inner: Arc::clone(&self.inner),
+            topic,
+            topic_name,
+            key,
+            id,
+            meta,
+        })
+    }
+
+    /// The presences on `topic`, in the order they were tracked (Phoenix's
+    /// `Phoenix.Tracker.list`).
+    pub fn presences(&self, topic: Topic) -> Vec<Presence<Meta>> {
+        self.inner.locked.lock().list(&topic.to_string())
+    }
+
+    /// The presences on `topic` grouped by key, each key's in the order
+    /// they were tracked (Phoenix's `Phoenix.Presence.list`: `%{key =>
+    /// %{metas: [...]}}`).
+    pub fn list(&self, topic: Topic) -> BTreeMap<Arc<str>, Vec<Presence<Meta>>> {
+        let mut grouped: BTreeMap<Arc<str>, Vec<Presence<Meta>>> = BTreeMap::new();
+        for presence in self.presences(topic) {
+            grouped
+                .entry(Arc::clone(&presence.key))
+                .or_default()
+                .push(presence);
+        }
+        grouped
+    }
+
+    /// The diffs of `topic` from now on. To build a view, prefer
+    /// [`watch`](Self::watch), which also gives the list the diffs apply to.
+    pub fn diffs(&self, topic: Topic) -> PresenceDiffs<Meta> {
+        self.watch(topic).1
+    }
+
+    /// The presences on `topic` now, and its diffs from then on, taken
+    /// together: applying the diffs in order to the list (remove the
+    /// leaves by id, add the joins) gives the list of every later moment,
+    /// with nothing missed or counted twice.
+    pub fn watch(&self, topic: Topic) -> (Vec<Presence<Meta>>, PresenceDiffs<Meta>) {
+        let name = topic.to_string();
+        let queue = Arc::new(DiffQueue {
+            state: Mutex::new(QueueState {
+                diffs: VecDeque::new(),
+                lagged: 0,
+                closed: false,
+                waker: None,
+            }),
+        });
+        let mut locked = self.inner.locked.lock();
+        let list = locked.list(&name);
+        let watchers = locked
+            .watchers
+            .entry(Arc::from(name))
+            .or_insert_with(|| Watchers {
+                topic,
+                queues: Vec::new(),
+            });
+        watchers.queues.retain(|queue| queue.strong_count() > 0);
+        watchers.queues.push(Arc::downgrade(&queue));
+        (list, PresenceDiffs { queue, topic })
+    }
+
+    /// How many presences this node tracks, on every topic.
+    pub fn len(&self) -> usize {
+        self.inner.locked.lock().state.local_len()
+    }
+
+    /// Whether this node tracks no presence.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> PresenceLimits {
+        self.inner.locked.lock().limits
+    }
+
+    /// Sets the limits for what is tracked and updated from now on
+    /// (presences tracked already stay, even beyond a lower limit).
+    pub fn set_limits(&self, limits: PresenceLimits) {
+        let mut locked = self.inner.locked.lock();
+        locked.limits = limits;
+        let mut state_limits = locked.state.limits();
+        state_limits.max_local = limits.max_presences;
+        locked.state.set_limits(state_limits);
+    }
+}
+
+fn check_meta<Meta: Serialize>(meta: &Meta, limits: PresenceLimits) -> Result<(), PresenceError> {
+    let size = json_len(meta)?;
+    if size > limits.max_meta_bytes {
+        return Err(PresenceError::MetaTooLarge {
+            size,
+            limit: limits.max_meta_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// A tracked presence: it lasts as long as this guard. Dropping it, or
+/// [`untrack`](Self::untrack), removes the presence (a leave); a task that
+/// owns it and ends takes it along. [`update`](Self::update) replaces its
+/// metadata.
+#[must_use = "dropping the guard untracks the presence at once"]
+pub struct Tracked<Meta> {
+    inner: Arc<Inner<Meta>>,
+    topic: Topic,
+    topic_name: Arc<str>,
+    key: Arc<str>,
+    id: PresenceId,
+    meta: Arc<Meta>,
+}
+
+impl<Meta> fmt::Debug for Tracked<Meta> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracked")
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Meta: Serialize + Send + Sync + 'static> Tracked<Meta> {
+    /// Replaces the metadata (Phoenix's `update`): one diff with the new
+    /// metadata joining and the old one leaving, delivered before this
+    /// returns.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::MetaTooLarge`] or [`PresenceError::Meta`],
+    /// changing nothing.
+    pub fn update(&mut self, meta: Meta) -> Result<(), PresenceError> {
+        let mut locked = self.inner.locked.lock();
+        check_meta(&meta, locked.limits)?;
+        let meta = Arc::new(meta);
+        // The guard's presence is tracked until the guard goes: the
+        // update always finds it.
+        if let Ok((old, new)) =
+            locked
+                .state
+                .leave_join(&self.id, &self.topic_name, &self.key, Arc::clone(&meta))
+        {
+            locked.report(&Diff {
+                joins: vec![new],
+                leaves: vec![old],
+            });
+        }
+        self.meta = meta;
+        Ok(())
+    }
+}
+
+impl<Meta> Tracked<Meta> {
+    /// Removes the presence now (dropping the guard does the same).
+    pub fn untrack(self) {}
+
+    /// The topic.
+    pub fn topic(&self) -> Topic {
+        self.topic
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The presence's id, as in the lists and diffs.
+    pub fn id(&self) -> PresenceId {
+        self.id
+    }
+
+    /// The current metadata.
+    pub fn meta(&self) -> &Arc<Meta> {
+        &self.meta
+    }
+}
+
+impl<Meta> Drop for Tracked<Meta> {
+    fn drop(&mut self) {
+        let mut locked = self.inner.locked.lock();
+        if let Some(value) = locked.state.leave(&self.id, &self.topic_name, &self.key) {
+            locked.report(&Diff {
+                joins: Vec::new(),
+                leaves: vec![value],
+            });
+        }
+    }
+}
+
+/// A server's trackers, one per metadata type.
+#[derive(Default)]
+pub(crate) struct Trackers {
+    by_type: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Trackers {
+    fn get<Meta: Serialize + Send + Sync + 'static>(&self, node: &str) -> Tracker<Meta> {
+        let mut by_type = self.by_type.lock();
+        let entry = by_type
+            .entry(TypeId::of::<Meta>())
+            .or_insert_with(|| Arc::new(Tracker::<Meta>::new(node)));
+        match entry.downcast_ref::<Tracker<Meta>>() {
+            Some(tracker) => tracker.clone(),
+            // Entries are inserted under their own type's id just above.
+            None => Tracker::new(node),
+        }
+    }
+}
+
+impl<M: Send + Sync + 'static> PubSub<M> {
+    /// This server's tracker of presences with metadata `Meta`, made on
+    /// first use. The same for every call and every clone of the server.
+    pub fn tracker<Meta: Serialize + Send + Sync + 'static>(&self) -> Tracker<Meta> {
+        self.core().trackers.get(self.node_name())
+    }
+
+    /// Tracks `key` on `topic` with `meta`: [`Tracker::track`] of
+    /// [`tracker::<Meta>()`](Self::tracker).
+    ///
+    /// ```
+    /// use staff_pubsub::{PubSub, Topic};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// const TEAM: Topic = Topic::new("team:7");
+    /// let pubsub = PubSub::<String>::new();
+    /// let (now, mut diffs) = pubsub.tracker::<String>().watch(TEAM);
+    /// assert!(now.is_empty());
+    ///
+    /// let ada = pubsub.track(TEAM, "user-1", "viewing".to_owned())?;
+    /// let diff = diffs.recv().await?;
+    /// assert_eq!(&*diff.joins[0].key, "user-1");
+    ///
+    /// drop(ada); // leaves
+    /// assert_eq!(diffs.recv().await?.leaves.len(), 1);
+    /// assert!(pubsub.presences::<String>(TEAM).is_empty());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Tracker::track`].
+    pub fn track<Meta: Serialize + Send + Sync + 'static>(
+        &self,
+        topic: Topic,
+        key: impl Into<Arc<str>>,
+        meta: Meta,
+    ) -> Result<Tracked<Meta>, PresenceError> {
+        self.tracker::<Meta>().track(topic, key, meta)
+    }
+
+    /// The presences with metadata `Meta` on `topic`: [`Tracker::presences`].
+    pub fn presences<Meta: Serialize + Send + Sync + 'static>(
+        &self,
+        topic: Topic,
+    ) -> Vec<Presence<Meta>> {
+        self.tracker::<Meta>().presences(topic)
+    }
+
+    /// The diffs of presences with metadata `Meta` on `topic`:
+    /// [`Tracker::diffs`].
+    pub fn presence_diffs<Meta: Serialize + Send + Sync + 'static>(
+        &self,
+        topic: Topic,
+    ) -> PresenceDiffs<Meta> {
+        self.tracker::<Meta>().diffs(topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    const TEAM: Topic = Topic::new("team:1");
+    const OTHER: Topic = Topic::new("team:2");
+
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+    struct Meta {
+        name: String,
+        status: &'static str,
+    }
+
+    fn meta(name: &str, status: &'static str) -> Meta {
+        Meta {
+            name: name.to_owned(),
+            status,
+        }
+    }
+
+    fn keys(presences: &[Presence<Meta>]) -> Vec<(&str, &str)> {
+        presences
+            .iter()
+            .map(|presence| (&*presence.key, presence.meta.status))
+            .collect()
+    }
+
+    async fn next(diffs: &mut PresenceDiffs<Meta>) -> Arc<PresenceDiff<Meta>> {
+        tokio::time::timeout(Duration::from_secs(5), diffs.recv())
+            .await
+            .expect("a diff in time")
+            .expect("a diff")
+    }
+
+    #[tokio::test]
+    async fn track_lists_and_reports_a_join_and_drop_a_leave() {
+        let pubsub = PubSub::<()>::new();
+        let mut diffs = pubsub.presence_diffs::<Meta>(TEAM);
+        let ada = pubsub
+            .track(TEAM, "user-1", meta("Ada", "viewing"))
+            .unwrap();
+        assert_eq!(keys(&pubsub.presences(TEAM)), [("user-1", "viewing")]);
+        let join = next(&mut diffs).await;
+        assert_eq!(
+            (join.topic, keys(&join.joins), join.leaves.len()),
+            (TEAM, vec![("user-1", "viewing")], 0)
+        );
+        assert_eq!(join.joins[0].id, ada.id());
+        drop(ada);
+        let leave = next(&mut diffs).await;
+        assert_eq!(
+            (leave.joins.len(), keys(&leave.leaves)),
+            (0, vec![("user-1", "viewing")])
+        );
+        assert!(pubsub.presences::<Meta>(TEAM).is_empty());
+        assert!(pubsub.tracker::<Meta>().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_same_key_twice_is_two_presences_grouped_by_list() {
+        let pubsub = PubSub::<()>::new();
+        let laptop = pubsub.track(TEAM, "user-1", meta("Ada", "laptop")).unwrap();
+        let phone = pubsub.track(TEAM, "user-1", meta("Ada", "phone")).unwrap();
+        let _grace = pubsub
+            .track(TEAM, "user-2", meta("Grace", "viewing"))
+            .unwrap();
+        assert_ne!(laptop.id(), phone.id());
+        let list = pubsub.tracker::<Meta>().list(TEAM);
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            keys(&list["user-1"]),
+            [("user-1", "laptop"), ("user-1", "phone")]
+        );
+        drop(laptop);
+        assert_eq!(
+            keys(&pubsub.tracker::<Meta>().list(TEAM)["user-1"]),
+            [("user-1", "phone")]
+        );
+    }
+
+    #[tokio::test]
+    async fn update_is_one_diff_with_the_new_joining_and_the_old_leaving() {
+        let pubsub = PubSub::<()>::new();
+        let mut ada = pubsub
+            .track(TEAM, "user-1", meta("Ada", "viewing"))
+            .unwrap();
+        let mut diffs = pubsub.presence_diffs::<Meta>(TEAM);
+        ada.update(meta("Ada", "editing")).unwrap();
+        let diff = next(&mut diffs).await;
+        assert_eq!(keys(&diff.joins), [("user-1", "editing")]);
+        assert_eq!(keys(&diff.leaves), [("user-1", "viewing")]);
+        assert_eq!((diff.joins[0].id, diff.leaves[0].id), (ada.id(), ada.id()));
+        assert_eq!(keys(&pubsub.presences(TEAM)), [("user-1", "editing")]);
+        assert_eq!(ada.meta().status, "editing");
+        assert!(diffs.try_recv().is_none(), "one diff only");
+    }
+
+    #[tokio::test]
+    async fn diffs_of_other_topics_and_types_are_not_delivered() {
+        let pubsub = PubSub::<()>::new();
+        let mut diffs = pubsub.presence_diffs::<Meta>(TEAM);
+        let _elsewhere = pubsub
+            .track(OTHER, "user-1", meta("Ada", "viewing"))
+            .unwrap();
+        let _other_type = pubsub.track(TEAM, "user-1", "plain".to_owned()).unwrap();
+        assert!(diffs.try_recv().is_none());
+        assert!(pubsub.presences::<Meta>(TEAM).is_empty());
+        assert_eq!(pubsub.presences::<String>(TEAM).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn watch_gives_a_list_that_the_diffs_continue() {
+        let pubsub = PubSub::<()>::new();
+        let tracker = pubsub.tracker::<Meta>();
+        let before = tracker
+            .track(TEAM, "user-1", meta("Ada", "viewing"))
+            .unwrap();
+        let (list, mut diffs) = tracker.watch(TEAM);
+        let mut view: BTreeMap<PresenceId, &'static str> =
+            list.iter().map(|p| (p.id, p.meta.status)).collect();
+        let mut guards = Vec::new();
+        for n in 0..20 {
+            guards.push(
+                tracker
+                    .track(TEAM, format!("user-{n}"), meta("x", "viewing"))
+                    .unwrap(),
+            );
+            if n % 3 == 0 {
+                guards.remove(0).untrack();
+            }
+        }
+        drop(before);
+        while let Some(diff) = diffs.try_recv() {
+            let diff = diff.unwrap();
+            for leave in &diff.leaves {
+                assert!(
+                    view.remove(&leave.id).is_some(),
+                    "a leave of an unknown presence"
+                );
+            }
+            for join in &diff.joins {
+                assert!(
+                    view.insert(join.id, join.meta.status).is_none(),
+                    "a join twice"
+                );
+            }
+        }
+        let now: BTreeMap<PresenceId, &'static str> = tracker
+            .presences(TEAM)
+            .iter()
+            .map(|p| (p.id, p.meta.status))
+            .collect();
+        assert_eq!(view, now);
+        assert_eq!(now.len(), guards.len());
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_with_typed_errors() {
+        let pubsub = PubSub::<()>::new();
+        let tracker = pubsub.tracker::<Meta>();
+        tracker.set_limits(PresenceLimits {
+            max_presences: 2,
+            max_meta_bytes: 40,
+        });
+        let first = tracker.track(TEAM, "a", meta("Ada", "x")).unwrap();
+        let _second = tracker.track(OTHER, "b", meta("Ada", "x")).unwrap();
+        assert_eq!(
+            tracker.track(TEAM, "c", meta("Ada", "x")).unwrap_err(),
+            PresenceError::TooManyPresences { limit: 2 }
+        );
+        drop(first);
+        let mut third = tracker.track(TEAM, "c", meta("Ada", "x")).unwrap();
+        let long = "y".repeat(40);
+        let size = serde_json::to_vec(&meta(&long, "x")).unwrap().len();
+        assert_eq!(
+            tracker.track(TEAM, "d", meta(&long, "x")).unwrap_err(),
+            PresenceError::MetaTooLarge { size, limit: 40 }
+        );
+        assert_eq!(
+            third.update(meta(&long, "x")).unwrap_err(),
+            PresenceError::MetaTooLarge { size, limit: 40 }
+        );
+        assert_eq!(third.meta().name, "Ada", "a refused update changes nothing");
+        assert_eq!(tracker.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_receiver_is_told_it_lagged() {
+        let pubsub = PubSub::<()>::new();
+        let mut diffs = pubsub.presence_diffs::<Meta>(TEAM);
+        let mut ada = pubsub.track(TEAM, "user-1", meta("Ada", "a")).unwrap();
+        for _ in 0..DIFF_QUEUE_CAPACITY + 9 {
+            ada.update(meta("Ada", "b")).unwrap();
+        }
+        assert_eq!(diffs.recv().await, Err(PresenceRecvError::Lagged(10)));
+        assert_eq!(
+            next(&mut diffs).await.leaves.len(),
+            1,
+            "then the rest, in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_when_the_tracker_is_gone() {
+        let pubsub = PubSub::<()>::new();
+        let mut diffs = pubsub.presence_diffs::<Meta>(TEAM);
+        let ada = pubsub.track(TEAM, "user-1", meta("Ada", "a")).unwrap();
+        drop(pubsub);
+        drop(ada); // the guard kept the tracker: its leave is delivered
+        let waiting = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(diff) = diffs.next().await {
+                got.push(diff.unwrap());
+            }
+            got
+        });
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].leaves.len(), 1);
+    }
+}
