@@ -28,7 +28,7 @@
 //! reader, `gap_at`), exactly while [`State::gap`] is set, and at most
 //! `capacity` messages besides it.
 //!
-//! Checked by loom models (`loom/tests/`), every interleaving within a
+//! Checked by loom models (`*/loom_models.rs`), every interleaving within a
 //! bound: the count above, for a ring reader, by
 //! `loom_ring_each_reader_gets_every_message_once_or_an_exact_lag`, and
 //! for a resuming inbox, whose covered drops are the replay's, by
@@ -587,7 +587,6 @@ impl<M> State<M> {
 }
 
 #[cfg(all(test, loom))]
-#[path = "loom/tests/inbox.rs"]
 mod loom_models;
 
 #[cfg(test)]

@@ -21,7 +21,7 @@
 //! slot counted in and out by another shard at once, and the counters back
 //! at zero after, by the loom model
 //! `loom_presence_no_broadcast_misses_a_subscriber_that_came_before_it`
-//! (`loom/tests/presence.rs`).
+//! (`registry/loom_models.rs`).
 //!
 //! An inbox on no topic (a subscription whose topics were all removed, and
 //! that may add some again) is parked in a separate set instead, so that the
@@ -525,7 +525,6 @@ fn shrink<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
 }
 
 #[cfg(all(test, loom))]
-#[path = "loom/tests/presence.rs"]
 mod loom_models;
 
 #[cfg(test)]

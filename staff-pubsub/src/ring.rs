@@ -24,9 +24,9 @@
 //!   of each of those readers would have dropped one each.
 //!
 //! The loom model `loom_ring_each_reader_gets_every_message_once_or_an_exact_lag`
-//! (`loom/tests/ring.rs`) checks these two, and that each reader gets every
+//! (`ring/loom_models.rs`) checks these two, and that each reader gets every
 //! message once or an exact lag, with pushes, reads and a reader leaving at
-//! once; `loom_wake_no_lost_wake_up` (`loom/tests/inbox.rs`) checks that a
+//! once; `loom_wake_no_lost_wake_up` (`inbox/loom_models.rs`) checks that a
 //! reader that waits is woken by the next push ([`Cursor::wait`]'s read
 //! again after registering).
 //!
@@ -332,7 +332,6 @@ impl<M> Drop for Cursor<M> {
 }
 
 #[cfg(all(test, loom))]
-#[path = "loom/tests/ring.rs"]
 mod loom_models;
 
 #[cfg(test)]
