@@ -1,0 +1,406 @@
+//! The tracker's messages and its `State` struct, typed as they travel.
+
+use std::cmp::Ordering;
+
+use crate::phoenix::etf::{AtomEncoding, Term};
+use crate::phoenix::frame::{FrameMode, NodeName};
+
+/// A replica: `{name, vsn}`, one incarnation of one shard of one node.
+///
+/// `name` is the node's PubSub `node_name` in the form it has (a binary
+/// such as `"phx-a"`, or an atom such as `:"phx-a@127.0.0.1"`); `vsn` is
+/// the shard's start time in microseconds plus a unique integer (about
+/// 1.8e15, a `SMALL_BIG_EXT` on the wire), new on every restart. Two
+/// refs are the same replica only when both name (with its form) and vsn
+/// are equal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReplicaRef {
+    /// The node name, binary or atom.
+    pub name: NodeName,
+    /// The incarnation.
+    pub vsn: u64,
+}
+
+impl ReplicaRef {
+    /// A replica named `name` (a binary or an atom), incarnation `vsn`.
+    pub fn new(name: NodeName, vsn: u64) -> Self {
+        Self { name, vsn }
+    }
+
+    /// Erlang's term order of `{name, vsn}`: an atom name before a
+    /// binary one, names by their bytes, then the vsn.
+    #[must_use]
+    pub fn erl_cmp(&self, other: &Self) -> Ordering {
+        name_cmp(&self.name, &other.name).then(self.vsn.cmp(&other.vsn))
+    }
+}
+
+/// Term order of node names: atoms (class "atom") before binaries (class
+/// "bitstring"); within a class, by UTF-8 bytes.
+fn name_cmp(a: &NodeName, b: &NodeName) -> Ordering {
+    match (a, b) {
+        (NodeName::Atom(_), NodeName::Binary(_)) => Ordering::Less,
+        (NodeName::Binary(_), NodeName::Atom(_)) => Ordering::Greater,
+        _ => a.text().as_bytes().cmp(b.text().as_bytes()),
+    }
+}
+
+/// A dot: `{replica_ref, clock}`, the `clock`-th event (1, 2, 3, ...) of
+/// `replica`. Every track, untrack and update consumes dots of the
+/// replica that makes it; a value is stored under the dot that added it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Tag {
+    /// Whose event.
+    pub replica: ReplicaRef,
+    /// Which event of that replica.
+    pub clock: u64,
+}
+
+impl Tag {
+    /// The `clock`-th dot of `replica`.
+    pub fn new(replica: ReplicaRef, clock: u64) -> Self {
+        Self { replica, clock }
+    }
+
+    /// Erlang's term order of `{replica_ref, clock}`.
+    #[must_use]
+    pub fn erl_cmp(&self, other: &Self) -> Ordering {
+        self.replica
+            .erl_cmp(&other.replica)
+            .then(self.clock.cmp(&other.clock))
+    }
+}
+
+/// A causal context, `%{replica_ref => clock}`: every dot `(r, c)` with
+/// `c <= clock` of `r` has been seen. The pairs are in the frame's order
+/// (decoded), or in the order they were built; [`TrackerFrame::canonicalize`]
+/// sorts them as OTP writes them.
+pub type Context = Vec<(ReplicaRef, u64)>;
+
+/// `%{replica_ref => MapSet.t(tag)}`: per replica, the dots seen that are
+/// not yet contiguous with the context (or, in a delta, the dots the
+/// delta creates and removes, other replicas' removed dots included).
+pub type Clouds = Vec<(ReplicaRef, MapSet<Tag>)>;
+
+/// `%{tag => {pid, topic, key, meta}}`: the live values, by the dot that
+/// added them.
+pub type Values = Vec<(Tag, Presence)>;
+
+/// The shape of an Elixir `MapSet` on the wire. Both shapes interoperate
+/// (Elixir 1.14's `MapSet` has clauses for both; 1.15 and later match
+/// `%MapSet{map: map}`, which ignores an extra `version` key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MapSetForm {
+    /// `%{__struct__: MapSet, map: %{elem => []}, version: 2}`: Elixir
+    /// 1.14 and earlier (every Elixir frame of the captures).
+    Versioned,
+    /// `%{__struct__: MapSet, map: %{elem => []}}`: Elixir 1.15 and later
+    /// (`:sets` v2). What a Rust replica sends by default; the captures'
+    /// Python replica sent it to Elixir 1.14, which took it.
+    #[default]
+    Unversioned,
+}
+
+/// An Elixir `MapSet`: its members (each a key of the struct's `map`,
+/// with `[]` as value) and its shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSet<T> {
+    /// The members, in the frame's order when decoded.
+    pub members: Vec<T>,
+    /// With or without `version: 2`.
+    pub form: MapSetForm,
+}
+
+impl<T> MapSet<T> {
+    /// A set of `members` in `form`.
+    pub fn new(members: Vec<T>, form: MapSetForm) -> Self {
+        Self { members, form }
+    }
+}
+
+/// A pid as `NEW_PID_EXT` carries it. Part of a presence's identity
+/// `{topic, pid, key}`, and otherwise opaque: the tracker never sends to,
+/// links or monitors a remote pid.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Pid {
+    /// The node atom's text (`phx-a@127.0.0.1`; `nonode@nohost` for a
+    /// VM that is not distributed).
+    pub node: String,
+    /// The process id word.
+    pub id: u32,
+    /// The serial word.
+    pub serial: u32,
+    /// The node's creation (0 for `nonode@nohost`).
+    pub creation: u32,
+}
+
+impl Pid {
+    /// The pid node atom of a replica that is not a BEAM node, named
+    /// `replica_name`: `"<replica_name>@staff-pubsub.invalid"`. A pid is
+    /// part of a presence's identity on every node, and `untrack(pid)` or
+    /// a local process exit on an Elixir node removes every presence of
+    /// pids equal to its own, remote ones included: the atom must be one
+    /// no BEAM node uses (never `nonode@nohost` nor an Elixir node's
+    /// name). The `.invalid` host is reserved (RFC 2606), so no node runs
+    /// there, and a message an application sends to such a pid is
+    /// dropped after a failed connection attempt.
+    #[must_use]
+    pub fn node_for_replica(replica_name: &str) -> String {
+        format!("{replica_name}@staff-pubsub.invalid")
+    }
+
+    /// A pid of a replica that is not a BEAM node: `node` (see
+    /// [`Pid::node_for_replica`]), a distinct `id` per tracked
+    /// connection, serial 0 and creation 1, as the README of the captures
+    /// recommends.
+    pub fn of_replica(node: impl Into<String>, id: u32) -> Self {
+        Self {
+            node: node.into(),
+            id,
+            serial: 0,
+            creation: 1,
+        }
+    }
+}
+
+/// A presence's metadata: a map, in practice with atom keys (`phx_ref`,
+/// `phx_ref_prev` and the application's keys). Carried as its pairs, in
+/// the frame's order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Meta(pub Vec<(Term, Term)>);
+
+impl Meta {
+    /// The value of the atom key `key` (`"phx_ref"`), if present.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&Term> {
+        self.0
+            .iter()
+            .find(|(k, _)| matches!(k, Term::Atom(name) if name == key))
+            .map(|(_, value)| value)
+    }
+
+    /// The value of the atom key `key` when it is a UTF-8 binary.
+    #[must_use]
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        match self.get(key) {
+            Some(Term::Binary(bytes)) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A tracked presence, `{pid, topic, key, meta}`. Its identity on every
+/// node is `{topic, pid, key}`: the same key under two pids (two devices)
+/// is two presences.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Presence {
+    /// The tracked process.
+    pub pid: Pid,
+    /// The topic (a UTF-8 binary).
+    pub topic: String,
+    /// The key: any term, a binary for `Phoenix.Presence`.
+    pub key: Term,
+    /// The metadata map.
+    pub meta: Meta,
+}
+
+/// `%Phoenix.Tracker.State{mode: ...}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StateMode {
+    /// `:delta`: a heartbeat's delta or a delta generation.
+    Delta,
+    /// `:normal`: the first element of a full-state `transfer_ack`.
+    Normal,
+}
+
+/// A replica's status in a full state's `replicas` map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplicaStatus {
+    /// `:up`.
+    Up,
+    /// `:down` (possibly stale forever: receivers ignore this map).
+    Down,
+}
+
+/// `%Phoenix.Tracker.State{}` as it travels: a map of ten atom keys,
+/// `__struct__` and the nine fields (`pids` is always `nil` and `delta`
+/// always `:unset` on the wire; they are not kept, and written so).
+///
+/// | field | delta form | full form |
+/// |---|---|---|
+/// | `mode` | [`StateMode::Delta`] | [`StateMode::Normal`] |
+/// | `context` | empty | the sender's, limited to the requester's keys |
+/// | `clouds` | dots created and removed (also other replicas') | the sender's, limited |
+/// | `values` | `Some`: the live adds | `None` (`nil`; the values travel beside it) |
+/// | `range` | `{start, end}` of the sender's own clock | `{%{}, %{}}` |
+/// | `replicas` | empty | the sender's statuses |
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    /// The sender's ref.
+    pub replica: ReplicaRef,
+    /// Delta or full.
+    pub mode: StateMode,
+    /// The causal context.
+    pub context: Context,
+    /// The clouds.
+    pub clouds: Clouds,
+    /// The values (`None`: `nil`, the full form).
+    pub values: Option<Values>,
+    /// `{start_context, end_context}`.
+    pub range: (Context, Context),
+    /// `%{replica_ref => :up | :down}`.
+    pub replicas: Vec<(ReplicaRef, ReplicaStatus)>,
+}
+
+impl State {
+    /// A delta, as a heartbeat or a delta `transfer_ack` carries it:
+    /// `context: %{}`, `replicas: %{}`.
+    pub fn delta(
+        replica: ReplicaRef,
+        clouds: Clouds,
+        values: Values,
+        range: (Context, Context),
+    ) -> Self {
+        Self {
+            replica,
+            mode: StateMode::Delta,
+            context: Vec::new(),
+            clouds,
+            values: Some(values),
+            range,
+            replicas: Vec::new(),
+        }
+    }
+
+    /// The state of a full-state `transfer_ack` (its values travel beside
+    /// it, [`TransferPayload::State`]): `values: nil`, `range: {%{}, %{}}`.
+    pub fn full(
+        replica: ReplicaRef,
+        context: Context,
+        clouds: Clouds,
+        replicas: Vec<(ReplicaRef, ReplicaStatus)>,
+    ) -> Self {
+        Self {
+            replica,
+            mode: StateMode::Normal,
+            context,
+            clouds,
+            values: None,
+            range: (Vec::new(), Vec::new()),
+            replicas,
+        }
+    }
+}
+
+/// `{replica_ref, context}`: a sender's clock, the output of
+/// `State.clocks/1` (replicas the sender marks down are left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clocks {
+    /// The sender.
+    pub replica: ReplicaRef,
+    /// Its context.
+    pub context: Context,
+}
+
+/// What a `transfer_ack` carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TransferPayload {
+    /// A delta generation covering the requester's context: a
+    /// [`StateMode::Delta`] state.
+    Delta(State),
+    /// The entire state: `{%State{mode: :normal, values: nil}, values}`.
+    /// The values include the requester's own (a quirk of
+    /// `Phoenix.Tracker.Shard`).
+    State {
+        /// The state, `values: nil`.
+        state: State,
+        /// Every value whose replica is in the requester's context.
+        values: Values,
+    },
+}
+
+/// A tracker message: `{:pub, kind, ...}`, the fifth element of the
+/// envelope.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrackerMessage {
+    /// `{:pub, :heartbeat, ref, :empty | delta, clocks}`, broadcast
+    /// (`:except` the sender) every broadcast period with a delta, and
+    /// empty after `max_silent_periods` quiet ones.
+    Heartbeat {
+        /// The sender.
+        replica: ReplicaRef,
+        /// The delta (`None`: `:empty`).
+        delta: Option<State>,
+        /// The sender's clocks.
+        clocks: Clocks,
+    },
+    /// `{:pub, :transfer_req, ref, requester, clocks}`, sent `:only` to
+    /// the replica asked, by name.
+    TransferReq {
+        /// Opaque (`make_ref()` from Elixir): copied into the ack, never read.
+        reference: Term,
+        /// The requester.
+        replica: ReplicaRef,
+        /// The requester's clocks, which list every replica it wants data from.
+        clocks: Clocks,
+    },
+    /// `{:pub, :transfer_ack, ref, sender, payload}`, sent `:only` to the
+    /// requester.
+    TransferAck {
+        /// The request's reference, echoed.
+        reference: Term,
+        /// The sender.
+        replica: ReplicaRef,
+        /// A delta or the entire state.
+        payload: TransferPayload,
+    },
+    /// `{:pub, :graceful_permdown, ref}`, broadcast: the sender leaves for
+    /// good, its presences are leaves at once.
+    GracefulPermdown {
+        /// The replica leaving.
+        replica: ReplicaRef,
+    },
+}
+
+impl TrackerMessage {
+    /// The kind's atom: `heartbeat`, `transfer_req`, `transfer_ack` or
+    /// `graceful_permdown`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TrackerMessage::Heartbeat { .. } => "heartbeat",
+            TrackerMessage::TransferReq { .. } => "transfer_req",
+            TrackerMessage::TransferAck { .. } => "transfer_ack",
+            TrackerMessage::GracefulPermdown { .. } => "graceful_permdown",
+        }
+    }
+
+    /// The replica that sent the message.
+    #[must_use]
+    pub fn sender(&self) -> &ReplicaRef {
+        match self {
+            TrackerMessage::Heartbeat { replica, .. }
+            | TrackerMessage::TransferReq { replica, .. }
+            | TrackerMessage::TransferAck { replica, .. }
+            | TrackerMessage::GracefulPermdown { replica } => replica,
+        }
+    }
+}
+
+/// A `phoenix_pubsub_redis` frame carrying a tracker message:
+/// `{3, mode, node, topic, message, Phoenix.PubSub}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackerFrame {
+    /// `:except` (heartbeat, graceful_permdown) or `:only` (transfers).
+    pub mode: FrameMode,
+    /// The sender (`:except`) or the target (`:only`).
+    pub node: NodeName,
+    /// The shard topic.
+    pub topic: String,
+    /// The message.
+    pub message: TrackerMessage,
+    /// How the frame's atoms are written: decoded from its `:pub` atom,
+    /// and used to write every atom of the frame (an opaque term's own
+    /// atoms, such as a reference's node, keep their bytes).
+    pub atoms: AtomEncoding,
+}
