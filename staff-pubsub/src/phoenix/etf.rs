@@ -519,6 +519,20 @@ impl<'a> Items<'a> {
         Ok(Some(term))
     }
 
+    /// The next item and its encoded bytes.
+    pub(crate) fn next_with_bytes(&mut self) -> Result<Option<(TermRef<'a>, &'a [u8])>, EtfError> {
+        self.advance()?;
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let term = view(self.bytes, self.pos)?;
+        let end = skip(self.bytes, self.pos, 0)?;
+        let bytes = take(self.bytes, self.pos, end - self.pos)?;
+        self.pos = end;
+        Ok(Some((term, bytes)))
+    }
+
     /// What follows the items: a list's tail.
     fn rest(&mut self) -> Result<TermRef<'a>, EtfError> {
         self.advance()?;

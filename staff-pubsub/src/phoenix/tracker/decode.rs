@@ -8,8 +8,8 @@ use crate::phoenix::etf::{self, AtomEncoding, Items, Term, TermRef};
 use crate::phoenix::frame::{self, FrameError, NodeName, NodeRef};
 
 use super::types::{
-    Clocks, Clouds, Context, MapSet, MapSetForm, Meta, Pid, Presence, ReplicaRef, ReplicaStatus,
-    State, StateMode, Tag, TrackerFrame, TrackerMessage, TransferPayload, Values,
+    Clocks, Clouds, Context, MapSet, MapSetForm, Meta, Pid, Presence, RawTerm, ReplicaRef,
+    ReplicaStatus, State, StateMode, Tag, TrackerFrame, TrackerMessage, TransferPayload, Values,
 };
 
 /// Why a frame is not a tracker frame this codec takes: it is skipped.
@@ -154,12 +154,12 @@ fn message(term: TermRef<'_>) -> Result<(TrackerMessage, AtomEncoding), TrackerE
                 }
             }
             "transfer_req" => TrackerMessage::TransferReq {
-                reference: owned(next(&mut items)?)?,
+                reference: next_raw(&mut items)?.1,
                 replica: replica_ref(next(&mut items)?)?,
                 clocks: clocks(next(&mut items)?)?,
             },
             "transfer_ack" => {
-                let reference = owned(next(&mut items)?)?;
+                let reference = next_raw(&mut items)?.1;
                 let replica = replica_ref(next(&mut items)?)?;
                 let payload = match next(&mut items)? {
                     TermRef::Tuple { arity: 2, items } => {
@@ -198,6 +198,16 @@ fn next<'a>(items: &mut Items<'a>) -> R<TermRef<'a>> {
 
 fn owned(term: TermRef<'_>) -> R<Term> {
     Term::from_ref(term).map_err(|_| "a term cannot be read")
+}
+
+/// The next item as a [`RawTerm`], and the item.
+fn next_raw<'a>(items: &mut Items<'a>) -> R<(TermRef<'a>, RawTerm)> {
+    let (term, bytes) = items
+        .next_with_bytes()
+        .map_err(|_| "an item cannot be read")?
+        .ok_or("a tuple is shorter than its arity")?;
+    // Part of the validated frame: one whole term.
+    Ok((term, RawTerm::from_validated(bytes)))
 }
 
 fn pair<'a>(term: TermRef<'a>, what: Bad) -> R<(TermRef<'a>, TermRef<'a>)> {
@@ -373,8 +383,8 @@ fn presence(term: TermRef<'_>) -> R<Presence> {
         _ => return Err("a topic is not a binary"),
     };
     let key = owned(next(&mut items)?)?;
-    let meta = match owned(next(&mut items)?)? {
-        Term::Map(pairs) => Meta(pairs),
+    let meta = match next_raw(&mut items)? {
+        (TermRef::Map { .. }, raw) => Meta::from_raw(raw),
         _ => return Err("a meta is not a map"),
     };
     Ok(Presence {

@@ -5,8 +5,8 @@ use crate::phoenix::frame::{self, FrameMode, NodeName};
 
 use super::decode::TrackerError;
 use super::types::{
-    Clocks, Context, MapSet, MapSetForm, Meta, Pid, Presence, ReplicaRef, ReplicaStatus, State,
-    StateMode, Tag, TrackerFrame, TrackerMessage, TransferPayload,
+    Clocks, Context, MapSet, MapSetForm, Meta, Pid, Presence, RawTerm, ReplicaRef, ReplicaStatus,
+    State, StateMode, Tag, TrackerFrame, TrackerMessage, TransferPayload,
 };
 
 impl From<EtfError> for TrackerError {
@@ -101,24 +101,28 @@ impl TrackerFrame {
     }
 
     /// Sorts every map of the message (contexts, clouds and their
-    /// MapSets, values, replicas, metas) into Erlang's term order, the
-    /// order in which OTP 25 writes a map of up to 32 keys. OTP writes a
+    /// MapSets, values, replicas, metas and the maps inside them) into
+    /// Erlang's term order, the order in which OTP 25 writes a map of up
+    /// to 32 keys; a meta is rewritten with its atoms in the frame's
+    /// [`AtomEncoding`] (a meta that cannot be read or written back is
+    /// left as it is). OTP writes a
     /// larger map in its internal hash order, which this does not
     /// reproduce: such a map is still read the same by every decoder.
     pub fn canonicalize(&mut self) {
+        let atoms = self.atoms;
         match &mut self.message {
             TrackerMessage::Heartbeat { delta, clocks, .. } => {
                 if let Some(delta) = delta {
-                    sort_state(delta);
+                    sort_state(delta, atoms);
                 }
                 sort_context(&mut clocks.context);
             }
             TrackerMessage::TransferReq { clocks, .. } => sort_context(&mut clocks.context),
             TrackerMessage::TransferAck { payload, .. } => match payload {
-                TransferPayload::Delta(state) => sort_state(state),
+                TransferPayload::Delta(state) => sort_state(state, atoms),
                 TransferPayload::State { state, values } => {
-                    sort_state(state);
-                    sort_values(values);
+                    sort_state(state, atoms);
+                    sort_values(values, atoms);
                 }
             },
             TrackerMessage::GracefulPermdown { .. } => {}
@@ -144,7 +148,7 @@ impl TrackerMessage {
     /// must list every replica data is wanted from (with 0 when nothing
     /// of it is known yet), and `reference` is any term the answer echoes
     /// ([`reference`](super::reference)).
-    pub fn transfer_req(reference: Term, me: ReplicaRef, context: Context) -> Self {
+    pub fn transfer_req(reference: RawTerm, me: ReplicaRef, context: Context) -> Self {
         TrackerMessage::TransferReq {
             reference,
             replica: me.clone(),
@@ -157,7 +161,7 @@ impl TrackerMessage {
 
     /// `{:pub, :transfer_ack, reference, me, payload}`, `reference` as the
     /// request carried it.
-    pub fn transfer_ack(reference: Term, me: ReplicaRef, payload: TransferPayload) -> Self {
+    pub fn transfer_ack(reference: RawTerm, me: ReplicaRef, payload: TransferPayload) -> Self {
         TrackerMessage::TransferAck {
             reference,
             replica: me,
@@ -179,22 +183,23 @@ impl TrackerMessage {
 /// # Errors
 ///
 /// [`TrackerError::Encode`]: `node` is longer than 255 characters.
-pub fn reference(node: &str, ids: [u32; 3], atoms: AtomEncoding) -> Result<Term, TrackerError> {
-    Ok(etf::newer_reference(node, 1, &ids, atoms)?)
+pub fn reference(node: &str, ids: [u32; 3], atoms: AtomEncoding) -> Result<RawTerm, TrackerError> {
+    let term = etf::newer_reference(node, 1, &ids, atoms)?;
+    Ok(RawTerm::from_term(&term, atoms)?)
 }
 
 fn sort_context(context: &mut Context) {
     context.sort_by(|a, b| a.0.erl_cmp(&b.0));
 }
 
-fn sort_values(values: &mut [(Tag, Presence)]) {
+fn sort_values(values: &mut [(Tag, Presence)], atoms: AtomEncoding) {
     values.sort_by(|a, b| a.0.erl_cmp(&b.0));
     for (_, presence) in values {
-        sort_meta(&mut presence.meta);
+        sort_meta(&mut presence.meta, atoms);
     }
 }
 
-fn sort_meta(meta: &mut Meta) {
+fn sort_meta(meta: &mut Meta, atoms: AtomEncoding) {
     fn sort_term(term: &mut Term) {
         match term {
             Term::Map(pairs) => {
@@ -214,14 +219,20 @@ fn sort_meta(meta: &mut Meta) {
             _ => {}
         }
     }
-    for (key, value) in &mut meta.0 {
+    let Ok(mut pairs) = meta.to_pairs() else {
+        return;
+    };
+    for (key, value) in &mut pairs {
         sort_term(key);
         sort_term(value);
     }
-    meta.0.sort_by(|a, b| a.0.erl_cmp(&b.0));
+    pairs.sort_by(|a, b| a.0.erl_cmp(&b.0));
+    if let Ok(sorted) = Meta::from_pairs(pairs, atoms) {
+        *meta = sorted;
+    }
 }
 
-fn sort_state(state: &mut State) {
+fn sort_state(state: &mut State, atoms: AtomEncoding) {
     sort_context(&mut state.context);
     sort_context(&mut state.range.0);
     sort_context(&mut state.range.1);
@@ -230,7 +241,7 @@ fn sort_state(state: &mut State) {
         cloud.members.sort_by(Tag::erl_cmp);
     }
     if let Some(values) = &mut state.values {
-        sort_values(values);
+        sort_values(values, atoms);
     }
     state.replicas.sort_by(|a, b| a.0.erl_cmp(&b.0));
 }
@@ -340,11 +351,7 @@ impl Writer {
             self.pid(&presence.pid)?;
             etf::write_binary(&mut self.out, presence.topic.as_bytes())?;
             self.term(&presence.key)?;
-            self.map(presence.meta.0.len())?;
-            for (key, value) in &presence.meta.0 {
-                self.term(key)?;
-                self.term(value)?;
-            }
+            self.out.extend_from_slice(presence.meta.raw().as_bytes());
         }
         Ok(())
     }
@@ -420,7 +427,7 @@ impl Writer {
                 self.tuple(5);
                 self.atom("pub")?;
                 self.atom("transfer_req")?;
-                self.term(reference)?;
+                self.out.extend_from_slice(reference.as_bytes());
                 self.replica_ref(replica)?;
                 self.clocks(clocks)
             }
@@ -432,7 +439,7 @@ impl Writer {
                 self.tuple(5);
                 self.atom("pub")?;
                 self.atom("transfer_ack")?;
-                self.term(reference)?;
+                self.out.extend_from_slice(reference.as_bytes());
                 self.replica_ref(replica)?;
                 match payload {
                     TransferPayload::Delta(state) => self.state(state),

@@ -42,11 +42,15 @@
 //! checked against the bytes left before anything is allocated, nesting
 //! bounded by [`MAX_DEPTH`](crate::phoenix::MAX_DEPTH), compressed frames
 //! bounded before inflating), then reads it into the typed message.
-//! Nothing panics on any input; what it allocates is proportional to the
-//! frame's size, bounded by `max_frame_size`. A frame that is not a
-//! tracker frame is a typed [`TrackerError`], to be skipped and counted:
-//! [`TrackerError::NotTracker`] for another message on the channel,
-//! [`TrackerError::Malformed`] for a tracker message of the wrong shape.
+//! Nothing panics on any input. What it allocates is proportional to the
+//! frame's size, bounded by `max_frame_size`: what the tracker carries
+//! without reading it (a meta, a transfer's reference) stays the bytes it
+//! came as ([`RawTerm`], [`Meta`]), and the typed parts (refs, dots,
+//! contexts, pids) cost a few times their encoded size. A frame that is
+//! not a tracker frame is a typed [`TrackerError`], to be skipped and
+//! counted: [`TrackerError::NotTracker`] for another message on the
+//! channel, [`TrackerError::Malformed`] for a tracker message of the wrong
+//! shape.
 //!
 //! Tolerated on input and not kept: a `State`'s `pids` and `delta` (which
 //! receivers never read) and keys a later version may add. Refused: a
@@ -54,27 +58,29 @@
 //! `NEW_PID_EXT`, a non-UTF-8 binary name or topic, clocks or vsns that
 //! are not non-negative 64-bit integers, a key twice in a map this codec
 //! types (OTP's own `binary_to_term` refuses such a map), a `MapSet`
-//! member whose value is not `[]`.
+//! member whose value is not `[]`, a meta that is not a map.
 //!
 //! # Encoding, and the round trip
 //!
 //! [`encode_tracker_frame`] writes a frame as `term_to_binary/1` does:
 //! integers in their smallest form (`SMALL_BIG_EXT` for a vsn), binaries,
-//! small tuples, atoms in the frame's [`AtomEncoding`], and every map's
-//! pairs in the order the typed message holds them. Decoding keeps each
-//! map's order as the frame had it and records the frame's atom encoding,
-//! so that **a decoded frame re-encodes to its own bytes**: all 142
-//! captured frames do, the Python replica's (OTP 26-style atoms, maps in
-//! insertion order) included. What cannot round-trip byte for byte, and
-//! compares equal as a term instead:
+//! small tuples, atoms in the frame's [`AtomEncoding`](crate::phoenix::AtomEncoding), every map's pairs
+//! in the order the typed message holds them, and raw terms as their
+//! bytes. Decoding keeps each map's order as the frame had it and records
+//! the frame's atom encoding, so that **a decoded frame re-encodes to its
+//! own bytes**: all 142 captured frames do, the Python replica's (OTP
+//! 26-style atoms, maps in insertion order) included. What cannot
+//! round-trip byte for byte, and is the same term instead:
 //!
 //! - a `State`'s keys are written in term order (OTP 25's, which every
 //!   frame of the captures has); `pids` and `delta` are written as `nil`
 //!   and `:unset`, and unknown keys are dropped;
-//! - a meta's list of integers 0..=255 is written as `STRING_EXT` (as OTP
-//!   writes it), whatever the sender used; a non-minimal integer or atom
-//!   form (`INTEGER_EXT` for 5) becomes the minimal one;
-//! - a frame that mixes atom encodings is written in the one of its `:pub`.
+//! - a presence's key is read into a [`Term`](crate::phoenix::Term) (it is part of the
+//!   presence's identity, compared as a term): a non-minimal integer form
+//!   becomes the minimal one, and a list of integers 0..=255 becomes
+//!   `STRING_EXT`, as OTP writes them;
+//! - the atoms of the typed parts of a frame that mixes atom encodings are
+//!   written in the one of its `:pub`.
 //!
 //! # This node's own frames
 //!
@@ -95,10 +101,11 @@
 //!   pid node atom ([`Pid::node_for_replica`], [`Pid::of_replica`]) with a
 //!   distinct id per tracked connection, never `nonode@nohost` nor an
 //!   Elixir node's name;
-//! - a transfer_req's reference is opaque ([`reference`] makes one as
-//!   `make_ref()` would);
+//! - a transfer_req's reference is opaque ([`reference()`] makes one as
+//!   `make_ref()` would), and a transfer_ack echoes the request's;
 //! - the metas have atom keys, `phx_ref` (and `phx_ref_prev` on update)
-//!   among them, as `Phoenix.Presence` and its JavaScript client expect.
+//!   among them, as `Phoenix.Presence` and its JavaScript client expect
+//!   ([`Meta::from_json`] writes a JSON object's keys as atoms).
 //!
 //! ```
 //! use staff_pubsub::phoenix::tracker::{
@@ -130,8 +137,8 @@ pub use shard::{
     parse_shard_topic, phash2, phash2_range, shard_for_topic, shard_topic, SHARD_TOPIC_PREFIX,
 };
 pub use types::{
-    Clocks, Clouds, Context, MapSet, MapSetForm, Meta, Pid, Presence, ReplicaRef, ReplicaStatus,
-    State, StateMode, Tag, TrackerFrame, TrackerMessage, TransferPayload, Values,
+    Clocks, Clouds, Context, MapSet, MapSetForm, Meta, Pid, Presence, RawTerm, ReplicaRef,
+    ReplicaStatus, State, StateMode, Tag, TrackerFrame, TrackerMessage, TransferPayload, Values,
 };
 
 #[cfg(test)]

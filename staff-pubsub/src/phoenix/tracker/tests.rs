@@ -168,7 +168,8 @@ fn values_json(values: &Values) -> Value {
         .map(|(tag, presence)| {
             let meta: serde_json::Map<String, Value> = presence
                 .meta
-                .0
+                .to_pairs()
+                .expect("a meta")
                 .iter()
                 .map(|(key, value)| match key {
                     Term::Atom(name) => (name.clone(), term_json(value)),
@@ -395,7 +396,9 @@ fn scramble(message: &mut TrackerMessage) {
     fn values_(values: &mut Values) {
         values.reverse();
         for (_, presence) in values {
-            presence.meta.0.reverse();
+            let mut pairs = presence.meta.to_pairs().expect("a meta");
+            pairs.reverse();
+            presence.meta = Meta::from_pairs(pairs, AtomEncoding::Latin1).expect("a meta");
         }
     }
     match message {
@@ -508,13 +511,11 @@ fn own_frames_of_every_kind_round_trip() {
                 pid: Pid::of_replica(node.clone(), id),
                 topic: "staff:team:1".into(),
                 key: Term::Binary(key.as_bytes().to_vec()),
-                meta: Meta(vec![
-                    (
-                        Term::Atom("phx_ref".into()),
-                        Term::Binary(b"GO6mL4mXj0g3Mn4P".to_vec()),
-                    ),
-                    (Term::Atom("name".into()), Term::Binary(b"Rusty".to_vec())),
-                ]),
+                meta: Meta::from_json(
+                    &json!({"phx_ref": "GO6mL4mXj0g3Mn4P", "name": "Rusty", "online_at": 1_795_000_100}),
+                    AtomEncoding::Latin1,
+                )
+                .expect("a meta"),
             },
         )
     };
@@ -608,7 +609,7 @@ fn own_frames_of_every_kind_round_trip() {
         elixir.name.clone(),
         &topic,
         TrackerMessage::transfer_req(
-            Term::Int(0),
+            RawTerm::from_term(&Term::Int(0), AtomEncoding::Latin1).expect("0"),
             me.clone(),
             vec![(me.clone(), 2), (elixir.clone(), 0)],
         ),
@@ -928,4 +929,47 @@ fn a_state_without_a_field_or_with_a_key_twice_is_malformed() {
             what: "a map holds a key twice"
         })
     );
+}
+
+/// A meta is carried as its bytes and read in place; built from JSON it
+/// is the bytes OTP 25 wrote for the same map.
+#[test]
+fn metas_are_read_in_place_and_built_as_otp_writes_them() {
+    let frame = decode(&bytes("006_s2_heartbeat_delta_phx-a.bin")).expect("006");
+    let TrackerMessage::Heartbeat {
+        delta: Some(delta), ..
+    } = &frame.message
+    else {
+        panic!("006 is a delta heartbeat")
+    };
+    let values = delta.values.as_ref().expect("values");
+    let meta = &values[0].1.meta;
+    assert_eq!(meta.get_str("phx_ref_prev"), Some("GO6mI__VuMAAZQGC"));
+    assert_eq!(meta.get_str("name"), Some("Ada"));
+    assert_eq!(
+        meta.get_str("online_at"),
+        None,
+        "an integer is not a string"
+    );
+    assert_eq!(meta.get_str("absent"), None);
+    let mut json = serde_json::Map::new();
+    for (key, value) in meta.to_pairs().expect("pairs") {
+        let (Term::Atom(key), value) = (key, value) else {
+            panic!("atom keys")
+        };
+        json.insert(
+            key,
+            match value {
+                Term::Binary(text) => json!(String::from_utf8(text).expect("UTF-8")),
+                Term::Int(n) => json!(i64::try_from(n).expect("small")),
+                other => panic!("{other:?}"),
+            },
+        );
+    }
+    let built = Meta::from_json(&Value::Object(json), AtomEncoding::Latin1).expect("a meta");
+    assert_eq!(&built, meta);
+    let utf8 = Meta::from_json(&json!({"name": "Ada"}), AtomEncoding::Utf8).expect("a meta");
+    assert_eq!(utf8.raw().as_bytes()[5], 119, "{:?}", utf8.raw().as_bytes());
+    assert_eq!(utf8.get_str("name"), Some("Ada"));
+    assert!(Meta::from_json(&json!(["not", "a", "map"]), AtomEncoding::Latin1).is_none());
 }

@@ -1,8 +1,9 @@
 //! The tracker's messages and its `State` struct, typed as they travel.
 
 use std::cmp::Ordering;
+use std::fmt;
 
-use crate::phoenix::etf::{AtomEncoding, Term};
+use crate::phoenix::etf::{self, AtomEncoding, EtfError, Term, TermRef};
 use crate::phoenix::frame::{FrameMode, NodeName};
 
 /// A replica: `{name, vsn}`, one incarnation of one shard of one node.
@@ -163,29 +164,151 @@ impl Pid {
     }
 }
 
-/// A presence's metadata: a map, in practice with atom keys (`phx_ref`,
-/// `phx_ref_prev` and the application's keys). Carried as its pairs, in
-/// the frame's order.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Meta(pub Vec<(Term, Term)>);
+/// A term kept as the bytes that encode it (External Term Format, no
+/// version byte), validated: what the tracker carries without reading it
+/// (a transfer's reference, a presence's metadata). It costs its encoded
+/// size and is written back byte for byte; [`RawTerm::to_term`] reads it.
+/// Two raw terms are equal when their bytes are (the same atom written as
+/// `ATOM_EXT` and as `SMALL_ATOM_UTF8_EXT` differs).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RawTerm(Box<[u8]>);
 
-impl Meta {
-    /// The value of the atom key `key` (`"phx_ref"`), if present.
-    #[must_use]
-    pub fn get(&self, key: &str) -> Option<&Term> {
-        self.0
-            .iter()
-            .find(|(k, _)| matches!(k, Term::Atom(name) if name == key))
-            .map(|(_, value)| value)
+impl RawTerm {
+    /// Validated bytes: the caller has checked they are one whole term.
+    pub(super) fn from_validated(bytes: &[u8]) -> Self {
+        Self(bytes.into())
     }
 
-    /// The value of the atom key `key` when it is a UTF-8 binary.
+    /// The bytes of one whole term (no version byte), validated.
+    ///
+    /// # Errors
+    ///
+    /// Not one term this codec reads ([`EtfError`]).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EtfError> {
+        etf::validate(bytes)?;
+        Ok(Self::from_validated(bytes))
+    }
+
+    /// `term`, encoded with its atoms in `atoms`.
+    ///
+    /// # Errors
+    ///
+    /// A term that cannot be encoded (an atom over 255 characters,
+    /// nesting deeper than [`MAX_DEPTH`](crate::phoenix::MAX_DEPTH)).
+    pub fn from_term(term: &Term, atoms: AtomEncoding) -> Result<Self, EtfError> {
+        let mut out = Vec::new();
+        etf::write_term(&mut out, term, atoms, 0)?;
+        Ok(Self(out.into()))
+    }
+
+    /// The encoded bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The term, read into an owned tree (which may take up to about 40
+    /// times the encoded size for a term of many tiny elements).
+    ///
+    /// # Errors
+    ///
+    /// None for a raw term of this codec (its bytes were validated); the
+    /// `Result` is the reader's.
+    pub fn to_term(&self) -> Result<Term, EtfError> {
+        Ok(Term::read_owned(&self.0, 0)?.0)
+    }
+}
+
+impl fmt::Debug for RawTerm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_term() {
+            Ok(term) => write!(f, "RawTerm({term:?})"),
+            Err(_) => write!(f, "RawTerm({:?})", self.0),
+        }
+    }
+}
+
+/// A presence's metadata: a map, in practice with atom keys (`phx_ref`,
+/// `phx_ref_prev` and the application's keys), kept as its encoded bytes
+/// ([`RawTerm`]): a meta costs its size on the wire, and is read on
+/// demand ([`Meta::get_str`], [`Meta::to_pairs`]).
+///
+/// Invariant: the raw term is a map.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Meta(RawTerm);
+
+impl Meta {
+    /// A validated raw term that is a map.
+    pub(super) fn from_raw(raw: RawTerm) -> Self {
+        Self(raw)
+    }
+
+    /// A meta of `pairs` in the order given (see
+    /// [`TrackerFrame::canonicalize`] for OTP's), atoms in `atoms`.
+    ///
+    /// # Errors
+    ///
+    /// A term that cannot be encoded (see [`RawTerm::from_term`]).
+    pub fn from_pairs(pairs: Vec<(Term, Term)>, atoms: AtomEncoding) -> Result<Self, EtfError> {
+        Ok(Self(RawTerm::from_term(&Term::Map(pairs), atoms)?))
+    }
+
+    /// A meta from a JSON object, as Elixir would hold it: the object's
+    /// keys as atoms (in term order, as OTP writes a small map), strings
+    /// as binaries, `null` as `nil`, nested objects as maps with binary
+    /// keys. `None` when `json` is not an object or cannot be encoded (a
+    /// key over 255 characters, nesting too deep).
+    #[must_use]
+    pub fn from_json(json: &serde_json::Value, atoms: AtomEncoding) -> Option<Self> {
+        if !json.is_object() {
+            return None;
+        }
+        let mut out = Vec::new();
+        etf::write_json(&mut out, json, true, 0).ok()?;
+        let meta = Self(RawTerm(out.into()));
+        match atoms {
+            AtomEncoding::Latin1 => Some(meta),
+            // write_json writes OTP 25's atoms: rewritten.
+            AtomEncoding::Utf8 => Self::from_pairs(meta.to_pairs().ok()?, atoms).ok(),
+        }
+    }
+
+    /// The encoded map.
+    #[must_use]
+    pub fn raw(&self) -> &RawTerm {
+        &self.0
+    }
+
+    /// The pairs, read into owned terms, in the encoded order.
+    ///
+    /// # Errors
+    ///
+    /// None for a meta of this codec (see [`RawTerm::to_term`]).
+    pub fn to_pairs(&self) -> Result<Vec<(Term, Term)>, EtfError> {
+        match self.0.to_term()? {
+            Term::Map(pairs) => Ok(pairs),
+            // The invariant: a meta is a map.
+            _ => Err(EtfError::UnsupportedTag(0)),
+        }
+    }
+
+    /// The value of the atom key `key` when it is a UTF-8 binary
+    /// (`get_str("phx_ref")`), read in place without allocating.
     #[must_use]
     pub fn get_str(&self, key: &str) -> Option<&str> {
-        match self.get(key) {
-            Some(Term::Binary(bytes)) => std::str::from_utf8(bytes).ok(),
-            _ => None,
+        let TermRef::Map { arity, items } = etf::view(self.0.as_bytes(), 0).ok()? else {
+            return None;
+        };
+        let mut items = etf::Items::new(items, arity.saturating_mul(2));
+        while let (Some(k), Some(value)) = (items.next_term().ok()?, items.next_term().ok()?) {
+            if matches!(k, TermRef::Atom(atom) if atom.is(key)) {
+                return match value {
+                    TermRef::Binary(bytes) => std::str::from_utf8(bytes).ok(),
+                    _ => None,
+                };
+            }
         }
+        None
     }
 }
 
@@ -200,7 +323,7 @@ pub struct Presence {
     pub topic: String,
     /// The key: any term, a binary for `Phoenix.Presence`.
     pub key: Term,
-    /// The metadata map.
+    /// The metadata map, as encoded.
     pub meta: Meta,
 }
 
@@ -338,7 +461,7 @@ pub enum TrackerMessage {
     /// the replica asked, by name.
     TransferReq {
         /// Opaque (`make_ref()` from Elixir): copied into the ack, never read.
-        reference: Term,
+        reference: RawTerm,
         /// The requester.
         replica: ReplicaRef,
         /// The requester's clocks, which list every replica it wants data from.
@@ -348,7 +471,7 @@ pub enum TrackerMessage {
     /// requester.
     TransferAck {
         /// The request's reference, echoed.
-        reference: Term,
+        reference: RawTerm,
         /// The sender.
         replica: ReplicaRef,
         /// A delta or the entire state.
