@@ -1419,8 +1419,10 @@ impl Term {
                 bytes.iter().map(|&b| Term::Int(i128::from(b))).collect(),
                 None,
             ),
+            // Counts were validated against the bytes that follow (each
+            // item takes at least one): reserving them is bounded.
             TermRef::List { count, items } => {
-                let mut elements = Vec::new();
+                let mut elements = Vec::with_capacity(count);
                 let mut at = 0;
                 for _ in 0..count {
                     let (element, next) = Term::read_owned(items, at)?;
@@ -1438,7 +1440,7 @@ impl Term {
                 Term::List(elements, tail)
             }
             TermRef::Tuple { arity, items } => {
-                let mut elements = Vec::new();
+                let mut elements = Vec::with_capacity(arity);
                 let mut at = 0;
                 for _ in 0..arity {
                     let (element, next) = Term::read_owned(items, at)?;
@@ -1448,7 +1450,7 @@ impl Term {
                 Term::Tuple(elements)
             }
             TermRef::Map { arity, items } => {
-                let mut pairs = Vec::new();
+                let mut pairs = Vec::with_capacity(arity);
                 let mut at = 0;
                 for _ in 0..arity {
                     let (key, next) = Term::read_owned(items, at)?;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::hash::Hash;
 
-use crate::phoenix::etf::{self, AtomEncoding, Items, Term, TermRef};
+use crate::phoenix::etf::{self, AtomEncoding, Items, TermRef};
 use crate::phoenix::frame::{self, FrameError, NodeName, NodeRef};
 
 use super::types::{
@@ -196,10 +196,6 @@ fn next<'a>(items: &mut Items<'a>) -> R<TermRef<'a>> {
         .ok_or("a tuple or map is shorter than its count")
 }
 
-fn owned(term: TermRef<'_>) -> R<Term> {
-    Term::from_ref(term).map_err(|_| "a term cannot be read")
-}
-
 /// The next item as a [`RawTerm`], and the item.
 fn next_raw<'a>(items: &mut Items<'a>) -> R<(TermRef<'a>, RawTerm)> {
     let (term, bytes) = items
@@ -382,7 +378,7 @@ fn presence(term: TermRef<'_>) -> R<Presence> {
             .to_owned(),
         _ => return Err("a topic is not a binary"),
     };
-    let key = owned(next(&mut items)?)?;
+    let key = next_raw(&mut items)?.1;
     let meta = match next_raw(&mut items)? {
         (TermRef::Map { .. }, raw) => Meta::from_raw(raw),
         _ => return Err("a meta is not a map"),

@@ -338,11 +338,6 @@ impl Writer {
         )?)
     }
 
-    fn term(&mut self, term: &Term) -> Result<(), TrackerError> {
-        // Depth 3 for the map, tuple and values map a presence sits in.
-        Ok(etf::write_term(&mut self.out, term, self.atoms, 3)?)
-    }
-
     fn values(&mut self, values: &[(Tag, Presence)]) -> Result<(), TrackerError> {
         self.map(values.len())?;
         for (tag, presence) in values {
@@ -350,7 +345,7 @@ impl Writer {
             self.tuple(4);
             self.pid(&presence.pid)?;
             etf::write_binary(&mut self.out, presence.topic.as_bytes())?;
-            self.term(&presence.key)?;
+            self.out.extend_from_slice(presence.key.as_bytes());
             self.out.extend_from_slice(presence.meta.raw().as_bytes());
         }
         Ok(())

@@ -181,7 +181,7 @@ fn values_json(values: &Values) -> Value {
                 "tag": tag_json(tag),
                 "pid": format!("#PID<{}.{}.{}.{}>", pid.node, pid.id, pid.serial, pid.creation),
                 "topic": presence.topic,
-                "key": term_json(&presence.key),
+                "key": term_json(&presence.key.to_term().expect("a key")),
                 "meta": meta,
             })
         })
@@ -510,7 +510,8 @@ fn own_frames_of_every_kind_round_trip() {
             Presence {
                 pid: Pid::of_replica(node.clone(), id),
                 topic: "staff:team:1".into(),
-                key: Term::Binary(key.as_bytes().to_vec()),
+                key: RawTerm::from_term(&Term::Binary(key.as_bytes().to_vec()), AtomEncoding::Latin1)
+                    .expect("a key"),
                 meta: Meta::from_json(
                     &json!({"phx_ref": "GO6mL4mXj0g3Mn4P", "name": "Rusty", "online_at": 1_795_000_100}),
                     AtomEncoding::Latin1,

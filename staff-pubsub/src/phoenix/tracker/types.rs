@@ -315,14 +315,23 @@ impl Meta {
 /// A tracked presence, `{pid, topic, key, meta}`. Its identity on every
 /// node is `{topic, pid, key}`: the same key under two pids (two devices)
 /// is two presences.
+///
+/// The key is kept as its encoded bytes ([`RawTerm`], hashable, costing
+/// its wire size). Bytes are the term for binaries (`Phoenix.Presence`'s
+/// keys) and integers (OTP and this codec write the one minimal form); an
+/// atom, or a term holding one, is written as `ATOM_EXT` by OTP 25 and
+/// earlier and as `SMALL_ATOM_UTF8_EXT` by OTP 26 and later, so an atom
+/// key relayed by nodes of both kinds can arrive in two byte forms
+/// ([`RawTerm::to_term`] compares as terms).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Presence {
     /// The tracked process.
     pub pid: Pid,
     /// The topic (a UTF-8 binary).
     pub topic: String,
-    /// The key: any term, a binary for `Phoenix.Presence`.
-    pub key: Term,
+    /// The key: any term, a binary for `Phoenix.Presence`; compared by
+    /// its encoded bytes (see [`Presence`]).
+    pub key: RawTerm,
     /// The metadata map, as encoded.
     pub meta: Meta,
 }
