@@ -1109,7 +1109,7 @@ pub(crate) fn newer_reference(
     Ok(Term::Opaque(NEWER_REFERENCE_EXT, out))
 }
 
-/// The tags of a pid and of a reference, to read opaque terms.
+/// The tag of a pid (`NEW_PID_EXT`), to tell one among opaque terms.
 pub(crate) const PID_TAG: u8 = NEW_PID_EXT;
 
 /// Reads the body of a `NEW_PID_EXT` (the bytes after its tag): node
