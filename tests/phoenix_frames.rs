@@ -122,15 +122,12 @@ fn the_golden_copy_equals_the_shared_frames() {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    // Files only: `tracker/` holds the tracker captures.
     let mut ours: Vec<String> = std::fs::read_dir(dir())
         .expect("our dir")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|entry| entry.expect("entry"))
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     ours.sort();
     assert_eq!(names, ours, "the same files");

@@ -311,6 +311,12 @@ impl<'a> AtomRef<'a> {
         }
     }
 
+    /// Whether the frame wrote it as a UTF-8 atom (`ATOM_UTF8_EXT` or
+    /// `SMALL_ATOM_UTF8_EXT`, as OTP 26 and later write every atom).
+    pub(crate) fn is_utf8(&self) -> bool {
+        self.utf8
+    }
+
     /// Whether the atom is `name`, without allocating.
     pub(crate) fn is(&self, name: &str) -> bool {
         if self.utf8 || self.bytes.is_ascii() {
@@ -344,7 +350,12 @@ fn read_atom(bytes: &[u8], pos: usize) -> Result<(AtomRef<'_>, usize), EtfError>
 pub(crate) enum TermRef<'a> {
     Int(i64),
     UInt(u64),
-    BigInt,
+    /// An integer beyond `i64` and `u64`: its sign and little-endian
+    /// digits as the frame holds them.
+    BigInt {
+        negative: bool,
+        digits: &'a [u8],
+    },
     Float(f64),
     Atom(AtomRef<'a>),
     Binary(&'a [u8]),
@@ -363,7 +374,9 @@ pub(crate) enum TermRef<'a> {
         arity: usize,
         items: &'a [u8],
     },
-    Opaque(u8),
+    /// A pid, port, reference, fun or bitstring (or a `FLOAT_EXT` that is
+    /// not a float): its tag and the bytes after the tag.
+    Opaque(u8, &'a [u8]),
 }
 
 /// Reads the validated term at `pos`: the term and where it ends.
@@ -399,9 +412,10 @@ pub(crate) fn view(bytes: &[u8], pos: usize) -> Result<TermRef<'_>, EtfError> {
             let text = std::str::from_utf8(text)
                 .unwrap_or("")
                 .trim_end_matches('\0');
-            text.trim()
-                .parse()
-                .map_or(TermRef::Opaque(tag), TermRef::Float)
+            match text.trim().parse() {
+                Ok(value) => TermRef::Float(value),
+                Err(_) => TermRef::Opaque(tag, take(bytes, at, 31)?),
+            }
         }
         ATOM_EXT | SMALL_ATOM_EXT | ATOM_UTF8_EXT | SMALL_ATOM_UTF8_EXT => {
             TermRef::Atom(read_atom(bytes, pos)?.0)
@@ -436,16 +450,17 @@ pub(crate) fn view(bytes: &[u8], pos: usize) -> Result<TermRef<'_>, EtfError> {
             arity: u32_at(bytes, at)?,
             items: from(bytes, at + 4)?,
         },
-        other => TermRef::Opaque(other),
+        // Flat terms (a fun states its size): finding the end is cheap.
+        other => TermRef::Opaque(other, take(bytes, at, skip(bytes, pos, 0)? - at)?),
     };
     Ok(term)
 }
 
 /// A bignum: little-endian digits.
-fn big(negative: bool, digits: &[u8]) -> TermRef<'static> {
+fn big(negative: bool, digits: &[u8]) -> TermRef<'_> {
     let significant = digits.iter().rposition(|&d| d != 0).map_or(0, |i| i + 1);
     if significant > 8 {
-        return TermRef::BigInt;
+        return TermRef::BigInt { negative, digits };
     }
     let magnitude = digits[..significant]
         .iter()
@@ -460,7 +475,7 @@ fn big(negative: bool, digits: &[u8]) -> TermRef<'static> {
     if magnitude <= i64::MAX as u64 + 1 {
         TermRef::Int(0_i64.wrapping_sub_unsigned(magnitude))
     } else {
-        TermRef::BigInt
+        TermRef::BigInt { negative, digits }
     }
 }
 
@@ -502,6 +517,20 @@ impl<'a> Items<'a> {
         let term = view(self.bytes, self.pos)?;
         self.current = Some(self.pos);
         Ok(Some(term))
+    }
+
+    /// The next item and its encoded bytes.
+    pub(crate) fn next_with_bytes(&mut self) -> Result<Option<(TermRef<'a>, &'a [u8])>, EtfError> {
+        self.advance()?;
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let term = view(self.bytes, self.pos)?;
+        let end = skip(self.bytes, self.pos, 0)?;
+        let bytes = take(self.bytes, self.pos, end - self.pos)?;
+        self.pos = end;
+        Ok(Some((term, bytes)))
     }
 
     /// What follows the items: a list's tail.
@@ -682,7 +711,7 @@ impl<'de> Deserializer<'de> for TermDeserializer<'de> {
         match self.0 {
             TermRef::Int(value) => visitor.visit_i64(value),
             TermRef::UInt(value) => visitor.visit_u64(value),
-            TermRef::BigInt => Err(self.unsupported("an integer this large")),
+            TermRef::BigInt { .. } => Err(self.unsupported("an integer this large")),
             TermRef::Float(value) => visitor.visit_f64(value),
             TermRef::Atom(atom) if atom.is("nil") => visitor.visit_unit(),
             TermRef::Atom(atom) if atom.is("true") => visitor.visit_bool(true),
@@ -714,7 +743,7 @@ impl<'de> Deserializer<'de> for TermDeserializer<'de> {
                 key: None,
                 value: None,
             }),
-            TermRef::Opaque(tag) => Err(DeError(format!(
+            TermRef::Opaque(tag, _) => Err(DeError(format!(
                 "a term with tag {tag} (pid, port, reference, fun or bitstring) cannot be read"
             ))),
         }
@@ -827,7 +856,7 @@ impl<'de> Deserializer<'de> for PayloadDeserializer<'de> {
 /// What a term is, in Elixir's words, for an error message.
 fn kind(term: TermRef<'_>) -> &'static str {
     match term {
-        TermRef::Int(_) | TermRef::UInt(_) | TermRef::BigInt => "an integer",
+        TermRef::Int(_) | TermRef::UInt(_) | TermRef::BigInt { .. } => "an integer",
         TermRef::Float(_) => "a float",
         TermRef::Atom(atom) if atom.is("nil") => "nil",
         TermRef::Atom(_) => "an atom",
@@ -836,7 +865,7 @@ fn kind(term: TermRef<'_>) -> &'static str {
         TermRef::List { .. } => "a list",
         TermRef::Tuple { .. } => "a tuple",
         TermRef::Map { .. } => "a map",
-        TermRef::Opaque(_) => "a pid, port, reference, fun or bitstring",
+        TermRef::Opaque(..) => "a pid, port, reference, fun or bitstring",
     }
 }
 
@@ -868,6 +897,46 @@ pub(crate) fn write_atom(out: &mut Vec<u8>, name: &str) -> Result<(), EtfError> 
     Ok(())
 }
 
+/// How atoms are written: the one choice in which the encoders of OTP
+/// releases differ for the terms Phoenix sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AtomEncoding {
+    /// `ATOM_EXT` (Latin-1 bytes) whenever every character is Latin-1,
+    /// else `SMALL_ATOM_UTF8_EXT`: what OTP 25 and earlier write, and the
+    /// form of every frame an Elixir node of the captures sent.
+    #[default]
+    Latin1,
+    /// `SMALL_ATOM_UTF8_EXT` (`ATOM_UTF8_EXT` past 255 bytes) for every
+    /// atom: what OTP 26 and later write (and the captures' Python replica).
+    Utf8,
+}
+
+/// Writes an atom in `encoding`.
+pub(crate) fn write_atom_as(
+    out: &mut Vec<u8>,
+    name: &str,
+    encoding: AtomEncoding,
+) -> Result<(), EtfError> {
+    match encoding {
+        AtomEncoding::Latin1 => write_atom(out, name),
+        AtomEncoding::Utf8 => {
+            if name.chars().count() > 255 {
+                return Err(EtfError::Encode("an atom longer than 255 characters"));
+            }
+            if name.len() <= 255 {
+                out.push(SMALL_ATOM_UTF8_EXT);
+                out.push(name.len() as u8);
+            } else {
+                out.push(ATOM_UTF8_EXT);
+                // At most 255 characters of at most 4 bytes: fits a u16.
+                out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            }
+            out.extend_from_slice(name.as_bytes());
+            Ok(())
+        }
+    }
+}
+
 pub(crate) fn write_binary(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), EtfError> {
     let len = u32::try_from(bytes.len()).map_err(|_| EtfError::Encode("a binary over 4 GiB"))?;
     out.push(BINARY_EXT);
@@ -897,6 +966,165 @@ pub(crate) fn write_int(out: &mut Vec<u8>, value: i128) {
         out.push(u8::from(value < 0));
         out.extend_from_slice(&digits[..len]);
     }
+}
+
+/// Writes `term` as `term_to_binary/1` does, with atoms in `encoding`:
+/// the smallest integer form, `NEW_FLOAT_EXT`, `STRING_EXT` for a proper
+/// list of at most 65535 integers in 0..=255 (as OTP writes such a list),
+/// map pairs in the order the term holds them, and an opaque term's bytes
+/// as they are.
+pub(crate) fn write_term(
+    out: &mut Vec<u8>,
+    term: &Term,
+    encoding: AtomEncoding,
+    depth: usize,
+) -> Result<(), EtfError> {
+    if depth > MAX_DEPTH {
+        return Err(EtfError::TooDeep);
+    }
+    match term {
+        Term::Int(value) => write_int(out, *value),
+        Term::BigInt { negative, digits } => {
+            if let Ok(len) = u8::try_from(digits.len()) {
+                out.push(SMALL_BIG_EXT);
+                out.push(len);
+            } else {
+                let len = u32::try_from(digits.len())
+                    .map_err(|_| EtfError::Encode("an integer over 4 GiB"))?;
+                out.push(LARGE_BIG_EXT);
+                out.extend_from_slice(&len.to_be_bytes());
+            }
+            out.push(u8::from(*negative));
+            out.extend_from_slice(digits);
+        }
+        Term::Float(value) => {
+            out.push(NEW_FLOAT_EXT);
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+        Term::Atom(name) => write_atom_as(out, name, encoding)?,
+        Term::Binary(bytes) => write_binary(out, bytes)?,
+        Term::List(items, None) if items.is_empty() => out.push(NIL_EXT),
+        Term::List(items, None)
+            if items.len() <= usize::from(u16::MAX)
+                && items.iter().all(|item| matches!(item, Term::Int(0..=255))) =>
+        {
+            out.push(STRING_EXT);
+            out.extend_from_slice(&(items.len() as u16).to_be_bytes());
+            out.extend(items.iter().map(|item| match item {
+                Term::Int(byte) => *byte as u8,
+                _ => 0,
+            }));
+        }
+        Term::List(items, tail) => {
+            if items.is_empty() {
+                return Err(EtfError::Encode("an improper list without elements"));
+            }
+            let len =
+                u32::try_from(items.len()).map_err(|_| EtfError::Encode("a list too long"))?;
+            out.push(LIST_EXT);
+            out.extend_from_slice(&len.to_be_bytes());
+            for item in items {
+                write_term(out, item, encoding, depth + 1)?;
+            }
+            match tail {
+                Some(tail) => write_term(out, tail, encoding, depth + 1)?,
+                None => out.push(NIL_EXT),
+            }
+        }
+        Term::Tuple(items) => {
+            if let Ok(arity) = u8::try_from(items.len()) {
+                write_small_tuple(out, arity);
+            } else {
+                let arity = u32::try_from(items.len())
+                    .map_err(|_| EtfError::Encode("a tuple too large"))?;
+                out.push(LARGE_TUPLE_EXT);
+                out.extend_from_slice(&arity.to_be_bytes());
+            }
+            for item in items {
+                write_term(out, item, encoding, depth + 1)?;
+            }
+        }
+        Term::Map(pairs) => {
+            write_map_header(out, pairs.len())?;
+            for (key, value) in pairs {
+                write_term(out, key, encoding, depth + 1)?;
+                write_term(out, value, encoding, depth + 1)?;
+            }
+        }
+        Term::Opaque(tag, bytes) => {
+            out.push(*tag);
+            out.extend_from_slice(bytes);
+        }
+    }
+    Ok(())
+}
+
+/// `MAP_EXT` and its arity: the pairs follow.
+pub(crate) fn write_map_header(out: &mut Vec<u8>, arity: usize) -> Result<(), EtfError> {
+    let arity = u32::try_from(arity).map_err(|_| EtfError::Encode("a map too large"))?;
+    out.push(MAP_EXT);
+    out.extend_from_slice(&arity.to_be_bytes());
+    Ok(())
+}
+
+/// `NIL_EXT`: `[]`.
+pub(crate) fn write_nil(out: &mut Vec<u8>) {
+    out.push(NIL_EXT);
+}
+
+/// `NEW_PID_EXT`: the node atom in `encoding`, then the three words.
+pub(crate) fn write_pid(
+    out: &mut Vec<u8>,
+    node: &str,
+    id: u32,
+    serial: u32,
+    creation: u32,
+    encoding: AtomEncoding,
+) -> Result<(), EtfError> {
+    out.push(NEW_PID_EXT);
+    write_atom_as(out, node, encoding)?;
+    for word in [id, serial, creation] {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// The bytes after the tag of a `NEWER_REFERENCE_EXT`, as
+/// [`Term::Opaque`] holds them: the count of ids, the node atom in
+/// `encoding`, the creation, the ids.
+pub(crate) fn newer_reference(
+    node: &str,
+    creation: u32,
+    ids: &[u32],
+    encoding: AtomEncoding,
+) -> Result<Term, EtfError> {
+    let count = u16::try_from(ids.len()).map_err(|_| EtfError::Encode("too many ids"))?;
+    let mut out = Vec::with_capacity(2 + 3 + node.len() + 4 + 4 * ids.len());
+    out.extend_from_slice(&count.to_be_bytes());
+    write_atom_as(&mut out, node, encoding)?;
+    out.extend_from_slice(&creation.to_be_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    Ok(Term::Opaque(NEWER_REFERENCE_EXT, out))
+}
+
+/// The tag of a pid (`NEW_PID_EXT`), to tell one among opaque terms.
+pub(crate) const PID_TAG: u8 = NEW_PID_EXT;
+
+/// Reads the body of a `NEW_PID_EXT` (the bytes after its tag): node
+/// atom, id, serial, creation.
+pub(crate) fn read_pid(body: &[u8]) -> Result<(AtomRef<'_>, u32, u32, u32), EtfError> {
+    let (atom, at) = read_atom(body, 0)?;
+    atom.check()?;
+    let word = |n: usize| -> Result<u32, EtfError> {
+        let b = take(body, at + 4 * n, 4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if body.len() != at + 12 {
+        return Err(EtfError::Length(body.len() as u64));
+    }
+    Ok((atom, word(0)?, word(1)?, word(2)?))
 }
 
 /// Writes a JSON value as Elixir would hold it: objects as maps (keys as
@@ -1047,24 +1275,143 @@ impl PartialEq for Term {
 }
 
 impl Term {
+    /// Erlang's term order (`number < atom < reference < fun < port < pid
+    /// < tuple < map < [] < list < bitstring`): the order in which OTP 25
+    /// writes the keys of a map of up to 32 pairs. Integers compare by
+    /// value, and an integer before a float of the same value; atoms by
+    /// their UTF-8 text; binaries bytewise; tuples by arity, then
+    /// elementwise; lists elementwise; maps by size, then by their pairs
+    /// in key order. Opaque terms of one kind compare by their bytes (an
+    /// approximation of OTP's pid and reference order, which no tracker
+    /// map key needs).
+    pub(crate) fn erl_cmp(&self, other: &Term) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        fn class(term: &Term) -> u8 {
+            match term {
+                Term::Int(_) | Term::BigInt { .. } | Term::Float(_) => 0,
+                Term::Atom(_) => 1,
+                Term::Opaque(REFERENCE_EXT | NEW_REFERENCE_EXT | NEWER_REFERENCE_EXT, _) => 2,
+                Term::Opaque(NEW_FUN_EXT | EXPORT_EXT, _) => 3,
+                Term::Opaque(PORT_EXT | NEW_PORT_EXT | V4_PORT_EXT, _) => 4,
+                Term::Opaque(PID_EXT | NEW_PID_EXT, _) => 5,
+                Term::Tuple(_) => 6,
+                Term::Map(_) => 7,
+                Term::List(items, _) if items.is_empty() => 8,
+                Term::List(..) => 9,
+                Term::Binary(_) | Term::Opaque(..) => 10,
+            }
+        }
+        /// A number's sign and magnitude ordering, then int before float.
+        fn numbers(a: &Term, b: &Term) -> Ordering {
+            let big = |negative: bool| {
+                if negative {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            };
+            match (a, b) {
+                (Term::Int(x), Term::Int(y)) => x.cmp(y),
+                (Term::Float(x), Term::Float(y)) => x.total_cmp(y),
+                (Term::Int(x), Term::Float(y)) => (*x as f64)
+                    .partial_cmp(y)
+                    .unwrap_or(Ordering::Less)
+                    .then(Ordering::Less),
+                (Term::Float(_), Term::Int(_)) => numbers(b, a).reverse(),
+                (
+                    Term::BigInt {
+                        negative: n,
+                        digits: x,
+                    },
+                    Term::BigInt {
+                        negative: m,
+                        digits: y,
+                    },
+                ) => {
+                    let magnitude = |d: &[u8]| {
+                        let len = d.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                        d[..len].to_vec()
+                    };
+                    let (x, y) = (magnitude(x), magnitude(y));
+                    let by_magnitude = x
+                        .len()
+                        .cmp(&y.len())
+                        .then_with(|| x.iter().rev().cmp(y.iter().rev()));
+                    match (n, m) {
+                        (false, false) => by_magnitude,
+                        (true, true) => by_magnitude.reverse(),
+                        (true, false) => Ordering::Less,
+                        (false, true) => Ordering::Greater,
+                    }
+                }
+                // A big integer lies beyond every i128 and every float
+                // of the range tracker terms use.
+                (Term::BigInt { negative, .. }, _) => big(*negative),
+                (_, Term::BigInt { negative, .. }) => big(*negative).reverse(),
+                _ => Ordering::Equal,
+            }
+        }
+        let by_class = class(self).cmp(&class(other));
+        if by_class != Ordering::Equal {
+            return by_class;
+        }
+        match (self, other) {
+            (Term::Atom(a), Term::Atom(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Term::Binary(a), Term::Binary(b)) => a.cmp(b),
+            (Term::Tuple(a), Term::Tuple(b)) => a.len().cmp(&b.len()).then_with(|| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| x.erl_cmp(y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            }),
+            (Term::List(a, x), Term::List(b, y)) => a
+                .iter()
+                .zip(b)
+                .map(|(p, q)| p.erl_cmp(q))
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| match (a.len().cmp(&b.len()), x, y) {
+                    (Ordering::Equal, Some(x), Some(y)) => x.erl_cmp(y),
+                    (Ordering::Equal, None, Some(_)) => Ordering::Less,
+                    (Ordering::Equal, Some(_), None) => Ordering::Greater,
+                    (by_len, _, _) => by_len,
+                }),
+            (Term::Map(a), Term::Map(b)) => a.len().cmp(&b.len()).then_with(|| {
+                fn sorted(pairs: &[(Term, Term)]) -> Vec<&(Term, Term)> {
+                    let mut pairs: Vec<&(Term, Term)> = pairs.iter().collect();
+                    pairs.sort_by(|p, q| p.0.erl_cmp(&q.0));
+                    pairs
+                }
+                let (a, b) = (sorted(a), sorted(b));
+                a.iter()
+                    .zip(&b)
+                    .map(|(p, q)| p.0.erl_cmp(&q.0))
+                    .chain(a.iter().zip(&b).map(|(p, q)| p.1.erl_cmp(&q.1)))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            }),
+            (Term::Opaque(s, x), Term::Opaque(t, y)) => s.cmp(t).then_with(|| x.cmp(y)),
+            (Term::Opaque(..), Term::Binary(_)) => Ordering::Less,
+            (Term::Binary(_), Term::Opaque(..)) => Ordering::Greater,
+            _ => numbers(self, other),
+        }
+    }
+
     /// The term at `pos` of validated bytes, owned.
     pub(crate) fn read_owned(bytes: &[u8], pos: usize) -> Result<(Term, usize), EtfError> {
         let (term, end) = read(bytes, pos)?;
+        Ok((Term::from_ref(term)?, end))
+    }
+
+    /// A validated term, owned.
+    pub(crate) fn from_ref(term: TermRef<'_>) -> Result<Term, EtfError> {
         let owned = match term {
             TermRef::Int(value) => Term::Int(i128::from(value)),
             TermRef::UInt(value) => Term::Int(i128::from(value)),
-            TermRef::BigInt => {
-                let tag = u8_at(bytes, pos)?;
-                let (negative, digits) = if tag == SMALL_BIG_EXT {
-                    (u8_at(bytes, pos + 2)? != 0, &bytes[pos + 3..end])
-                } else {
-                    (u8_at(bytes, pos + 5)? != 0, &bytes[pos + 6..end])
-                };
-                Term::BigInt {
-                    negative,
-                    digits: digits.to_vec(),
-                }
-            }
+            TermRef::BigInt { negative, digits } => Term::BigInt {
+                negative,
+                digits: digits.to_vec(),
+            },
             TermRef::Float(value) => Term::Float(value),
             TermRef::Atom(atom) => Term::Atom(atom.text().into_owned()),
             TermRef::Binary(bytes) => Term::Binary(bytes.to_vec()),
@@ -1072,8 +1419,10 @@ impl Term {
                 bytes.iter().map(|&b| Term::Int(i128::from(b))).collect(),
                 None,
             ),
+            // Counts were validated against the bytes that follow (each
+            // item takes at least one): reserving them is bounded.
             TermRef::List { count, items } => {
-                let mut elements = Vec::new();
+                let mut elements = Vec::with_capacity(count);
                 let mut at = 0;
                 for _ in 0..count {
                     let (element, next) = Term::read_owned(items, at)?;
@@ -1091,7 +1440,7 @@ impl Term {
                 Term::List(elements, tail)
             }
             TermRef::Tuple { arity, items } => {
-                let mut elements = Vec::new();
+                let mut elements = Vec::with_capacity(arity);
                 let mut at = 0;
                 for _ in 0..arity {
                     let (element, next) = Term::read_owned(items, at)?;
@@ -1101,7 +1450,7 @@ impl Term {
                 Term::Tuple(elements)
             }
             TermRef::Map { arity, items } => {
-                let mut pairs = Vec::new();
+                let mut pairs = Vec::with_capacity(arity);
                 let mut at = 0;
                 for _ in 0..arity {
                     let (key, next) = Term::read_owned(items, at)?;
@@ -1111,9 +1460,9 @@ impl Term {
                 }
                 Term::Map(pairs)
             }
-            TermRef::Opaque(tag) => Term::Opaque(tag, bytes[pos + 1..end].to_vec()),
+            TermRef::Opaque(tag, body) => Term::Opaque(tag, body.to_vec()),
         };
-        Ok((owned, end))
+        Ok(owned)
     }
 }
 

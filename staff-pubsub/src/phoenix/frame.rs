@@ -31,7 +31,7 @@ pub enum FrameMode {
 /// option, and every Rust node's own name) or an atom (the `node()`
 /// default, or an atom option). Phoenix never takes an atom to equal a
 /// binary.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum NodeName {
     /// A binary.
     Binary(String),
@@ -373,23 +373,46 @@ pub(super) fn assemble(
     message: &[u8],
     compression_level: u32,
 ) -> Result<Vec<u8>, FrameError> {
+    assemble_as(
+        mode,
+        node,
+        node_form,
+        topic,
+        message,
+        compression_level,
+        etf::AtomEncoding::Latin1,
+    )
+}
+
+/// [`assemble`], with the envelope's atoms (mode, an atom node name,
+/// dispatcher) written in `atoms`.
+pub(super) fn assemble_as(
+    mode: FrameMode,
+    node: &str,
+    node_form: NameForm,
+    topic: &str,
+    message: &[u8],
+    compression_level: u32,
+    atoms: etf::AtomEncoding,
+) -> Result<Vec<u8>, FrameError> {
     let mut term = Vec::with_capacity(message.len() + node.len() + topic.len() + 48);
     etf::write_small_tuple(&mut term, 6);
     etf::write_int(&mut term, i128::from(FRAME_VERSION));
-    etf::write_atom(
+    etf::write_atom_as(
         &mut term,
         match mode {
             FrameMode::Except => "except",
             FrameMode::Only => "only",
         },
+        atoms,
     )?;
     match node_form {
         NameForm::Binary => etf::write_binary(&mut term, node.as_bytes())?,
-        NameForm::Atom => etf::write_atom(&mut term, node)?,
+        NameForm::Atom => etf::write_atom_as(&mut term, node, atoms)?,
     }
     etf::write_binary(&mut term, topic.as_bytes())?;
     term.extend_from_slice(message);
-    etf::write_atom(&mut term, DISPATCHER)?;
+    etf::write_atom_as(&mut term, DISPATCHER, atoms)?;
     if compression_level == 0 {
         term.insert(0, etf::VERSION);
         return Ok(term);

@@ -81,9 +81,10 @@ use crate::transport::{BoxFuture, Envelope, LocalNode, Mode, Transport};
 mod etf;
 mod frame;
 mod nodes;
+pub mod tracker;
 mod value;
 
-pub use etf::{EtfError, Term, MAX_DEPTH};
+pub use etf::{AtomEncoding, EtfError, Term, MAX_DEPTH};
 use frame::{assemble, body, check_size, encode_message, header, message};
 pub use frame::{
     decode_frame, decode_term, encode_frame, encode_frame_named, Frame, FrameError, FrameMode,
