@@ -88,6 +88,8 @@ where
         response_timeout: config.response_timeout,
         publisher,
         inbound: Arc::new(inbound),
+        queue: Mutex::default(),
+        runtime: runtime.clone(),
     });
     let mut connection = log.publisher.reader().await?;
     let head = tokio::time::timeout(config.connect_timeout, head(&log, &mut connection))
