@@ -22,11 +22,11 @@
 //!
 //! Invariants: for every inbox, messages popped + misses reported + misses
 //! still pending + messages still queued + covered entries dropped ==
-//! messages pushed (while fewer than 2^62 misses are pending, where their
+//! messages pushed (while fewer than 2^61 misses are pending, where their
 //! count saturates); only a resuming inbox drops covered entries. The queue
-//! holds at most one gap marker (an entry without a message; for a ring
-//! reader, `gap_at`), exactly while [`State::gap`] is set, and at most
-//! `capacity` messages besides it.
+//! holds at most one gap marker ([`Entry::Gap`]; for a ring reader,
+//! `gap_at` with [`RingReader::gap`]), exactly while the flag [`GAP`] is
+//! set, and at most `capacity` messages besides it.
 //!
 //! Checked by loom models (`*/loom_models.rs`), every interleaving within a
 //! bound: the count above, for a ring reader, by
@@ -45,17 +45,20 @@ use crate::position::{Gap, Position};
 use crate::ring::{Cursor, Read, Ring};
 use crate::RecvError;
 
-/// 72 bytes: the queue's capacity is the server's, passed to each push, and
-/// the flag shares a word with the count of misses.
+/// 64 bytes: the queue's capacity is the server's, passed to each push, the
+/// flags share a word with the count of misses, and what a gap reports
+/// rides in its marker.
 pub(crate) struct Inbox<M> {
     state: Mutex<State<M>>,
 }
 
-/// One queued item: a message and, in durable mode, its log position; or,
-/// without a message, the gap marker. Two words.
-struct Entry<M> {
-    message: Option<Arc<M>>,
-    position: Option<Position>,
+/// One queued item: a message and, in durable mode, its log position; or
+/// the gap marker, with what it reports (shared by every inbox the gap was
+/// signalled to at once). Two words: the marker's tag is the message's
+/// niche.
+enum Entry<M> {
+    Message(Arc<M>, Option<Position>),
+    Gap(Arc<Gap>),
 }
 
 /// What a receive takes: a message with its log position (durable mode
@@ -66,12 +69,9 @@ struct State<M> {
     /// Where the messages are.
     queue: Queue<M>,
     /// Messages dropped for lack of room and not yet reported (the low bits,
-    /// [`MISSED`]), and the flag [`CLOSED`].
+    /// [`MISSED`]), and the flags [`GAP`] and [`CLOSED`].
     word: u64,
     waker: Option<Waker>,
-    /// What the queued gap marker reports: set exactly while one is queued.
-    /// Shared by every inbox a gap was signalled to at once.
-    gap: Option<Arc<Gap>>,
 }
 
 /// The messages of an inbox: a queue of its own or a place in a wide
@@ -80,10 +80,18 @@ enum Queue<M> {
     /// Grows on demand up to the capacity: an idle subscription allocates
     /// no queue at all.
     Own(VecDeque<Entry<M>>),
-    Ring(Box<Cursor<M>>),
+    Ring(Box<RingReader<M>>),
     /// A resumed subscription's queue while its replay may cover what is
     /// pushed: never a ring reader. Boxed: the enum stays the queue's size.
     Resuming(Box<Resuming<M>>),
+}
+
+/// A ring reader's place in the ring, and what its gap marker reports
+/// while it has one.
+struct RingReader<M> {
+    cursor: Cursor<M>,
+    /// Set exactly while [`GAP`] is.
+    gap: Option<Arc<Gap>>,
 }
 
 /// The queue of a resumed subscription and the log entries its replay
@@ -140,9 +148,12 @@ impl Covered {
 /// In [`State::word`]: the server is gone: nothing more will arrive once
 /// the queue is empty.
 const CLOSED: u64 = 1 << 62;
+/// In [`State::word`]: a gap marker is queued, not yet received.
+const GAP: u64 = 1 << 61;
 /// In [`State::word`]: the misses not yet reported. The count saturates at
-/// 2^62 - 1, a century of drops at a billion a second without one receive.
-const MISSED: u64 = CLOSED - 1;
+/// 2^61 - 1, seventy years of drops at a billion a second without one
+/// receive.
+const MISSED: u64 = GAP - 1;
 
 /// What a push did, for the server's counters.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -164,7 +175,6 @@ impl<M> Inbox<M> {
                 queue: Queue::Own(VecDeque::new()),
                 word: 0,
                 waker: None,
-                gap: None,
             }),
         }
     }
@@ -180,7 +190,6 @@ impl<M> Inbox<M> {
                 })),
                 word: 0,
                 waker: None,
-                gap: None,
             }),
         }
     }
@@ -225,7 +234,7 @@ impl<M> Inbox<M> {
                 Covered::Maybe { dropped, .. } => (0, *dropped),
             };
             state.word =
-                (state.word & CLOSED) | (state.word & MISSED).saturating_add(missed).min(MISSED);
+                (state.word & !MISSED) | (state.word & MISSED).saturating_add(missed).min(MISSED);
             match through {
                 Some(through) if maybe => {
                     resuming.covered = Covered::Maybe {
@@ -277,12 +286,14 @@ impl<M> Inbox<M> {
             if state.word & CLOSED != 0 {
                 return (Pushed::Refused, None);
             }
-            let gap = state.gap.is_some();
+            let gap = state.word & GAP != 0;
             let mut pushed = Pushed::Queued;
             let evicted = if queue.len() - usize::from(gap) >= capacity.max(1) {
                 let oldest = pop_oldest_message(queue, gap);
                 let missed = match (&mut covered, &oldest) {
-                    (Some(covered), Some(oldest)) => covered.is_miss(oldest.position),
+                    (Some(covered), Some(Entry::Message(_, position))) => {
+                        covered.is_miss(*position)
+                    }
                     _ => true,
                 };
                 if missed {
@@ -291,14 +302,14 @@ impl<M> Inbox<M> {
                         state.word += 1;
                     }
                 }
-                oldest.and_then(|oldest| oldest.message)
+                match oldest {
+                    Some(Entry::Message(message, _)) => Some(message),
+                    _ => None,
+                }
             } else {
                 None
             };
-            queue.push_back(Entry {
-                message: Some(message),
-                position,
-            });
+            queue.push_back(Entry::Message(message, position));
             (state.waker.take(), evicted, pushed)
         };
         if let Some(waker) = waker {
@@ -312,11 +323,13 @@ impl<M> Inbox<M> {
     /// does. Call under the lock of the topic's registry shard.
     pub(crate) fn join_ring(&self, ring: &Arc<Ring<M>>) -> bool {
         let mut state = self.state.lock();
-        let fresh = matches!(&state.queue, Queue::Own(queue) if queue.is_empty())
-            && state.word == 0
-            && state.gap.is_none();
+        let fresh =
+            matches!(&state.queue, Queue::Own(queue) if queue.is_empty()) && state.word == 0;
         if fresh {
-            state.queue = Queue::Ring(Box::new(ring.cursor()));
+            state.queue = Queue::Ring(Box::new(RingReader {
+                cursor: ring.cursor(),
+                gap: None,
+            }));
         }
         fresh
     }
@@ -326,35 +339,24 @@ impl<M> Inbox<M> {
     /// where they were. Call under the lock of the ring's registry shard.
     pub(crate) fn leave_ring(&self) {
         let mut state = self.state.lock();
-        let State {
-            queue, word, gap, ..
-        } = &mut *state;
-        let Queue::Ring(cursor) = queue else {
+        let State { queue, word, .. } = &mut *state;
+        let Queue::Ring(reader) = queue else {
             return;
         };
-        let gap_at = gap.is_some().then_some(cursor.gap_at);
-        let (lost, unread) = cursor.leave();
-        *word = (*word & CLOSED) | ((*word & MISSED).saturating_add(lost)).min(MISSED);
-        let mut own = VecDeque::with_capacity(unread.len() + usize::from(gap_at.is_some()));
-        let mut marker = gap_at;
+        let mut marker = reader.gap.take().map(|gap| (reader.cursor.gap_at, gap));
+        let (lost, unread) = reader.cursor.leave();
+        *word = (*word & !MISSED) | ((*word & MISSED).saturating_add(lost)).min(MISSED);
+        let mut own = VecDeque::with_capacity(unread.len() + usize::from(marker.is_some()));
         for (seq, message, position) in unread {
-            if marker.is_some_and(|at| at <= seq) {
-                own.push_back(Entry {
-                    message: None,
-                    position: None,
-                });
-                marker = None;
+            if marker.as_ref().is_some_and(|(at, _)| *at <= seq) {
+                if let Some((_, gap)) = marker.take() {
+                    own.push_back(Entry::Gap(gap));
+                }
             }
-            own.push_back(Entry {
-                message: Some(message),
-                position,
-            });
+            own.push_back(Entry::Message(message, position));
         }
-        if marker.is_some() {
-            own.push_back(Entry {
-                message: None,
-                position: None,
-            });
+        if let Some((_, gap)) = marker {
+            own.push_back(Entry::Gap(gap));
         }
         *queue = Queue::Own(own);
     }
@@ -375,28 +377,32 @@ impl<M> Inbox<M> {
     pub(crate) fn signal_gap(&self, gap: &Arc<Gap>) -> bool {
         let mut new = false;
         self.update(|state| {
-            match state.gap.take() {
-                Some(waiting) => {
-                    if let Some(queue) = state.queue.own_mut() {
-                        queue.retain(|entry| entry.message.is_some());
+            new = state.word & GAP == 0;
+            state.word |= GAP;
+            // The marker waiting, if any, taken out of its place.
+            let waiting = match &mut state.queue {
+                Queue::Ring(reader) => reader.gap.take(),
+                queue => queue.own_mut().and_then(|queue| {
+                    let at = queue
+                        .iter()
+                        .position(|entry| matches!(entry, Entry::Gap(_)))?;
+                    match queue.remove(at) {
+                        Some(Entry::Gap(waiting)) => Some(waiting),
+                        _ => None,
                     }
-                    state.gap = Some(Arc::new(waiting.merge(**gap)));
-                }
-                None => {
-                    new = true;
-                    state.gap = Some(Arc::clone(gap));
-                }
-            }
+                }),
+            };
+            let gap = match waiting {
+                Some(waiting) => Arc::new(waiting.merge(**gap)),
+                None => Arc::clone(gap),
+            };
             match &mut state.queue {
-                Queue::Own(queue) => queue.push_back(Entry {
-                    message: None,
-                    position: None,
-                }),
-                Queue::Resuming(resuming) => resuming.queue.push_back(Entry {
-                    message: None,
-                    position: None,
-                }),
-                Queue::Ring(cursor) => cursor.gap_at = cursor.ring.tail(),
+                Queue::Own(queue) => queue.push_back(Entry::Gap(gap)),
+                Queue::Resuming(resuming) => resuming.queue.push_back(Entry::Gap(gap)),
+                Queue::Ring(reader) => {
+                    reader.cursor.gap_at = reader.cursor.ring.tail();
+                    reader.gap = Some(gap);
+                }
             }
         });
         new
@@ -404,7 +410,7 @@ impl<M> Inbox<M> {
 
     /// Whether a gap marker is queued, not yet received.
     pub(crate) fn has_gap(&self) -> bool {
-        self.state.lock().gap.is_some()
+        self.state.lock().word & GAP != 0
     }
 
     /// Closes the inbox: queued messages can still be received, then
@@ -453,8 +459,8 @@ impl<M> Inbox<M> {
         };
         // A ring reader also waits on the ring; if a message came meanwhile,
         // it is read now rather than waited for.
-        if let Queue::Ring(cursor) = &mut state.queue {
-            if cursor.wait(cx.waker(), changed) {
+        if let Queue::Ring(reader) = &mut state.queue {
+            if reader.cursor.wait(cx.waker(), changed) {
                 if let Some(item) = take(&mut state) {
                     return Poll::Ready(item);
                 }
@@ -491,7 +497,7 @@ impl<M> Inbox<M> {
 #[inline]
 fn pop_oldest_message<M>(queue: &mut VecDeque<Entry<M>>, gap: bool) -> Option<Entry<M>> {
     match queue.front() {
-        Some(Entry { message: None, .. }) if gap => queue.remove(1),
+        Some(Entry::Gap(_)) if gap => queue.remove(1),
         _ => queue.pop_front(),
     }
 }
@@ -511,9 +517,9 @@ impl<M> Queue<M> {
 impl<M> State<M> {
     fn messages(&self) -> usize {
         match &self.queue {
-            Queue::Own(queue) => queue.len() - usize::from(self.gap.is_some()),
-            Queue::Resuming(resuming) => resuming.queue.len() - usize::from(self.gap.is_some()),
-            Queue::Ring(cursor) => cursor.len(),
+            Queue::Own(queue) => queue.len() - usize::from(self.word & GAP != 0),
+            Queue::Resuming(resuming) => resuming.queue.len() - usize::from(self.word & GAP != 0),
+            Queue::Ring(reader) => reader.cursor.len(),
         }
     }
 
@@ -530,20 +536,13 @@ impl<M> State<M> {
             return Some(Err(RecvError::Lagged(missed)));
         }
         match queue.pop_front() {
-            Some(Entry {
-                message: Some(message),
-                ..
-            }) => Some(Ok(message)),
-            Some(Entry { message: None, .. }) => Some(Err(RecvError::Gap(self.take_gap()))),
+            Some(Entry::Message(message, _)) => Some(Ok(message)),
+            Some(Entry::Gap(gap)) => {
+                self.word &= !GAP;
+                Some(Err(RecvError::Gap(*gap)))
+            }
             None => (self.word & CLOSED != 0).then_some(Err(RecvError::Closed)),
         }
-    }
-
-    /// The queued gap marker's report, taken with the marker.
-    fn take_gap(&mut self) -> Gap {
-        // The marker is queued exactly while `gap` is set; the fallback is
-        // never taken.
-        self.gap.take().map_or(Gap::Disconnected, |gap| *gap)
     }
 
     fn take(&mut self) -> Option<Taken<M>> {
@@ -556,11 +555,11 @@ impl<M> State<M> {
             return Some(Err(RecvError::Lagged(missed)));
         }
         match queue.pop_front() {
-            Some(Entry {
-                message: Some(message),
-                position,
-            }) => Some(Ok((message, position))),
-            Some(Entry { message: None, .. }) => Some(Err(RecvError::Gap(self.take_gap()))),
+            Some(Entry::Message(message, position)) => Some(Ok((message, position))),
+            Some(Entry::Gap(gap)) => {
+                self.word &= !GAP;
+                Some(Err(RecvError::Gap(*gap)))
+            }
             None => (self.word & CLOSED != 0).then_some(Err(RecvError::Closed)),
         }
     }
@@ -573,14 +572,20 @@ impl<M> State<M> {
             self.word &= !MISSED;
             return Some(Err(RecvError::Lagged(missed)));
         }
-        let Queue::Ring(cursor) = &mut self.queue else {
+        let Queue::Ring(reader) = &mut self.queue else {
             return None;
         };
-        let marker = self.gap.is_some().then_some(cursor.gap_at);
-        match cursor.read(marker) {
+        let marker = reader.gap.is_some().then_some(reader.cursor.gap_at);
+        match reader.cursor.read(marker) {
             Read::Lost(lost) => Some(Err(RecvError::Lagged(lost.min(MISSED)))),
             Read::Message(message, position) => Some(Ok((message, position))),
-            Read::Gap => Some(Err(RecvError::Gap(self.take_gap()))),
+            Read::Gap => {
+                self.word &= !GAP;
+                // `Read::Gap` only with a marker, so `gap` is set; the
+                // fallback is never taken.
+                let gap = reader.gap.take().map_or(Gap::Disconnected, |gap| *gap);
+                Some(Err(RecvError::Gap(gap)))
+            }
             Read::Empty => (self.word & CLOSED != 0).then_some(Err(RecvError::Closed)),
         }
     }
@@ -625,7 +630,7 @@ mod tests {
 
     #[test]
     fn an_inbox_is_72_bytes() {
-        assert_eq!(std::mem::size_of::<Inbox<u32>>(), 72);
+        assert_eq!(std::mem::size_of::<Inbox<u32>>(), 64);
         assert_eq!(std::mem::size_of::<Entry<u32>>(), 16);
     }
 

@@ -10,8 +10,8 @@
 //! - `redis_live`: `RedisConfig::new`, one `PUBLISH` per broadcast.
 //! - `redis_durable`: `RedisConfig::durable(Retention::entries(100_000))`
 //!   on the same `redis-server` (no persistence): one script run per
-//!   broadcast (`HINCRBY`, `XADD`, `XTRIM MAXLEN ~`), every node reads the
-//!   stream with `XREAD BLOCK`.
+//!   batch of a node's appends (one `XADD` per broadcast, `XTRIM MAXLEN ~`
+//!   once per batch), every node reads the stream with `XREAD BLOCK`.
 //! - `redis_durable_aof`: the same on a second `redis-server` with
 //!   `--appendonly yes --appendfsync everysec` (what a deployment that
 //!   wants the log to outlive a Redis restart runs).

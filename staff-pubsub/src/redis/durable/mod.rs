@@ -3,10 +3,12 @@
 //! The log is one stream, `{<namespace>}:log`, beside a hash,
 //! `{<namespace>}:log-meta`, that holds the log's id and its last sequence
 //! number (the braces keep both in one Redis Cluster slot). A broadcast is
-//! one script run that takes the next sequence number `seq`, appends
-//! the envelope as entry `<seq>-0` with fields `log` (the log's id), `t`
-//! (Redis's clock, ms) and `m` (the envelope), and trims the stream to the
-//! retention. Entry ids are the sequence numbers, so a node finds any
+//! an entry of one script run that takes the next sequence numbers,
+//! appends each envelope as entry `<seq>-0` with fields `log` (the log's
+//! id), `n` (a nonce), `t` (Redis's clock, ms) and `m` (the envelope), and
+//! trims the stream to the retention: a node's broadcasts made while its
+//! previous run is under way go together in its next ([`Log::append`]),
+//! so that under load Redis runs one script for many entries. Entry ids are the sequence numbers, so a node finds any
 //! position with one `XRANGE` and sees a trimmed range as a jump.
 //!
 //! Each node reads the stream with `XREAD BLOCK` on a connection of its
@@ -24,17 +26,18 @@
 //! counted as rejected; a gap is signalled before the first entry after the
 //! loss it reports.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use ::redis::{Script, Value};
+use tokio::sync::oneshot;
 
 use serde::de::DeserializeOwned;
 
 use super::Publisher;
-use crate::error::TransportError;
-use crate::loom::sync::atomic::{AtomicBool, Ordering};
-use crate::loom::sync::{Arc, LazyLock};
-use crate::net::Inbound;
+use crate::error::{Outcome, TransportError};
+use crate::loom::sync::{Arc, LazyLock, Mutex};
+use crate::net::{not_sent, Inbound};
 use crate::position::{Gap, Position, Retention};
 use crate::server::random_u64;
 use crate::topic::Topic;
@@ -123,33 +126,44 @@ local function own_head(fresh)
 end
 ";
 
-/// Appends one envelope. KEYS: the stream, the meta hash. ARGV: a log id
-/// for a log that starts now, the most entries kept (0: no bound), the
-/// oldest age kept in ms (0: no bound), the envelope, the entry's nonce (a
-/// random number that tells this entry from another given the same
-/// sequence number by a Redis that lost its last writes). Returns the log
-/// id, the entry's sequence number, 1 if trimming worked (0: the entry is
-/// in, trimming failed), and 1 if the log's keys held something not the
-/// log's own (see [`HEAD_LUA`]: a new log started).
+/// Appends a batch of envelopes, in order, as consecutive entries. KEYS:
+/// the stream, the meta hash. ARGV: a log id for a log that starts now,
+/// the most entries kept (0: no bound), the oldest age kept in ms (0: no
+/// bound), then for each entry its envelope and its nonce (a random number
+/// that tells this entry from another given the same sequence number by a
+/// Redis that lost its last writes). Returns the log id, the last entry's
+/// sequence number, 1 if trimming worked (0: the entries are in, trimming
+/// failed), 1 if the log's keys held something not the log's own (see
+/// [`HEAD_LUA`]: a new log started), how many entries were appended (the
+/// first ones: fewer when an `XADD` after the first failed, or when the
+/// log reached the largest sequence number, after which the next batch
+/// starts a new log) and the error of the `XADD` that stopped the batch
+/// (empty: none did).
 ///
-/// The common case costs an `HMGET` and an `XADD`: the log's head is read
-/// by [`HEAD_LUA`] (with `XINFO STREAM`) only when the meta hash's values
-/// are not the log's own or the `XADD` after its `seq` fails (the stream
-/// ends past it, or is not a stream); an `XADD` that fails then too is the
-/// script's error. The meta hash is written only once an `XADD`
-/// succeeded, so a refused append uses no sequence number (a key
-/// [`HEAD_LUA`] deleted stays deleted). Age trimming looks at the 8 oldest entries per append: each
-/// entry is trimmed once, so the log keeps up with any rate of appends. An
-/// entry's `t` counts only when it is a time the log could have written:
-/// an integer no later than `now + age` (the allowance for the clocks of
-/// a failover's replica). Any other entry counts as old: a stray entry,
-/// whatever its `t`, holds trimming back for at most twice the age.
+/// The common case costs, per batch, a `TIME`, an `HMGET`, an `HSET` and
+/// an `XTRIM`, and per entry one `XADD`: the log's head is read by
+/// [`HEAD_LUA`] (with `XINFO STREAM`) only when the meta hash's values are
+/// not the log's own or the first `XADD` after its `seq` fails (the stream
+/// ends past it, or is not a stream); a first `XADD` that fails then too
+/// is the script's error. The script runs alone, so the entries after the
+/// first follow it without any other client's between them. The meta hash
+/// is written only once an `XADD` succeeded, with the last one's `seq`, so
+/// a refused append uses no sequence number (a key [`HEAD_LUA`] deleted
+/// stays deleted). Age trimming looks at the `8 + n` oldest entries per
+/// batch of `n`: each entry is trimmed once, so the log keeps up with any
+/// rate of appends. An entry's `t` counts only when it is a time the log
+/// could have written: an integer no later than `now + age` (the allowance
+/// for the clocks of a failover's replica). Any other entry counts as old:
+/// a stray entry, whatever its `t`, holds trimming back for at most twice
+/// the age.
 const APPEND_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function add(log, seq)
+local now_text = string.format('%d', now)
+local count = math.floor((#ARGV - 3) / 2)
+local function add(log, seq, i)
   return redis.pcall('XADD', KEYS[1], string.format('%d-0', seq),
-    'log', string.format('%d', log), 'n', ARGV[5], 't', string.format('%d', now), 'm', ARGV[4])
+    'log', log, 'n', ARGV[3 + 2 * i], 't', now_text, 'm', ARGV[2 + 2 * i])
 end
 local function failed(reply)
   return type(reply) == 'table' and reply.err ~= nil
@@ -161,17 +175,32 @@ if not failed(values) then
   log = own_int(values[1], 65535)
   seq = own_int(values[2], MAX_SEQ - 1)
 end
-if not (log and seq and not failed(add(log, seq + 1))) then
+if not (log and seq and not failed(add(string.format('%d', log), seq + 1, 1))) then
   local top
   log, seq, top, started, foreign = own_head(ARGV[1])
-  local added = add(log, seq + 1)
+  local added = add(string.format('%d', log), seq + 1, 1)
   if failed(added) then
     return redis.error_reply(added.err)
   end
 end
-seq = seq + 1
+local log_text = string.format('%d', log)
+local first = seq + 1
+seq = first
+local stopped = ''
+for i = 2, count do
+  if seq >= MAX_SEQ then
+    -- The rest goes in the next batch, which starts a new log.
+    break
+  end
+  local added = add(log_text, seq + 1, i)
+  if failed(added) then
+    stopped = added.err
+    break
+  end
+  seq = seq + 1
+end
 if started == 1 then
-  redis.call('HSET', KEYS[2], 'log', string.format('%d', log), 'seq', string.format('%d', seq))
+  redis.call('HSET', KEYS[2], 'log', log_text, 'seq', string.format('%d', seq))
 else
   redis.call('HSET', KEYS[2], 'seq', string.format('%d', seq))
 end
@@ -182,7 +211,7 @@ if tonumber(ARGV[2]) > 0 then
 end
 local age = tonumber(ARGV[3])
 if age > 0 then
-  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 8)
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 8 + count)
   local cut = nil
   for _, entry in ipairs(oldest) do
     local at = nil
@@ -198,7 +227,7 @@ if age > 0 then
     if type(done) == 'table' and done.err then trimmed = 0 end
   end
 end
-return {log, seq, trimmed, foreign}
+return {log, seq, trimmed, foreign, seq - first + 1, stopped}
 ";
 
 /// The log's id, its last sequence number, the stream's last id and
@@ -251,6 +280,70 @@ pub(crate) struct Log<M> {
     response_timeout: Duration,
     publisher: Arc<Publisher>,
     inbound: Arc<Inbound<M>>,
+    /// The appends waiting for the next batch.
+    queue: Mutex<Queue>,
+    /// Where batches run: the server's runtime.
+    runtime: tokio::runtime::Handle,
+}
+
+/// How many batches one node has under way at most: one, so that the
+/// appends made while a batch is under way wait and go together in the
+/// next (under load, large batches: one script run for many entries).
+const FLUSHERS: usize = 1;
+
+/// The most entries one batch appends.
+const BATCH_ENTRIES: usize = 128;
+/// The most envelope bytes one batch carries (a larger envelope goes
+/// alone).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// The appends waiting to be sent, and how many tasks send them.
+///
+/// Invariant: `flushers` tasks ([`Log::flush`]) run, at most
+/// [`FLUSHERS`]; each sends batches until `pending` is empty, then counts
+/// itself out under the same lock. So an append pushed while one runs is
+/// always taken by one, and one pushed while none runs starts one.
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Waiting>,
+    flushers: usize,
+    next_id: u64,
+}
+
+/// One append waiting for its batch.
+struct Waiting {
+    /// Tells this append from the others in the queue, to withdraw it.
+    id: u64,
+    bytes: Vec<u8>,
+    nonce: u64,
+    done: oneshot::Sender<Result<(), TransportError>>,
+}
+
+/// What a batch's script run returned.
+struct Appended {
+    /// How many of the batch's first entries were appended.
+    added: usize,
+    trimmed: bool,
+    foreign: bool,
+    /// Why the entry after the appended ones was not (empty: it was not
+    /// tried: the log ran out of sequence numbers, and it goes in the
+    /// next batch).
+    stopped: String,
+}
+
+/// Counts a [`Log::flush`] out if it ends without doing so itself (its
+/// task dropped with the runtime, or a panic).
+struct FlushGuard<'a> {
+    queue: &'a Mutex<Queue>,
+    armed: bool,
+}
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.queue.lock().flushers -= 1;
+        }
+    }
 }
 
 impl<M> Log<M>
@@ -258,7 +351,130 @@ where
     M: DeserializeOwned + Send + Sync + 'static,
 {
     /// Appends one encoded envelope: `Ok` once Redis has it in the log.
-    pub(crate) async fn append(&self, bytes: &[u8]) -> Result<(), TransportError> {
+    ///
+    /// Appends wait in a queue while a batch is under way and go together
+    /// in the next one, one script run: under load, Redis runs one script
+    /// for many entries. The entries of one batch are consecutive, in the
+    /// order of their appends. An append waits at most `connect_timeout +
+    /// response_timeout` (the publisher's bound), batch included: one still
+    /// queued then is withdrawn (certainly not sent); one whose batch was
+    /// sent has an unknown outcome.
+    pub(crate) async fn append(self: &Arc<Self>, bytes: &[u8]) -> Result<(), TransportError> {
+        let (done, result) = oneshot::channel();
+        let (id, start) = {
+            let mut queue = self.queue.lock();
+            let id = queue.next_id;
+            queue.next_id += 1;
+            queue.pending.push_back(Waiting {
+                id,
+                bytes: bytes.to_vec(),
+                nonce: random_u64(),
+                done,
+            });
+            let start = queue.flushers < FLUSHERS;
+            if start {
+                queue.flushers += 1;
+            }
+            (id, start)
+        };
+        if start {
+            self.runtime.spawn(Arc::clone(self).flush());
+        }
+        let bound = self.publisher.connect_timeout + self.publisher.response_timeout;
+        match tokio::time::timeout(bound, result).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(TransportError::msg(
+                "the Redis append was dropped with its runtime".to_owned(),
+            )),
+            Err(_) => {
+                let mut queue = self.queue.lock();
+                let queued = queue.pending.iter().position(|waiting| waiting.id == id);
+                let withdrawn = queued.and_then(|at| queue.pending.remove(at)).is_some();
+                drop(queue);
+                let error =
+                    TransportError::msg(format!("Redis XADD got no answer within {bound:?}"));
+                Err(if withdrawn {
+                    error.with_outcome(Outcome::NotSent)
+                } else {
+                    error
+                })
+            }
+        }
+    }
+
+    /// Sends the queued appends, batch after batch, until none is left.
+    async fn flush(self: Arc<Self>) {
+        let mut guard = FlushGuard {
+            queue: &self.queue,
+            armed: true,
+        };
+        loop {
+            let mut batch = {
+                let mut queue = self.queue.lock();
+                if queue.pending.is_empty() {
+                    queue.flushers -= 1;
+                    guard.armed = false;
+                    return;
+                }
+                let mut bytes = 0;
+                let mut taken = 0;
+                for waiting in &queue.pending {
+                    bytes += waiting.bytes.len();
+                    if taken == BATCH_ENTRIES || (taken > 0 && bytes > BATCH_BYTES) {
+                        break;
+                    }
+                    taken += 1;
+                }
+                queue.pending.drain(..taken).collect::<Vec<_>>()
+            };
+            // Callers that gave up (timed out or dropped) before their
+            // batch was sent leave their entry out.
+            batch.retain(|waiting| !waiting.done.is_closed());
+            if batch.is_empty() {
+                continue;
+            }
+            let appended = self.append_batch(&batch).await;
+            let mut rest = batch.into_iter();
+            match appended {
+                Ok(appended) => {
+                    if appended.foreign {
+                        self.found_foreign();
+                    }
+                    if !appended.trimmed {
+                        tracing::warn!(stream = %self.stream, "appended to the Redis log, but trimming it failed: it may outgrow its retention");
+                    }
+                    for waiting in rest.by_ref().take(appended.added) {
+                        // A caller that gave up meanwhile: nobody to tell.
+                        let _ = waiting.done.send(Ok(()));
+                    }
+                    if appended.stopped.is_empty() {
+                        // Not tried: first in the next batch, in order.
+                        let mut queue = self.queue.lock();
+                        for waiting in rest.rev() {
+                            queue.pending.push_front(waiting);
+                        }
+                    } else {
+                        for waiting in rest {
+                            let _ = waiting.done.send(Err(not_sent(format!(
+                                "Redis refused the XADD: {}",
+                                appended.stopped
+                            ))));
+                        }
+                    }
+                }
+                Err(error) => {
+                    for waiting in rest {
+                        let _ =
+                            waiting.done.send(Err(TransportError::msg(error.to_string())
+                                .with_outcome(error.outcome())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs [`APPEND_SCRIPT`] once for `batch`.
+    async fn append_batch(&self, batch: &[Waiting]) -> Result<Appended, TransportError> {
         // Redis integers are signed: a larger bound is no bound.
         let max_entries = self
             .retention
@@ -268,36 +484,35 @@ where
             .retention
             .age_limit()
             .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
-        let fresh = fresh_log_id();
-        let nonce = random_u64();
-        let trimmed = AtomicBool::new(true);
-        let trimmed = &trimmed;
-        let foreign = AtomicBool::new(false);
-        let foreign = &foreign;
+        let mut invocation = APPEND.key(&*self.stream);
+        invocation
+            .key(&*self.meta)
+            .arg(fresh_log_id())
+            .arg(max_entries)
+            .arg(max_age);
+        for waiting in batch {
+            invocation.arg(&waiting.bytes).arg(waiting.nonce);
+        }
+        let invocation = &invocation;
+        let appended = Mutex::new(None);
+        let appended_ref = &appended;
         self.publisher
             .send("XADD", |mut connection| async move {
-                let (_, _, done, found): (u16, u64, u8, u8) = APPEND
-                    .key(&*self.stream)
-                    .key(&*self.meta)
-                    .arg(fresh)
-                    .arg(max_entries)
-                    .arg(max_age)
-                    .arg(bytes)
-                    .arg(nonce)
-                    .invoke_async(&mut connection)
-                    .await?;
-                trimmed.store(done == 1, Ordering::Relaxed);
-                foreign.store(found == 1, Ordering::Relaxed);
+                let (_, _, trimmed, foreign, added, stopped): (u16, u64, u8, u8, u64, String) =
+                    invocation.invoke_async(&mut connection).await?;
+                *appended_ref.lock() = Some(Appended {
+                    added: usize::try_from(added).unwrap_or(usize::MAX),
+                    trimmed: trimmed == 1,
+                    foreign: foreign == 1,
+                    stopped,
+                });
                 Ok(())
             })
             .await?;
-        if foreign.load(Ordering::Relaxed) {
-            self.found_foreign();
-        }
-        if !trimmed.load(Ordering::Relaxed) {
-            tracing::warn!(stream = %self.stream, "appended to the Redis log, but trimming it failed: it may outgrow its retention");
-        }
-        Ok(())
+        appended.into_inner().ok_or_else(|| {
+            // `send` returns `Ok` only after the closure stored the reply.
+            TransportError::msg("the Redis append's reply was lost".to_owned())
+        })
     }
 
     /// Counts and logs what [`HEAD_LUA`] found in the log's keys that was

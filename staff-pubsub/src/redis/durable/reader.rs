@@ -87,6 +87,8 @@ where
         response_timeout: config.engine.response_timeout,
         publisher,
         inbound: Arc::new(inbound),
+        queue: Mutex::default(),
+        runtime: runtime.clone(),
     });
     let mut connection = log.publisher.reader().await?;
     let head = tokio::time::timeout(config.engine.connect_timeout, head(&log, &mut connection))

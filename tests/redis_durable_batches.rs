@@ -1,0 +1,233 @@
+//! Durable delivery over Redis Streams, many appends at once: a node sends
+//! the appends made while one of its batches is under way together, in
+//! one script run. Checked against real `redis-server`s the tests start:
+//! appends from several nodes and tasks at once still make one order of
+//! consecutive positions that every node reads alike, a task's own
+//! appends keep their order, and an append queued behind a batch that
+//! Redis holds still fails within its bound, with an honest outcome.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use staff_pubsub::redis::RedisConfig;
+use staff_pubsub::{Error, Outcome, Position, PubSub, Retention, Subscription, Topic};
+use staff_pubsub_tests::redis_server::RedisServer;
+use staff_pubsub_tests::within;
+
+const NAMESPACE: &str = "batches";
+const ROOMS: Topic = Topic::new("chat:rooms");
+
+fn config(url: impl Into<String>, timeouts: Duration) -> RedisConfig {
+    RedisConfig::new(url)
+        .namespace(NAMESPACE)
+        .connect_timeout(timeouts)
+        .response_timeout(timeouts)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .health_check_interval(Duration::from_millis(500))
+        .durable(Retention::entries(100_000))
+}
+
+async fn node(url: String, name: &str, timeouts: Duration) -> PubSub<u64> {
+    PubSub::builder()
+        .node_name(name)
+        .redis(config(url, timeouts))
+        .await
+        .unwrap_or_else(|e| panic!("node {name}: {e}"))
+}
+
+/// The next message and its position, failing on anything else.
+async fn next(subscription: &mut Subscription<u64>) -> (u64, Position) {
+    match within("a message", subscription.recv_with_position()).await {
+        Ok((message, Some(position))) => (*message, position),
+        other => panic!("expected a message with a position, got {other:?}"),
+    }
+}
+
+/// `calls` of `command` in `INFO commandstats`.
+async fn calls(admin: &mut MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(admin)
+        .await
+        .expect("INFO commandstats");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a count"))
+}
+
+const NODES: u64 = 2;
+const TASKS: u64 = 8;
+const EACH: u64 = 40;
+
+/// Two nodes, eight tasks each, forty appends per task, every task waiting
+/// for each append before the next: 640 entries at positions 1 to 640 of
+/// one log, each once, read in the same order by a third node and by a
+/// publishing node; each task's values in the order it sent them; fewer
+/// script runs than entries (appends made together went together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_from_many_tasks_and_nodes_are_one_order_of_consecutive_positions() {
+    let server = RedisServer::start().await;
+    let timeouts = Duration::from_secs(2);
+    let reader = node(server.url(), "reader", timeouts).await;
+    let mut on_reader = reader.subscribe(ROOMS).expect("subscribed");
+    let mut publishers = Vec::new();
+    for n in 0..NODES {
+        publishers.push(node(server.url(), &format!("publisher-{n}"), timeouts).await);
+    }
+    let mut on_publisher = publishers[0].subscribe(ROOMS).expect("subscribed");
+    let mut tasks = Vec::new();
+    for (n, publisher) in publishers.iter().enumerate() {
+        for task in 0..TASKS {
+            let publisher = publisher.clone();
+            let base = (n as u64 * TASKS + task) * 1_000;
+            tasks.push(tokio::spawn(async move {
+                for k in 0..EACH {
+                    publisher
+                        .broadcast([ROOMS], base + k)
+                        .await
+                        .unwrap_or_else(|e| panic!("broadcast {}: {e}", base + k));
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        within("the publishing tasks", task)
+            .await
+            .expect("a publishing task");
+    }
+    let total = NODES * TASKS * EACH;
+    let mut read = Vec::new();
+    let mut read_by_publisher = Vec::new();
+    for _ in 0..total {
+        read.push(next(&mut on_reader).await);
+        read_by_publisher.push(next(&mut on_publisher).await);
+    }
+    assert_eq!(read, read_by_publisher, "both nodes read one order");
+    let log = read[0].1.log();
+    let seqs: Vec<u64> = read
+        .iter()
+        .map(|(_, position)| {
+            assert_eq!(position.log(), log, "one log");
+            position.seq()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "consecutive from 1");
+    let values: BTreeSet<u64> = read.iter().map(|(value, _)| *value).collect();
+    assert_eq!(values.len() as u64, total, "each value once");
+    let mut last_of_task = BTreeMap::new();
+    for (value, _) in &read {
+        let (task, k) = (value / 1_000, value % 1_000);
+        if let Some(previous) = last_of_task.insert(task, k) {
+            assert!(previous < k, "task {task}: {k} after {previous}");
+        }
+    }
+    assert_eq!(last_of_task.len() as u64, NODES * TASKS);
+    let mut admin = server.connection().await;
+    let xadds = calls(&mut admin, "xadd").await;
+    let scripts = calls(&mut admin, "evalsha").await + calls(&mut admin, "eval").await;
+    assert_eq!(xadds, total, "one XADD per entry");
+    assert!(
+        scripts < total,
+        "{scripts} script runs for {total} entries: appends made together go together"
+    );
+}
+
+/// Redis holds writes back for longer than a broadcast's bound: the
+/// broadcast whose batch was sent and those queued behind it each fail
+/// within the bound (queueing included), with an honest outcome: one
+/// certainly not sent is never appended, one of unknown outcome is
+/// appended at most once, once Redis lets writes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_queued_behind_a_held_batch_fail_within_their_bound() {
+    let server = RedisServer::start().await;
+    // Bound: connect + response timeout.
+    let timeouts = Duration::from_millis(500);
+    let bound = 2 * timeouts;
+    let publisher = node(server.url(), "publisher", timeouts).await;
+    let reader = node(server.url(), "reader", Duration::from_secs(2)).await;
+    let mut on_reader = reader.subscribe(ROOMS).expect("subscribed");
+    publisher.broadcast([ROOMS], 0).await.expect("broadcast 0");
+    assert_eq!(next(&mut on_reader).await.0, 0);
+    let mut admin = server.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "3000", "WRITE"])
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT PAUSE");
+    let timed = |n: u64| {
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = publisher.broadcast([ROOMS], n).await;
+            (n, result, started.elapsed())
+        })
+    };
+    let first = timed(1);
+    // The first append's batch is under way (sent, held by the pause)
+    // once Redis lists a client blocked in a script run.
+    within("the first batch to reach Redis", async {
+        loop {
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut admin)
+                .await
+                .expect("CLIENT LIST");
+            let held = clients.lines().any(|line| {
+                line.contains("cmd=evalsha") && line.split_whitespace().any(|f| f == "flags=b")
+            });
+            if held {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let mut tasks = vec![first];
+    tasks.extend((2..6).map(timed));
+    let mut unknown = BTreeSet::new();
+    for task in tasks {
+        let (n, result, took) = within("a broadcast", task).await.expect("task");
+        // Slack for a loaded machine; a queued append that waited for the
+        // held batch and then for its own would take twice the bound.
+        assert!(
+            took < bound + bound / 2,
+            "broadcast {n} took {took:?}, bound {bound:?}"
+        );
+        match result {
+            Err(Error::Transport(error)) if error.outcome() == Outcome::Unknown => {
+                unknown.insert(n);
+            }
+            Err(Error::Transport(error)) if error.outcome() == Outcome::NotSent => {}
+            other => panic!("broadcast {n} while Redis held writes: {other:?}"),
+        }
+    }
+    assert!(unknown.contains(&1), "the held batch's outcome is unknown");
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT UNPAUSE");
+    within("a broadcast after the pause", async {
+        while publisher.broadcast([ROOMS], 6).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut after = Vec::new();
+    loop {
+        let (value, _) = next(&mut on_reader).await;
+        after.push(value);
+        if value == 6 {
+            break;
+        }
+    }
+    let once: BTreeSet<u64> = after.iter().copied().collect();
+    assert_eq!(once.len(), after.len(), "each at most once: {after:?}");
+    assert!(
+        once.iter().all(|n| *n == 6 || unknown.contains(n)),
+        "only broadcasts of unknown outcome, and the one after: {after:?}"
+    );
+}
