@@ -274,42 +274,21 @@ impl<M> Inbox<M> {
         let (waker, evicted, pushed) = {
             let mut guard = self.state.lock();
             let state = &mut *guard;
-            let (queue, mut covered) = match &mut state.queue {
-                Queue::Own(queue) => (queue, None),
-                Queue::Resuming(resuming) => (&mut resuming.queue, Some(&mut resuming.covered)),
-                // The registry pushes to a ring reader's ring, never to it.
-                Queue::Ring(_) => {
-                    debug_assert!(false, "a push to an inbox that reads a ring");
-                    return (Pushed::Refused, None);
-                }
-            };
             if state.word & CLOSED != 0 {
                 return (Pushed::Refused, None);
             }
             let gap = state.word & GAP != 0;
-            let mut pushed = Pushed::Queued;
-            let evicted = if queue.len() - usize::from(gap) >= capacity.max(1) {
-                let oldest = pop_oldest_message(queue, gap);
-                let missed = match (&mut covered, &oldest) {
-                    (Some(covered), Some(Entry::Message(_, position))) => {
-                        covered.is_miss(*position)
-                    }
-                    _ => true,
-                };
-                if missed {
-                    pushed = Pushed::QueuedDroppingOldest;
-                    if state.word & MISSED != MISSED {
-                        state.word += 1;
-                    }
+            let (pushed, evicted) = match &mut state.queue {
+                // The common case first: room in a queue of its own.
+                Queue::Own(queue) if queue.len() - usize::from(gap) < capacity.max(1) => {
+                    queue.push_back(Entry::Message(message, position));
+                    (Pushed::Queued, None)
                 }
-                match oldest {
-                    Some(Entry::Message(message, _)) => Some(message),
-                    _ => None,
-                }
-            } else {
-                None
+                _ => state.push_making_room(message, position, capacity),
             };
-            queue.push_back(Entry::Message(message, position));
+            if pushed == Pushed::Refused {
+                return (pushed, None);
+            }
             (state.waker.take(), evicted, pushed)
         };
         if let Some(waker) = waker {
@@ -511,6 +490,53 @@ impl<M> Queue<M> {
             Self::Resuming(resuming) => Some(&mut resuming.queue),
             Self::Ring(_) => None,
         }
+    }
+}
+
+impl<M> State<M> {
+    /// [`Inbox::push_returning_evicted`] but for a queue of its own with
+    /// room: a full queue (the oldest message goes, a miss unless a
+    /// resumed subscription's replay has it), a resuming queue, or a ring
+    /// reader (refused: the registry pushes to its ring).
+    #[cold]
+    #[inline(never)]
+    fn push_making_room(
+        &mut self,
+        message: Arc<M>,
+        position: Option<Position>,
+        capacity: usize,
+    ) -> (Pushed, Option<Arc<M>>) {
+        let (queue, mut covered) = match &mut self.queue {
+            Queue::Own(queue) => (queue, None),
+            Queue::Resuming(resuming) => (&mut resuming.queue, Some(&mut resuming.covered)),
+            Queue::Ring(_) => {
+                debug_assert!(false, "a push to an inbox that reads a ring");
+                return (Pushed::Refused, None);
+            }
+        };
+        let gap = self.word & GAP != 0;
+        let mut pushed = Pushed::Queued;
+        let evicted = if queue.len() - usize::from(gap) >= capacity.max(1) {
+            let oldest = pop_oldest_message(queue, gap);
+            let missed = match (&mut covered, &oldest) {
+                (Some(covered), Some(Entry::Message(_, position))) => covered.is_miss(*position),
+                _ => true,
+            };
+            if missed {
+                pushed = Pushed::QueuedDroppingOldest;
+                if self.word & MISSED != MISSED {
+                    self.word += 1;
+                }
+            }
+            match oldest {
+                Some(Entry::Message(message, _)) => Some(message),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        queue.push_back(Entry::Message(message, position));
+        (pushed, evicted)
     }
 }
 

@@ -408,30 +408,27 @@ impl<M> Registry<M> {
             return;
         };
         let capacity = self.capacity;
-        let mut push = |inbox: &Arc<Inbox<M>>, message: Arc<M>| {
-            if except.is_some_and(|except| Arc::ptr_eq(except, inbox)) {
-                return;
-            }
-            match inbox.push_returning_evicted(message, position, capacity) {
-                (Pushed::Queued, old) => {
-                    // A resumed subscription's queue may drop a covered
-                    // entry without a miss: its replay has it.
-                    tally.delivered += 1;
-                    evicted.extend(old);
-                }
-                (Pushed::QueuedDroppingOldest, old) => {
-                    tally.delivered += 1;
-                    tally.lagged += 1;
-                    evicted.extend(old);
-                }
-                (Pushed::Refused, _) => {}
-            }
-        };
         match &entry.subscribers {
-            Subscribers::One(inbox) => push(inbox, share()),
+            Subscribers::One(inbox) => push_one(
+                inbox,
+                share(),
+                position,
+                capacity,
+                except,
+                tally,
+                &mut evicted,
+            ),
             Subscribers::Many(crowd) => {
                 for inbox in &crowd.inboxes {
-                    push(inbox, share());
+                    push_one(
+                        inbox,
+                        share(),
+                        position,
+                        capacity,
+                        except,
+                        tally,
+                        &mut evicted,
+                    );
                 }
                 // One slot for every reader: a reader is never `except`
                 // (the broadcast settled it first).
@@ -526,6 +523,33 @@ fn shrink<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
 
 #[cfg(all(test, loom))]
 mod loom_models;
+
+/// Queues `message` for `inbox` unless it is `except`, counting what
+/// happened in `tally` and keeping a message dropped to make room in
+/// `evicted` (released after the shard lock). Inlined into the delivery
+/// loop: it runs once per copy.
+#[inline(always)]
+fn push_one<M>(
+    inbox: &Arc<Inbox<M>>,
+    message: Arc<M>,
+    position: Option<Position>,
+    capacity: usize,
+    except: Option<&Arc<Inbox<M>>>,
+    tally: &mut Tally,
+    evicted: &mut Vec<Arc<M>>,
+) {
+    if except.is_some_and(|except| Arc::ptr_eq(except, inbox)) {
+        return;
+    }
+    // A resumed subscription's queue may drop a covered entry without a
+    // miss (its replay has it): queued, with an old one.
+    let (pushed, old) = inbox.push_returning_evicted(message, position, capacity);
+    tally.delivered += u64::from(pushed != Pushed::Refused);
+    tally.lagged += u64::from(pushed == Pushed::QueuedDroppingOldest);
+    if let Some(old) = old {
+        evicted.push(old);
+    }
+}
 
 #[cfg(test)]
 mod tests {

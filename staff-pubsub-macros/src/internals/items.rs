@@ -295,6 +295,14 @@ items! {
         form: Form::Whole,
         fallback: Fallback::Nothing,
     },
+    /// Which base server each of an extension's servers is linked to, a
+    /// private `static`.
+    BasesStatic => Decl {
+        template: "__BASES",
+        per: Per::Module(in_extension),
+        form: Form::Whole,
+        fallback: Fallback::Nothing,
+    },
     /// The default server, for the crates that extend the spec.
     DefaultServer => Decl {
         template: "__default_server",
