@@ -92,12 +92,10 @@ mod memory {
         pub(crate) fn partition(&self, groups: &[&[&str]]) {
             let mut nodes = self.nodes.lock();
             nodes.partition.clear();
-            let mut side = 1;
-            for group in groups {
+            for (side, group) in (1..).zip(groups) {
                 for node in *group {
                     nodes.partition.insert(Arc::from(*node), side);
                 }
-                side += 1;
             }
         }
 

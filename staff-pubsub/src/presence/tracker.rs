@@ -589,6 +589,7 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
 
     /// This replica and the others it knows, each with whether it is up.
     #[cfg(test)]
+    #[allow(clippy::type_complexity)]
     pub(crate) fn replicas(&self) -> (Replica<Arc<str>>, Vec<(Replica<Arc<str>>, bool)>) {
         let locked = self.inner.locked.lock();
         (

@@ -169,6 +169,8 @@ impl<M: Send + Sync + 'static> Upstream<M> for Own<M> {
         self.transport.durable_log()?.replay_limit()
     }
 
+    // An `Arc` with an engine; without one, a `Copy` that is never made.
+    #[allow(clippy::clone_on_copy)]
     fn gossip(&self) -> Option<GossipHandle> {
         self.gossip.clone()
     }
