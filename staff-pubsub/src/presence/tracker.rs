@@ -1,5 +1,6 @@
 //! The presence API of a server: [`Tracker`], [`Tracked`] guards, lists
-//! and streams of diffs. In process: one replica, this node's.
+//! and streams of diffs, over this node's replica (driven across nodes by
+//! `super::runtime` when the engine gossips).
 
 use crate::loom::sync::atomic::{AtomicU64, Ordering};
 use crate::loom::sync::{Arc, Weak};
@@ -427,10 +428,13 @@ fn json_len<Meta: Serialize>(meta: &Meta) -> Result<usize, PresenceError> {
 /// Get it with [`PubSub::tracker`]; cheap to clone, every clone is the
 /// same tracker. A server has one tracker per metadata type.
 ///
-/// In process, the tracker is this node's replica alone: presences
-/// tracked here are listed here. Across nodes it will be one replica of
-/// a delta-state CRDT with Phoenix.Tracker's semantics
-/// ([`presence::shard`](super::shard)); the API stays the same.
+/// It is this node's replica of a delta-state CRDT with Phoenix.Tracker's
+/// semantics ([`presence::shard`](super::shard)). On a server whose engine
+/// gossips (Redis), a task replicates it with the other nodes' replicas of
+/// the same metadata type (named after the type's path), and lists and
+/// diffs show every node's presences; a local change reaches the others
+/// with the next heartbeat. Otherwise it is in process: presences tracked
+/// here are listed here. The API is the same.
 pub struct Tracker<Meta> {
     inner: Arc<Inner<Meta>>,
 }
