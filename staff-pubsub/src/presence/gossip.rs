@@ -104,6 +104,12 @@ mod memory {
             self.nodes.lock().partition.clear();
         }
 
+        /// Sends `bytes` on `tracker`'s channel as node `from`, which
+        /// need not be a node of the network (a hostile one).
+        pub(crate) fn inject(&self, tracker: &str, from: &str, bytes: Vec<u8>) {
+            self.deliver(tracker, &Arc::from(from), None, bytes);
+        }
+
         fn deliver(&self, tracker: &str, from: &Arc<str>, to: Option<&str>, bytes: Vec<u8>) {
             let nodes = self.nodes.lock();
             let side = nodes.side(from);

@@ -31,6 +31,10 @@ type Out<Meta> = Outgoing<Arc<str>, PresenceId, Arc<Meta>>;
 /// What the runtime holds of the server: alive while it is.
 pub(crate) type ServerToken = Weak<()>;
 
+/// Counts a received message that was skipped in the server's
+/// [`Stats::rejected`](crate::Stats::rejected).
+pub(crate) type CountRejected = Box<dyn Fn() + Send + Sync>;
+
 /// The next tick's delay: `period` jittered by up to a tenth either way.
 fn jittered(period_ms: u64) -> Duration {
     let spread = period_ms / 5;
@@ -65,12 +69,15 @@ fn log_events(tracker: &str, events: &[ReplicaEvent<Arc<str>>]) {
 }
 
 /// Runs the replica of `tracker` (the tracker's name on the wire) until
-/// the server (`server`) or the tracker (`inner`) is gone.
+/// the server (`server`) or the tracker (`inner`) is gone. A received
+/// message that does not decode, or that names a sender other than the
+/// node it came from, is skipped and counted with `rejected`.
 pub(crate) async fn run<Meta>(
     tracker: String,
     inner: Weak<Inner<Meta>>,
     server: ServerToken,
     channel: GossipChannel,
+    rejected: CountRejected,
 ) where
     Meta: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -110,10 +117,12 @@ pub(crate) async fn run<Meta>(
                 let message = match codec::decode::<Meta>(&bytes) {
                     Ok(message) if message.sender().name == from => message,
                     Ok(_) => {
+                        rejected();
                         tracing::debug!(%from, "presence message naming another sender skipped");
                         continue;
                     }
                     Err(error) => {
+                        rejected();
                         tracing::debug!(%from, %error, "presence message skipped");
                         continue;
                     }

@@ -262,6 +262,29 @@ async fn a_partition_heals_to_one_state() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn garbage_and_forged_messages_are_skipped_and_counted() {
+    let hub = MemoryHub::default();
+    let a = server(&hub, "a").await;
+    let b = server(&hub, "b").await;
+    let tracker = std::any::type_name::<Viewer>();
+    hub.inject(tracker, "mallory", b"\x92\x01garbage".to_vec());
+    // A well-formed message from "mallory" that says it is from "a".
+    let forged: super::codec::Msg<Viewer> = super::shard::Message::GracefulPermdown {
+        from: a.tracker::<Viewer>().replicas().0,
+    };
+    hub.inject(
+        tracker,
+        "mallory",
+        super::codec::encode(&forged).expect("encodes"),
+    );
+    // What arrives after them on b's queue: a's track.
+    let _ada = a.track(TEAM, "user-1", viewer("Ada")).expect("tracked");
+    until_lists(&b, &set(&["Ada"])).await;
+    assert_eq!(b.stats().rejected, 2);
+    assert_eq!(a.stats().rejected, 2, "a got them too");
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_gossip_a_server_tracks_in_process_only() {
     let hub = MemoryHub::default();
     let a = server(&hub, "a").await;

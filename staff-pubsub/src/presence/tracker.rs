@@ -738,7 +738,7 @@ impl Trackers {
     fn get<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &self,
         node: &str,
-        gossip: impl FnOnce() -> Option<GossipHandle>,
+        gossip: impl FnOnce() -> Option<(GossipHandle, CountRejected)>,
     ) -> Tracker<Meta> {
         let mut by_type = self.by_type.lock();
         let entry = by_type
@@ -755,7 +755,7 @@ impl Trackers {
     fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &self,
         node: &str,
-        gossip: Option<GossipHandle>,
+        gossip: Option<(GossipHandle, CountRejected)>,
     ) -> Tracker<Meta> {
         let _ = gossip;
         Tracker::new(node, ShardConfig::default(), false)
@@ -765,12 +765,12 @@ impl Trackers {
     fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &self,
         node: &str,
-        gossip: Option<GossipHandle>,
+        gossip: Option<(GossipHandle, CountRejected)>,
     ) -> Tracker<Meta> {
         let name = tracker_name::<Meta>();
-        let Some((gossip, channel)) =
-            gossip.and_then(|gossip| gossip.open(name).map(|channel| (gossip, channel)))
-        else {
+        let Some((gossip, rejected, channel)) = gossip.and_then(|(gossip, rejected)| {
+            gossip.open(name).map(|channel| (gossip, rejected, channel))
+        }) else {
             return Tracker::new(node, ShardConfig::default(), false);
         };
         let tracker = Tracker::new(node, ShardConfig::default(), true);
@@ -779,6 +779,7 @@ impl Trackers {
             Arc::downgrade(&tracker.inner),
             Arc::downgrade(&self.alive),
             channel,
+            rejected,
         ));
         tracker
     }
@@ -791,6 +792,31 @@ pub(crate) type GossipHandle = Arc<dyn super::gossip::Gossip>;
 #[cfg(not(any(test, feature = "redis", feature = "nats")))]
 pub(crate) type GossipHandle = std::convert::Infallible;
 
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+use super::runtime::CountRejected;
+/// Nothing to count without an engine.
+#[cfg(not(any(test, feature = "redis", feature = "nats")))]
+type CountRejected = std::convert::Infallible;
+
+/// Counts in `core`'s [`Stats::rejected`](crate::Stats::rejected), while
+/// it lives.
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+fn count_rejected<M: Send + Sync + 'static>(core: &Arc<crate::server::Core<M>>) -> CountRejected {
+    let core = Arc::downgrade(core);
+    Box::new(move || {
+        if let Some(core) = core.upgrade() {
+            core.counters.record_rejected();
+        }
+    })
+}
+
+/// Never called: without an engine there is no gossip to count.
+#[cfg(not(any(test, feature = "redis", feature = "nats")))]
+fn count_rejected<M>(core: &Arc<crate::server::Core<M>>) -> CountRejected {
+    let _ = core;
+    unreachable!("no gossip without an engine: GossipHandle is uninhabited")
+}
+
 impl<M: Send + Sync + 'static> PubSub<M> {
     /// This server's tracker of presences with metadata `Meta`, made on
     /// first use. The same for every call and every clone of the server.
@@ -799,7 +825,8 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     ) -> Tracker<Meta> {
         let core = self.core();
         core.trackers.get(self.node_name(), || {
-            core.upstream().and_then(|upstream| upstream.gossip())
+            let gossip = core.upstream().and_then(|upstream| upstream.gossip())?;
+            Some((gossip, count_rejected(core)))
         })
     }
 
