@@ -7,19 +7,29 @@
 //! permanently down replicas) as a state machine without I/O.
 //!
 //! The server's API ([`Tracker`], [`Tracked`], [`PresenceDiffs`], and
-//! [`PubSub::track`](crate::PubSub::track)) runs in process: the tracker
-//! is this node's replica alone. Driving a [`shard::Shard`] over a
-//! transport, so that nodes share presences, is not done yet.
+//! [`PubSub::track`](crate::PubSub::track)) is one replica per server and
+//! metadata type. On a server whose engine gossips, a task drives the
+//! replica's [`shard::Shard`] over it (heartbeats, transfers, downs), so
+//! that the nodes share their presences; otherwise the replica is alone
+//! and the tracker is in process.
 
 pub mod clock;
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+mod codec;
 pub mod generations;
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+pub(crate) mod gossip;
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+mod runtime;
+#[cfg(test)]
+mod runtime_tests;
 pub mod shard;
 #[cfg(test)]
 mod sim_tests;
 pub mod state;
 mod tracker;
 
-pub(crate) use tracker::Trackers;
+pub(crate) use tracker::{GossipHandle, Trackers};
 pub use tracker::{
     Presence, PresenceDiff, PresenceDiffs, PresenceError, PresenceId, PresenceLimits,
     PresenceRecvError, Tracked, Tracker, DIFF_QUEUE_CAPACITY,

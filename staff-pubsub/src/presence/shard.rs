@@ -262,6 +262,21 @@ impl<N: Name, P: Pid, M: Clone> Shard<N, P, M> {
         })
     }
 
+    /// Sets the state's limits for what is added from now on
+    /// ([`State::set_limits`]).
+    pub fn set_limits(&mut self, limits: StateLimits) {
+        self.config.limits = limits;
+        self.state.set_limits(limits);
+    }
+
+    /// Drops the pending delta without sending it: for a replica that has
+    /// no other replica to send it to (in process), where it would grow
+    /// with every change. A replica that has peers must not call it: they
+    /// would then learn the changes only by transfer.
+    pub fn discard_delta(&mut self) {
+        drop(self.state.take_delta());
+    }
+
     /// Tracks a presence of this replica (`Phoenix.Tracker.track`).
     /// Returns the diff to report (one join).
     ///

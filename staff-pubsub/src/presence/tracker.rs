@@ -1,5 +1,6 @@
 //! The presence API of a server: [`Tracker`], [`Tracked`] guards, lists
-//! and streams of diffs. In process: one replica, this node's.
+//! and streams of diffs, over this node's replica (driven across nodes by
+//! `super::runtime` when the engine gossips).
 
 use crate::loom::sync::atomic::{process, Ordering};
 use crate::loom::sync::{Arc, Weak};
@@ -10,10 +11,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use crate::loom::sync::Mutex;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::clock::Replica;
-use super::state::{Diff, JoinError, State, StateLimits, Value};
+use super::shard::{Shard, ShardConfig};
+use super::state::{Diff, JoinError, Value};
 use crate::server::PubSub;
 use crate::topic::Topic;
 
@@ -21,16 +24,35 @@ use crate::topic::Topic;
 /// and the receiver is told it lagged.
 pub const DIFF_QUEUE_CAPACITY: usize = 1024;
 
-/// Identifies one tracked presence on its node: the owner half of the
-/// presence's identity `{topic, owner, key}` (Phoenix's pid). Every
-/// [`Tracked`] has its own, so the same key tracked twice (two devices of
-/// one user) is two presences, told apart by their ids.
+/// Identifies one tracked presence: the owner half of the presence's
+/// identity `{topic, owner, key}` (Phoenix's pid). Every [`Tracked`] has
+/// its own, unique across nodes (a random number per tracker and a
+/// counter), so the same key tracked twice (two devices of one user, or
+/// one user on two nodes) is two presences, told apart by their ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PresenceId(u64);
+pub struct PresenceId {
+    /// The tracker's random number.
+    origin: u64,
+    /// The tracker's count of presences, this one's.
+    seq: u64,
+}
+
+impl PresenceId {
+    /// Its two numbers, as the wire carries them.
+    #[cfg(any(test, feature = "redis", feature = "nats"))]
+    pub(crate) fn parts(self) -> (u64, u64) {
+        (self.origin, self.seq)
+    }
+
+    /// The id of the two numbers `parts`.
+    pub(crate) fn from_parts((origin, seq): (u64, u64)) -> Self {
+        Self { origin, seq }
+    }
+}
 
 impl fmt::Display for PresenceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "presence-{}", self.0)
+        write!(f, "presence-{:016x}-{}", self.origin, self.seq)
     }
 }
 
@@ -245,7 +267,8 @@ impl<Meta> futures_core::Stream for PresenceDiffs<Meta> {
     }
 }
 
-type LocalState<Meta> = State<Arc<str>, PresenceId, Arc<Meta>>;
+/// This node's replica of a tracker.
+pub(crate) type ReplicaShard<Meta> = Shard<Arc<str>, PresenceId, Arc<Meta>>;
 
 type JoinsLeaves<Meta> = (Vec<Presence<Meta>>, Vec<Presence<Meta>>);
 
@@ -255,7 +278,12 @@ struct Watchers<Meta> {
 }
 
 struct Locked<Meta> {
-    state: LocalState<Meta>,
+    shard: ReplicaShard<Meta>,
+    /// Whether a runtime sends the shard's deltas to other nodes; if not,
+    /// they are dropped as they are made.
+    gossiping: bool,
+    /// The random half of this tracker's [`PresenceId`]s.
+    origin: u64,
     /// Receivers of diffs, by topic name; dead ones are pruned when their
     /// topic next changes or gets a new receiver.
     watchers: HashMap<Arc<str>, Watchers<Meta>>,
@@ -263,8 +291,38 @@ struct Locked<Meta> {
     next_id: u64,
 }
 
-struct Inner<Meta> {
+pub(crate) struct Inner<Meta> {
     locked: Mutex<Locked<Meta>>,
+}
+
+impl<Meta> Inner<Meta> {
+    /// The replica's configuration.
+    #[cfg(any(test, feature = "redis", feature = "nats"))]
+    pub(crate) fn config(&self) -> ShardConfig {
+        self.locked.lock().shard.config().clone()
+    }
+
+    /// Runs `step` on the replica (a tick or a received message) and
+    /// reports the diffs it returns: what the runtime does. Returns what
+    /// to send and the liveness changes.
+    #[cfg(any(test, feature = "redis", feature = "nats"))]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn step(
+        &self,
+        step: impl FnOnce(
+            &mut ReplicaShard<Meta>,
+        ) -> super::shard::Effects<Arc<str>, PresenceId, Arc<Meta>>,
+    ) -> (
+        Vec<super::shard::Outgoing<Arc<str>, PresenceId, Arc<Meta>>>,
+        Vec<super::shard::ReplicaEvent<Arc<str>>>,
+    ) {
+        let mut locked = self.locked.lock();
+        let effects = step(&mut locked.shard);
+        for diff in &effects.diffs {
+            locked.report(diff);
+        }
+        (effects.outgoing, effects.events)
+    }
 }
 
 impl<Meta> Drop for Inner<Meta> {
@@ -286,11 +344,13 @@ fn presence<Meta>(value: &Value<PresenceId, Arc<Meta>>) -> Presence<Meta> {
 }
 
 impl<Meta> Locked<Meta> {
-    /// Delivers a diff of the state to the receivers of its topics, and
-    /// drops the pending delta: in process there is no other replica to
+    /// Delivers a diff of the state to the receivers of its topics. In
+    /// process, drops the pending delta: there is no other replica to
     /// send it to, and it would grow with every change.
     fn report(&mut self, diff: &Diff<PresenceId, Arc<Meta>>) {
-        drop(self.state.take_delta());
+        if !self.gossiping {
+            self.shard.discard_delta();
+        }
         let mut by_topic: BTreeMap<&str, JoinsLeaves<Meta>> = BTreeMap::new();
         for value in &diff.joins {
             by_topic
@@ -329,7 +389,7 @@ impl<Meta> Locked<Meta> {
     }
 
     fn list(&self, topic: &str) -> Vec<Presence<Meta>> {
-        self.state.list(topic).iter().map(presence).collect()
+        self.shard.list(topic).iter().map(presence).collect()
     }
 }
 
@@ -368,10 +428,13 @@ fn json_len<Meta: Serialize>(meta: &Meta) -> Result<usize, PresenceError> {
 /// Get it with [`PubSub::tracker`]; cheap to clone, every clone is the
 /// same tracker. A server has one tracker per metadata type.
 ///
-/// In process, the tracker is this node's replica alone: presences
-/// tracked here are listed here. Across nodes it will be one replica of
-/// a delta-state CRDT with Phoenix.Tracker's semantics
-/// ([`presence::shard`](super::shard)); the API stays the same.
+/// It is this node's replica of a delta-state CRDT with Phoenix.Tracker's
+/// semantics ([`presence::shard`](super::shard)). On a server whose engine
+/// gossips (Redis), a task replicates it with the other nodes' replicas of
+/// the same metadata type (named after the type's path), and lists and
+/// diffs show every node's presences; a local change reaches the others
+/// with the next heartbeat. Otherwise it is in process: presences tracked
+/// here are listed here. The API is the same.
 pub struct Tracker<Meta> {
     inner: Arc<Inner<Meta>>,
 }
@@ -388,27 +451,31 @@ impl<Meta> fmt::Debug for Tracker<Meta> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let locked = self.inner.locked.lock();
         f.debug_struct("Tracker")
-            .field("replica", locked.state.replica())
-            .field("presences", &locked.state.len())
+            .field("replica", locked.shard.replica())
+            .field("presences", &locked.shard.state().len())
             .finish_non_exhaustive()
     }
 }
 
 impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
-    fn new(node: &str) -> Self {
+    fn new(node: &str, config: ShardConfig, gossiping: bool) -> Self {
         let replica = Replica::new(Arc::<str>::from(node), unique_vsn());
-        let limits = PresenceLimits::default();
-        let state = State::with_limits(
-            replica,
-            StateLimits {
-                max_local: limits.max_presences,
-                ..StateLimits::default()
-            },
-        );
+        let limits = PresenceLimits {
+            max_presences: config.limits.max_local,
+            ..PresenceLimits::default()
+        };
+        let shard = match Shard::new(replica, config) {
+            Ok(shard) => shard,
+            // Made with a configuration that validates: the default's, or
+            // one a test validated.
+            Err(error) => unreachable!("the presence configuration validates: {error}"),
+        };
         Self {
             inner: Arc::new(Inner {
                 locked: Mutex::new(Locked {
-                    state,
+                    shard,
+                    gossiping,
+                    origin: crate::server::random_u64(),
                     watchers: HashMap::new(),
                     limits,
                     next_id: 0,
@@ -437,27 +504,19 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
         let mut locked = self.inner.locked.lock();
         check_meta(&meta, locked.limits)?;
         locked.next_id += 1;
-        let id = PresenceId(locked.next_id);
+        let id = PresenceId::from_parts((locked.origin, locked.next_id));
         let topic_name: Arc<str> = topic.to_string().into();
         let meta = Arc::new(meta);
-        let value = locked
-            .state
-            .join(
-                id,
-                Arc::clone(&topic_name),
-                Arc::clone(&key),
-                Arc::clone(&meta),
-            )
+        let diff = locked
+            .shard
+            .track(id, &topic_name, &key, Arc::clone(&meta))
             .map_err(|error| match error {
                 JoinError::TooManyPresences { limit } => PresenceError::TooManyPresences { limit },
                 JoinError::AlreadyTracked => {
                     unreachable!("ids only grow: a fresh id has no presence yet")
                 }
             })?;
-        locked.report(&Diff {
-            joins: vec![value],
-            leaves: Vec::new(),
-        });
+        locked.report(&diff);
         Ok(Tracked {
             inner: Arc::clone(&self.inner),
             topic,
@@ -524,12 +583,23 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
 
     /// How many presences this node tracks, on every topic.
     pub fn len(&self) -> usize {
-        self.inner.locked.lock().state.local_len()
+        self.inner.locked.lock().shard.state().local_len()
     }
 
     /// Whether this node tracks no presence.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// This replica and the others it knows, each with whether it is up.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn replicas(&self) -> (Replica<Arc<str>>, Vec<(Replica<Arc<str>>, bool)>) {
+        let locked = self.inner.locked.lock();
+        (
+            locked.shard.replica().clone(),
+            locked.shard.peers().collect(),
+        )
     }
 
     /// The limits in force.
@@ -542,9 +612,9 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
     pub fn set_limits(&self, limits: PresenceLimits) {
         let mut locked = self.inner.locked.lock();
         locked.limits = limits;
-        let mut state_limits = locked.state.limits();
+        let mut state_limits = locked.shard.state().limits();
         state_limits.max_local = limits.max_presences;
-        locked.state.set_limits(state_limits);
+        locked.shard.set_limits(state_limits);
     }
 }
 
@@ -598,15 +668,12 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracked<Meta> {
         let meta = Arc::new(meta);
         // The guard's presence is tracked until the guard goes: the
         // update always finds it.
-        if let Ok((old, new)) =
+        if let Ok(diff) =
             locked
-                .state
-                .leave_join(&self.id, &self.topic_name, &self.key, Arc::clone(&meta))
+                .shard
+                .update(&self.id, &self.topic_name, &self.key, Arc::clone(&meta))
         {
-            locked.report(&Diff {
-                joins: vec![new],
-                leaves: vec![old],
-            });
+            locked.report(&diff);
         }
         self.meta = meta;
         Ok(())
@@ -641,11 +708,9 @@ impl<Meta> Tracked<Meta> {
 impl<Meta> Drop for Tracked<Meta> {
     fn drop(&mut self) {
         let mut locked = self.inner.locked.lock();
-        if let Some(value) = locked.state.leave(&self.id, &self.topic_name, &self.key) {
-            locked.report(&Diff {
-                joins: Vec::new(),
-                leaves: vec![value],
-            });
+        let diff = locked.shard.untrack(&self.id, &self.topic_name, &self.key);
+        if !diff.is_empty() {
+            locked.report(&diff);
         }
     }
 }
@@ -654,27 +719,115 @@ impl<Meta> Drop for Tracked<Meta> {
 #[derive(Default)]
 pub(crate) struct Trackers {
     by_type: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    /// Alive as long as the server: the replica runtimes hold it weakly
+    /// and stop once it is gone.
+    #[cfg_attr(not(any(test, feature = "redis", feature = "nats")), allow(dead_code))]
+    alive: Arc<()>,
+}
+
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+/// The name a tracker of `Meta` has on the wire: its type's path, the same
+/// on every node built from the same source.
+fn tracker_name<Meta>() -> &'static str {
+    std::any::type_name::<Meta>()
 }
 
 impl Trackers {
-    fn get<Meta: Serialize + Send + Sync + 'static>(&self, node: &str) -> Tracker<Meta> {
+    /// The tracker of `Meta`, made on first use: a replica that gossips
+    /// with the other nodes through `gossip`'s gossip, if it gives one.
+    fn get<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        node: &str,
+        gossip: impl FnOnce() -> Option<(GossipHandle, CountRejected)>,
+    ) -> Tracker<Meta> {
         let mut by_type = self.by_type.lock();
         let entry = by_type
             .entry(TypeId::of::<Meta>())
-            .or_insert_with(|| Arc::new(Tracker::<Meta>::new(node)));
+            .or_insert_with(|| Arc::new(self.make::<Meta>(node, gossip())));
         match entry.downcast_ref::<Tracker<Meta>>() {
             Some(tracker) => tracker.clone(),
             // Entries are inserted under their own type's id just above.
-            None => Tracker::new(node),
+            None => Tracker::new(node, ShardConfig::default(), false),
         }
     }
+
+    #[cfg(not(any(test, feature = "redis", feature = "nats")))]
+    fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        node: &str,
+        gossip: Option<(GossipHandle, CountRejected)>,
+    ) -> Tracker<Meta> {
+        let _ = gossip;
+        Tracker::new(node, ShardConfig::default(), false)
+    }
+
+    #[cfg(any(test, feature = "redis", feature = "nats"))]
+    fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        node: &str,
+        gossip: Option<(GossipHandle, CountRejected)>,
+    ) -> Tracker<Meta> {
+        let name = tracker_name::<Meta>();
+        let Some((gossip, rejected, channel)) = gossip.and_then(|(gossip, rejected)| {
+            gossip.open(name).map(|channel| (gossip, rejected, channel))
+        }) else {
+            return Tracker::new(node, ShardConfig::default(), false);
+        };
+        let tracker = Tracker::new(node, ShardConfig::default(), true);
+        gossip.runtime().spawn(super::runtime::run::<Meta>(
+            name.to_owned(),
+            Arc::downgrade(&tracker.inner),
+            Arc::downgrade(&self.alive),
+            channel,
+            rejected,
+        ));
+        tracker
+    }
+}
+
+/// What a server's upstream gives a tracker to reach other nodes.
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+pub(crate) type GossipHandle = Arc<dyn super::gossip::Gossip>;
+/// Nothing: without an engine, a tracker is in process.
+#[cfg(not(any(test, feature = "redis", feature = "nats")))]
+pub(crate) type GossipHandle = std::convert::Infallible;
+
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+use super::runtime::CountRejected;
+/// Nothing to count without an engine.
+#[cfg(not(any(test, feature = "redis", feature = "nats")))]
+type CountRejected = std::convert::Infallible;
+
+/// Counts in `core`'s [`Stats::rejected`](crate::Stats::rejected), while
+/// it lives.
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+fn count_rejected<M: Send + Sync + 'static>(core: &Arc<crate::server::Core<M>>) -> CountRejected {
+    let core = Arc::downgrade(core);
+    Box::new(move || {
+        if let Some(core) = core.upgrade() {
+            core.counters.record_rejected();
+        }
+    })
+}
+
+/// Never called: without an engine there is no gossip to count.
+#[cfg(not(any(test, feature = "redis", feature = "nats")))]
+fn count_rejected<M>(core: &Arc<crate::server::Core<M>>) -> CountRejected {
+    let _ = core;
+    unreachable!("no gossip without an engine: GossipHandle is uninhabited")
 }
 
 impl<M: Send + Sync + 'static> PubSub<M> {
     /// This server's tracker of presences with metadata `Meta`, made on
     /// first use. The same for every call and every clone of the server.
-    pub fn tracker<Meta: Serialize + Send + Sync + 'static>(&self) -> Tracker<Meta> {
-        self.core().trackers.get(self.node_name())
+    pub fn tracker<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+    ) -> Tracker<Meta> {
+        let core = self.core();
+        core.trackers.get(self.node_name(), || {
+            let gossip = core.upstream().and_then(|upstream| upstream.gossip())?;
+            Some((gossip, count_rejected(core)))
+        })
     }
 
     /// Tracks `key` on `topic` with `meta`: [`Tracker::track`] of
@@ -702,7 +855,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// # Errors
     ///
     /// As [`Tracker::track`].
-    pub fn track<Meta: Serialize + Send + Sync + 'static>(
+    pub fn track<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &self,
         topic: Topic,
         key: impl Into<Arc<str>>,
@@ -712,7 +865,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     }
 
     /// The presences with metadata `Meta` on `topic`: [`Tracker::presences`].
-    pub fn presences<Meta: Serialize + Send + Sync + 'static>(
+    pub fn presences<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &self,
         topic: Topic,
     ) -> Vec<Presence<Meta>> {
@@ -721,7 +874,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
 
     /// The diffs of presences with metadata `Meta` on `topic`:
     /// [`Tracker::diffs`].
-    pub fn presence_diffs<Meta: Serialize + Send + Sync + 'static>(
+    pub fn presence_diffs<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &self,
         topic: Topic,
     ) -> PresenceDiffs<Meta> {

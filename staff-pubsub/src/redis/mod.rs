@@ -185,6 +185,7 @@ use crate::transport::{BoxFuture, Connection, DurableLog, Envelope, LocalNode, T
 use receiver::{subscribe, supervise, Receiver};
 
 mod config;
+mod gossip;
 mod publisher;
 mod receiver;
 
@@ -473,14 +474,23 @@ where
     /// Builds a server whose broadcasts reach every node of `config`'s
     /// namespace through Redis: [`build_with`](Self::build_with) and
     /// [`RedisTransport::connect`] in one call. Without a
-    /// [`node_name`](Self::node_name), the node gets a unique one.
+    /// [`node_name`](Self::node_name), the node gets a unique one. Its
+    /// presence trackers replicate with the namespace's other nodes over
+    /// a channel per tracker, `<namespace>:presence:<tracker>`.
     ///
     /// # Errors
     ///
     /// [`Error::EmptyNodeName`], or [`Error::Connect`] as
     /// [`RedisTransport::connect`].
     pub async fn redis(self, config: RedisConfig) -> Result<PubSub<M>, Error> {
-        self.build_with(|local| RedisTransport::connect(config, local))
-            .await
+        self.build_with_gossip(|local| async move {
+            let node = local.node_name().to_owned();
+            let transport = RedisTransport::connect(config.clone(), local).await?;
+            let gossip =
+                gossip::RedisGossip::new(&config, Arc::clone(&transport.publisher), &node)?;
+            let gossip: crate::presence::GossipHandle = Arc::new(gossip);
+            Ok((transport, Some(gossip)))
+        })
+        .await
     }
 }

@@ -10,6 +10,7 @@ use super::stats::unique_node_name;
 use super::upstream::Own;
 use super::{DEFAULT_CAPACITY, DEFAULT_NODE_NAME, MAX_SHARDS};
 use crate::error::{Error, TransportError};
+use crate::presence::GossipHandle;
 
 use crate::loom::sync::Arc;
 use crate::registry::Registry;
@@ -147,11 +148,28 @@ impl<M: Send + Sync + 'static> Builder<M> {
     ///
     /// [`Error::EmptyNodeName`] for a name that is empty or white space;
     /// [`Error::Connect`] if `connect` fails.
-    pub async fn build_with<T, F, Fut>(mut self, connect: F) -> Result<PubSub<M>, Error>
+    pub async fn build_with<T, F, Fut>(self, connect: F) -> Result<PubSub<M>, Error>
     where
         T: Transport<M>,
         F: FnOnce(LocalNode<M>) -> Fut,
         Fut: Future<Output = Result<T, TransportError>>,
+    {
+        self.build_with_gossip(|local| async move {
+            connect(local).await.map(|transport| (transport, None))
+        })
+        .await
+    }
+
+    /// As [`build_with`](Self::build_with), for an engine that also gives
+    /// its gossip: the server's presence trackers replicate through it.
+    pub(crate) async fn build_with_gossip<T, F, Fut>(
+        mut self,
+        connect: F,
+    ) -> Result<PubSub<M>, Error>
+    where
+        T: Transport<M>,
+        F: FnOnce(LocalNode<M>) -> Fut,
+        Fut: Future<Output = Result<(T, Option<GossipHandle>), TransportError>>,
     {
         let name = match self.node_name.take() {
             Some(name) if name.trim().is_empty() => return Err(Error::EmptyNodeName),
@@ -161,11 +179,11 @@ impl<M: Send + Sync + 'static> Builder<M> {
         let pubsub = PubSub {
             core: Arc::new(self.core(name, Connection::Disconnected)),
         };
-        let transport = connect(pubsub.local_node()).await.map_err(Error::Connect)?;
+        let (transport, gossip) = connect(pubsub.local_node()).await.map_err(Error::Connect)?;
         // The core was built just above without an upstream: this sets it.
         pubsub
             .core
-            .set_upstream(Box::new(Own::new(Box::new(transport))));
+            .set_upstream(Box::new(Own::new(Box::new(transport), gossip)));
         Ok(pubsub)
     }
 

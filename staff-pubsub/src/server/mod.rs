@@ -22,7 +22,6 @@ pub use stats::Stats;
 pub use subscription::Subscription;
 
 pub(crate) use self::core::{Core, Peer};
-#[cfg(feature = "redis")]
 pub(crate) use stats::random_u64;
 pub(crate) use upstream::{ready, Upstream};
 

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use super::core::Core;
 use crate::error::{Error, TransportError};
 use crate::position::Position;
+use crate::presence::GossipHandle;
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Connection, Envelope, LogHead, Mode, Replay, Transport};
 
@@ -69,16 +70,26 @@ pub(crate) trait Upstream<M>: Send + Sync {
         through: Position,
         topics: &'a [Topic],
     ) -> BoxFuture<'a, Result<Replay<M>, TransportError>>;
+
+    /// The engine's gossip, through which the server's presence trackers
+    /// replicate with the other nodes'; `None` (the default): its
+    /// trackers stay in process. A linked server has none: the node's
+    /// replica of a tracker is its transport's server's, and a second
+    /// replica under the same node name would confuse the others.
+    fn gossip(&self) -> Option<GossipHandle> {
+        None
+    }
 }
 
-/// A server's own transport.
+/// A server's own transport, and its engine's gossip if it has one.
 pub(crate) struct Own<M> {
     transport: Box<dyn Transport<M>>,
+    gossip: Option<GossipHandle>,
 }
 
 impl<M> Own<M> {
-    pub(crate) fn new(transport: Box<dyn Transport<M>>) -> Self {
-        Self { transport }
+    pub(crate) fn new(transport: Box<dyn Transport<M>>, gossip: Option<GossipHandle>) -> Self {
+        Self { transport, gossip }
     }
 }
 
@@ -156,6 +167,12 @@ impl<M: Send + Sync + 'static> Upstream<M> for Own<M> {
 
     fn replay_limit(&self) -> Option<u64> {
         self.transport.durable_log()?.replay_limit()
+    }
+
+    // An `Arc` with an engine; without one, a `Copy` that is never made.
+    #[allow(clippy::clone_on_copy)]
+    fn gossip(&self) -> Option<GossipHandle> {
+        self.gossip.clone()
     }
 
     fn replay<'a>(

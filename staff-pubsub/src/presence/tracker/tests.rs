@@ -7,23 +7,23 @@ use super::*;
 const TEAM: Topic = Topic::new("team:1");
 const OTHER: Topic = Topic::new("team:2");
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Meta {
     name: String,
-    status: &'static str,
+    status: String,
 }
 
-fn meta(name: &str, status: &'static str) -> Meta {
+fn meta(name: &str, status: &str) -> Meta {
     Meta {
         name: name.to_owned(),
-        status,
+        status: status.to_owned(),
     }
 }
 
 fn keys(presences: &[Presence<Meta>]) -> Vec<(&str, &str)> {
     presences
         .iter()
-        .map(|presence| (&*presence.key, presence.meta.status))
+        .map(|presence| (&*presence.key, presence.meta.status.as_str()))
         .collect()
 }
 
@@ -118,8 +118,8 @@ async fn watch_gives_a_list_that_the_diffs_continue() {
         .track(TEAM, "user-1", meta("Ada", "viewing"))
         .unwrap();
     let (list, mut diffs) = tracker.watch(TEAM);
-    let mut view: BTreeMap<PresenceId, &'static str> =
-        list.iter().map(|p| (p.id, p.meta.status)).collect();
+    let mut view: BTreeMap<PresenceId, String> =
+        list.iter().map(|p| (p.id, p.meta.status.clone())).collect();
     let mut guards = Vec::new();
     for n in 0..20 {
         guards.push(
@@ -142,15 +142,15 @@ async fn watch_gives_a_list_that_the_diffs_continue() {
         }
         for join in &diff.joins {
             assert!(
-                view.insert(join.id, join.meta.status).is_none(),
+                view.insert(join.id, join.meta.status.clone()).is_none(),
                 "a join twice"
             );
         }
     }
-    let now: BTreeMap<PresenceId, &'static str> = tracker
+    let now: BTreeMap<PresenceId, String> = tracker
         .presences(TEAM)
         .iter()
-        .map(|p| (p.id, p.meta.status))
+        .map(|p| (p.id, p.meta.status.clone()))
         .collect();
     assert_eq!(view, now);
     assert_eq!(now.len(), guards.len());

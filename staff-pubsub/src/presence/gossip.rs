@@ -1,0 +1,173 @@
+//! The seam between a tracker's replica runtime and the other nodes: what
+//! an engine provides so that the trackers of one namespace share their
+//! presences ([`Gossip`]), and an in-memory one for tests.
+//!
+//! Gossip is lossy by contract: a send may be dropped (the engine is down,
+//! a queue is full) and the replica protocol recovers (heartbeats carry
+//! clocks, and a replica that lacks something asks for a transfer). So the
+//! sends do not wait and do not fail.
+
+use crate::loom::sync::Arc;
+
+/// How many received messages a channel holds before dropping new ones.
+#[cfg_attr(not(test), allow(dead_code))] // the engines' channels to come
+pub(crate) const GOSSIP_QUEUE: usize = 1024;
+
+/// A received message: the sending node's name and the bytes it sent.
+pub(crate) type Received = (Arc<str>, Vec<u8>);
+
+/// An engine's way to the other nodes of the namespace, for trackers.
+pub(crate) trait Gossip: Send + Sync + 'static {
+    /// Opens this node's channel of tracker `tracker` (one per tracker
+    /// name and node): `None` if it cannot (the engine refuses, or it is
+    /// open already), and the tracker then stays in process.
+    fn open(&self, tracker: &str) -> Option<GossipChannel>;
+
+    /// The runtime the replica's task runs on (the engine's, captured when
+    /// it was made, so that a tracker made outside a runtime still runs).
+    fn runtime(&self) -> tokio::runtime::Handle;
+}
+
+/// Sends on one tracker's channel. Never blocks, never fails: a message
+/// that cannot be sent is dropped (see the [module](self)).
+pub(crate) trait GossipSend: Send + Sync {
+    /// To every other node that has the tracker's channel open.
+    fn broadcast(&self, bytes: Vec<u8>);
+    /// To the node named `node`, if it has the channel open.
+    fn send_to(&self, node: &str, bytes: Vec<u8>);
+}
+
+/// One tracker's channel on one node: its sending half and what the other
+/// nodes sent (ends when the engine is gone).
+pub(crate) struct GossipChannel {
+    /// The sending half.
+    pub(crate) send: Box<dyn GossipSend>,
+    /// The receiving half.
+    pub(crate) receive: tokio::sync::mpsc::Receiver<Received>,
+}
+
+#[cfg(test)]
+pub(crate) use memory::MemoryHub;
+
+#[cfg(test)]
+mod memory {
+    use std::collections::HashMap;
+
+    use super::{Gossip, GossipChannel, GossipSend, Received, GOSSIP_QUEUE};
+    use crate::loom::sync::{Arc, Mutex};
+    use tokio::sync::mpsc;
+
+    #[derive(Default)]
+    struct Nodes {
+        /// (tracker, node) => the node's receiving queue.
+        channels: HashMap<(String, Arc<str>), mpsc::Sender<Received>>,
+        /// node => its partition; nodes absent are in partition 0.
+        partition: HashMap<Arc<str>, u32>,
+    }
+
+    impl Nodes {
+        fn side(&self, node: &str) -> u32 {
+            self.partition.get(node).copied().unwrap_or(0)
+        }
+    }
+
+    /// An in-memory network of nodes, which tests partition and heal.
+    #[derive(Clone, Default)]
+    pub(crate) struct MemoryHub {
+        nodes: Arc<Mutex<Nodes>>,
+    }
+
+    impl MemoryHub {
+        /// The gossip of node `node` on this network.
+        pub(crate) fn node(&self, node: &str) -> MemoryGossip {
+            MemoryGossip {
+                hub: self.clone(),
+                node: Arc::from(node),
+                runtime: tokio::runtime::Handle::current(),
+            }
+        }
+
+        /// Splits the network: each group of nodes reaches only itself;
+        /// nodes not named are in a group of their own.
+        pub(crate) fn partition(&self, groups: &[&[&str]]) {
+            let mut nodes = self.nodes.lock();
+            nodes.partition.clear();
+            for (side, group) in (1..).zip(groups) {
+                for node in *group {
+                    nodes.partition.insert(Arc::from(*node), side);
+                }
+            }
+        }
+
+        /// Every node reaches every other again.
+        pub(crate) fn heal(&self) {
+            self.nodes.lock().partition.clear();
+        }
+
+        /// Sends `bytes` on `tracker`'s channel as node `from`, which
+        /// need not be a node of the network (a hostile one).
+        pub(crate) fn inject(&self, tracker: &str, from: &str, bytes: Vec<u8>) {
+            self.deliver(tracker, &Arc::from(from), None, bytes);
+        }
+
+        fn deliver(&self, tracker: &str, from: &Arc<str>, to: Option<&str>, bytes: Vec<u8>) {
+            let nodes = self.nodes.lock();
+            let side = nodes.side(from);
+            for ((name, node), sender) in &nodes.channels {
+                let wanted = to.map_or(node != from, |to| **node == *to);
+                if name == tracker && wanted && nodes.side(node) == side {
+                    // Lossy: a full or closed queue drops the message.
+                    let _ = sender.try_send((Arc::clone(from), bytes.clone()));
+                }
+            }
+        }
+    }
+
+    /// One node's gossip on a [`MemoryHub`].
+    pub(crate) struct MemoryGossip {
+        hub: MemoryHub,
+        node: Arc<str>,
+        runtime: tokio::runtime::Handle,
+    }
+
+    struct MemorySend {
+        hub: MemoryHub,
+        tracker: String,
+        node: Arc<str>,
+    }
+
+    impl GossipSend for MemorySend {
+        fn broadcast(&self, bytes: Vec<u8>) {
+            self.hub.deliver(&self.tracker, &self.node, None, bytes);
+        }
+
+        fn send_to(&self, node: &str, bytes: Vec<u8>) {
+            self.hub
+                .deliver(&self.tracker, &self.node, Some(node), bytes);
+        }
+    }
+
+    impl Gossip for MemoryGossip {
+        fn open(&self, tracker: &str) -> Option<GossipChannel> {
+            let (sender, receive) = mpsc::channel(GOSSIP_QUEUE);
+            // A node that opens again (restarted) replaces its channel.
+            self.hub
+                .nodes
+                .lock()
+                .channels
+                .insert((tracker.to_owned(), Arc::clone(&self.node)), sender);
+            Some(GossipChannel {
+                send: Box::new(MemorySend {
+                    hub: self.hub.clone(),
+                    tracker: tracker.to_owned(),
+                    node: Arc::clone(&self.node),
+                }),
+                receive,
+            })
+        }
+
+        fn runtime(&self) -> tokio::runtime::Handle {
+            self.runtime.clone()
+        }
+    }
+}

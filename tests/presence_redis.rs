@@ -1,0 +1,120 @@
+//! Presence across two nodes over a real `redis-server` (started on a free
+//! loopback port, see `support/redis_server.rs`): a track on one node is
+//! listed and reported on the other, and so are its update and its end;
+//! a node that stops without a word has its presences reported as leaves
+//! after the down period (30 s, the default: this test takes that long).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use staff_pubsub::presence::{PresenceDiff, PresenceDiffs};
+use staff_pubsub::redis::RedisConfig;
+use staff_pubsub::{PubSub, Topic};
+use staff_pubsub_tests::redis_server::RedisServer;
+
+const TEAM: Topic = Topic::new("team:1");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Viewer {
+    name: String,
+}
+
+fn viewer(name: &str) -> Viewer {
+    Viewer {
+        name: name.to_owned(),
+    }
+}
+
+/// The default down period (30 s) and a few broadcast periods (1.5 s).
+const PATIENCE: Duration = Duration::from_secs(38);
+
+async fn node(server: &RedisServer, name: &str) -> PubSub<()> {
+    let config = RedisConfig::new(server.url())
+        .namespace("presence-test")
+        .connect_timeout(Duration::from_secs(2))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    let pubsub = PubSub::<()>::builder()
+        .node_name(name)
+        .redis(config)
+        .await
+        .expect("the node connects");
+    // The replica starts with the tracker.
+    drop(pubsub.tracker::<Viewer>());
+    pubsub
+}
+
+async fn next(diffs: &mut PresenceDiffs<Viewer>) -> std::sync::Arc<PresenceDiff<Viewer>> {
+    tokio::time::timeout(PATIENCE, diffs.recv())
+        .await
+        .expect("a diff in time")
+        .expect("a diff")
+}
+
+fn names(pubsub: &PubSub<()>) -> BTreeSet<String> {
+    pubsub
+        .presences::<Viewer>(TEAM)
+        .iter()
+        .map(|presence| presence.meta.name.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presences_cross_redis_and_a_silent_node_leaves_after_the_down_period() {
+    let server = RedisServer::start().await;
+    let a = node(&server, "a").await;
+    let b = node(&server, "b").await;
+    let mut at_b = b.presence_diffs::<Viewer>(TEAM);
+    let mut at_a = a.presence_diffs::<Viewer>(TEAM);
+
+    let mut ada = a.track(TEAM, "user-1", viewer("Ada")).expect("tracked");
+    let diff = next(&mut at_b).await;
+    assert_eq!(diff.joins.len(), 1, "{diff:?}");
+    assert_eq!(diff.joins[0].id, ada.id());
+    assert_eq!(names(&b), BTreeSet::from(["Ada".to_owned()]));
+
+    ada.update(viewer("Ada L.")).expect("updated");
+    let diff = next(&mut at_b).await;
+    assert_eq!((diff.joins.len(), diff.leaves.len()), (1, 1), "{diff:?}");
+    assert_eq!(*diff.joins[0].meta, viewer("Ada L."));
+
+    let bea = b.track(TEAM, "user-2", viewer("Bea")).expect("tracked");
+    // a's own join and update come first.
+    loop {
+        let diff = next(&mut at_a).await;
+        if diff.joins.iter().any(|join| &*join.key == "user-2") {
+            assert_eq!(diff.joins[0].id, bea.id());
+            break;
+        }
+    }
+
+    drop(ada);
+    let diff = next(&mut at_b).await;
+    assert_eq!(
+        &*diff.joins[0].key, "user-2",
+        "b's own join first: {diff:?}"
+    );
+    let diff = next(&mut at_b).await;
+    assert_eq!(diff.leaves.len(), 1, "{diff:?}");
+    assert_eq!(&*diff.leaves[0].key, "user-1");
+    assert_eq!(names(&b), BTreeSet::from(["Bea".to_owned()]));
+
+    // a's own leave, reported as it happened.
+    let diff = at_a.try_recv().expect("a's leave").expect("no lag");
+    assert_eq!(&*diff.leaves[0].key, "user-1");
+    assert!(at_a.try_recv().is_none());
+
+    // b goes without a word; its guard lives on.
+    drop(b);
+    let gone = Instant::now();
+    let diff = next(&mut at_a).await;
+    assert_eq!(diff.leaves.len(), 1, "{diff:?}");
+    assert_eq!(&*diff.leaves[0].key, "user-2");
+    let after = gone.elapsed();
+    assert!(
+        after >= Duration::from_secs(26),
+        "taken down after {after:?}, before the down period"
+    );
+    assert!(names(&a).is_empty());
+    drop(bea);
+}
