@@ -55,6 +55,9 @@
 
 mod default_server;
 mod error;
+mod extensions;
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+mod gossip;
 mod inbox;
 mod link;
 mod loom;
@@ -67,6 +70,11 @@ mod net;
 #[cfg_attr(docsrs, doc(cfg(feature = "phoenix")))]
 pub mod phoenix;
 mod position;
+/// Without an engine nothing gossips: a tracker is in process.
+#[cfg(not(any(test, feature = "redis", feature = "nats")))]
+mod gossip {
+    pub(crate) type GossipHandle = std::convert::Infallible;
+}
 pub mod presence;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -18,8 +18,6 @@ pub mod clock;
 mod codec;
 pub mod generations;
 #[cfg(any(test, feature = "redis", feature = "nats"))]
-pub(crate) mod gossip;
-#[cfg(any(test, feature = "redis", feature = "nats"))]
 mod runtime;
 #[cfg(test)]
 mod runtime_tests;
@@ -29,7 +27,6 @@ mod sim_tests;
 pub mod state;
 mod tracker;
 
-pub(crate) use tracker::{GossipHandle, Trackers};
 pub use tracker::{
     Presence, PresenceDiff, PresenceDiffs, PresenceError, PresenceId, PresenceLimits,
     PresenceRecvError, Tracked, Tracker, DIFF_QUEUE_CAPACITY,

@@ -1,6 +1,6 @@
 //! The replica runtime: one task per server and tracker that drives the
 //! tracker's [`Shard`](super::shard::Shard) over the engine's
-//! [`Gossip`](super::gossip::Gossip).
+//! [`Gossip`](crate::gossip::Gossip).
 //!
 //! It ticks the shard every broadcast period (jittered by up to a tenth
 //! either way, so that nodes started together do not heartbeat in step),
@@ -21,9 +21,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::codec;
-use super::gossip::{GossipChannel, GossipSend};
 use super::shard::{Destination, Outgoing, ReplicaEvent};
 use super::tracker::{Inner, PresenceId};
+use crate::gossip::{GossipChannel, GossipSend};
 use crate::loom::sync::{Arc, Weak};
 
 type Out<Meta> = Outgoing<Arc<str>, PresenceId, Arc<Meta>>;

@@ -8,10 +8,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::gossip::MemoryHub;
 use super::shard::ShardConfig;
-use super::{GossipHandle, PresenceDiff, PresenceDiffs};
+use super::{PresenceDiff, PresenceDiffs};
 use crate::error::TransportError;
+use crate::gossip::GossipHandle;
+use crate::gossip::MemoryHub;
 use crate::loom::sync::Arc;
 use crate::server::PubSub;
 use crate::topic::Topic;

@@ -4,7 +4,6 @@
 
 use crate::loom::sync::atomic::{process, Ordering};
 use crate::loom::sync::{Arc, Weak};
-use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::pin::Pin;
@@ -715,16 +714,6 @@ impl<Meta> Drop for Tracked<Meta> {
     }
 }
 
-/// A server's trackers, one per metadata type.
-#[derive(Default)]
-pub(crate) struct Trackers {
-    by_type: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
-    /// Alive as long as the server: the replica runtimes hold it weakly
-    /// and stop once it is gone.
-    #[cfg_attr(not(any(test, feature = "redis", feature = "nats")), allow(dead_code))]
-    alive: Arc<()>,
-}
-
 #[cfg(any(test, feature = "redis", feature = "nats"))]
 /// The name a tracker of `Meta` has on the wire: its type's path, the same
 /// on every node built from the same source.
@@ -732,65 +721,54 @@ fn tracker_name<Meta>() -> &'static str {
     std::any::type_name::<Meta>()
 }
 
-impl Trackers {
-    /// The tracker of `Meta`, made on first use: a replica that gossips
-    /// with the other nodes through `gossip`'s gossip, if it gives one.
-    fn get<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
-        &self,
-        node: &str,
-        gossip: impl FnOnce() -> Option<(GossipHandle, CountRejected)>,
-    ) -> Tracker<Meta> {
-        let mut by_type = self.by_type.lock();
-        let entry = by_type
-            .entry(TypeId::of::<Meta>())
-            .or_insert_with(|| Arc::new(self.make::<Meta>(node, gossip())));
-        match entry.downcast_ref::<Tracker<Meta>>() {
-            Some(tracker) => tracker.clone(),
-            // Entries are inserted under their own type's id just above.
-            None => Tracker::new(node, ShardConfig::default(), false),
-        }
-    }
-
-    #[cfg(not(any(test, feature = "redis", feature = "nats")))]
-    fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
-        &self,
-        node: &str,
-        gossip: Option<(GossipHandle, CountRejected)>,
-    ) -> Tracker<Meta> {
-        let _ = gossip;
-        Tracker::new(node, ShardConfig::default(), false)
-    }
-
-    #[cfg(any(test, feature = "redis", feature = "nats"))]
-    fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
-        &self,
-        node: &str,
-        gossip: Option<(GossipHandle, CountRejected)>,
-    ) -> Tracker<Meta> {
-        let name = tracker_name::<Meta>();
-        let Some((gossip, rejected, channel)) = gossip.and_then(|(gossip, rejected)| {
-            gossip.open(name).map(|channel| (gossip, rejected, channel))
-        }) else {
-            return Tracker::new(node, ShardConfig::default(), false);
-        };
-        let tracker = Tracker::new(node, ShardConfig::default(), true);
-        gossip.runtime().spawn(super::runtime::run::<Meta>(
-            name.to_owned(),
-            Arc::downgrade(&tracker.inner),
-            Arc::downgrade(&self.alive),
-            channel,
-            rejected,
-        ));
-        tracker
-    }
+/// The tracker of `Meta` of a server, kept in its `extensions` and made on
+/// first use: a replica that gossips with the other nodes through
+/// `gossip`'s gossip, if it gives one.
+fn tracker_of<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    extensions: &Extensions,
+    node: &str,
+    gossip: impl FnOnce() -> Option<(GossipHandle, CountRejected)>,
+) -> Tracker<Meta> {
+    extensions.get_or_insert_with(|alive| make::<Meta>(node, gossip(), alive))
 }
 
-/// What a server's upstream gives a tracker to reach other nodes.
-#[cfg(any(test, feature = "redis", feature = "nats"))]
-pub(crate) type GossipHandle = Arc<dyn super::gossip::Gossip>;
-/// Nothing: without an engine, a tracker is in process.
 #[cfg(not(any(test, feature = "redis", feature = "nats")))]
-pub(crate) type GossipHandle = std::convert::Infallible;
+fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    node: &str,
+    gossip: Option<(GossipHandle, CountRejected)>,
+    alive: Weak<()>,
+) -> Tracker<Meta> {
+    let _ = (gossip, alive);
+    Tracker::new(node, ShardConfig::default(), false)
+}
+
+/// `alive` lives as long as the server: the replica runtime holds it
+/// weakly and stops once it is gone.
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    node: &str,
+    gossip: Option<(GossipHandle, CountRejected)>,
+    alive: Weak<()>,
+) -> Tracker<Meta> {
+    let name = tracker_name::<Meta>();
+    let Some((gossip, rejected, channel)) = gossip.and_then(|(gossip, rejected)| {
+        gossip.open(name).map(|channel| (gossip, rejected, channel))
+    }) else {
+        return Tracker::new(node, ShardConfig::default(), false);
+    };
+    let tracker = Tracker::new(node, ShardConfig::default(), true);
+    gossip.runtime().spawn(super::runtime::run::<Meta>(
+        name.to_owned(),
+        Arc::downgrade(&tracker.inner),
+        alive,
+        channel,
+        rejected,
+    ));
+    tracker
+}
+
+use crate::extensions::Extensions;
+use crate::gossip::GossipHandle;
 
 #[cfg(any(test, feature = "redis", feature = "nats"))]
 use super::runtime::CountRejected;
@@ -824,7 +802,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         &self,
     ) -> Tracker<Meta> {
         let core = self.core();
-        core.trackers.get(self.node_name(), || {
+        tracker_of(&core.extensions, self.node_name(), || {
             let gossip = core.upstream().and_then(|upstream| upstream.gossip())?;
             Some((gossip, count_rejected(core)))
         })

@@ -23,8 +23,8 @@ use super::config::RedisConfig;
 use super::publisher::Publisher;
 use super::receiver::subscribe;
 use crate::error::TransportError;
+use crate::gossip::{Gossip, GossipChannel, GossipSend, Received, GOSSIP_QUEUE};
 use crate::loom::sync::Arc;
-use crate::presence::gossip::{Gossip, GossipChannel, GossipSend, Received, GOSSIP_QUEUE};
 
 /// The channel of `tracker` in `namespace`.
 pub(crate) fn channel(namespace: &str, tracker: &str) -> String {

@@ -488,7 +488,7 @@ where
             let transport = RedisTransport::connect(config.clone(), local).await?;
             let gossip =
                 gossip::RedisGossip::new(&config, Arc::clone(&transport.publisher), &node)?;
-            let gossip: crate::presence::GossipHandle = Arc::new(gossip);
+            let gossip: crate::gossip::GossipHandle = Arc::new(gossip);
             Ok((transport, Some(gossip)))
         })
         .await

@@ -10,7 +10,7 @@ use super::stats::unique_node_name;
 use super::upstream::Own;
 use super::{DEFAULT_CAPACITY, DEFAULT_NODE_NAME, MAX_SHARDS};
 use crate::error::{Error, TransportError};
-use crate::presence::GossipHandle;
+use crate::gossip::GossipHandle;
 
 use crate::loom::sync::Arc;
 use crate::registry::Registry;

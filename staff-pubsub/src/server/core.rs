@@ -41,8 +41,9 @@ pub(crate) struct Core<M> {
     pub(super) head: AtomicU64,
     /// Which failed broadcasts are logged at WARN.
     pub(super) failure_log: FailureLog,
-    /// The presence trackers, one per metadata type.
-    pub(crate) trackers: crate::presence::Trackers,
+    /// What features built on the server keep here (presence's
+    /// trackers), one value per type.
+    pub(crate) extensions: crate::extensions::Extensions,
 }
 
 /// In [`Core::head`]: no log position known.
@@ -69,7 +70,7 @@ impl<M> Core<M> {
             durable: AtomicBool::new(false),
             head: AtomicU64::new(NO_HEAD),
             failure_log: FailureLog::default(),
-            trackers: crate::presence::Trackers::default(),
+            extensions: crate::extensions::Extensions::default(),
         }
     }
 

@@ -13,8 +13,8 @@ use std::task::{Context, Poll};
 
 use super::core::Core;
 use crate::error::{Error, TransportError};
+use crate::gossip::GossipHandle;
 use crate::position::Position;
-use crate::presence::GossipHandle;
 use crate::topic::Topic;
 use crate::transport::{BoxFuture, Connection, Envelope, LogHead, Mode, Replay, Transport};
 

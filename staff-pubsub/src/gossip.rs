@@ -1,6 +1,8 @@
-//! The seam between a tracker's replica runtime and the other nodes: what
-//! an engine provides so that the trackers of one namespace share their
-//! presences ([`Gossip`]), and an in-memory one for tests.
+//! The seam between a presence tracker's replica runtime and the other
+//! nodes: what an engine provides so that the trackers of one namespace
+//! share their presences ([`Gossip`]), and an in-memory one for tests.
+//! Below both the server (whose upstream hands it out) and `presence`
+//! (which drives it): it names neither.
 //!
 //! Gossip is lossy by contract: a send may be dropped (the engine is down,
 //! a queue is full) and the replica protocol recovers (heartbeats carry
@@ -45,6 +47,9 @@ pub(crate) struct GossipChannel {
     /// The receiving half.
     pub(crate) receive: tokio::sync::mpsc::Receiver<Received>,
 }
+
+/// What a server's upstream gives a tracker to reach other nodes.
+pub(crate) type GossipHandle = Arc<dyn Gossip>;
 
 #[cfg(test)]
 pub(crate) use memory::MemoryHub;
