@@ -1,7 +1,7 @@
 //! The presence API of a server: [`Tracker`], [`Tracked`] guards, lists
 //! and streams of diffs. In process: one replica, this node's.
 
-use crate::loom::sync::atomic::{AtomicU64, Ordering};
+use crate::loom::sync::atomic::Ordering;
 use crate::loom::sync::{Arc, Weak};
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -336,7 +336,9 @@ impl<Meta> Locked<Meta> {
 /// A unique replica version: the time in µs plus a process-wide counter,
 /// as Phoenix makes its `vsn`.
 fn unique_vsn() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // std's atomic, also under loom: a static needs a `const` constructor,
+    // and no model checks this counter.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| {
