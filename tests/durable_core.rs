@@ -180,6 +180,36 @@ async fn a_resume_replays_the_missed_entries_of_its_topics_then_continues_live()
     refute_receive!(resumed, _);
 }
 
+/// A resumed subscription's topics change, and it leaves, while its replay
+/// is still unread: the replay still comes, whole and first, then what was
+/// queued, then `Closed`.
+#[tokio::test]
+async fn a_resumed_subscription_changes_topics_and_leaves_before_its_replay_is_read() {
+    let log = MemoryLog::new(Retention::entries(1000));
+    let a = node(&log, "a").await;
+    publish(&a, &[ROOMS], 1..=3).await;
+    read_up_to(&a, &log, 3).await;
+    let mut resumed = a
+        .subscribe_since([ROOMS], log.position(1).unwrap())
+        .await
+        .unwrap();
+    assert!(resumed.add_topic(room(1)).unwrap());
+    assert!(!resumed.add_topic(room(1)).unwrap());
+    assert!(resumed.remove_topic(&ROOMS));
+    assert_eq!(resumed.topics(), [room(1)]);
+    assert_eq!(resumed.len(), 2, "the replay: entries 2 and 3");
+    publish(&a, &[ROOMS], [4]).await;
+    publish(&a, &[room(1)], [5]).await;
+    read_up_to(&a, &log, 5).await;
+    resumed.unsubscribe();
+    assert!(resumed.topics().is_empty());
+    assert_eq!(a.subscriber_count(&room(1)), 0);
+    expect(&log, &mut resumed, 2, 2).await;
+    expect(&log, &mut resumed, 3, 3).await;
+    expect(&log, &mut resumed, 5, 5).await;
+    assert_eq!(next(&mut resumed).await, Err(RecvError::Closed));
+}
+
 #[tokio::test]
 async fn a_replayed_entry_comes_once_per_reached_topic_as_live_ones_do() {
     let log = MemoryLog::new(Retention::entries(1000));

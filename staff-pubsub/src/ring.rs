@@ -42,8 +42,7 @@
 use std::collections::VecDeque;
 use std::task::Waker;
 
-use crate::loom::sync::atomic::{AtomicUsize, Ordering};
-use crate::loom::sync::{Arc, Mutex, RwLock};
+use crate::loom::sync::{Arc, Mutex};
 use crate::position::Position;
 
 /// Subscribers a topic has before a new subscription on it (and on no
@@ -52,7 +51,10 @@ use crate::position::Position;
 pub(crate) const RING_FROM: usize = 32;
 
 pub(crate) struct Ring<M> {
-    slots: RwLock<Slots<M>>,
+    /// A mutex and not a read-write lock: a read changes its slot's
+    /// `unread` count, which a mutex lets be a plain integer (a reader's
+    /// two atomic operations on the lock, and none on the slot).
+    slots: Mutex<Slots<M>>,
     waiters: Mutex<Waiters>,
 }
 
@@ -67,7 +69,7 @@ struct Slot<M> {
     message: Arc<M>,
     position: Option<Position>,
     /// Readers that still have this message to read (see the invariants).
-    unread: AtomicUsize,
+    unread: usize,
 }
 
 /// The wakers of readers that found nothing to read. A reader has at most
@@ -117,7 +119,7 @@ pub(crate) enum Read<M> {
 impl<M> Ring<M> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            slots: RwLock::new(Slots {
+            slots: Mutex::new(Slots {
                 head: 0,
                 queue: VecDeque::new(),
                 capacity: capacity.max(1),
@@ -134,7 +136,7 @@ impl<M> Ring<M> {
     /// A cursor at the ring's tail: a reader joining now reads what is
     /// pushed from now on. Call under the shard's write lock.
     pub(crate) fn cursor(self: &Arc<Self>) -> Cursor<M> {
-        let slots = self.slots.read();
+        let slots = self.slots.lock();
         Cursor {
             ring: Arc::clone(self),
             next: slots.tail(),
@@ -146,7 +148,7 @@ impl<M> Ring<M> {
 
     /// The sequence number the next message will get.
     pub(crate) fn tail(&self) -> u64 {
-        self.slots.read().tail()
+        self.slots.lock().tail()
     }
 
     /// Adds a message for `readers` readers (every reader of the ring) and
@@ -164,23 +166,18 @@ impl<M> Ring<M> {
         released: &mut Vec<Arc<M>>,
     ) -> u64 {
         let lost = {
-            let mut slots = self.slots.write();
+            let mut slots = self.slots.lock();
             // A slot nobody has still to read: no reader's cursor is at or
             // before it (see the invariants), so moving the head past it
-            // loses nothing for anyone. Readers change `unread` under the
-            // read lock, so this write lock sees every change (`Relaxed`).
-            while slots
-                .queue
-                .front()
-                .is_some_and(|slot| slot.unread.load(Ordering::Relaxed) == 0)
-            {
+            // loses nothing for anyone.
+            while slots.queue.front().is_some_and(|slot| slot.unread == 0) {
                 slots.head += 1;
                 released.extend(slots.queue.pop_front().map(|slot| slot.message));
             }
             let lost = if slots.queue.len() >= slots.capacity {
                 slots.head += 1;
                 slots.queue.pop_front().map_or(0, |slot| {
-                    let lost = slot.unread.into_inner() as u64;
+                    let lost = slot.unread as u64;
                     released.push(slot.message);
                     lost
                 })
@@ -190,7 +187,7 @@ impl<M> Ring<M> {
             slots.queue.push_back(Slot {
                 message,
                 position,
-                unread: AtomicUsize::new(readers),
+                unread: readers,
             });
             lost
         };
@@ -230,7 +227,7 @@ impl<M> Cursor<M> {
     /// The next item at the cursor, moving past it: lost messages first,
     /// then the gap marker if it is at `marker`, then a message.
     pub(crate) fn read(&mut self, marker: Option<u64>) -> Read<M> {
-        let slots = self.ring.slots.read();
+        let mut slots = self.ring.slots.lock();
         if self.next < slots.head {
             let lost = slots.head - self.next;
             self.next = slots.head;
@@ -243,11 +240,11 @@ impl<M> Cursor<M> {
         // moves one slot past a slot it read.
         match usize::try_from(self.next - slots.head)
             .ok()
-            .and_then(|at| slots.queue.get(at))
+            .and_then(|at| slots.queue.get_mut(at))
         {
             Some(slot) => {
                 self.next += 1;
-                slot.unread.fetch_sub(1, Ordering::Relaxed);
+                slot.unread -= 1;
                 Read::Message(Arc::clone(&slot.message), slot.position)
             }
             None => Read::Empty,
@@ -256,7 +253,7 @@ impl<M> Cursor<M> {
 
     /// The number of messages at and after the cursor still in the ring.
     pub(crate) fn len(&self) -> usize {
-        let slots = self.ring.slots.read();
+        let slots = self.ring.slots.lock();
         let from = self.next.max(slots.head);
         usize::try_from(slots.tail() - from).unwrap_or(usize::MAX)
     }
@@ -289,7 +286,7 @@ impl<M> Cursor<M> {
                 }
             }
         }
-        let slots = self.ring.slots.read();
+        let slots = self.ring.slots.lock();
         self.next != slots.tail()
     }
 
@@ -297,21 +294,22 @@ impl<M> Cursor<M> {
     /// count of those lost before it, for the reader's own queue. Call
     /// under the shard's write lock.
     pub(crate) fn leave(&mut self) -> (u64, Vec<Unread<M>>) {
-        let slots = self.ring.slots.read();
+        let mut slots = self.ring.slots.lock();
         let lost = slots.head.saturating_sub(self.next);
         let from = self.next.max(slots.head);
         let skip = usize::try_from(from - slots.head).unwrap_or(usize::MAX);
+        let tail = slots.tail();
         let unread = slots
             .queue
-            .iter()
+            .iter_mut()
             .skip(skip)
             .zip(from..)
             .map(|(slot, seq)| {
-                slot.unread.fetch_sub(1, Ordering::Relaxed);
+                slot.unread -= 1;
                 (seq, Arc::clone(&slot.message), slot.position)
             })
             .collect();
-        self.next = slots.tail();
+        self.next = tail;
         (lost, unread)
     }
 }

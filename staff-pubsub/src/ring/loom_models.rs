@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::loom::model;
+use crate::loom::sync::RwLock;
 
 const PUSHES: u64 = 3;
 const CAPACITY: usize = 2;
@@ -109,17 +110,17 @@ fn loom_ring_each_reader_gets_every_message_once_or_an_exact_lag() {
         // Each slot's `unread` is the number of readers still to read it:
         // the one that stayed, if its cursor is at or before it.
         {
-            let slots = ring.slots.read();
+            let slots = ring.slots.lock();
             for (seq, slot) in (slots.head..).zip(&slots.queue) {
                 let expected = usize::from(staying.next <= seq);
-                assert_eq!(slot.unread.load(Ordering::Relaxed), expected, "slot {seq}");
+                assert_eq!(slot.unread, expected, "slot {seq}");
             }
         }
         // The release rule, on one more push: first every slot nobody has
         // still to read goes (those before the remaining reader's cursor),
         // then the oldest if the ring is still full, lost for that reader.
         let (head, tail) = {
-            let slots = ring.slots.read();
+            let slots = ring.slots.lock();
             (slots.head, slots.tail())
         };
         let kept_from = staying.next.clamp(head, tail);

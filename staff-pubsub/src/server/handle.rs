@@ -6,7 +6,7 @@ use std::future::poll_fn;
 use super::builder::Builder;
 use super::core::Core;
 use super::stats::{Stats, Stripe};
-use super::subscription::{Subscription, Topics};
+use super::subscription::{Held, Subscription, Topics};
 use crate::error::Error;
 use crate::inbox::Inbox;
 use crate::loom::sync::atomic::{AtomicU64, Ordering};
@@ -148,8 +148,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
         Ok(Subscription {
             inbox,
             core: Arc::downgrade(core),
-            topics,
-            resume: None,
+            topics: Held::Live(topics),
         })
     }
 }

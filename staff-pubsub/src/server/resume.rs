@@ -183,7 +183,7 @@ impl<M: Send + Sync + 'static> PubSub<M> {
             paged = resume.rest.is_some(),
             "resumed a subscription"
         );
-        subscription.resume = Some(Box::new(resume));
+        subscription.topics.resume(resume);
         Ok(subscription)
     }
 

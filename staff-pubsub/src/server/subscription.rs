@@ -28,11 +28,77 @@ use crate::topic::Topic;
 pub struct Subscription<M> {
     pub(super) inbox: Arc<Inbox<M>>,
     pub(super) core: Weak<Core<M>>,
-    pub(super) topics: Topics,
-    /// Made by [`PubSub::subscribe_since`](crate::PubSub::subscribe_since): what to deliver before the
-    /// queue, and the queued copies to skip. Dropped once the queue is past
-    /// the replay.
-    pub(super) resume: Option<Box<Resume<M>>>,
+    pub(super) topics: Held<M>,
+}
+
+/// A subscription's topics and, while it resumes, its replay.
+///
+/// One field for both, and not a `resume: Option<Box<_>>` beside the
+/// topics: `Resuming` takes a value of the niche `Topics` leaves in its
+/// `Topic`'s `Option<Uuid>` tag, so that `Held` is as large as `Topics`
+/// (40 bytes) and every subscription 8 bytes smaller, and telling a
+/// resuming subscription from the others on the receive path is one
+/// compare of that tag, as the `Option`'s null check was.
+pub(super) enum Held<M> {
+    /// Not resuming (any more): the queue alone is read.
+    Live(Topics),
+    /// Made by [`PubSub::subscribe_since`](crate::PubSub::subscribe_since):
+    /// back to `Live` once the queue is past the replay.
+    Resuming(Box<Resuming<M>>),
+}
+
+// The niche holds `Resuming`: a `Held` is no larger than its `Topics`.
+const _: () = assert!(std::mem::size_of::<Held<()>>() == std::mem::size_of::<Topics>());
+
+/// A resumed subscription's topics and replay.
+pub(super) struct Resuming<M> {
+    topics: Topics,
+    /// What to deliver before the queue, and the queued copies to skip.
+    resume: Resume<M>,
+}
+
+impl<M> Held<M> {
+    /// Starts resuming with `resume`.
+    pub(super) fn resume(&mut self, resume: Resume<M>) {
+        let topics = std::mem::replace(self.topics_mut(), Topics::none());
+        *self = Self::Resuming(Box::new(Resuming { topics, resume }));
+    }
+
+    /// Back to `Live`, the replay dropped.
+    fn end_resume(&mut self) {
+        if let Self::Resuming(resuming) = self {
+            *self = Self::Live(std::mem::replace(&mut resuming.topics, Topics::none()));
+        }
+    }
+
+    fn is_resuming(&self) -> bool {
+        matches!(self, Self::Resuming(_))
+    }
+
+    fn resume_mut(&mut self) -> Option<&mut Resume<M>> {
+        match self {
+            Self::Live(_) => None,
+            Self::Resuming(resuming) => Some(&mut resuming.resume),
+        }
+    }
+
+    fn topics(&self) -> &Topics {
+        match self {
+            Self::Live(topics) => topics,
+            Self::Resuming(resuming) => &resuming.topics,
+        }
+    }
+
+    fn topics_mut(&mut self) -> &mut Topics {
+        match self {
+            Self::Live(topics) => topics,
+            Self::Resuming(resuming) => &mut resuming.topics,
+        }
+    }
+
+    pub(super) fn as_slice(&self) -> &[Topic] {
+        self.topics().as_slice()
+    }
 }
 
 /// The topics of a subscription, distinct, in the order they were added:
@@ -70,7 +136,7 @@ impl Topics {
     }
 
     /// No topic (allocates nothing).
-    fn none() -> Self {
+    pub(super) fn none() -> Self {
         Self::Many(Box::default())
     }
 
@@ -186,7 +252,7 @@ impl<M> Subscription<M> {
                 core.registry.settle(only, &self.inbox);
             }
         }
-        if !self.topics.insert(topic) {
+        if !self.topics.topics_mut().insert(topic) {
             return Ok(false);
         }
         if core.registry.insert(topic, Arc::clone(&self.inbox), false) {
@@ -238,7 +304,7 @@ impl<M> Subscription<M> {
     /// # Ok(()) }
     /// ```
     pub fn remove_topic(&mut self, topic: &Topic) -> bool {
-        if !self.topics.remove(topic) {
+        if !self.topics.topics_mut().remove(topic) {
             return false;
         }
         if let Some(core) = self.core.upgrade() {
@@ -269,7 +335,7 @@ impl<M> Subscription<M> {
     /// unless the subscription is resuming.
     #[inline]
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<M>, RecvError>> {
-        if self.resume.is_none() {
+        if !self.topics.is_resuming() {
             return self.inbox.poll_take_message(cx);
         }
         self.poll_entry(cx)
@@ -327,7 +393,7 @@ impl<M> Subscription<M> {
         cx: &mut Context<'_>,
         mut take: impl FnMut(&Inbox<M>, &mut Context<'_>) -> Option<Taken<M>>,
     ) -> Option<Taken<M>> {
-        let Some(resume) = self.resume.as_deref_mut() else {
+        let Some(resume) = self.topics.resume_mut() else {
             return take(&self.inbox, cx);
         };
         loop {
@@ -374,7 +440,7 @@ impl<M> Subscription<M> {
                 }
                 // The queue holds log entries in log order: nothing after
                 // this one is covered by the replay.
-                self.resume = None;
+                self.topics.end_resume();
                 self.inbox.end_resume();
             }
             return Some(item);
@@ -388,7 +454,7 @@ impl<M> Subscription<M> {
     /// [`TryRecvError::Empty`] when nothing is queued; otherwise as
     /// [`recv`](Self::recv).
     pub fn try_recv(&mut self) -> Result<Arc<M>, TryRecvError> {
-        if self.resume.is_none() {
+        if !self.topics.is_resuming() {
             return match self.inbox.try_take_message() {
                 Some(item) => item.map_err(TryRecvError::from),
                 None => Err(TryRecvError::Empty),
@@ -403,9 +469,15 @@ impl<M> Subscription<M> {
     /// covers until they are skipped).
     #[must_use]
     pub fn len(&self) -> usize {
-        let replayed = self.resume.as_ref().map_or(0, |resume| {
-            resume.replayed.iter().filter(|item| item.is_ok()).count()
-        });
+        let replayed = match &self.topics {
+            Held::Live(_) => 0,
+            Held::Resuming(resuming) => resuming
+                .resume
+                .replayed
+                .iter()
+                .filter(|item| item.is_ok())
+                .count(),
+        };
         self.inbox.len() + replayed
     }
 
@@ -419,7 +491,8 @@ impl<M> Subscription<M> {
     /// still be received; after them, [`RecvError::Closed`]. Dropping the
     /// subscription leaves too.
     pub fn unsubscribe(&mut self) {
-        let topics = std::mem::replace(&mut self.topics, Topics::none());
+        // The topics only: a resumed subscription's replay is still read.
+        let topics = std::mem::replace(self.topics.topics_mut(), Topics::none());
         // The weak handle is emptied too, so that this runs once.
         let core = std::mem::take(&mut self.core);
         self.inbox.close();
