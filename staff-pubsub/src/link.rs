@@ -134,7 +134,14 @@ where
     ) -> BoxFuture<'a, Result<(), Error>> {
         let Some(core) = self.target.upgrade() else {
             // The carrier is gone: nothing carries this server's traffic.
-            return ready(Ok(()));
+            // A broadcast reached this node; a direct one names a node
+            // that cannot be reached, as without a transport.
+            return ready(match mode {
+                Mode::Only(node) => Err(Error::UnknownNode {
+                    node: node.to_owned(),
+                }),
+                _ => Ok(()),
+            });
         };
         let Some(converted) = (self.convert)(message) else {
             return ready(Err(Error::Transport(
@@ -259,6 +266,14 @@ where
     B: Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
+    // One link at a time in the process: two links of one server racing
+    // would otherwise both pass the checks below, and leave one server
+    // linked to a peer that is not linked back. Poisoning is passed over:
+    // the lock guards no data.
+    static LINKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _linking = LINKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (base_core, extension_core) = (base.core(), extension.core());
     if base_core.peer().is_some() || extension_core.peer().is_some() {
         tracing::error!(
@@ -284,8 +299,7 @@ where
         );
         return false;
     }
-    // Both cells were empty just above; a concurrent link of the same
-    // servers (generated code links once per slot) loses harmlessly.
+    // Both cells were empty just above, and no other link runs.
     let linked =
         base_core.set_peer(Box::new(Link::new(
             extension_core,
@@ -376,19 +390,24 @@ where
         to_extension: fn(&B) -> Option<E>,
         to_base: fn(&E) -> Option<B>,
     ) -> PubSub<B> {
-        let known = {
-            let mut links = self.links();
-            links.retain(|(extension, _)| extension.strong_count() > 0);
-            links
-                .iter()
-                .find(|(linked, _)| std::ptr::eq(linked.as_ptr(), Arc::as_ptr(extension.core())))
-                .and_then(|(_, base)| base.upgrade())
-        };
+        // Looked up and linked under one lock: two scopes starting at once
+        // on one extension server get one base.
+        let mut links = self.links();
+        links.retain(|(extension, _)| extension.strong_count() > 0);
+        let known = links
+            .iter()
+            .find(|(linked, _)| std::ptr::eq(linked.as_ptr(), Arc::as_ptr(extension.core())))
+            .and_then(|(_, base)| base.upgrade());
         if let Some(base) = known {
             return PubSub::from_core(base);
         }
         let base = PubSub::new();
-        self.link(&base, extension, to_extension, to_base);
+        if link(&base, extension, to_extension, to_base) {
+            links.push((
+                Arc::downgrade(extension.core()),
+                Arc::downgrade(base.core()),
+            ));
+        }
         base
     }
 }

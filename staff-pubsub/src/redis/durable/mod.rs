@@ -333,15 +333,15 @@ struct Appended {
 
 /// Counts a [`Log::flush`] out if it ends without doing so itself (its
 /// task dropped with the runtime, or a panic).
-struct FlushGuard<'a> {
-    queue: &'a Mutex<Queue>,
+struct FlushGuard<M> {
+    log: Arc<Log<M>>,
     armed: bool,
 }
 
-impl Drop for FlushGuard<'_> {
+impl<M> Drop for FlushGuard<M> {
     fn drop(&mut self) {
         if self.armed {
-            self.queue.lock().flushers -= 1;
+            self.log.queue.lock().flushers -= 1;
         }
     }
 }
@@ -378,7 +378,12 @@ where
             (id, start)
         };
         if start {
-            self.runtime.spawn(Arc::clone(self).flush());
+            // The guard is made before the task: a task dropped unpolled
+            // (its runtime shutting down) still gives its place back.
+            self.runtime.spawn(Self::flush(FlushGuard {
+                log: Arc::clone(self),
+                armed: true,
+            }));
         }
         let bound = self.publisher.connect_timeout + self.publisher.response_timeout;
         match tokio::time::timeout(bound, result).await {
@@ -403,14 +408,11 @@ where
     }
 
     /// Sends the queued appends, batch after batch, until none is left.
-    async fn flush(self: Arc<Self>) {
-        let mut guard = FlushGuard {
-            queue: &self.queue,
-            armed: true,
-        };
+    async fn flush(mut guard: FlushGuard<M>) {
+        let this = Arc::clone(&guard.log);
         loop {
             let mut batch = {
-                let mut queue = self.queue.lock();
+                let mut queue = this.queue.lock();
                 if queue.pending.is_empty() {
                     queue.flushers -= 1;
                     guard.armed = false;
@@ -433,15 +435,15 @@ where
             if batch.is_empty() {
                 continue;
             }
-            let appended = self.append_batch(&batch).await;
+            let appended = this.append_batch(&batch).await;
             let mut rest = batch.into_iter();
             match appended {
                 Ok(appended) => {
                     if appended.foreign {
-                        self.found_foreign();
+                        this.found_foreign();
                     }
                     if !appended.trimmed {
-                        tracing::warn!(stream = %self.stream, "appended to the Redis log, but trimming it failed: it may outgrow its retention");
+                        tracing::warn!(stream = %this.stream, "appended to the Redis log, but trimming it failed: it may outgrow its retention");
                     }
                     for waiting in rest.by_ref().take(appended.added) {
                         // A caller that gave up meanwhile: nobody to tell.
@@ -449,7 +451,7 @@ where
                     }
                     if appended.stopped.is_empty() {
                         // Not tried: first in the next batch, in order.
-                        let mut queue = self.queue.lock();
+                        let mut queue = this.queue.lock();
                         for waiting in rest.rev() {
                             queue.pending.push_front(waiting);
                         }
