@@ -1,42 +1,32 @@
 //! Presence across two nodes over a real `redis-server` (started on a free
-//! loopback port, see `support/redis_server.rs`): a track on one node is
-//! listed and reported on the other, and so are its update and its end;
-//! a node that stops without a word has its presences reported as leaves
-//! after the down period (30 s, the default: this test takes that long).
+//! loopback port, see `support/redis_server.rs`), with a short timing
+//! (`support/presence.rs`: heartbeats every 100 ms, down after 1.5 s): a
+//! track on one node is listed and reported on the other, and so are its
+//! update and its end; a node that stops without a word has its presences
+//! reported as leaves after the down period, and not before.
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use staff_pubsub::presence::{PresenceDiff, PresenceDiffs};
 use staff_pubsub::redis::RedisConfig;
-use staff_pubsub::{PubSub, Topic};
+use staff_pubsub::PubSub;
+use staff_pubsub_tests::presence::{
+    idle_interval, names, next, set, timing, viewer, Viewer, DOWN_PERIOD, TEAM,
+};
 use staff_pubsub_tests::redis_server::RedisServer;
 
-const TEAM: Topic = Topic::new("team:1");
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Viewer {
-    name: String,
-}
-
-fn viewer(name: &str) -> Viewer {
-    Viewer {
-        name: name.to_owned(),
-    }
-}
-
-/// The default down period (30 s) and a few broadcast periods (1.5 s).
-const PATIENCE: Duration = Duration::from_secs(38);
-
-async fn node(server: &RedisServer, name: &str) -> PubSub<()> {
-    let config = RedisConfig::new(server.url())
+fn config(url: &str) -> RedisConfig {
+    RedisConfig::new(url)
         .namespace("presence-test")
         .connect_timeout(Duration::from_secs(2))
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+}
+
+async fn node_at(url: &str, name: &str) -> PubSub<()> {
     let pubsub = PubSub::<()>::builder()
+        .presence_timing(timing())
+        .expect("a valid timing")
         .node_name(name)
-        .redis(config)
+        .redis(config(url))
         .await
         .expect("the node connects");
     // The replica starts with the tracker.
@@ -44,19 +34,8 @@ async fn node(server: &RedisServer, name: &str) -> PubSub<()> {
     pubsub
 }
 
-async fn next(diffs: &mut PresenceDiffs<Viewer>) -> std::sync::Arc<PresenceDiff<Viewer>> {
-    tokio::time::timeout(PATIENCE, diffs.recv())
-        .await
-        .expect("a diff in time")
-        .expect("a diff")
-}
-
-fn names(pubsub: &PubSub<()>) -> BTreeSet<String> {
-    pubsub
-        .presences::<Viewer>(TEAM)
-        .iter()
-        .map(|presence| presence.meta.name.clone())
-        .collect()
+async fn node(server: &RedisServer, name: &str) -> PubSub<()> {
+    node_at(&server.url(), name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +50,7 @@ async fn presences_cross_redis_and_a_silent_node_leaves_after_the_down_period() 
     let diff = next(&mut at_b).await;
     assert_eq!(diff.joins.len(), 1, "{diff:?}");
     assert_eq!(diff.joins[0].id, ada.id());
-    assert_eq!(names(&b), BTreeSet::from(["Ada".to_owned()]));
+    assert_eq!(names(&b), set(&["Ada"]));
 
     ada.update(viewer("Ada L.")).expect("updated");
     let diff = next(&mut at_b).await;
@@ -97,7 +76,7 @@ async fn presences_cross_redis_and_a_silent_node_leaves_after_the_down_period() 
     let diff = next(&mut at_b).await;
     assert_eq!(diff.leaves.len(), 1, "{diff:?}");
     assert_eq!(&*diff.leaves[0].key, "user-1");
-    assert_eq!(names(&b), BTreeSet::from(["Bea".to_owned()]));
+    assert_eq!(names(&b), set(&["Bea"]));
 
     // a's own leave, reported as it happened.
     let diff = at_a.try_recv().expect("a's leave").expect("no lag");
@@ -106,14 +85,15 @@ async fn presences_cross_redis_and_a_silent_node_leaves_after_the_down_period() 
 
     // b goes without a word; its guard lives on.
     drop(b);
-    let gone = Instant::now();
+    let gone = tokio::time::Instant::now();
     let diff = next(&mut at_a).await;
     assert_eq!(diff.leaves.len(), 1, "{diff:?}");
     assert_eq!(&*diff.leaves[0].key, "user-2");
     let after = gone.elapsed();
+    // b's last heartbeat came at most an idle interval before it went.
     assert!(
-        after >= Duration::from_secs(26),
-        "taken down after {after:?}, before the down period"
+        after >= DOWN_PERIOD - idle_interval(),
+        "taken down after {after:?}, before the down period {DOWN_PERIOD:?}"
     );
     assert!(names(&a).is_empty());
     drop(bea);

@@ -25,8 +25,10 @@ pub mod shard;
 #[cfg(test)]
 mod sim_tests;
 pub mod state;
+mod timing;
 mod tracker;
 
+pub use timing::{PresenceTiming, PresenceTimingError};
 pub use tracker::{
     Presence, PresenceDiff, PresenceDiffs, PresenceError, PresenceId, PresenceLimits,
     PresenceRecvError, Tracked, Tracker, DIFF_QUEUE_CAPACITY,

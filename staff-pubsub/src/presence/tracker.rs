@@ -465,8 +465,9 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
         };
         let shard = match Shard::new(replica, config) {
             Ok(shard) => shard,
-            // Made with a configuration that validates: the default's, or
-            // one a test validated.
+            // Made with a configuration that validates: the default's, a
+            // `PresenceTiming`'s (validated by `Builder::presence_timing`),
+            // or one a test validated.
             Err(error) => unreachable!("the presence configuration validates: {error}"),
         };
         Self {
@@ -729,17 +730,23 @@ fn tracker_of<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     node: &str,
     gossip: impl FnOnce() -> Option<(GossipHandle, CountRejected)>,
 ) -> Tracker<Meta> {
-    extensions.get_or_insert_with(|alive| make::<Meta>(node, gossip(), alive))
+    // Read before `get_or_insert_with`, which holds the extensions' lock.
+    let config = extensions
+        .get::<PresenceTiming>()
+        .map(|timing| timing.shard_config())
+        .unwrap_or_default();
+    extensions.get_or_insert_with(|alive| make::<Meta>(node, config, gossip(), alive))
 }
 
 #[cfg(not(any(test, feature = "redis", feature = "nats")))]
 fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     node: &str,
+    config: ShardConfig,
     gossip: Option<(GossipHandle, CountRejected)>,
     alive: Weak<()>,
 ) -> Tracker<Meta> {
     let _ = (gossip, alive);
-    Tracker::new(node, ShardConfig::default(), false)
+    Tracker::new(node, config, false)
 }
 
 /// `alive` lives as long as the server: the replica runtime holds it
@@ -747,6 +754,7 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
 #[cfg(any(test, feature = "redis", feature = "nats"))]
 fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     node: &str,
+    config: ShardConfig,
     gossip: Option<(GossipHandle, CountRejected)>,
     alive: Weak<()>,
 ) -> Tracker<Meta> {
@@ -754,9 +762,9 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     let Some((gossip, rejected, channel)) = gossip.and_then(|(gossip, rejected)| {
         gossip.open(name).map(|channel| (gossip, rejected, channel))
     }) else {
-        return Tracker::new(node, ShardConfig::default(), false);
+        return Tracker::new(node, config, false);
     };
-    let tracker = Tracker::new(node, ShardConfig::default(), true);
+    let tracker = Tracker::new(node, config, true);
     gossip.runtime().spawn(super::runtime::run::<Meta>(
         name.to_owned(),
         Arc::downgrade(&tracker.inner),
@@ -767,6 +775,7 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     tracker
 }
 
+use super::timing::PresenceTiming;
 use crate::extensions::Extensions;
 use crate::gossip::GossipHandle;
 
