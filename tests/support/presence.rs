@@ -41,7 +41,7 @@ pub fn timing() -> PresenceTiming {
 /// How long a wait for a diff may take: the down period and a few
 /// heartbeats, with room for a shared machine (and for a client's
 /// reconnect after a server restart).
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub const PATIENCE: Duration = Duration::from_secs(15);
 
 /// The metadata of the presences.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -760,7 +760,9 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
 ) -> Tracker<Meta> {
     let name = tracker_name::<Meta>();
     let Some((gossip, rejected, channel)) = gossip.and_then(|(gossip, rejected)| {
-        gossip.open(name).map(|channel| (gossip, rejected, channel))
+        gossip
+            .open(name, Arc::clone(&rejected))
+            .map(|channel| (gossip, rejected, channel))
     }) else {
         return Tracker::new(node, config, false);
     };
@@ -790,7 +792,7 @@ type CountRejected = std::convert::Infallible;
 #[cfg(any(test, feature = "redis", feature = "nats"))]
 fn count_rejected<M: Send + Sync + 'static>(core: &Arc<crate::server::Core<M>>) -> CountRejected {
     let core = Arc::downgrade(core);
-    Box::new(move || {
+    Arc::new(move || {
         if let Some(core) = core.upgrade() {
             core.counters.record_rejected();
         }
