@@ -429,11 +429,15 @@ fn json_len<Meta: Serialize>(meta: &Meta) -> Result<usize, PresenceError> {
 ///
 /// It is this node's replica of a delta-state CRDT with Phoenix.Tracker's
 /// semantics ([`presence::shard`](super::shard)). On a server whose engine
-/// gossips (Redis), a task replicates it with the other nodes' replicas of
-/// the same metadata type (named after the type's path), and lists and
-/// diffs show every node's presences; a local change reaches the others
-/// with the next heartbeat. Otherwise it is in process: presences tracked
-/// here are listed here. The API is the same.
+/// gossips (Redis live and durable, NATS live and durable), a task
+/// replicates it with the other nodes' replicas of the same metadata type
+/// (named after the type's path), and lists and diffs show every node's
+/// presences; a local change reaches the others with the next heartbeat,
+/// and a node silent for the down period has its presences reported as
+/// leaves (timing: [`PresenceTiming`], set with
+/// [`Builder::presence_timing`](crate::Builder::presence_timing)).
+/// Otherwise (in process, Phoenix, a linked server) it is this node's
+/// alone: presences tracked here are listed here. The API is the same.
 pub struct Tracker<Meta> {
     inner: Arc<Inner<Meta>>,
 }
