@@ -29,7 +29,6 @@ pub fn idle_interval() -> Duration {
 }
 
 /// The tests' short timing: the constants above, permdown after a minute.
-#[must_use]
 pub fn timing() -> PresenceTiming {
     PresenceTiming::new()
         .broadcast_period(BROADCAST_PERIOD)
