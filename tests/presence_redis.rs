@@ -1,120 +1,171 @@
 //! Presence across two nodes over a real `redis-server` (started on a free
-//! loopback port, see `support/redis_server.rs`): a track on one node is
-//! listed and reported on the other, and so are its update and its end;
-//! a node that stops without a word has its presences reported as leaves
-//! after the down period (30 s, the default: this test takes that long).
+//! loopback port, see `support/redis_server.rs`), with a short timing
+//! (`support/presence.rs`: heartbeats every 100 ms, down after 1.5 s), in
+//! live and durable mode: a track on one node is listed and reported on
+//! the other, and so are its update and its end; a node that stops without
+//! a word has its presences reported as leaves after the down period, and
+//! not before. Faults: the server killed and restarted, and one node cut
+//! off (through a loopback proxy, `support/proxy.rs`) for longer than the
+//! down period.
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use staff_pubsub::presence::{PresenceDiff, PresenceDiffs};
 use staff_pubsub::redis::RedisConfig;
-use staff_pubsub::{PubSub, Topic};
+use staff_pubsub::{PubSub, Retention};
+use staff_pubsub_tests::presence::{
+    idle_interval, listed, names, next, set, timing, until_joins, until_leaves, until_lists,
+    viewer, Viewer, DOWN_PERIOD, TEAM,
+};
+use staff_pubsub_tests::proxy::Proxy;
 use staff_pubsub_tests::redis_server::RedisServer;
 
-const TEAM: Topic = Topic::new("team:1");
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Viewer {
-    name: String,
-}
-
-fn viewer(name: &str) -> Viewer {
-    Viewer {
-        name: name.to_owned(),
-    }
-}
-
-/// The default down period (30 s) and a few broadcast periods (1.5 s).
-const PATIENCE: Duration = Duration::from_secs(38);
-
-async fn node(server: &RedisServer, name: &str) -> PubSub<()> {
-    let config = RedisConfig::new(server.url())
+fn config(url: &str) -> RedisConfig {
+    RedisConfig::new(url)
         .namespace("presence-test")
         .connect_timeout(Duration::from_secs(2))
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+}
+
+async fn build(config: RedisConfig, name: &str) -> PubSub<()> {
     let pubsub = PubSub::<()>::builder()
+        .presence_timing(timing())
+        .expect("a valid timing")
         .node_name(name)
         .redis(config)
         .await
-        .expect("the node connects");
+        .unwrap_or_else(|error| panic!("node {name}: {error}"));
     // The replica starts with the tracker.
     drop(pubsub.tracker::<Viewer>());
     pubsub
 }
 
-async fn next(diffs: &mut PresenceDiffs<Viewer>) -> std::sync::Arc<PresenceDiff<Viewer>> {
-    tokio::time::timeout(PATIENCE, diffs.recv())
-        .await
-        .expect("a diff in time")
-        .expect("a diff")
+async fn node(url: &str, name: &str) -> PubSub<()> {
+    build(config(url), name).await
 }
 
-fn names(pubsub: &PubSub<()>) -> BTreeSet<String> {
-    pubsub
-        .presences::<Viewer>(TEAM)
-        .iter()
-        .map(|presence| presence.meta.name.clone())
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presences_cross_redis_and_a_silent_node_leaves_after_the_down_period() {
-    let server = RedisServer::start().await;
-    let a = node(&server, "a").await;
-    let b = node(&server, "b").await;
+/// Track, update and untrack on one node are listed and reported on the
+/// other; then `b` goes without a word and `a` reports its presence as a
+/// leave after the down period, not before.
+async fn presences_cross(a: &PubSub<()>, b: PubSub<()>) {
     let mut at_b = b.presence_diffs::<Viewer>(TEAM);
     let mut at_a = a.presence_diffs::<Viewer>(TEAM);
 
     let mut ada = a.track(TEAM, "user-1", viewer("Ada")).expect("tracked");
     let diff = next(&mut at_b).await;
     assert_eq!(diff.joins.len(), 1, "{diff:?}");
-    assert_eq!(diff.joins[0].id, ada.id());
-    assert_eq!(names(&b), BTreeSet::from(["Ada".to_owned()]));
+    assert_eq!(diff.joins[0].id, ada.id(), "the id travels with it");
+    assert_eq!(names(&b), set(&["Ada"]));
 
     ada.update(viewer("Ada L.")).expect("updated");
     let diff = next(&mut at_b).await;
     assert_eq!((diff.joins.len(), diff.leaves.len()), (1, 1), "{diff:?}");
     assert_eq!(*diff.joins[0].meta, viewer("Ada L."));
+    assert_eq!(*diff.leaves[0].meta, viewer("Ada"));
 
     let bea = b.track(TEAM, "user-2", viewer("Bea")).expect("tracked");
-    // a's own join and update come first.
-    loop {
-        let diff = next(&mut at_a).await;
-        if diff.joins.iter().any(|join| &*join.key == "user-2") {
-            assert_eq!(diff.joins[0].id, bea.id());
-            break;
-        }
-    }
+    until_joins(&mut at_a, "user-2").await;
+    assert_eq!(names(a), set(&["Ada L.", "Bea"]));
 
     drop(ada);
-    let diff = next(&mut at_b).await;
-    assert_eq!(
-        &*diff.joins[0].key, "user-2",
-        "b's own join first: {diff:?}"
-    );
-    let diff = next(&mut at_b).await;
-    assert_eq!(diff.leaves.len(), 1, "{diff:?}");
-    assert_eq!(&*diff.leaves[0].key, "user-1");
-    assert_eq!(names(&b), BTreeSet::from(["Bea".to_owned()]));
-
-    // a's own leave, reported as it happened.
-    let diff = at_a.try_recv().expect("a's leave").expect("no lag");
-    assert_eq!(&*diff.leaves[0].key, "user-1");
+    until_leaves(&mut at_b, "user-1").await;
+    assert_eq!(names(&b), set(&["Bea"]));
+    // Nothing else is pending at a: its own leave, then quiet.
+    until_leaves(&mut at_a, "user-1").await;
     assert!(at_a.try_recv().is_none());
 
     // b goes without a word; its guard lives on.
     drop(b);
-    let gone = Instant::now();
+    let gone = tokio::time::Instant::now();
     let diff = next(&mut at_a).await;
     assert_eq!(diff.leaves.len(), 1, "{diff:?}");
     assert_eq!(&*diff.leaves[0].key, "user-2");
     let after = gone.elapsed();
+    // b's last heartbeat came at most an idle interval before it went.
     assert!(
-        after >= Duration::from_secs(26),
-        "taken down after {after:?}, before the down period"
+        after >= DOWN_PERIOD - idle_interval(),
+        "taken down after {after:?}, before the down period {DOWN_PERIOD:?}"
     );
-    assert!(names(&a).is_empty());
+    assert!(names(a).is_empty());
     drop(bea);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presences_cross_redis_and_a_silent_node_leaves_after_the_down_period() {
+    let server = RedisServer::start().await;
+    let a = node(&server.url(), "a").await;
+    let b = node(&server.url(), "b").await;
+    presences_cross(&a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presences_cross_redis_in_durable_mode_too() {
+    let server = RedisServer::start().await;
+    let durable = |name| {
+        build(
+            config(&server.url()).durable(Retention::entries(1_000)),
+            name,
+        )
+    };
+    let a = durable("a").await;
+    let b = durable("b").await;
+    presences_cross(&a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_server_restart_every_presence_is_listed_once_on_every_node() {
+    let mut server = RedisServer::start().await;
+    let a = node(&server.url(), "a").await;
+    let b = node(&server.url(), "b").await;
+    let _ada = a.track(TEAM, "user-1", viewer("Ada")).expect("tracked");
+    let _bea = b.track(TEAM, "user-2", viewer("Bea")).expect("tracked");
+    until_lists(&a, &["Ada", "Bea"]).await;
+    until_lists(&b, &["Ada", "Bea"]).await;
+    let mut at_a = a.presence_diffs::<Viewer>(TEAM);
+    let mut at_b = b.presence_diffs::<Viewer>(TEAM);
+
+    server.kill();
+    // Tracked while the server is away.
+    let _cy = a.track(TEAM, "user-3", viewer("Cy")).expect("tracked");
+    // Longer than the down period: each takes the other down.
+    until_leaves(&mut at_a, "user-2").await;
+    until_leaves(&mut at_b, "user-1").await;
+    assert_eq!(listed(&a), (set(&["Ada", "Cy"]), 2));
+    assert_eq!(listed(&b), (set(&["Bea"]), 1));
+
+    server.restart().await;
+    until_lists(&a, &["Ada", "Bea", "Cy"]).await;
+    until_lists(&b, &["Ada", "Bea", "Cy"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_longer_than_the_down_period_leaves_and_comes_back() {
+    let server = RedisServer::start().await;
+    let proxy = Proxy::start(server.port()).await;
+    let a = node(&server.url(), "a").await;
+    let b = node(&proxy.url("redis"), "b").await;
+    let _ada = a.track(TEAM, "user-1", viewer("Ada")).expect("tracked");
+    let _bea = b.track(TEAM, "user-2", viewer("Bea")).expect("tracked");
+    until_lists(&a, &["Ada", "Bea"]).await;
+    until_lists(&b, &["Ada", "Bea"]).await;
+    let mut at_a = a.presence_diffs::<Viewer>(TEAM);
+    let mut at_b = b.presence_diffs::<Viewer>(TEAM);
+
+    proxy.block();
+    assert!(proxy.cut() >= 1, "b was connected through the proxy");
+    let cut = tokio::time::Instant::now();
+    until_leaves(&mut at_a, "user-2").await;
+    let after = cut.elapsed();
+    assert!(
+        after >= DOWN_PERIOD - idle_interval(),
+        "b taken down after {after:?}, before the down period"
+    );
+    until_leaves(&mut at_b, "user-1").await;
+    assert_eq!(listed(&a), (set(&["Ada"]), 1));
+    assert_eq!(listed(&b), (set(&["Bea"]), 1));
+
+    proxy.unblock();
+    until_joins(&mut at_a, "user-2").await;
+    until_joins(&mut at_b, "user-1").await;
+    assert_eq!(listed(&a), (set(&["Ada", "Bea"]), 2));
+    assert_eq!(listed(&b), (set(&["Ada", "Bea"]), 2));
 }

@@ -11,9 +11,16 @@
 
 use crate::loom::sync::Arc;
 
-/// How many received messages a channel holds before dropping new ones.
-#[cfg_attr(not(test), allow(dead_code))] // the engines' channels to come
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+pub(crate) mod frame;
+
+/// How many received messages a channel holds before dropping new ones,
+/// and how many sends wait for an engine's publishing task.
 pub(crate) const GOSSIP_QUEUE: usize = 1024;
+
+/// Counts a received message that was skipped (in the server's
+/// [`Stats::rejected`](crate::Stats::rejected)), while the server lives.
+pub(crate) type CountRejected = Arc<dyn Fn() + Send + Sync>;
 
 /// A received message: the sending node's name and the bytes it sent.
 pub(crate) type Received = (Arc<str>, Vec<u8>);
@@ -22,8 +29,9 @@ pub(crate) type Received = (Arc<str>, Vec<u8>);
 pub(crate) trait Gossip: Send + Sync + 'static {
     /// Opens this node's channel of tracker `tracker` (one per tracker
     /// name and node): `None` if it cannot (the engine refuses, or it is
-    /// open already), and the tracker then stays in process.
-    fn open(&self, tracker: &str) -> Option<GossipChannel>;
+    /// open already), and the tracker then stays in process. A received
+    /// frame that is not one is skipped and counted with `rejected`.
+    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<GossipChannel>;
 
     /// The runtime the replica's task runs on (the engine's, captured when
     /// it was made, so that a tracker made outside a runtime still runs).
@@ -58,7 +66,7 @@ pub(crate) use memory::MemoryHub;
 mod memory {
     use std::collections::HashMap;
 
-    use super::{Gossip, GossipChannel, GossipSend, Received, GOSSIP_QUEUE};
+    use super::{CountRejected, Gossip, GossipChannel, GossipSend, Received, GOSSIP_QUEUE};
     use crate::loom::sync::{Arc, Mutex};
     use tokio::sync::mpsc;
 
@@ -153,7 +161,7 @@ mod memory {
     }
 
     impl Gossip for MemoryGossip {
-        fn open(&self, tracker: &str) -> Option<GossipChannel> {
+        fn open(&self, tracker: &str, _: CountRejected) -> Option<GossipChannel> {
             let (sender, receive) = mpsc::channel(GOSSIP_QUEUE);
             // A node that opens again (restarted) replaces its channel.
             self.hub

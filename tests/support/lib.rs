@@ -14,6 +14,7 @@ pub mod memory_log;
 pub mod modes;
 pub mod nats_server;
 pub mod phoenix;
+pub mod presence;
 pub mod proxy;
 pub mod redis_server;
 

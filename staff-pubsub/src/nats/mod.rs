@@ -67,6 +67,34 @@
 //!   user information (nor query pairs named `pass`, `password`, `token`
 //!   or `auth_token`), and the credentials as its connect options.
 //!
+//! # Presence
+//!
+//! A server built with [`Builder::nats`] shares its presence trackers
+//! ([`PubSub::tracker`]) with the namespace's other nodes, in live and
+//! durable mode alike: presence gossip is always live (core NATS, never
+//! the JetStream log; a heartbeat or a transfer lost is made up for by the
+//! next). Each tracker has subjects of its own, reserved (no topic's
+//! subject can be one):
+//!
+//! - `<namespace>._presence.<tracker>`, read by every node that runs the
+//!   tracker: heartbeats, with what changed;
+//! - `<namespace>._presence.<tracker>.<node>`, read by `<node>` alone:
+//!   transfer requests and their answers,
+//!
+//! `<tracker>` the tracker's name on the wire (its metadata type's path)
+//! and `<node>` the node's name, each written as one token (bytes other
+//! than ASCII letters, digits and `-` written `_XX`). Each message names
+//! its sender and addressee; one that does not decode, or whose sender is
+//! not the node it says it comes from, is skipped and counted in
+//! [`Stats::rejected`](crate::Stats::rejected). Sends never wait and never
+//! fail: a message that cannot go (not connected, a full queue of 1024) is
+//! dropped. A node taken down for silence (crashed, cut off for longer
+//! than the down period of [`PresenceTiming`](crate::presence::PresenceTiming))
+//! has its presences reported as leaves by the others; they join again
+//! when it is heard again. A server built with
+//! [`build_with`](Builder::build_with) and a [`NatsTransport`] keeps its
+//! trackers in process.
+//!
 //! # Durable delivery
 //!
 //! With [`NatsConfig::durable`] (the server needs JetStream: `nats-server
@@ -159,6 +187,7 @@ use crate::transport::{
 use crate::wire;
 
 mod config;
+mod gossip;
 mod interest;
 mod jetstream;
 
@@ -655,14 +684,34 @@ where
 {
     /// Builds a server whose broadcasts reach every node of `config`'s
     /// namespace through NATS: [`build_with`](Self::build_with) and
-    /// [`NatsTransport::connect`] in one call.
+    /// [`NatsTransport::connect`] in one call. Without a
+    /// [`node_name`](Self::node_name), the node gets a unique one. Its
+    /// presence trackers replicate with the namespace's other nodes over
+    /// subjects of their own, `<namespace>._presence.<tracker>` and
+    /// `<namespace>._presence.<tracker>.<node>` (see
+    /// [Presence](crate::nats#presence)), live in durable mode too.
     ///
     /// # Errors
     ///
     /// [`Error::EmptyNodeName`], or [`Error::Connect`] as
     /// [`NatsTransport::connect`].
     pub async fn nats(self, config: NatsConfig) -> Result<PubSub<M>, Error> {
-        self.build_with(|local| NatsTransport::connect(config, local))
-            .await
+        self.build_with_gossip(|local| async move {
+            let node = local.node_name().to_owned();
+            let transport = NatsTransport::connect(config, local).await?;
+            let gossip = gossip::NatsGossip::new(
+                transport.client.clone(),
+                Arc::clone(&transport.namespace),
+                &node,
+                // `connect` above ran in this runtime: it is there.
+                tokio::runtime::Handle::try_current().map_err(|error| {
+                    TransportError::new("the NATS transport needs a tokio runtime", error)
+                        .with_outcome(Outcome::NotSent)
+                })?,
+            );
+            let gossip: crate::gossip::GossipHandle = Arc::new(gossip);
+            Ok((transport, Some(gossip)))
+        })
+        .await
     }
 }

@@ -8,10 +8,12 @@
 //!
 //! The server's API ([`Tracker`], [`Tracked`], [`PresenceDiffs`], and
 //! [`PubSub::track`](crate::PubSub::track)) is one replica per server and
-//! metadata type. On a server whose engine gossips, a task drives the
-//! replica's [`shard::Shard`] over it (heartbeats, transfers, downs), so
-//! that the nodes share their presences; otherwise the replica is alone
-//! and the tracker is in process.
+//! metadata type. On a server whose engine gossips (Redis live and
+//! durable, NATS live and durable), a task drives the replica's
+//! [`shard::Shard`] over it (heartbeats, transfers, downs), so that the
+//! nodes share their presences, with the timing of [`PresenceTiming`];
+//! otherwise (in process, Phoenix, a linked server) the replica is alone
+//! and the tracker is this node's.
 
 pub mod clock;
 #[cfg(any(test, feature = "redis", feature = "nats"))]
@@ -25,8 +27,10 @@ pub mod shard;
 #[cfg(test)]
 mod sim_tests;
 pub mod state;
+mod timing;
 mod tracker;
 
+pub use timing::{PresenceTiming, PresenceTimingError};
 pub use tracker::{
     Presence, PresenceDiff, PresenceDiffs, PresenceError, PresenceId, PresenceLimits,
     PresenceRecvError, Tracked, Tracker, DIFF_QUEUE_CAPACITY,

@@ -31,9 +31,7 @@ type Out<Meta> = Outgoing<Arc<str>, PresenceId, Arc<Meta>>;
 /// What the runtime holds of the server: alive while it is.
 pub(crate) type ServerToken = Weak<()>;
 
-/// Counts a received message that was skipped in the server's
-/// [`Stats::rejected`](crate::Stats::rejected).
-pub(crate) type CountRejected = Box<dyn Fn() + Send + Sync>;
+pub(crate) use crate::gossip::CountRejected;
 
 /// The next tick's delay: `period` jittered by up to a tenth either way.
 fn jittered(period_ms: u64) -> Duration {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::shard::ShardConfig;
-use super::{PresenceDiff, PresenceDiffs};
+use super::{PresenceDiff, PresenceDiffs, PresenceTiming};
 use crate::error::TransportError;
 use crate::gossip::GossipHandle;
 use crate::gossip::MemoryHub;
@@ -41,8 +41,14 @@ impl Transport<()> for NoBroadcasts {
 }
 
 async fn server(hub: &MemoryHub, name: &str) -> PubSub<()> {
+    timed_server(hub, name, PresenceTiming::default()).await
+}
+
+async fn timed_server(hub: &MemoryHub, name: &str, timing: PresenceTiming) -> PubSub<()> {
     let gossip: GossipHandle = Arc::new(hub.node(name));
     let pubsub = PubSub::<()>::builder()
+        .presence_timing(timing)
+        .expect("a valid timing")
         .node_name(name)
         .build_with_gossip(|_| async move { Ok((NoBroadcasts, Some(gossip))) })
         .await
@@ -190,6 +196,42 @@ async fn a_silent_node_is_taken_down_after_the_down_period_and_its_presences_lea
             .iter()
             .any(|(replica, up)| &*replica.name == "a" && !up),
         "b holds a as down: {peers:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_builder_s_timing_drives_the_replica() {
+    let timing = PresenceTiming::new()
+        .broadcast_period(Duration::from_millis(100))
+        .max_silent_periods(2)
+        .down_period(Duration::from_millis(1_000));
+    let hub = MemoryHub::default();
+    let a = timed_server(&hub, "a", timing.clone()).await;
+    let b = timed_server(&hub, "b", timing).await;
+    let start = Instant::now();
+    let _ada = a.track(TEAM, "user-1", viewer("Ada")).expect("tracked");
+    let mut at_b = b.presence_diffs::<Viewer>(TEAM);
+    assert_eq!(next(&mut at_b).await.joins.len(), 1);
+    assert!(
+        start.elapsed() <= Duration::from_millis(250),
+        "the join came with a heartbeat of the short period: {:?}",
+        start.elapsed()
+    );
+
+    drop(a);
+    let gone = Instant::now();
+    let diff = next(&mut at_b).await;
+    assert_eq!(diff.leaves.len(), 1, "{diff:?}");
+    let after = gone.elapsed();
+    // a's last heartbeat came at most an idle interval (3 periods and a
+    // tenth) before it went; b looks every period (and a tenth).
+    assert!(
+        after >= Duration::from_millis(1_000 - 330),
+        "taken down after {after:?}, before the down period"
+    );
+    assert!(
+        after <= Duration::from_millis(1_000 + 110),
+        "taken down after {after:?}, later than the short down period and a tick"
     );
 }
 

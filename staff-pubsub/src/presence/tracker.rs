@@ -429,11 +429,15 @@ fn json_len<Meta: Serialize>(meta: &Meta) -> Result<usize, PresenceError> {
 ///
 /// It is this node's replica of a delta-state CRDT with Phoenix.Tracker's
 /// semantics ([`presence::shard`](super::shard)). On a server whose engine
-/// gossips (Redis), a task replicates it with the other nodes' replicas of
-/// the same metadata type (named after the type's path), and lists and
-/// diffs show every node's presences; a local change reaches the others
-/// with the next heartbeat. Otherwise it is in process: presences tracked
-/// here are listed here. The API is the same.
+/// gossips (Redis live and durable, NATS live and durable), a task
+/// replicates it with the other nodes' replicas of the same metadata type
+/// (named after the type's path), and lists and diffs show every node's
+/// presences; a local change reaches the others with the next heartbeat,
+/// and a node silent for the down period has its presences reported as
+/// leaves (timing: [`PresenceTiming`], set with
+/// [`Builder::presence_timing`](crate::Builder::presence_timing)).
+/// Otherwise (in process, Phoenix, a linked server) it is this node's
+/// alone: presences tracked here are listed here. The API is the same.
 pub struct Tracker<Meta> {
     inner: Arc<Inner<Meta>>,
 }
@@ -465,8 +469,9 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
         };
         let shard = match Shard::new(replica, config) {
             Ok(shard) => shard,
-            // Made with a configuration that validates: the default's, or
-            // one a test validated.
+            // Made with a configuration that validates: the default's, a
+            // `PresenceTiming`'s (validated by `Builder::presence_timing`),
+            // or one a test validated.
             Err(error) => unreachable!("the presence configuration validates: {error}"),
         };
         Self {
@@ -729,17 +734,23 @@ fn tracker_of<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     node: &str,
     gossip: impl FnOnce() -> Option<(GossipHandle, CountRejected)>,
 ) -> Tracker<Meta> {
-    extensions.get_or_insert_with(|alive| make::<Meta>(node, gossip(), alive))
+    // Read before `get_or_insert_with`, which holds the extensions' lock.
+    let config = extensions
+        .get::<PresenceTiming>()
+        .map(|timing| timing.shard_config())
+        .unwrap_or_default();
+    extensions.get_or_insert_with(|alive| make::<Meta>(node, config, gossip(), alive))
 }
 
 #[cfg(not(any(test, feature = "redis", feature = "nats")))]
 fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     node: &str,
+    config: ShardConfig,
     gossip: Option<(GossipHandle, CountRejected)>,
     alive: Weak<()>,
 ) -> Tracker<Meta> {
     let _ = (gossip, alive);
-    Tracker::new(node, ShardConfig::default(), false)
+    Tracker::new(node, config, false)
 }
 
 /// `alive` lives as long as the server: the replica runtime holds it
@@ -747,16 +758,19 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
 #[cfg(any(test, feature = "redis", feature = "nats"))]
 fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     node: &str,
+    config: ShardConfig,
     gossip: Option<(GossipHandle, CountRejected)>,
     alive: Weak<()>,
 ) -> Tracker<Meta> {
     let name = tracker_name::<Meta>();
     let Some((gossip, rejected, channel)) = gossip.and_then(|(gossip, rejected)| {
-        gossip.open(name).map(|channel| (gossip, rejected, channel))
+        gossip
+            .open(name, Arc::clone(&rejected))
+            .map(|channel| (gossip, rejected, channel))
     }) else {
-        return Tracker::new(node, ShardConfig::default(), false);
+        return Tracker::new(node, config, false);
     };
-    let tracker = Tracker::new(node, ShardConfig::default(), true);
+    let tracker = Tracker::new(node, config, true);
     gossip.runtime().spawn(super::runtime::run::<Meta>(
         name.to_owned(),
         Arc::downgrade(&tracker.inner),
@@ -767,6 +781,7 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     tracker
 }
 
+use super::timing::PresenceTiming;
 use crate::extensions::Extensions;
 use crate::gossip::GossipHandle;
 
@@ -781,7 +796,7 @@ type CountRejected = std::convert::Infallible;
 #[cfg(any(test, feature = "redis", feature = "nats"))]
 fn count_rejected<M: Send + Sync + 'static>(core: &Arc<crate::server::Core<M>>) -> CountRejected {
     let core = Arc::downgrade(core);
-    Box::new(move || {
+    Arc::new(move || {
         if let Some(core) = core.upgrade() {
             core.counters.record_rejected();
         }

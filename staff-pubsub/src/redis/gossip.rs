@@ -3,13 +3,13 @@
 //! never use it), on which every node that runs the tracker publishes and
 //! which it reads.
 //!
-//! A frame is `[len(from) u16 BE][from][len(to) u16 BE][to][payload]`:
-//! the sending node, the node it is for (empty: every node but the
-//! sender), and the replica's message. A node skips its own frames and
-//! those for another node, and skips (logs at DEBUG) frames it cannot
-//! parse. Sends go through a bounded queue to a task that publishes them;
-//! a full queue drops (gossip is lossy by contract, see
-//! `crate::presence::gossip`). The receive task resubscribes after a lost
+//! Each message is a frame (`crate::gossip::frame`) naming the sending
+//! node and the node it is for (none: every node but the sender). A node
+//! skips its own frames and those for another node, and skips, counts in
+//! [`Stats::rejected`](crate::Stats::rejected) and logs at DEBUG frames it
+//! cannot parse. Sends go through a bounded queue to a task that
+//! publishes them; a full queue drops (gossip is lossy by contract, see
+//! `crate::gossip`). The receive task resubscribes after a lost
 //! connection, waiting longer after each failure, and ends with its
 //! tracker's replica.
 
@@ -23,7 +23,8 @@ use super::config::RedisConfig;
 use super::publisher::Publisher;
 use super::receiver::subscribe;
 use crate::error::TransportError;
-use crate::gossip::{Gossip, GossipChannel, GossipSend, Received, GOSSIP_QUEUE};
+use crate::gossip::frame::{self, frame};
+use crate::gossip::{CountRejected, Gossip, GossipChannel, GossipSend, Received, GOSSIP_QUEUE};
 use crate::loom::sync::Arc;
 
 /// The channel of `tracker` in `namespace`.
@@ -62,37 +63,6 @@ impl RedisGossip {
     }
 }
 
-/// `[from][to][payload]` framed as the [module](self) says; `None` for a
-/// name longer than a frame holds.
-fn frame(from: &str, to: &str, payload: &[u8]) -> Option<Vec<u8>> {
-    let from_len = u16::try_from(from.len()).ok()?;
-    let to_len = u16::try_from(to.len()).ok()?;
-    let mut out = Vec::with_capacity(4 + from.len() + to.len() + payload.len());
-    out.extend_from_slice(&from_len.to_be_bytes());
-    out.extend_from_slice(from.as_bytes());
-    out.extend_from_slice(&to_len.to_be_bytes());
-    out.extend_from_slice(to.as_bytes());
-    out.extend_from_slice(payload);
-    Some(out)
-}
-
-/// Splits a frame into its sender, its addressee (empty: all) and its
-/// payload; `None` if it is not a frame.
-fn unframe(bytes: &[u8]) -> Option<(&str, &str, &[u8])> {
-    fn field(bytes: &[u8]) -> Option<(&str, &[u8])> {
-        let (len, rest) = bytes.split_first_chunk::<2>()?;
-        let len = usize::from(u16::from_be_bytes(*len));
-        if rest.len() < len {
-            return None;
-        }
-        let (text, rest) = rest.split_at(len);
-        Some((std::str::from_utf8(text).ok()?, rest))
-    }
-    let (from, rest) = field(bytes)?;
-    let (to, payload) = field(rest)?;
-    Some((from, to, payload))
-}
-
 struct RedisSend {
     node: Arc<str>,
     outbox: mpsc::Sender<Vec<u8>>,
@@ -124,7 +94,7 @@ impl GossipSend for RedisSend {
 }
 
 impl Gossip for RedisGossip {
-    fn open(&self, tracker: &str) -> Option<GossipChannel> {
+    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<GossipChannel> {
         let channel: Arc<str> = Arc::from(channel(&self.namespace, tracker));
         let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(GOSSIP_QUEUE);
         let (to_replica, receive) = mpsc::channel::<Received>(GOSSIP_QUEUE);
@@ -143,6 +113,7 @@ impl Gossip for RedisGossip {
             channel,
             Arc::clone(&self.node),
             to_replica,
+            rejected,
             self.reconnect,
         ));
         Some(GossipChannel {
@@ -166,6 +137,7 @@ async fn read(
     channel: Arc<str>,
     node: Arc<str>,
     to_replica: mpsc::Sender<Received>,
+    rejected: CountRejected,
     (min, max): (Duration, Duration),
 ) {
     let mut wait = min;
@@ -187,15 +159,16 @@ async fn read(
                     };
                     let Some(message) = message else { break };
                     let bytes = message.get_payload_bytes();
-                    match unframe(bytes) {
-                        Some((from, to, payload))
-                            if from != &*node && (to.is_empty() || to == &*node) =>
-                        {
+                    match frame::receive(&node, bytes) {
+                        frame::Received::Mine { from, payload } => {
                             // Lossy: a full queue drops the message.
                             let _ = to_replica.try_send((Arc::from(from), payload.to_vec()));
                         }
-                        Some(_) => {}
-                        None => tracing::debug!(%channel, "presence frame skipped: malformed"),
+                        frame::Received::NotMine => {}
+                        frame::Received::Malformed => {
+                            rejected();
+                            tracing::debug!(%channel, "presence frame skipped: malformed");
+                        }
                     }
                 }
                 tracing::debug!(%channel, "presence subscription lost: resubscribing");
@@ -207,23 +180,5 @@ async fn read(
             () = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(max);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_frame_splits_into_what_it_was_made_of() {
-        let bytes = frame("node-a", "node-b", b"\x92\x01\x80").expect("framed");
-        assert_eq!(
-            unframe(&bytes),
-            Some(("node-a", "node-b", &b"\x92\x01\x80"[..]))
-        );
-        let all = frame("node-a", "", b"").expect("framed");
-        assert_eq!(unframe(&all), Some(("node-a", "", &b""[..])));
-        assert_eq!(unframe(&bytes[..5]), None, "a name cut short");
-        assert_eq!(unframe(b"\x00"), None);
     }
 }

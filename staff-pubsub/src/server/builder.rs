@@ -10,6 +10,7 @@ use super::stats::unique_node_name;
 use super::upstream::Own;
 use super::{DEFAULT_CAPACITY, DEFAULT_NODE_NAME, MAX_SHARDS};
 use crate::error::{Error, TransportError};
+use crate::extensions::Preset;
 use crate::gossip::GossipHandle;
 
 use crate::loom::sync::Arc;
@@ -23,14 +24,21 @@ pub struct Builder<M> {
     shards: usize,
     node_name: Option<String>,
     pub(super) max_subscriptions: usize,
+    /// Settings of the features built on the server (presence's timing),
+    /// which the builder holds without naming them.
+    preset: Preset,
     message: PhantomData<fn() -> M>,
 }
 
 impl<M> Clone for Builder<M> {
     fn clone(&self) -> Self {
         Self {
+            capacity: self.capacity,
+            shards: self.shards,
             node_name: self.node_name.clone(),
-            ..*self
+            max_subscriptions: self.max_subscriptions,
+            preset: self.preset.clone(),
+            message: PhantomData,
         }
     }
 }
@@ -42,7 +50,7 @@ impl<M> std::fmt::Debug for Builder<M> {
             .field("shards", &self.shards)
             .field("node_name", &self.node_name)
             .field("max_subscriptions", &self.max_subscriptions)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,6 +62,7 @@ impl<M> Default for Builder<M> {
             shards: (cores * 4).next_power_of_two(),
             node_name: None,
             max_subscriptions: usize::MAX,
+            preset: Preset::default(),
             message: PhantomData,
         }
     }
@@ -187,6 +196,13 @@ impl<M: Send + Sync + 'static> Builder<M> {
         Ok(pubsub)
     }
 
+    /// Sets a feature's setting of type `T` (presence's timing), which the
+    /// server built keeps in its extensions.
+    pub(crate) fn preset<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.preset.set(value);
+        self
+    }
+
     fn core(self, name: String, connection: Connection) -> Core<M> {
         Core::new(
             Registry::new(self.shards, self.capacity),
@@ -194,6 +210,7 @@ impl<M: Send + Sync + 'static> Builder<M> {
             connection,
             self.capacity,
             self.max_subscriptions,
+            self.preset,
         )
     }
 }

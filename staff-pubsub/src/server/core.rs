@@ -56,6 +56,7 @@ impl<M> Core<M> {
         connection: Connection,
         capacity: usize,
         max_subscriptions: usize,
+        preset: crate::extensions::Preset,
     ) -> Self {
         Self {
             registry,
@@ -70,7 +71,7 @@ impl<M> Core<M> {
             durable: AtomicBool::new(false),
             head: AtomicU64::new(NO_HEAD),
             failure_log: FailureLog::default(),
-            extensions: crate::extensions::Extensions::default(),
+            extensions: crate::extensions::Extensions::new(preset),
         }
     }
 
