@@ -179,3 +179,32 @@ fn messages_convert_between_the_specs() {
     let own = app::Message::Location(app::LocationEvent::Created, location(Uuid::nil()));
     assert_eq!(staff::Message::try_from(own.clone()), Err(own));
 }
+
+/// Presence is one bus too: the two linked servers give the same tracker,
+/// so a presence tracked through either is listed and reported through
+/// both (in process: the extension's server keeps the trackers).
+#[tokio::test]
+async fn linked_servers_share_their_trackers() {
+    use staff_pubsub_tests::presence::{names, set, viewer, Viewer, TEAM};
+    app::scope(PubSub::new(), async {
+        let (stock, extended) = (staff::server(), app::server());
+        let (_, mut stock_diffs) = stock.tracker::<Viewer>().watch(TEAM);
+        let (_, mut extended_diffs) = extended.tracker::<Viewer>().watch(TEAM);
+
+        let library_page = stock.track(TEAM, "ada", viewer("Ada")).unwrap();
+        let app_page = extended.track(TEAM, "bob", viewer("Bob")).unwrap();
+        assert_eq!(names(&stock), set(&["Ada", "Bob"]));
+        assert_eq!(names(&extended), set(&["Ada", "Bob"]));
+        for diffs in [&mut stock_diffs, &mut extended_diffs] {
+            let first = diffs.try_recv().expect("a diff").unwrap();
+            let second = diffs.try_recv().expect("a diff").unwrap();
+            assert_eq!(&*first.joins[0].key, "ada");
+            assert_eq!(&*second.joins[0].key, "bob");
+        }
+        drop(library_page);
+        assert_eq!(names(&extended), set(&["Bob"]));
+        drop(app_page);
+        assert!(names(&stock).is_empty());
+    })
+    .await;
+}

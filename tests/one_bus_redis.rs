@@ -177,3 +177,37 @@ async fn two_transports_are_not_linked_and_the_reason_is_logged() {
         logs.lines()
     );
 }
+
+/// Presence across nodes through a linked server: what the stock spec's
+/// server (no transport of its own) tracks is in its extension's tracker,
+/// which gossips over the extension's transport; another node lists it,
+/// and what that node tracks is listed through the stock server here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_server_s_presences_cross_nodes_on_its_peer_s_transport() {
+    use staff_pubsub_tests::presence::{timing, until_lists, viewer, Viewer, TEAM};
+    let server = RedisServer::start().await;
+    let node = |name: &'static str| {
+        let config = config(&server).namespace("presence");
+        async move {
+            app::builder()
+                .node_name(name)
+                .presence_timing(timing())
+                .unwrap()
+                .redis(config)
+                .await
+                .unwrap()
+        }
+    };
+    let (here, there) = (node("here").await, node("there").await);
+    app::scope(here.clone(), async {
+        let stock = staff::server();
+        assert_eq!(stock.node_name(), "here");
+        let _library_page = stock.track(TEAM, "ada", viewer("Ada")).unwrap();
+        until_lists(&there, &["Ada"]).await;
+        let _there_page = there.track(TEAM, "cy", viewer("Cy")).unwrap();
+        until_lists(&stock, &["Ada", "Cy"]).await;
+        until_lists(&here, &["Ada", "Cy"]).await;
+        assert_eq!(stock.presences::<Viewer>(TEAM).len(), 2);
+    })
+    .await;
+}

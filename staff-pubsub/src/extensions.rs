@@ -6,6 +6,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 
+use crate::gossip::GossipHandle;
 use crate::loom::sync::{Arc, Mutex, Weak};
 
 type Values = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
@@ -71,4 +72,22 @@ impl Extensions {
         by_type.insert(TypeId::of::<T>(), Arc::new(value.clone()));
         value
     }
+}
+
+/// A server as its features see it: where they keep their values, the
+/// node name they go by, its engine's gossip and its count of rejected
+/// input. A server is its own home, except a linked server that shares
+/// its peer's (see [`crate::link`]): the node then has one value per type
+/// for both servers, one presence replica per tracker.
+pub(crate) trait Home: Send + Sync {
+    /// Where the features' values are kept.
+    fn extensions(&self) -> &Extensions;
+    /// The node name this server answers to.
+    fn node_name(&self) -> &str;
+    /// The engine's gossip, if the server's upstream gives one.
+    fn gossip(&self) -> Option<GossipHandle>;
+    /// Counts one input from the network that was skipped, in
+    /// [`Stats::rejected`](crate::Stats::rejected).
+    #[cfg_attr(not(any(test, feature = "redis", feature = "nats")), allow(dead_code))] // no network without an engine
+    fn record_rejected(&self);
 }

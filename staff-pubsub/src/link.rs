@@ -22,6 +22,7 @@
 use std::task::{Context, Poll};
 
 use crate::error::{Error, Outcome, TransportError};
+use crate::extensions::Home;
 use crate::loom::sync::{Arc, Weak};
 use crate::position::{Gap, Position};
 use crate::registry::Tally;
@@ -46,6 +47,9 @@ struct Link<M, N> {
     /// The other way: the peer's messages (a replay from its log) in this
     /// server's form.
     back: fn(&N) -> Option<M>,
+    /// Whether this server keeps its features' values (presence's
+    /// trackers) in the target's: see [`link`].
+    home: bool,
 }
 
 impl<M, N> Link<M, N> {
@@ -61,7 +65,13 @@ impl<M, N> Link<M, N> {
             node: Arc::clone(&target.node),
             convert,
             back,
+            home: false,
         }
+    }
+
+    /// The same, keeping this server's features' values in the target's.
+    fn sharing_home(self) -> Self {
+        Self { home: true, ..self }
     }
 }
 
@@ -115,6 +125,13 @@ where
         self.target
             .upgrade()
             .map_or_else(Vec::new, |core| core.registry.topics())
+    }
+
+    fn home(&self) -> Option<Arc<dyn Home>> {
+        if !self.home {
+            return None;
+        }
+        self.target.upgrade().map(|core| core as Arc<dyn Home>)
     }
 }
 
@@ -299,14 +316,19 @@ where
         );
         return false;
     }
+    // The node keeps one value per type for both servers (one presence
+    // replica per tracker): in the server with the transport, or in the
+    // extension's when neither has one.
+    let mut to_extension_link = Link::new(extension_core, false, to_extension, to_base);
+    let mut to_base_link = Link::new(base_core, true, to_base, to_extension);
+    if base_carries {
+        to_base_link = to_base_link.sharing_home();
+    } else {
+        to_extension_link = to_extension_link.sharing_home();
+    }
     // Both cells were empty just above, and no other link runs.
-    let linked =
-        base_core.set_peer(Box::new(Link::new(
-            extension_core,
-            false,
-            to_extension,
-            to_base,
-        ))) && extension_core.set_peer(Box::new(Link::new(base_core, true, to_base, to_extension)));
+    let linked = base_core.set_peer(Box::new(to_extension_link))
+        && extension_core.set_peer(Box::new(to_base_link));
     // The server without a transport sends through the other's: it
     // answers to the other's node name, its topics are that transport's
     // interest too, and it is durable when that transport is.

@@ -782,7 +782,7 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
 }
 
 use super::timing::PresenceTiming;
-use crate::extensions::Extensions;
+use crate::extensions::{Extensions, Home};
 use crate::gossip::GossipHandle;
 
 #[cfg(any(test, feature = "redis", feature = "nats"))]
@@ -791,35 +791,44 @@ use super::runtime::CountRejected;
 #[cfg(not(any(test, feature = "redis", feature = "nats")))]
 type CountRejected = std::convert::Infallible;
 
-/// Counts in `core`'s [`Stats::rejected`](crate::Stats::rejected), while
+/// Counts in `home`'s [`Stats::rejected`](crate::Stats::rejected), while
 /// it lives.
 #[cfg(any(test, feature = "redis", feature = "nats"))]
-fn count_rejected<M: Send + Sync + 'static>(core: &Arc<crate::server::Core<M>>) -> CountRejected {
-    let core = Arc::downgrade(core);
+fn count_rejected(home: &Arc<dyn Home>) -> CountRejected {
+    let home = Arc::downgrade(home);
     Arc::new(move || {
-        if let Some(core) = core.upgrade() {
-            core.counters.record_rejected();
+        if let Some(home) = home.upgrade() {
+            home.record_rejected();
         }
     })
 }
 
 /// Never called: without an engine there is no gossip to count.
 #[cfg(not(any(test, feature = "redis", feature = "nats")))]
-fn count_rejected<M>(core: &Arc<crate::server::Core<M>>) -> CountRejected {
-    let _ = core;
+fn count_rejected(home: &Arc<dyn Home>) -> CountRejected {
+    let _ = home;
     unreachable!("no gossip without an engine: GossipHandle is uninhabited")
 }
 
 impl<M: Send + Sync + 'static> PubSub<M> {
     /// This server's tracker of presences with metadata `Meta`, made on
     /// first use. The same for every call and every clone of the server.
+    ///
+    /// Two linked servers (a spec's and its extension's, one bus: see the
+    /// README's "One bus per application") share their trackers: both give
+    /// the same tracker, kept by the server with the transport (or the
+    /// extension's when neither has one), under its node name and with
+    /// its [`PresenceTiming`]; its presences cross nodes as that server's
+    /// engine allows. A tracker a server made before it was linked stays
+    /// that server's own: the extension's generated `install` and
+    /// `server` link before returning, so track after them.
     pub fn tracker<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &self,
     ) -> Tracker<Meta> {
-        let core = self.core();
-        tracker_of(&core.extensions, self.node_name(), || {
-            let gossip = core.upstream().and_then(|upstream| upstream.gossip())?;
-            Some((gossip, count_rejected(core)))
+        let home = self.core().home();
+        tracker_of(home.extensions(), home.node_name(), || {
+            let gossip = home.gossip()?;
+            Some((gossip, count_rejected(&home)))
         })
     }
 

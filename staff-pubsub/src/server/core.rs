@@ -3,6 +3,7 @@
 
 use super::stats::{ConnectionCell, Counters};
 use super::upstream::Upstream;
+use crate::extensions::Home;
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::loom::sync::{Arc, OnceLock};
 use crate::position::{Gap, Position};
@@ -198,6 +199,41 @@ pub(crate) trait Peer<M>: Send + Sync {
 
     /// The topics the peer itself has subscribers of.
     fn topics_here(&self) -> Vec<Topic>;
+
+    /// The peer, when this server keeps its features' values there (see
+    /// [`Core::home`]); `None`: this server keeps its own.
+    fn home(&self) -> Option<Arc<dyn Home>>;
+}
+
+impl<M: Send + Sync + 'static> Core<M> {
+    /// Where this server's features keep their values (presence's
+    /// trackers): the linked server that shares them, if this server is
+    /// linked to one that does (see [`crate::link::link`]), else this
+    /// server itself.
+    pub(crate) fn home(self: &Arc<Self>) -> Arc<dyn Home> {
+        match self.peer().and_then(|peer| peer.home()) {
+            Some(home) => home,
+            None => Arc::clone(self) as Arc<dyn Home>,
+        }
+    }
+}
+
+impl<M: Send + Sync + 'static> Home for Core<M> {
+    fn extensions(&self) -> &crate::extensions::Extensions {
+        &self.extensions
+    }
+
+    fn node_name(&self) -> &str {
+        Core::node_name(self)
+    }
+
+    fn gossip(&self) -> Option<crate::gossip::GossipHandle> {
+        self.upstream().and_then(|upstream| upstream.gossip())
+    }
+
+    fn record_rejected(&self) {
+        self.counters.record_rejected();
+    }
 }
 
 impl<M> Core<M> {
