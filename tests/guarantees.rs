@@ -291,6 +291,7 @@ const GUARANTEES: &[(&str, NotApplicable)] = &[
     ),
     ("stats_counts", stats_counts::not_applicable),
     ("server_gone", server_gone::not_applicable),
+    ("presence", presence::not_applicable),
 ];
 
 // ---------------------------------------------------------------------------
@@ -1021,6 +1022,31 @@ async fn server_gone(mut cluster: Cluster) {
     cluster.remove(0);
     assert_eq!(next(&mut subscription).await, Msg(1));
     assert_eq!(next(&mut subscription).await, Item::Closed);
+}
+
+guarantee!(presence, nodes: 2, not_applicable: |mode| {
+    (mode == Mode::Phoenix).then_some(
+        "a Phoenix server's trackers are this node's alone: it does not yet take part in \
+         Phoenix.Tracker's protocol",
+    )
+});
+
+/// A presence tracked on one node is listed, each once, on every node (in
+/// process: the one); untracking it (dropping its guard) removes it
+/// everywhere. Waits on diffs, within the tests' short presence timing.
+async fn presence(cluster: Cluster) {
+    use staff_pubsub_tests::presence::{until_lists, viewer};
+    let tracked = cluster
+        .node(0)
+        .track(staff_pubsub_tests::presence::TEAM, "ada", viewer("Ada"))
+        .unwrap();
+    for i in 0..cluster.len() {
+        until_lists(cluster.node(i), &["Ada"]).await;
+    }
+    drop(tracked);
+    for i in 0..cluster.len() {
+        until_lists(cluster.node(i), &[]).await;
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -162,7 +162,12 @@ impl Cluster {
         let name = format!("n{index}");
         let target = match &self.engine {
             Engine::None => {
-                let node = PubSub::builder().node_name(name).capacity(CAPACITY).build();
+                let node = PubSub::builder()
+                    .node_name(name)
+                    .capacity(CAPACITY)
+                    .presence_timing(crate::presence::timing())
+                    .expect("the tests' presence timing")
+                    .build();
                 self.nodes.push(Some(node));
                 return;
             }
@@ -173,7 +178,11 @@ impl Cluster {
         let redis_url = proxy.url("redis");
         let nats_url = proxy.url("nats");
         self.proxies.push(proxy);
-        let builder = staff::builder().node_name(&name).capacity(CAPACITY);
+        let builder = staff::builder()
+            .node_name(&name)
+            .capacity(CAPACITY)
+            .presence_timing(crate::presence::timing())
+            .expect("the tests' presence timing");
         let built = match self.mode {
             Mode::InProcess => unreachable!("handled above"),
             Mode::RedisLive => builder.redis(redis_config(redis_url)).await,
@@ -202,6 +211,8 @@ impl Cluster {
                 let extension = app::builder()
                     .node_name(&name)
                     .capacity(CAPACITY)
+                    .presence_timing(crate::presence::timing())
+                    .expect("the tests' presence timing")
                     .redis(redis_config(redis_url))
                     .await
                     .unwrap_or_else(|e| panic!("node {name}: {e}"));
