@@ -447,7 +447,10 @@ mod tests {
         let metas = data["payload"]["u1"]["metas"].as_array().unwrap();
         assert_eq!(metas.len(), 2);
         assert_eq!(metas[0]["name"], "Ada");
-        assert_ne!(metas[0]["phx_ref"], metas[1]["phx_ref"], "two presences, two refs");
+        assert_ne!(
+            metas[0]["phx_ref"], metas[1]["phx_ref"],
+            "two presences, two refs"
+        );
         assert_eq!(data["payload"]["u2"]["metas"][0]["name"], "Bea");
     }
 
