@@ -133,6 +133,119 @@
 //! An application that chooses the topics itself (from its session, say)
 //! serves them with [`SseBridge::open`] (resuming as above), or turns its
 //! own subscription into a response with [`SseBridge::stream`].
+//!
+//! # Presence: who is here
+//!
+//! A connection can be present on a topic and be sent who is there, as a
+//! Phoenix channel with `Phoenix.Presence` is. The application decides,
+//! per connection and topic: with [`SseBridge::presence`], a hook asked
+//! for each topic of the request (after authorization) returns a
+//! [`PresenceGrant`]: `None` (nothing), [`PresenceGrant::Watch`] (sent
+//! who is there, not listed) or [`PresenceGrant::Track`] (listed as a key
+//! with metadata, and sent who is there); with
+//! [`SseBridge::open_with_presence`], the application gives the grants
+//! itself. Presences are those of the server's
+//! [`Tracker`](crate::presence::Tracker) of the metadata type (the one the
+//! application's own `pubsub.track` and `tracker::<Meta>()` use): a
+//! connection's presence is tracked once it is subscribed (before its
+//! list is taken: it is in its own `presence_state`, never in a diff of
+//! its own), and the bridge holds its [`Tracked`](crate::presence::Tracked)
+//! guard for as long as the connection's stream lives. It leaves (a
+//! `presence_diff` to the others) when the stream ends: the browser
+//! closed the tab or navigated away (the connection closes), the bridge
+//! was closed, the server is gone, or the connection stalled (below).
+//!
+//! | SSE `event:` | `data:` | when |
+//! | --- | --- | --- |
+//! | `presence_state` ([`PRESENCE_STATE_EVENT`]) | `{"topic":"staff:teams","event":"presence_state","payload":{"u1":{"metas":[{"name":"Ada","phx_ref":"presence-1a2b…-1.5c3d…"}]}}}` | after `ready`, one per topic with presence, before the connection's other events; again after a lag (below) |
+//! | `presence_diff` ([`PRESENCE_DIFF_EVENT`]) | `{"topic":"staff:teams","event":"presence_diff","payload":{"joins":{"u2":{"metas":[...]}},"leaves":{}}}` | what changed on the topic since, in order |
+//!
+//! `payload` is Phoenix.Presence's: a `presence_state` payload is the
+//! list, `{key: {"metas": [meta, ...]}}` (keys sorted, a key's metas in
+//! the order they were tracked: a user on two tabs is one key with two
+//! metas); a `presence_diff` payload is `{"joins": {...}, "leaves": {...}}`
+//! of the same shape, both always present (`{}` when empty), so that
+//! Phoenix's `presence.js` (`Presence.syncState`, `Presence.syncDiff`)
+//! takes it as it is. A meta is the metadata's JSON object with
+//! `"phx_ref"` added (a metadata that is not an object is
+//! `{"meta": <its JSON>, "phx_ref": ...}`). `phx_ref` is the presence's
+//! [`PresenceId`](crate::presence::PresenceId) and a hash of its
+//! metadata's JSON: the same on every connection and on every node
+//! built alike, new on
+//! an update, whose diff has the new meta join with `"phx_ref_prev"` (the
+//! old ref) and the old one leave, as Phoenix sends; an update to the
+//! same metadata sends nothing. A leave names the ref its join had.
+//!
+//! Presence events have ids as messages without a log position do: the
+//! connection's sequence number on a server that is not durable, no `id:`
+//! on a durable one. Presence is never replayed: a browser that
+//! reconnects, resumed or not, is a new connection (its old presence left
+//! when the old connection ended), tracked again and sent a new
+//! `presence_state`.
+//!
+//! What each mode shows: **in process**, the presences of this server
+//! (its connections', and what the application tracks). **Redis live and
+//! durable, NATS live and durable**: every node's, through the tracker's
+//! replication (see [`presence`](crate::presence)): a connection on node A
+//! is in the `presence_state` and `presence_diff` of node B's connections,
+//! within a broadcast period of the
+//! [`PresenceTiming`](crate::presence::PresenceTiming); a node that stops
+//! or is cut off has its presences leave after the down period. Presence
+//! is live in the durable modes too (gossip, never the durable log).
+//! **Phoenix and linked**: the tracker is this node's alone, so this
+//! server's presences only (not the Phoenix application's, which does not
+//! see these either).
+//!
+//! Bounds, and a browser that stalls:
+//!
+//! - Tracking is bounded by the tracker's
+//!   [`PresenceLimits`](crate::presence::PresenceLimits): a presence over
+//!   them refuses the request with 503 `{"error":"presence","topic":...,
+//!   "message":...}` ([`Rejection::Presence`]); nothing stays tracked or
+//!   subscribed.
+//! - Each watched topic of a connection queues at most
+//!   [`DIFF_QUEUE_CAPACITY`](crate::presence::DIFF_QUEUE_CAPACITY) diffs
+//!   (a diff is made once per change and shared by every connection). A
+//!   connection that falls further behind (the browser reads too slowly)
+//!   loses no diff silently: it is sent a new `presence_state` (the list
+//!   as it is then; the page replaces its own), then the diffs after it.
+//! - A connection that tracks a presence and does not take its events for
+//!   [`SseBridge::stall_timeout`] (default [`DEFAULT_STALL_TIMEOUT`], at
+//!   least twice the keep-alive interval; a reading connection takes a
+//!   keep-alive comment every interval) is stalled: its presences leave
+//!   at once, and its stream ends when it is next polled, so the browser,
+//!   if it comes back, reconnects and is tracked again. The stream is not
+//!   polled once the socket's buffers are full; a browser gone without
+//!   closing its connection (its network lost) and sent little is noticed
+//!   when the operating system gives up on the connection (TCP's
+//!   retransmission timeout, or keepalive if the server sets it).
+//!
+//! ```
+//! use axum::Router;
+//! use staff_pubsub::sse::{PresenceGrant, SseBridge};
+//! use staff_pubsub::{staff, PubSub, Topic};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Viewer { name: String }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bridge = SseBridge::new(staff::server(), staff::parse_topic, staff::Message::event_name)
+//!     // Present on staff:departments as the request's `x-user` (an
+//!     // authentication layer's work in a real application).
+//!     .presence(|request, topic: &Topic| {
+//!         let user = request.headers.get("x-user")?.to_str().ok()?;
+//!         (*topic == staff::topic_departments())
+//!             .then(|| PresenceGrant::track(user, Viewer { name: user.to_owned() }))
+//!     });
+//! let app: Router = Router::new().route("/events", bridge.route());
+//! # let _ = app;
+//! // The page:
+//! // const source = new EventSource("/events?topic=staff:departments");
+//! // source.addEventListener("presence_state", (e) => { state = JSON.parse(e.data).payload; });
+//! // source.addEventListener("presence_diff", (e) => syncDiff(JSON.parse(e.data).payload));
+//! # Ok(()) }
+//! ```
 
 use std::convert::Infallible;
 use std::fmt;
