@@ -368,6 +368,60 @@ async fn a_change_in_one_window_shows_in_the_other_without_reload() {
     assert_loads(&b, 1).await;
 }
 
+/// The names the page shows as viewing, sorted.
+async fn viewers(client: &Client) -> Vec<String> {
+    let shown = client
+        .execute(
+            "return [...document.querySelectorAll('#viewers li')].map(li => li.textContent.replace(' (you)', '')).sort()",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("script failed: {e}"));
+    serde_json::from_value(shown).unwrap_or_default()
+}
+
+async fn shows_viewers(client: &Client, names: &[&str]) -> bool {
+    viewers(client).await == names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pages_see_each_other_viewing_and_a_closed_page_leaves() {
+    let Some(mut driver) = Driver::start().await else {
+        return;
+    };
+    let pubsub = PubSub::new();
+    let (_app, addr) = example(pubsub.clone(), "one").await;
+    let a = driver.window(&format!("http://{addr}/?name=Ada")).await;
+    let b = driver.window(&format!("http://{addr}/?name=Bea")).await;
+
+    // Each page lists both: B from its presence_state, A from a diff.
+    for (client, what) in [(&a, "both viewers in A"), (&b, "both viewers in B")] {
+        wait(client, what, LIVE, |c| shows_viewers(c, &["Ada", "Bea"])).await;
+    }
+    assert!(
+        js(
+            &a,
+            "return document.querySelector('#viewers li[title]').title === 'on node one'",
+            vec![]
+        )
+        .await,
+        "a viewer's node is shown"
+    );
+    let tracked = pubsub.presences::<app::Viewer>(staff::topic_departments());
+    assert_eq!(tracked.len(), 2, "{tracked:?}");
+    screenshot(&a, "viewers").await;
+
+    // B's window closes: its connection ends, and A is sent the leave.
+    b.close().await.expect("close B");
+    let took = wait(&a, "Bea's leave in A", LIVE, |c| shows_viewers(c, &["Ada"])).await;
+    eprintln!("a closed page left A's viewers after {took:?}");
+    assert!(pubsub
+        .presences::<app::Viewer>(staff::topic_departments())
+        .iter()
+        .all(|presence| presence.meta.name == "Ada"));
+    assert_loads(&a, 1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resync_makes_the_page_refetch_its_state() {
     let Some(mut driver) = Driver::start().await else {

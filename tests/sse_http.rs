@@ -480,6 +480,13 @@ async fn the_example_broadcasts_each_change_and_serves_the_page() {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("new EventSource("));
     let mut events = subscribed(addr, "topic=staff:departments&topic=staff:teams").await;
+    // A page that names no viewer watches who views, unlisted: nobody yet.
+    let viewers = events.expect().await;
+    assert_eq!(viewers.event, "presence_state");
+    assert_eq!(
+        viewers.json(),
+        serde_json::json!({"topic": "staff:departments", "event": "presence_state", "payload": {}})
+    );
     let reply = post(
         addr,
         "/api/teams",

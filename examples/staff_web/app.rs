@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,12 +20,12 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use staff_pubsub::sse::SseBridge;
+use staff_pubsub::sse::{PresenceGrant, SseBridge};
 use staff_pubsub::staff::{
     self, Department, DepartmentEvent, Message, Team, TeamEvent, TeamMembership,
     TeamMembershipEvent,
 };
-use staff_pubsub::{PubSub, Uuid};
+use staff_pubsub::{PubSub, Topic, Uuid};
 
 /// The page: HTML, CSS and JavaScript, embedded in the binary.
 pub const INDEX_HTML: &str = include_str!("index.html");
@@ -302,11 +303,17 @@ impl App {
     /// The SSE bridge the page subscribes through: topics of the stock spec
     /// only, at most 8 per connection, and none of a single person (this
     /// page has no use for them: an example of the authorization hook).
+    /// A page that names its viewer (`&viewer=<id>&name=<name>`) is
+    /// present on `staff:departments` for as long as its connection
+    /// lasts; every page there is sent who is viewing (`presence_state`,
+    /// `presence_diff`).
     #[must_use]
     pub fn bridge(&self) -> SseBridge<Message> {
+        let node = self.node.to_string();
         SseBridge::new(self.pubsub.clone(), staff::parse_topic, Message::event_name)
             .max_topics(8)
             .authorize(|_request, topic| !topic.to_string().starts_with("staff:person:"))
+            .presence(move |request, topic| viewing(request, topic, &node))
     }
 
     /// The routes: `/` (the page), `/events` (SSE), `/api/state`, and the
@@ -328,6 +335,65 @@ impl App {
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self.clone())
     }
+}
+
+/// Someone viewing the page: the metadata of their presence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewer {
+    /// The name the page gave.
+    pub name: String,
+    /// The node the page is connected to.
+    pub node: String,
+}
+
+/// The longest viewer id or name accepted, in bytes.
+pub const MAX_VIEWER: usize = 64;
+
+/// What a page's connection does with `topic`'s presence: on
+/// `staff:departments`, present as the `viewer` and `name` of its query
+/// when it gives both (a real application takes them from its session),
+/// else only watching; nothing on other topics.
+fn viewing(request: &Parts, topic: &Topic, node: &str) -> Option<PresenceGrant<Viewer>> {
+    if *topic != staff::topic_departments() {
+        return None;
+    }
+    let (mut id, mut name) = (None, None);
+    for pair in request.uri.query().unwrap_or("").split('&') {
+        let (field, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match field {
+            "viewer" => id = decode(value),
+            "name" => name = decode(value),
+            _ => {}
+        }
+    }
+    Some(match (id, name) {
+        (Some(id), Some(name)) if !id.is_empty() && !name.trim().is_empty() => {
+            let name = name.trim().to_owned();
+            let node = node.to_owned();
+            PresenceGrant::track(id, Viewer { name, node })
+        }
+        _ => PresenceGrant::Watch,
+    })
+}
+
+/// A query value, percent- and `+`-decoded, if it is UTF-8 of at most
+/// [`MAX_VIEWER`] bytes.
+fn decode(value: &str) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut input = value.bytes();
+    while let Some(byte) = input.next() {
+        bytes.push(match byte {
+            b'+' => b' ',
+            b'%' => {
+                let hex = [input.next()?, input.next()?];
+                u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?
+            }
+            other => other,
+        });
+    }
+    (bytes.len() <= MAX_VIEWER)
+        .then(|| String::from_utf8(bytes).ok())
+        .flatten()
 }
 
 fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {

@@ -133,6 +133,121 @@
 //! An application that chooses the topics itself (from its session, say)
 //! serves them with [`SseBridge::open`] (resuming as above), or turns its
 //! own subscription into a response with [`SseBridge::stream`].
+//!
+//! # Presence: who is here
+//!
+//! A connection can be present on a topic and be sent who is there, as a
+//! Phoenix channel with `Phoenix.Presence` is. The application decides,
+//! per connection and topic: with [`SseBridge::presence`], a hook asked
+//! for each topic of the request (after authorization) returns a
+//! [`PresenceGrant`]: `None` (nothing), [`PresenceGrant::Watch`] (sent
+//! who is there, not listed) or [`PresenceGrant::Track`] (listed as a key
+//! with metadata, and sent who is there); with
+//! [`SseBridge::open_with_presence`], the application gives the grants
+//! itself. Presences are those of the server's
+//! [`Tracker`](crate::presence::Tracker) of the metadata type (the one the
+//! application's own `pubsub.track` and `tracker::<Meta>()` use): a
+//! connection's presence is tracked once it is subscribed (before its
+//! list is taken: it is in its own `presence_state`, never in a diff of
+//! its own), and the bridge holds its [`Tracked`](crate::presence::Tracked)
+//! guard for as long as the connection's stream lives. It leaves (a
+//! `presence_diff` to the others) when the stream ends: the browser
+//! closed the tab or navigated away (the connection closes), the bridge
+//! was closed, the server is gone, or the connection stalled (below).
+//!
+//! | SSE `event:` | `data:` | when |
+//! | --- | --- | --- |
+//! | `presence_state` ([`PRESENCE_STATE_EVENT`]) | `{"topic":"staff:teams","event":"presence_state","payload":{"u1":{"metas":[{"name":"Ada","phx_ref":"presence-1a2b…-1.5c3d…"}]}}}` | after `ready`, one per topic with presence, before the connection's other events; again after a lag (below) |
+//! | `presence_diff` ([`PRESENCE_DIFF_EVENT`]) | `{"topic":"staff:teams","event":"presence_diff","payload":{"joins":{"u2":{"metas":[...]}},"leaves":{}}}` | what changed on the topic since, in order |
+//!
+//! `payload` is Phoenix.Presence's: a `presence_state` payload is the
+//! list, `{key: {"metas": [meta, ...]}}` (keys sorted, a key's metas in
+//! the order they were tracked: a user on two tabs is one key with two
+//! metas); a `presence_diff` payload is `{"joins": {...}, "leaves": {...}}`
+//! of the same shape, both always present (`{}` when empty), so that
+//! Phoenix's `presence.js` (`Presence.syncState`, `Presence.syncDiff`)
+//! takes it as it is. A meta is the metadata's JSON object with
+//! `"phx_ref"` added (a metadata that is not an object is
+//! `{"meta": <its JSON>, "phx_ref": ...}`). `phx_ref` is the presence's
+//! [`PresenceId`](crate::presence::PresenceId) and a hash of its
+//! metadata's JSON: the same on every connection and on every node
+//! built alike, new on
+//! an update, whose diff has the new meta join with `"phx_ref_prev"` (the
+//! old ref) and the old one leave, as Phoenix sends; an update to the
+//! same metadata sends nothing. A leave names the ref its join had.
+//!
+//! Presence events have ids as messages without a log position do: the
+//! connection's sequence number on a server that is not durable, no `id:`
+//! on a durable one. Presence is never replayed: a browser that
+//! reconnects, resumed or not, is a new connection (its old presence left
+//! when the old connection ended), tracked again and sent a new
+//! `presence_state`.
+//!
+//! What each mode shows: **in process**, the presences of this server
+//! (its connections', and what the application tracks). **Redis live and
+//! durable, NATS live and durable**: every node's, through the tracker's
+//! replication (see [`presence`](crate::presence)): a connection on node A
+//! is in the `presence_state` and `presence_diff` of node B's connections,
+//! within a broadcast period of the
+//! [`PresenceTiming`](crate::presence::PresenceTiming); a node that stops
+//! or is cut off has its presences leave after the down period. Presence
+//! is live in the durable modes too (gossip, never the durable log).
+//! **Linked** (a spec's server and its extension's): the two share one
+//! tracker, kept by the server with the transport, so as that server's
+//! mode. **Phoenix**: the tracker is this node's alone, so this server's
+//! presences only (not the Phoenix application's, which does not see
+//! these either).
+//!
+//! Bounds, and a browser that stalls:
+//!
+//! - Tracking is bounded by the tracker's
+//!   [`PresenceLimits`](crate::presence::PresenceLimits): a presence over
+//!   them refuses the request with 503 `{"error":"presence","topic":...,
+//!   "message":...}` ([`Rejection::Presence`]); nothing stays tracked or
+//!   subscribed.
+//! - Each watched topic of a connection queues at most
+//!   [`DIFF_QUEUE_CAPACITY`](crate::presence::DIFF_QUEUE_CAPACITY) diffs
+//!   (a diff is made once per change and shared by every connection). A
+//!   connection that falls further behind (the browser reads too slowly)
+//!   loses no diff silently: it is sent a new `presence_state` (the list
+//!   as it is then; the page replaces its own), then the diffs after it.
+//! - A connection that tracks a presence and does not take its events for
+//!   [`SseBridge::stall_timeout`] (default [`DEFAULT_STALL_TIMEOUT`], at
+//!   least twice the keep-alive interval; a reading connection takes a
+//!   keep-alive comment every interval) is stalled: its presences leave
+//!   at once, and its stream ends when it is next polled, so the browser,
+//!   if it comes back, reconnects and is tracked again. The stream is not
+//!   polled once the socket's buffers are full; a browser gone without
+//!   closing its connection (its network lost) and sent little is noticed
+//!   when the operating system gives up on the connection (TCP's
+//!   retransmission timeout, or keepalive if the server sets it).
+//!
+//! ```
+//! use axum::Router;
+//! use staff_pubsub::sse::{PresenceGrant, SseBridge};
+//! use staff_pubsub::{staff, PubSub, Topic};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Viewer { name: String }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bridge = SseBridge::new(staff::server(), staff::parse_topic, staff::Message::event_name)
+//!     // Present on staff:departments as the request's `x-user` (an
+//!     // authentication layer's work in a real application).
+//!     .presence(|request, topic: &Topic| {
+//!         let user = request.headers.get("x-user")?.to_str().ok()?;
+//!         (*topic == staff::topic_departments())
+//!             .then(|| PresenceGrant::track(user, Viewer { name: user.to_owned() }))
+//!     });
+//! let app: Router = Router::new().route("/events", bridge.route());
+//! # let _ = app;
+//! // The page:
+//! // const source = new EventSource("/events?topic=staff:departments");
+//! // source.addEventListener("presence_state", (e) => { state = JSON.parse(e.data).payload; });
+//! // source.addEventListener("presence_diff", (e) => syncDiff(JSON.parse(e.data).payload));
+//! # Ok(()) }
+//! ```
 
 use std::convert::Infallible;
 use std::fmt;
@@ -149,6 +264,13 @@ use tokio::sync::watch;
 
 use crate::loom::sync::Arc;
 use crate::{Error, Gap, ParseTopicError, Position, PubSub, RecvError, Subscription, Topic};
+
+mod presence;
+
+use presence::{Feed, FeedItem, GrantError, PresenceFeed};
+pub use presence::{
+    PresenceGrant, DEFAULT_STALL_TIMEOUT, PRESENCE_DIFF_EVENT, PRESENCE_STATE_EVENT,
+};
 
 /// The default bound on topics per browser connection, that is per event
 /// stream ([`SseBridge::max_topics`]).
@@ -186,6 +308,27 @@ pub type EventName<M> = fn(&M) -> &'static str;
 
 type Authorize = dyn Fn(&Parts, &Topic) -> bool + Send + Sync;
 
+/// Sets up a connection's presence once it is subscribed: tracks and
+/// watches what the application granted.
+type StartPresence<M> = Box<
+    dyn FnOnce(&PubSub<M>, Duration) -> Result<Option<Box<dyn PresenceFeed>>, GrantError> + Send,
+>;
+
+/// The presence hook, type-erased: a request's grants for its topics.
+type PresenceHook<M> = dyn Fn(&Parts, &[Topic]) -> StartPresence<M> + Send + Sync;
+
+/// `grants` as a [`StartPresence`], on the tracker of `Meta`.
+fn start_presence<M, Meta>(grants: Vec<(Topic, PresenceGrant<Meta>)>) -> StartPresence<M>
+where
+    M: Send + Sync + 'static,
+    Meta: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    Box::new(move |pubsub: &PubSub<M>, stall_timeout: Duration| {
+        let feed = Feed::<Meta>::new(pubsub, grants, stall_timeout)?;
+        Ok(feed.map(|feed| Box::new(feed) as Box<dyn PresenceFeed>))
+    })
+}
+
 /// Serves subscriptions of a [`PubSub`] as Server-Sent Events: see the
 /// [module docs](self). Cheap to clone.
 pub struct SseBridge<M> {
@@ -199,6 +342,8 @@ struct Inner<M> {
     max_topics: usize,
     keep_alive: Duration,
     authorize: Option<Box<Authorize>>,
+    presence: Option<Box<PresenceHook<M>>>,
+    stall_timeout: Duration,
     closed: watch::Sender<bool>,
 }
 
@@ -217,6 +362,8 @@ impl<M> fmt::Debug for SseBridge<M> {
             .field("max_topics", &self.inner.max_topics)
             .field("keep_alive", &self.inner.keep_alive)
             .field("authorize", &self.inner.authorize.is_some())
+            .field("presence", &self.inner.presence.is_some())
+            .field("stall_timeout", &self.inner.stall_timeout)
             .field("closed", &*self.inner.closed.borrow())
             .finish()
     }
@@ -251,6 +398,16 @@ pub enum Rejection {
         /// Why.
         message: String,
     },
+    /// A presence granted to the connection could not be tracked (503):
+    /// the node tracks its limit of presences, or the metadata is over
+    /// its limit or does not encode
+    /// ([`PresenceError`](crate::presence::PresenceError)).
+    Presence {
+        /// The topic of the presence.
+        topic: String,
+        /// The tracker's error.
+        message: String,
+    },
 }
 
 impl Rejection {
@@ -262,7 +419,7 @@ impl Rejection {
                 StatusCode::BAD_REQUEST
             }
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Presence { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -289,6 +446,9 @@ impl Rejection {
                 "message": format!("not allowed to subscribe to {topic}"),
             }),
             Self::Unavailable { message } => json!({"error": "unavailable", "message": message}),
+            Self::Presence { topic, message } => {
+                json!({"error": "presence", "topic": topic, "message": message})
+            }
         }
     }
 }
@@ -341,6 +501,8 @@ where
                 max_topics: DEFAULT_MAX_STREAM_TOPICS,
                 keep_alive: DEFAULT_KEEP_ALIVE,
                 authorize: None,
+                presence: None,
+                stall_timeout: DEFAULT_STALL_TIMEOUT,
                 closed: watch::Sender::new(false),
             }),
         }
@@ -388,6 +550,84 @@ where
             None => tracing::error!("SseBridge::authorize on a cloned bridge: ignored"),
         }
         self
+    }
+
+    /// The presence hook: `grant(request, topic)` says what the request's
+    /// connection does with `topic`'s presence, for each of its topics
+    /// (parsed and authorized): `None`, nothing; [`PresenceGrant::Watch`],
+    /// it is sent who is there; [`PresenceGrant::Track`], it is also
+    /// listed, as `key` with `meta`, for as long as it lasts. Presences
+    /// are tracked on the server's [`Tracker`](crate::presence::Tracker)
+    /// of `Meta` (the one [`PubSub::tracker::<Meta>()`](PubSub::tracker)
+    /// gives the application), once the connection is subscribed. See
+    /// [Presence](self#presence-who-is-here) for the events. Configure
+    /// before cloning the bridge.
+    ///
+    /// ```
+    /// use staff_pubsub::sse::{PresenceGrant, SseBridge};
+    /// use staff_pubsub::{staff, Topic};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Viewer { name: String }
+    ///
+    /// /// What an authentication layer put in the request's extensions.
+    /// #[derive(Clone)]
+    /// struct User { id: String, name: String }
+    ///
+    /// let bridge = SseBridge::new(staff::server(), staff::parse_topic, staff::Message::event_name)
+    ///     .presence(|request, topic: &Topic| {
+    ///         if *topic != staff::topic_departments() {
+    ///             return None; // no presence on the other topics
+    ///         }
+    ///         Some(match request.extensions.get::<User>() {
+    ///             Some(user) => PresenceGrant::track(&user.id, Viewer { name: user.name.clone() }),
+    ///             None => PresenceGrant::Watch, // anonymous: sees who is there, unlisted
+    ///         })
+    ///     });
+    /// # let _ = bridge;
+    /// ```
+    #[must_use]
+    pub fn presence<Meta, F>(mut self, grant: F) -> Self
+    where
+        Meta: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+        F: Fn(&Parts, &Topic) -> Option<PresenceGrant<Meta>> + Send + Sync + 'static,
+    {
+        let hook = move |request: &Parts, topics: &[Topic]| {
+            let grants: Vec<(Topic, PresenceGrant<Meta>)> = topics
+                .iter()
+                .filter_map(|topic| Some((*topic, grant(request, topic)?)))
+                .collect();
+            start_presence::<M, Meta>(grants)
+        };
+        match self.inner_mut() {
+            Some(inner) => inner.presence = Some(Box::new(hook)),
+            None => tracing::error!("SseBridge::presence on a cloned bridge: ignored"),
+        }
+        self
+    }
+
+    /// How long a connection that tracks a presence may go without
+    /// taking events (its stream not polled: the browser does not read,
+    /// or is gone without closing its connection) before its presences
+    /// leave and its stream ends; default [`DEFAULT_STALL_TIMEOUT`], at
+    /// least twice the [`keep_alive`](Self::keep_alive) interval (a
+    /// reading connection takes a keep-alive comment every interval).
+    /// Configure before cloning the bridge.
+    #[must_use]
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        match self.inner_mut() {
+            Some(inner) => inner.stall_timeout = timeout,
+            None => tracing::error!("SseBridge::stall_timeout on a cloned bridge: ignored"),
+        }
+        self
+    }
+
+    /// The stall timeout in force: the one set, at least twice the
+    /// keep-alive interval.
+    fn effective_stall_timeout(&self) -> Duration {
+        self.inner
+            .stall_timeout
+            .max(self.inner.keep_alive.saturating_mul(2))
     }
 
     /// The server the bridge subscribes to.
@@ -452,7 +692,15 @@ where
             Err(rejection) => return rejection.into_response(),
         };
         let last_event_id = last_event_id(request);
-        match self.open(topics, last_event_id.as_deref()).await {
+        let presence = self
+            .inner
+            .presence
+            .as_ref()
+            .map(|hook| hook(request, &topics));
+        match self
+            .open_inner(topics, last_event_id.as_deref(), presence)
+            .await
+        {
             Ok(stream) => stream.into_response(),
             Err(rejection) => rejection.into_response(),
         }
@@ -498,6 +746,61 @@ where
         last_event_id: Option<&str>,
     ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>, Rejection>
     {
+        self.open_inner(topics, last_event_id, None).await
+    }
+
+    /// As [`open`](Self::open), with the connection's presence: for each
+    /// of `presence`'s topics (the application's choice, subscribed or
+    /// not), what the connection does with its presence (see
+    /// [`presence`](Self::presence); the hook is not asked). The presences
+    /// are tracked once the connection is subscribed, on the server's
+    /// tracker of `Meta`, and last as long as the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); [`Rejection::Presence`] when a presence
+    /// cannot be tracked (nothing is then tracked or subscribed).
+    pub async fn open_with_presence<Meta>(
+        &self,
+        topics: Vec<Topic>,
+        last_event_id: Option<&str>,
+        presence: Vec<(Topic, PresenceGrant<Meta>)>,
+    ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>, Rejection>
+    where
+        Meta: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        let start = start_presence::<M, Meta>(presence);
+        self.open_inner(topics, last_event_id, Some(start)).await
+    }
+
+    async fn open_inner(
+        &self,
+        topics: Vec<Topic>,
+        last_event_id: Option<&str>,
+        presence: Option<StartPresence<M>>,
+    ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>, Rejection>
+    {
+        let (subscription, start) = self.subscribe_for(topics, last_event_id).await?;
+        // Tracked once subscribed: a refused connection never shows.
+        let feed = match presence {
+            None => None,
+            Some(start) => start(&self.inner.pubsub, self.effective_stall_timeout()).map_err(
+                |GrantError { topic, error }| Rejection::Presence {
+                    topic: topic.to_string(),
+                    message: error.to_string(),
+                },
+            )?,
+        };
+        Ok(self.sse(subscription, start, feed))
+    }
+
+    /// The subscription of a connection to `topics`, resumed after
+    /// `last_event_id` when it can be, and how its stream starts.
+    async fn subscribe_for(
+        &self,
+        topics: Vec<Topic>,
+        last_event_id: Option<&str>,
+    ) -> Result<(Subscription<M>, Start), Rejection> {
         if topics.is_empty() {
             return Err(Rejection::NoTopics);
         }
@@ -506,13 +809,13 @@ where
         let last_event_id = last_event_id.map(str::trim).filter(|id| !id.is_empty());
         if !pubsub.core().is_durable() {
             let subscription = pubsub.subscribe_many(topics).map_err(unavailable)?;
-            return Ok(self.sse(subscription, start(false, None, last_event_id.is_some())));
+            return Ok((subscription, start(false, None, last_event_id.is_some())));
         }
         if let Some(id) = last_event_id {
             match id.parse::<Position>() {
                 Ok(after) => match pubsub.subscribe_since(topics.iter().copied(), after).await {
                     Ok(subscription) => {
-                        return Ok(self.sse(subscription, start(true, None, false)));
+                        return Ok((subscription, start(true, None, false)));
                     }
                     Err(Error::Replay(error)) => {
                         tracing::warn!(%error, %after, "SSE resume: cannot read the log: resync");
@@ -530,7 +833,7 @@ where
         if let Some(head) = pubsub.log_position() {
             match pubsub.subscribe_since(topics.iter().copied(), head).await {
                 Ok(subscription) => {
-                    return Ok(self.sse(subscription, start(false, Some(head), reconnected)));
+                    return Ok((subscription, start(false, Some(head), reconnected)));
                 }
                 Err(Error::Replay(error)) => {
                     tracing::warn!(%error, "SSE: cannot read the log: ready without an id");
@@ -540,7 +843,7 @@ where
             }
         }
         let subscription = pubsub.subscribe_many(topics).map_err(unavailable)?;
-        Ok(self.sse(subscription, start(false, None, reconnected)))
+        Ok((subscription, start(false, None, reconnected)))
     }
 
     /// A `GET` route serving [`serve`](Self::serve), for
@@ -575,13 +878,14 @@ where
         subscription: Subscription<M>,
         resumed: bool,
     ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
-        self.sse(subscription, start(false, None, resumed))
+        self.sse(subscription, start(false, None, resumed), None)
     }
 
     fn sse(
         &self,
         subscription: Subscription<M>,
         start: Start,
+        presence: Option<Box<dyn PresenceFeed>>,
     ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
         let keep_alive = KeepAlive::new().interval(self.inner.keep_alive);
         let durable = self.inner.pubsub.core().is_durable();
@@ -591,6 +895,7 @@ where
             self.inner.closed.subscribe(),
             start,
             durable,
+            presence,
         ))
         .keep_alive(keep_alive)
     }
@@ -650,6 +955,12 @@ struct State<M> {
     /// Ids are log positions (or none), not the connection's sequence.
     durable: bool,
     sequence: u64,
+    /// The connection's presence, if it has one.
+    presence: Option<Box<dyn PresenceFeed>>,
+    /// Which of presence and messages is asked first for the next event:
+    /// alternated after a message or a `presence_diff`, so that neither
+    /// starves the other.
+    presence_first: bool,
 }
 
 impl<M> State<M> {
@@ -693,12 +1004,27 @@ fn gap_resync(gap: &Gap) -> String {
     serde_json::Value::Object(body).to_string()
 }
 
+/// What the stream sends next, once it is not `ready`.
+enum Next<M> {
+    Presence(FeedItem),
+    Message(Result<(Arc<M>, Option<Position>), RecvError>),
+}
+
+/// The connection's next presence event; never, without presence.
+async fn next_presence(presence: &mut Option<Box<dyn PresenceFeed>>) -> FeedItem {
+    match presence {
+        Some(feed) => std::future::poll_fn(|cx| feed.poll_event(cx)).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn events<M>(
     subscription: Subscription<M>,
     event_name: EventName<M>,
     closed: watch::Receiver<bool>,
     start: Start,
     durable: bool,
+    presence: Option<Box<dyn PresenceFeed>>,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static
 where
     M: Serialize + Send + Sync + 'static,
@@ -711,6 +1037,9 @@ where
         start,
         durable,
         sequence: 0,
+        presence,
+        // The `presence_state` events come first, right after `ready`.
+        presence_first: true,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         let event = match state.step {
@@ -742,12 +1071,43 @@ where
                 if *state.closed.borrow_and_update() {
                     return None;
                 }
-                let item = tokio::select! {
-                    biased;
-                    // Err: the bridge is gone, so nothing can close the
-                    // stream any more; the branch is disabled.
-                    Ok(()) = state.closed.changed() => return None,
-                    item = state.subscription.recv_with_position() => item,
+                if let Some(presence) = &state.presence {
+                    presence.touch();
+                }
+                // Alternating after a message or a diff; a
+                // `presence_state` keeps presence first, so that a
+                // connection's states all come before its messages.
+                let presence_first = state.presence_first;
+                // Err of `changed`: the bridge is gone, so nothing can
+                // close the stream any more; the branch is disabled.
+                let next = if presence_first {
+                    tokio::select! {
+                        biased;
+                        Ok(()) = state.closed.changed() => return None,
+                        item = next_presence(&mut state.presence) => Next::Presence(item),
+                        item = state.subscription.recv_with_position() => Next::Message(item),
+                    }
+                } else {
+                    tokio::select! {
+                        biased;
+                        Ok(()) = state.closed.changed() => return None,
+                        item = state.subscription.recv_with_position() => Next::Message(item),
+                        item = next_presence(&mut state.presence) => Next::Presence(item),
+                    }
+                };
+                let item = match next {
+                    Next::Message(item) => {
+                        state.presence_first = true;
+                        item
+                    }
+                    Next::Presence(FeedItem::Event(name, data)) => {
+                        state.presence_first = name == PRESENCE_STATE_EVENT;
+                        let event = state.event(name, &data, None);
+                        return Some((Ok(event), state));
+                    }
+                    // Stalled: its presences left; the browser reconnects
+                    // and is tracked again.
+                    Next::Presence(FeedItem::Ended) => return None,
                 };
                 match item {
                     Ok((message, position)) => match serde_json::to_string(&*message) {

@@ -35,7 +35,9 @@
 //! `idle_subscription_bytes`, counted by a counting global allocator (off
 //! during the throughput workloads), and `idle_subscription_rss_bytes`,
 //! the growth of `VmRSS` in a child process of this binary
-//! (`--idle-rss N`).
+//! (`--idle-rss N`); and `presence` (`workloads::presence`: track+untrack
+//! pairs/s, diff fan-out to 1,000 watchers, heap bytes per presence; rows
+//! of the throughput table, ours alone, `--only presence` for them alone).
 //!
 //! `cold_topic_instructions` is not measured here but by callgrind on
 //! `--profile cold N` (see `profile.rs` and BENCHMARKS.md).
@@ -108,6 +110,12 @@ fn main() {
         .then(|| workloads::latency::run(&env, plan));
     if let Some(latency) = &latency {
         rows.extend(latency.rows.iter().cloned());
+    }
+    if only
+        .as_deref()
+        .is_none_or(|only| only == workloads::presence::NAME)
+    {
+        rows.extend(workloads::presence::run(plan));
     }
     if only.is_some() {
         figures::print_rows(&rows, plan);

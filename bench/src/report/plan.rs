@@ -24,6 +24,8 @@ pub struct Plan {
     pub latency: usize,
     /// Subscriptions of the idle-memory figure.
     pub idle: usize,
+    /// Track+untrack pairs per round of the presence workload.
+    pub presence_pairs: usize,
 }
 
 /// The full run.
@@ -37,6 +39,7 @@ pub const FULL: Plan = Plan {
     membership_cpu: 200_000,
     latency: 20_000,
     idle: 1_000_000,
+    presence_pairs: 200_000,
 };
 
 /// `--quick`: under 60 s on 2 cores.
@@ -50,6 +53,7 @@ pub const QUICK: Plan = Plan {
     membership_cpu: 100_000,
     latency: 10_000,
     idle: 1_000_000,
+    presence_pairs: 100_000,
 };
 
 /// Queue capacity of every subscription in the wide workload, ours and the
@@ -77,3 +81,14 @@ pub const COLD_BACKGROUND: usize = 10_000;
 
 /// Broadcasts per second of the latency workload: one every 20 µs.
 pub const LATENCY_RATE: u64 = 50_000;
+
+/// Topics the presence workload's presences are spread over.
+pub const PRESENCE_TOPICS: usize = 1_000;
+/// Watchers of the one topic of the presence fan-out.
+pub const PRESENCE_WATCHERS: usize = 1_000;
+/// Track+untrack pairs per round of the presence fan-out: 1,000 diffs,
+/// within a watcher's queue (`DIFF_QUEUE_CAPACITY`, 1024).
+pub const PRESENCE_FANOUT_PAIRS: usize = 500;
+/// Presences tracked at once for the heap figure (under the default limit
+/// of 100,000).
+pub const PRESENCE_HEAP: usize = 50_000;

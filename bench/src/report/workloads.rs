@@ -2,7 +2,7 @@
 //! `main` runs in order. A workload's `contenders` builds its data once
 //! and hands back one [`Contender`] per contender, ours first. Two more
 //! run apart, since their figures are not rates: `latency` (percentiles)
-//! and `idle` (bytes).
+//! and `idle` (bytes); so does `presence` (rates and bytes of ours alone).
 
 pub mod cold;
 pub mod idle;
@@ -10,6 +10,7 @@ pub mod latency;
 pub mod many;
 pub mod membership;
 pub mod membership_cpu;
+pub mod presence;
 pub mod two_publishers;
 pub mod wide;
 
