@@ -211,3 +211,37 @@ async fn a_linked_server_s_presences_cross_nodes_on_its_peer_s_transport() {
     })
     .await;
 }
+
+/// The other way round: the transport on the stock spec's server (the
+/// extension's in process). The extension's server then gives the stock
+/// server's tracker, which gossips over the stock server's transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_linked_to_a_stock_server_with_the_transport_shares_its_trackers() {
+    use staff_pubsub_tests::presence::{names, set, timing, until_lists, viewer, TEAM};
+    let server = RedisServer::start().await;
+    let stock_node = |name: &'static str| {
+        let config = config(&server).namespace("presence-base");
+        async move {
+            staff::builder()
+                .node_name(name)
+                .presence_timing(timing())
+                .unwrap()
+                .redis(config)
+                .await
+                .unwrap()
+        }
+    };
+    let (base, there) = (stock_node("here").await, stock_node("there").await);
+    let extension: PubSub<app::Message> = PubSub::new();
+    assert!(staff_pubsub::__private::link(
+        &base,
+        &extension,
+        |m| Some(app::Message::from(m.clone())),
+        |m| staff::Message::try_from(m.clone()).ok(),
+    ));
+    let _app_page = extension.track(TEAM, "ada", viewer("Ada")).unwrap();
+    assert_eq!(names(&base), set(&["Ada"]), "one tracker on this node");
+    until_lists(&there, &["Ada"]).await;
+    let _there_page = there.track(TEAM, "cy", viewer("Cy")).unwrap();
+    until_lists(&extension, &["Ada", "Cy"]).await;
+}

@@ -1,6 +1,6 @@
 //! Presence across nodes over a real `nats-server` (started on free
 //! loopback ports, see `support/nats_server.rs`), with a short timing
-//! (`support/presence.rs`: heartbeats every 100 ms, down after 1.5 s), in
+//! (`support/presence.rs`: heartbeats every 100 ms, down after 3 s), in
 //! live and durable (JetStream) mode: a track on one node is listed and
 //! reported on the other, and so are its update and its end; a node that
 //! stops without a word has its presences reported as leaves after the
@@ -16,8 +16,8 @@ use staff_pubsub::nats::NatsConfig;
 use staff_pubsub::{PubSub, Retention};
 use staff_pubsub_tests::nats_server::NatsServer;
 use staff_pubsub_tests::presence::{
-    idle_interval, listed, names, next, set, timing, until_joins, until_leaves, until_lists,
-    viewer, Viewer, DOWN_PERIOD, PATIENCE, TEAM,
+    listed, names, next, set, timing, until_joins, until_leaves, until_lists, viewer, Viewer,
+    DOWN_PERIOD, PATIENCE, TEAM,
 };
 use staff_pubsub_tests::proxy::Proxy;
 
@@ -84,9 +84,11 @@ async fn presences_cross(a: &PubSub<()>, b: PubSub<()>) {
     assert_eq!(diff.leaves.len(), 1, "{diff:?}");
     assert_eq!(&*diff.leaves[0].key, "user-2");
     let after = gone.elapsed();
-    // b's last heartbeat came at most an idle interval before it went.
+    // Not at the first missed heartbeat: b's last one came up to an idle
+    // interval before it went, and ticks run late on a loaded machine, so
+    // half the down period is the bound that holds.
     assert!(
-        after >= DOWN_PERIOD - idle_interval(),
+        after >= DOWN_PERIOD / 2,
         "taken down after {after:?}, before the down period {DOWN_PERIOD:?}"
     );
     assert!(names(a).is_empty());
@@ -198,7 +200,7 @@ async fn a_node_cut_off_longer_than_the_down_period_leaves_and_comes_back() {
     until_leaves(&mut at_a, "user-2").await;
     let after = cut.elapsed();
     assert!(
-        after >= DOWN_PERIOD - idle_interval(),
+        after >= DOWN_PERIOD / 2,
         "b taken down after {after:?}, before the down period"
     );
     until_leaves(&mut at_b, "user-1").await;
@@ -210,4 +212,37 @@ async fn a_node_cut_off_longer_than_the_down_period_leaves_and_comes_back() {
     until_joins(&mut at_b, "user-1").await;
     assert_eq!(listed(&a), (set(&["Ada", "Bea"]), 2));
     assert_eq!(listed(&b), (set(&["Ada", "Bea"]), 2));
+}
+
+/// A node name too long for a NATS subject (escaped, it would pass the
+/// server's control line, which closes the whole connection): the
+/// node's presence stays on it alone, and its connection, broadcasts
+/// and the other nodes' presence go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_too_long_for_a_subject_keeps_presence_local_and_the_connection_up() {
+    use staff_pubsub::Connection;
+    let (_guard, logs) = staff_pubsub_tests::logs::capture();
+    let server = NatsServer::start().await;
+    let long = ".".repeat(1500); // 4,500 bytes escaped // 4,500 bytes escaped
+    let odd = node(&server.url(), &long).await;
+    let other = node(&server.url(), "other").await;
+    let _ada = odd.track(TEAM, "ada", viewer("Ada")).expect("tracked");
+    let _bea = other.track(TEAM, "bea", viewer("Bea")).expect("tracked");
+    assert_eq!(names(&odd), set(&["Ada"]), "in process");
+
+    assert!(
+        logs.has_line_with(&["WARN", "presence stays on this node", "1024 bytes"]),
+        "{:#?}",
+        logs.lines()
+    );
+    // Its connection is up: a round trip to the server after the tracker
+    // opened (a subject past the server's control line would have had the
+    // server close it, and again after each reconnect).
+    odd.sync().await.expect("a round trip");
+    assert_eq!(odd.connection(), Connection::Connected);
+    assert_eq!(
+        names(&other),
+        set(&["Bea"]),
+        "the odd node's presence stays on it"
+    );
 }

@@ -18,8 +18,9 @@ pub const TEAM: Topic = Topic::new("team:1");
 pub const BROADCAST_PERIOD: Duration = Duration::from_millis(100);
 /// An idle node heartbeats every 3 periods.
 pub const MAX_SILENT_PERIODS: u32 = 2;
-/// A silent node is down after 1.5 s.
-pub const DOWN_PERIOD: Duration = Duration::from_millis(1_500);
+/// A silent node is down after 3 s: ten idle intervals, so that a busy
+/// machine's late ticks do not take a live node down.
+pub const DOWN_PERIOD: Duration = Duration::from_secs(3);
 
 /// The longest an idle node goes between heartbeats: `max_silent_periods
 /// + 1` periods, each up to a tenth longer (the jitter).

@@ -73,6 +73,14 @@ pub(super) fn subject_to(namespace: &str, tracker: &str, node: &str) -> String {
     format!("{}.{}", subject_all(namespace, tracker), token(node))
 }
 
+/// The longest presence subject sent or subscribed to, in bytes: far
+/// under the server's `max_control_line` (4096 by default), past which
+/// the server closes the whole connection (its broadcasts, interest and
+/// log with it). A node or tracker name too long for it (escaping can
+/// triple a name) keeps the tracker in process (`open`); a message to a
+/// node named so, a name another node's message could carry, is dropped.
+const MAX_SUBJECT: usize = 1024;
+
 /// How long the receive task waits before subscribing again, at first
 /// and at most.
 const RESUBSCRIBE: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
@@ -135,6 +143,17 @@ impl GossipSend for NatsSend {
 
 impl Gossip for NatsGossip {
     fn open(&self, tracker: &str, rejected: CountRejected) -> Option<GossipChannel> {
+        let mine = subject_to(&self.namespace, tracker, &self.node);
+        if mine.len() > MAX_SUBJECT {
+            tracing::warn!(
+                node = %self.node,
+                tracker,
+                "presence stays on this node: its NATS subject would be longer than \
+                 {MAX_SUBJECT} bytes (a shorter node name, namespace or metadata type \
+                 name fixes it)"
+            );
+            return None;
+        }
         let (outbox, outgoing) = mpsc::channel(GOSSIP_QUEUE);
         let (to_replica, receive) = mpsc::channel::<Received>(GOSSIP_QUEUE);
         // Ends when the replica drops its sending half.
@@ -147,7 +166,7 @@ impl Gossip for NatsGossip {
         self.runtime.spawn(read(
             self.client.clone(),
             subject_all(&self.namespace, tracker),
-            subject_to(&self.namespace, tracker, &self.node),
+            mine,
             Arc::clone(&self.node),
             to_replica,
             rejected,
@@ -189,6 +208,16 @@ async fn publish(
             None => all.clone(),
             Some(node) => subject_to(&namespace, &tracker, node),
         };
+        if subject.len() > MAX_SUBJECT {
+            // A node name no node of ours has (`open` refuses them), but a
+            // message from the network may name one: never sent, as it
+            // would cost the whole connection.
+            tracing::debug!(
+                tracker,
+                "presence message dropped: its addressee's name is too long"
+            );
+            continue;
+        }
         if let Err(error) = client.publish(subject, Bytes::from(frame)).await {
             // A state too large for the server's max_payload, most likely:
             // worth seeing, but not at every heartbeat.

@@ -12,8 +12,10 @@
 //! durable, NATS live and durable), a task drives the replica's
 //! [`shard::Shard`] over it (heartbeats, transfers, downs), so that the
 //! nodes share their presences, with the timing of [`PresenceTiming`];
-//! otherwise (in process, Phoenix, a linked server) the replica is alone
-//! and the tracker is this node's.
+//! in process and on a Phoenix server the replica is alone and the
+//! tracker is this node's. A linked server (a spec's and its extension's)
+//! shares the tracker of the server with the transport, as that server's
+//! mode says.
 
 pub mod clock;
 #[cfg(any(test, feature = "redis", feature = "nats"))]

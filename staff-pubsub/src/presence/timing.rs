@@ -16,9 +16,11 @@ use crate::server::Builder;
 /// It matters only on a server whose engine gossips (Redis live and
 /// durable, NATS live and durable): there, each tracker heartbeats every
 /// broadcast period and takes the presences of a node that has been silent
-/// for the down period away (leaves). In process, on a Phoenix server and
-/// on a linked server the trackers are this node's alone and nothing is
-/// timed; the timing is kept and checked all the same.
+/// for the down period away (leaves). In process and on a Phoenix server
+/// the trackers are this node's alone and nothing is timed; the timing is
+/// kept and checked all the same. Two linked servers (a spec's and its
+/// extension's) share the trackers of the one with the transport, timed
+/// by *that* server's timing: set it there (the other's is not used).
 ///
 /// Every node of a namespace should use the same timing: a node takes
 /// another down after *its own* down period without the *other's*

@@ -436,8 +436,9 @@ fn json_len<Meta: Serialize>(meta: &Meta) -> Result<usize, PresenceError> {
 /// and a node silent for the down period has its presences reported as
 /// leaves (timing: [`PresenceTiming`], set with
 /// [`Builder::presence_timing`](crate::Builder::presence_timing)).
-/// Otherwise (in process, Phoenix, a linked server) it is this node's
-/// alone: presences tracked here are listed here. The API is the same.
+/// In process and on a Phoenix server it is this node's alone: presences
+/// tracked here are listed here. A linked server gives its peer's tracker
+/// (see [`PubSub::tracker`]). The API is the same.
 pub struct Tracker<Meta> {
     inner: Arc<Inner<Meta>>,
 }
@@ -821,7 +822,11 @@ impl<M: Send + Sync + 'static> PubSub<M> {
     /// its [`PresenceTiming`]; its presences cross nodes as that server's
     /// engine allows. A tracker a server made before it was linked stays
     /// that server's own: the extension's generated `install` and
-    /// `server` link before returning, so track after them.
+    /// `server` link before returning, so track after them. The shared
+    /// tracker lives as long as the server that keeps it: once that one is
+    /// gone, its replica stops (other nodes take its presences down after
+    /// the down period) and the other server's `tracker` makes a tracker
+    /// of its own.
     pub fn tracker<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &self,
     ) -> Tracker<Meta> {
