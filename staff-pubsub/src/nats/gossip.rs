@@ -158,6 +158,7 @@ impl Gossip for NatsGossip {
                 outbox,
             }),
             receive,
+            encoding: crate::gossip::Encoding::MessagePack,
         })
     }
 

@@ -19,6 +19,8 @@ pub mod clock;
 #[cfg(any(test, feature = "redis", feature = "nats"))]
 mod codec;
 pub mod generations;
+#[cfg(feature = "phoenix")]
+mod phoenix_codec;
 #[cfg(any(test, feature = "redis", feature = "nats"))]
 mod runtime;
 #[cfg(test)]
@@ -29,6 +31,8 @@ mod sim_tests;
 pub mod state;
 mod timing;
 mod tracker;
+#[cfg(any(test, feature = "redis", feature = "nats"))]
+mod wire;
 
 pub use timing::{PresenceTiming, PresenceTimingError};
 pub use tracker::{

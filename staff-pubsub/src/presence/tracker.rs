@@ -301,6 +301,12 @@ impl<Meta> Inner<Meta> {
         self.locked.lock().shard.config().clone()
     }
 
+    /// The random half of this tracker's [`PresenceId`]s.
+    #[cfg(any(test, feature = "redis", feature = "nats"))]
+    pub(crate) fn origin(&self) -> u64 {
+        self.locked.lock().origin
+    }
+
     /// Runs `step` on the replica (a tick or a received message) and
     /// reports the diffs it returns: what the runtime does. Returns what
     /// to send and the liveness changes.
@@ -479,7 +485,9 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
                 locked: Mutex::new(Locked {
                     shard,
                     gossiping,
-                    origin: crate::server::random_u64(),
+                    // The top bit clear: a Phoenix replica marks the ids
+                    // of Elixir pids with it (`presence::phoenix_codec`).
+                    origin: crate::server::random_u64() >> 1,
                     watchers: HashMap::new(),
                     limits,
                     next_id: 0,
@@ -770,7 +778,8 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     }) else {
         return Tracker::new(node, config, false);
     };
-    let tracker = Tracker::new(node, config, true);
+    let replica = super::wire::replica_name(&channel.encoding, node);
+    let tracker = Tracker::new(&replica, config, true);
     gossip.runtime().spawn(super::runtime::run::<Meta>(
         name.to_owned(),
         Arc::downgrade(&tracker.inner),

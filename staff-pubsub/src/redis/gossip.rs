@@ -122,6 +122,7 @@ impl Gossip for RedisGossip {
                 outbox,
             }),
             receive,
+            encoding: crate::gossip::Encoding::MessagePack,
         })
     }
 

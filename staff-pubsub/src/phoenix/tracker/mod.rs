@@ -126,6 +126,7 @@
 
 mod decode;
 mod encode;
+mod meta;
 mod shard;
 mod types;
 

@@ -1,0 +1,288 @@
+//! Presence over the Phoenix transport: a Rust tracker as a replica of an
+//! Elixir `Phoenix.Tracker` (a `Phoenix.Presence` module is one), named by
+//! [`PhoenixTracker`] in [`PhoenixConfig::presence`](super::PhoenixConfig::presence).
+//!
+//! The engine's gossip ([`PhoenixGossip`]) gives each configured tracker
+//! a channel on its shard topic, `phx_presence:Elixir.<Tracker>_shard0`:
+//! the transport's receive task hands it the frames of that topic that
+//! are for this node ([`Routes`]), and its sends are whole frames
+//! published on the PubSub's channel, as the Elixir shards publish them.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use tokio::sync::mpsc;
+
+use super::frame::{FrameMode, NameForm, NodeRef};
+use super::tracker::shard_topic;
+use crate::gossip::{
+    CountRejected, Encoding, Gossip, GossipChannel, GossipSend, PhoenixShard, Received,
+    GOSSIP_QUEUE,
+};
+use crate::loom::sync::{Arc, Mutex};
+use crate::redis::Publisher;
+
+/// Which Elixir tracker a Rust tracker is a replica of: set per metadata
+/// type with [`PhoenixConfig::presence`](super::PhoenixConfig::presence).
+///
+/// The Elixir side is a `Phoenix.Tracker` module, or a `Phoenix.Presence`
+/// module (`use Phoenix.Presence, otp_app: :my_app, pubsub_server:
+/// MyApp.PubSub`), which is a tracker named after the module, running on
+/// the PubSub server with the Redis adapter that the
+/// [`PhoenixConfig`](super::PhoenixConfig) names.
+///
+/// ```
+/// use staff_pubsub::phoenix::{NameForm, PhoenixTracker};
+///
+/// let tracker = PhoenixTracker::new("MyAppWeb.Presence");
+/// assert_eq!(tracker.topic(), "phx_presence:Elixir.MyAppWeb.Presence_shard0");
+/// assert_eq!(tracker.pool_size_value(), 1);
+/// let atom_named = PhoenixTracker::new("MyApp.Tracker").name_form(NameForm::Atom);
+/// # drop(atom_named);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[must_use]
+pub struct PhoenixTracker {
+    module: String,
+    pool_size: u32,
+    name_form: NameForm,
+}
+
+impl PhoenixTracker {
+    /// The Elixir tracker module `module` (`"MyAppWeb.Presence"`, with or
+    /// without `Elixir.`), with `pool_size: 1` and this node's replica
+    /// named by a binary.
+    pub fn new(module: impl Into<String>) -> Self {
+        let module = module.into();
+        let module = module
+            .strip_prefix("Elixir.")
+            .map_or_else(|| module.clone(), str::to_owned);
+        Self {
+            module,
+            pool_size: 1,
+            name_form: NameForm::Binary,
+        }
+    }
+
+    /// The tracker's `pool_size`, which every node of the tracker must
+    /// share (Phoenix's default, and `Phoenix.Presence`'s, is 1). Only 1
+    /// is supported for now: with any other, the Rust tracker stays in
+    /// process (logged at WARN when it starts) rather than join a pool
+    /// whose presences it would place in the wrong shards.
+    pub fn pool_size(mut self, pool_size: u32) -> Self {
+        self.pool_size = pool_size;
+        self
+    }
+
+    /// The form of this node's replica name (its
+    /// [`node_name`](crate::Builder::node_name)) in the tracker's
+    /// messages: [`NameForm::Binary`] (the default, the form of this
+    /// node's own broadcasts, which every Elixir node takes, atom-named
+    /// ones included) or [`NameForm::Atom`] (as an Elixir node started
+    /// without a string `node_name` names itself). Elixir addresses its
+    /// transfer requests to the name in this form; the Rust node takes
+    /// both.
+    pub fn name_form(mut self, form: NameForm) -> Self {
+        self.name_form = form;
+        self
+    }
+
+    /// The module, without `Elixir.`.
+    #[must_use]
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    /// The configured pool size.
+    #[must_use]
+    pub fn pool_size_value(&self) -> u32 {
+        self.pool_size
+    }
+
+    /// The shard topic the replica reads and publishes on:
+    /// `phx_presence:Elixir.<module>_shard0`.
+    #[must_use]
+    pub fn topic(&self) -> String {
+        shard_topic(&self.module, 0)
+    }
+}
+
+impl fmt::Debug for PhoenixTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhoenixTracker")
+            .field("module", &self.module)
+            .field("pool_size", &self.pool_size)
+            .field("name_form", &self.name_form)
+            .finish()
+    }
+}
+
+/// A replica's way in: the queue of its shard topic's frames.
+struct Route {
+    to_replica: mpsc::Sender<Received>,
+    /// This node's replica name, as the wire names it.
+    me: String,
+    me_atom: bool,
+}
+
+/// The shard topics that have a replica on this node, shared by the
+/// transport's receive task (which routes) and the gossip (which opens).
+#[derive(Default)]
+pub(super) struct Routes {
+    by_topic: Mutex<HashMap<Arc<str>, Route>>,
+}
+
+impl Routes {
+    /// Takes a frame of `topic` if a replica on this node has that topic:
+    /// hands it over when it is for this node (`:except` another node,
+    /// `:only` this one in either form), and drops it otherwise (this
+    /// node's own broadcast, another node's transfer). Returns whether it
+    /// took the frame; a frame it does not take goes on as any other.
+    pub(super) fn route(&self, topic: &str, mode: FrameMode, node: &NodeRef<'_>, frame: &[u8]) -> bool {
+        let mut routes = self.by_topic.lock();
+        let Some(route) = routes.get(topic) else {
+            return false;
+        };
+        if route.to_replica.is_closed() {
+            // The replica is gone: its topic is no longer taken.
+            routes.remove(topic);
+            return false;
+        }
+        let for_me = match mode {
+            FrameMode::Except => {
+                let own = if route.me_atom {
+                    matches!(node.named(), Some((name, NameForm::Atom)) if name == route.me)
+                } else {
+                    node.is_binary(&route.me)
+                };
+                !own
+            }
+            FrameMode::Only => node.is_named(&route.me),
+        };
+        if for_me {
+            let from = node.named().map_or_else(String::new, |(name, _)| name.into_owned());
+            // Lossy, as all gossip: a full queue drops the frame.
+            if route
+                .to_replica
+                .try_send((Arc::from(from), frame.to_vec()))
+                .is_err()
+            {
+                tracing::debug!(topic, "presence queue full: a Phoenix tracker frame dropped");
+            }
+        }
+        true
+    }
+}
+
+/// The Phoenix engine's gossip: see the [module](self).
+pub(super) struct PhoenixGossip {
+    pub(super) routes: Arc<Routes>,
+    pub(super) trackers: Arc<[(&'static str, PhoenixTracker)]>,
+    pub(super) publisher: Arc<Publisher>,
+    pub(super) channel: Arc<str>,
+    pub(super) node: Arc<str>,
+    pub(super) compression_level: u32,
+    pub(super) max_frame_size: usize,
+    pub(super) runtime: tokio::runtime::Handle,
+}
+
+/// Publishes a replica's frames, in order, through a bounded queue.
+struct PhoenixSend {
+    outbox: mpsc::Sender<Vec<u8>>,
+}
+
+impl PhoenixSend {
+    fn queue(&self, frame: Vec<u8>) {
+        if self.outbox.try_send(frame).is_err() {
+            tracing::debug!("presence gossip queue full: a Phoenix tracker frame dropped");
+        }
+    }
+}
+
+impl GossipSend for PhoenixSend {
+    fn broadcast(&self, frame: Vec<u8>) {
+        self.queue(frame);
+    }
+
+    /// The frame names its target already (`:only`).
+    fn send_to(&self, _node: &str, frame: Vec<u8>) {
+        self.queue(frame);
+    }
+}
+
+impl Gossip for PhoenixGossip {
+    fn open(&self, tracker: &str, _rejected: CountRejected) -> Option<GossipChannel> {
+        let Some((_, config)) = self.trackers.iter().find(|(name, _)| *name == tracker) else {
+            tracing::debug!(
+                tracker,
+                "no Phoenix tracker configured for this metadata: the tracker stays in process"
+            );
+            return None;
+        };
+        if config.pool_size != 1 {
+            tracing::warn!(
+                module = %config.module,
+                pool_size = config.pool_size,
+                "only pool_size 1 is supported: the tracker stays in process"
+            );
+            return None;
+        }
+        let me_atom = config.name_form == NameForm::Atom;
+        if !me_atom && self.node.starts_with(':') {
+            tracing::warn!(
+                node = %self.node,
+                "a binary replica name may not start with ':': the tracker stays in process"
+            );
+            return None;
+        }
+        let topic: Arc<str> = Arc::from(config.topic());
+        let (to_replica, receive) = mpsc::channel::<Received>(GOSSIP_QUEUE);
+        {
+            let mut routes = self.routes.by_topic.lock();
+            if routes
+                .get(&topic)
+                .is_some_and(|route| !route.to_replica.is_closed())
+            {
+                tracing::warn!(
+                    %topic,
+                    "this node has a replica of this Phoenix tracker already (another metadata type): the tracker stays in process"
+                );
+                return None;
+            }
+            routes.insert(
+                Arc::clone(&topic),
+                Route {
+                    to_replica,
+                    me: self.node.to_string(),
+                    me_atom,
+                },
+            );
+        }
+        let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(GOSSIP_QUEUE);
+        let publisher = Arc::clone(&self.publisher);
+        let channel = Arc::clone(&self.channel);
+        // Ends when the replica drops its sending half.
+        self.runtime.spawn(async move {
+            while let Some(frame) = outgoing.recv().await {
+                if let Err(error) = publisher.publish(&channel, &frame).await {
+                    tracing::debug!(%error, "presence frame not published");
+                }
+            }
+        });
+        Some(GossipChannel {
+            send: Box::new(PhoenixSend { outbox }),
+            receive,
+            encoding: Encoding::Phoenix(PhoenixShard {
+                topic,
+                name: Arc::clone(&self.node),
+                name_is_atom: me_atom,
+                compression_level: self.compression_level,
+                max_frame_size: self.max_frame_size,
+            }),
+        })
+    }
+
+    fn runtime(&self) -> tokio::runtime::Handle {
+        self.runtime.clone()
+    }
+}
