@@ -463,20 +463,35 @@ fn term_bytes(term: &Term) -> Vec<u8> {
 
 /// Two Rust nodes on the Phoenix engine see each other's presences,
 /// speaking Phoenix's protocol (their frames on the shard topic are
-/// tracker frames, `:except` their binary names); a track, an update and an untrack cross; a node dropped
+/// tracker frames, `:except` their binary names); a presence tracked
+/// before the other node started reaches it by a transfer; a track, an update and an untrack cross; a node dropped
 /// without a word has its presences leave after the down period.
 #[tokio::test]
 async fn two_rust_nodes_speak_phoenix_s_protocol_to_each_other() {
     let server = RedisServer::start().await;
     let mut raw = raw_subscriber(&server, CHANNEL).await;
     let a = node(&server, "rust-a").await;
-    let b = node(&server, "rust-b").await;
     let mut at_a = a.presence_diffs::<Viewer>(TEAM);
-    let mut at_b = b.presence_diffs::<Viewer>(TEAM);
-
     let mut ada = a.track(TEAM, "user-1", viewer("Ada")).expect("tracked");
+    // Its delta goes out before b is there: b gets Ada by a transfer
+    // (`:only` frames both ways).
+    let _ = next_frame(&mut raw, SHARD_TOPIC, |frame| {
+        matches!(&frame.message, TrackerMessage::Heartbeat { delta: Some(_), .. })
+    })
+    .await;
+    let b = node(&server, "rust-b").await;
+    let mut at_b = b.presence_diffs::<Viewer>(TEAM);
+    until_lists(&b, &["Ada"]).await;
+    let (_, answer) = next_frame(&mut raw, SHARD_TOPIC, |frame| {
+        frame.message.kind() == "transfer_ack"
+    })
+    .await;
+    assert_eq!(
+        (answer.mode, &answer.node),
+        (FrameMode::Only, &NodeName::Binary("rust-b".into()))
+    );
+
     let _bea = b.track(TEAM, "user-2", viewer("Bea")).expect("tracked");
-    until_joins(&mut at_b, "user-1").await;
     until_joins(&mut at_a, "user-2").await;
     until_lists(&a, &["Ada", "Bea"]).await;
     until_lists(&b, &["Ada", "Bea"]).await;
