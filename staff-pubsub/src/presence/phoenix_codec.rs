@@ -165,6 +165,10 @@ pub(crate) struct PhoenixCodec {
     pending: HashMap<Arc<str>, RawTerm>,
     /// The count in this node's transfer references.
     requests: u32,
+    /// Per own presence sent: the clock of its value last sent, and that
+    /// of the value it replaced (its `phx_ref_prev`). Pruned when a
+    /// heartbeat says the presence is gone.
+    sent: HashMap<PresenceId, (u64, Option<u64>)>,
 }
 
 impl PhoenixCodec {
@@ -187,6 +191,7 @@ impl PhoenixCodec {
             shard,
             pending: HashMap::new(),
             requests: 0,
+            sent: HashMap::new(),
         }
     }
 
@@ -412,16 +417,38 @@ impl PhoenixCodec {
         replica.name == self.me_in_shard
     }
 
+    /// The clock of the value the own presence `id`, now at `clock`,
+    /// replaced: see `sent`.
+    fn replaced(&mut self, id: PresenceId, clock: u64) -> Option<u64> {
+        match self.sent.get(&id).copied() {
+            Some((last, prev)) if last == clock => prev,
+            Some((last, _)) if last > clock => None,
+            last => {
+                let prev = last.map(|(last, _)| last);
+                self.sent.insert(id, (clock, prev));
+                prev
+            }
+        }
+    }
+
     /// This node's own values among `values` (see the [module](self)); a
     /// value whose meta cannot be written is left out, with a warning.
-    fn wire_values<Meta: Serialize>(&self, values: &Values<Meta>) -> wire::Values {
+    fn wire_values<Meta: Serialize>(&mut self, values: &Values<Meta>) -> wire::Values {
+        let (me, origin) = (Arc::clone(&self.me_in_shard), self.origin);
         values
             .iter()
-            .filter(|(tag, value)| self.is_mine(&tag.replica) && value.pid.parts().0 == self.origin)
+            .filter(|(tag, value)| tag.replica.name == me && value.pid.parts().0 == origin)
             .filter_map(|(tag, value)| {
                 let reference = phx_ref(tag.replica.vsn, tag.clock);
+                let previous = self
+                    .replaced(value.pid, tag.clock)
+                    .map(|clock| phx_ref(tag.replica.vsn, clock));
+                let mut extra = vec![("phx_ref", reference.as_str())];
+                if let Some(previous) = &previous {
+                    extra.push(("phx_ref_prev", previous.as_str()));
+                }
                 let meta =
-                    match wire::Meta::of_value(&*value.meta, &[("phx_ref", &reference)], ATOMS) {
+                    match wire::Meta::of_value(&*value.meta, &extra, ATOMS) {
                         Ok(meta) => meta,
                         Err(error) => {
                             tracing::warn!(%error, key = %value.key, topic = %value.topic, "presence not sent to Phoenix: its metadata is not a map");
@@ -443,16 +470,37 @@ impl PhoenixCodec {
             .collect()
     }
 
+    /// Forgets the own presences a heartbeat's `delta` removes: their
+    /// value's dot is in its clouds, and no value of theirs in it.
+    fn forget_removed<Meta>(&mut self, delta: &Delta<Arc<str>, PresenceId, Arc<Meta>>) {
+        let Some(dots) = delta
+            .clouds
+            .iter()
+            .find(|(replica, _)| self.is_mine(replica))
+            .map(|(_, dots)| dots)
+        else {
+            return;
+        };
+        let alive: std::collections::HashSet<PresenceId> =
+            delta.values.values().map(|value| value.pid).collect();
+        self.sent
+            .retain(|id, (clock, _)| alive.contains(id) || !dots.contains(clock));
+    }
+
     fn wire_delta<Meta: Serialize>(
-        &self,
+        &mut self,
         delta: &Delta<Arc<str>, PresenceId, Arc<Meta>>,
         only_mine: bool,
     ) -> wire::State {
+        let values = self.wire_values(&delta.values);
+        if !only_mine {
+            self.forget_removed(delta);
+        }
         let keep = |replica: &&Replica<Arc<str>>| !only_mine || self.is_mine(replica);
         wire::State::delta(
             Self::wire_replica(&delta.replica),
             Self::wire_clouds(delta.clouds.iter().filter(|(replica, _)| keep(replica))),
-            self.wire_values(&delta.values),
+            values,
             (
                 Self::wire_context(delta.range.0.iter().filter(|(replica, _)| keep(replica))),
                 Self::wire_context(delta.range.1.iter().filter(|(replica, _)| keep(replica))),
@@ -461,9 +509,10 @@ impl PhoenixCodec {
     }
 
     fn wire_full<Meta: Serialize>(
-        &self,
+        &mut self,
         full: &FullState<Arc<str>, PresenceId, Arc<Meta>>,
     ) -> TransferPayload {
+        let values = self.wire_values(&full.values);
         let me = Self::wire_replica(&full.replica);
         let mine = |replica: &&Replica<Arc<str>>| self.is_mine(replica);
         // Every own dot the requester may lack is in the context or
@@ -481,7 +530,7 @@ impl PhoenixCodec {
                 clouds,
                 vec![(me, ReplicaStatus::Up)],
             ),
-            values: self.wire_values(&full.values),
+            values,
         }
     }
 

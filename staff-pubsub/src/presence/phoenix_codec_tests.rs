@@ -346,3 +346,94 @@ fn hostile_frames_are_refused_and_bad_presences_skipped() {
     assert_eq!(delta.clouds.values().map(BTreeSet::len).sum::<usize>(), 3);
     let _: Json = Json::Null;
 }
+
+fn heartbeat_of(r: &Replica<Arc<str>>, delta: Delta<Arc<str>, PresenceId, Arc<Viewer>>) -> Out<Viewer> {
+    let clock = delta.range.1.get(r).copied().unwrap_or(0);
+    Outgoing {
+        to: Destination::All,
+        message: Message::Heartbeat {
+            from: r.clone(),
+            delta: Some(delta),
+            clocks: (r.clone(), [(r.clone(), clock)].into_iter().collect()),
+        },
+    }
+}
+
+fn sent_meta(codec: &mut PhoenixCodec, out: &Out<Viewer>) -> Option<wire::Meta> {
+    let bytes = codec.encode(out).expect("encoded");
+    let frame = decode_tracker_frame(&bytes, DEFAULT_MAX_FRAME_SIZE).expect("decoded");
+    let TrackerMessage::Heartbeat {
+        delta: Some(state), ..
+    } = frame.message
+    else {
+        panic!("a delta heartbeat");
+    };
+    state
+        .values
+        .expect("values")
+        .into_iter()
+        .next()
+        .map(|(_, presence)| presence.meta)
+}
+
+/// An update's value carries `phx_ref_prev`, the `phx_ref` of the value
+/// it replaced; an untracked presence is forgotten.
+#[test]
+fn an_update_carries_phx_ref_prev() {
+    let r = me("rust-1", 1_796_556_024_166_087);
+    let mut codec = codec("rust-1");
+    let origin = codec.origin;
+    let tracked = delta_of(&r, origin);
+    let meta = sent_meta(&mut codec, &heartbeat_of(&r, tracked.clone())).expect("a value");
+    assert_eq!(meta.get_str("phx_ref_prev"), None);
+
+    // The update: dot 1 removed, 2 consumed, the value at 3.
+    let mut updated = tracked.clone();
+    let value = updated.values.remove(&Tag::new(r.clone(), 1)).expect("the value");
+    updated.values.insert(Tag::new(r.clone(), 3), value);
+    updated.clouds.insert(r.clone(), BTreeSet::from([1, 2, 3]));
+    updated.range = (
+        [(r.clone(), 1)].into_iter().collect(),
+        [(r.clone(), 3)].into_iter().collect(),
+    );
+    let out = heartbeat_of(&r, updated);
+    let meta = sent_meta(&mut codec, &out).expect("a value");
+    assert_eq!(meta.get_str("phx_ref"), Some(phx_ref(r.vsn, 3).as_str()));
+    let previous = phx_ref(r.vsn, 1);
+    assert_eq!(meta.get_str("phx_ref_prev"), Some(previous.as_str()));
+    // Sent again (a transfer), the same.
+    let meta = sent_meta(&mut codec, &out).expect("a value");
+    assert_eq!(meta.get_str("phx_ref_prev"), Some(previous.as_str()));
+
+    // The untrack: dot 3 removed, 4 consumed, no value.
+    let mut untracked = tracked;
+    untracked.values.clear();
+    untracked.clouds.insert(r.clone(), BTreeSet::from([3, 4]));
+    assert!(sent_meta(&mut codec, &heartbeat_of(&r, untracked)).is_none());
+    assert!(codec.sent.is_empty(), "forgotten");
+}
+
+/// A replica named by an atom writes its name as one, and is read back
+/// as the same replica.
+#[test]
+fn an_atom_named_replica_writes_atoms() {
+    let shard = shard("rust-1", true);
+    assert_eq!(&*replica_name(&shard), ":rust-1");
+    let mut codec = PhoenixCodec::new(shard, 42);
+    let r = me(":rust-1", 7);
+    let out: Out<Viewer> = Outgoing {
+        to: Destination::All,
+        message: Message::GracefulPermdown { from: r.clone() },
+    };
+    let bytes = codec.encode(&out).expect("encoded");
+    let frame = decode_tracker_frame(&bytes, DEFAULT_MAX_FRAME_SIZE).expect("decoded");
+    assert_eq!(frame.node, NodeName::Atom("rust-1".into()));
+    assert_eq!(
+        frame.message,
+        TrackerMessage::GracefulPermdown {
+            replica: ReplicaRef::new(NodeName::Atom("rust-1".into()), 7)
+        }
+    );
+    let (message, _) = codec.decode::<Viewer>(&bytes).expect("decoded");
+    assert_eq!(message, out.message);
+}
