@@ -393,8 +393,9 @@ async fn its_frames_are_elixir_s_and_it_answers_and_asks_as_elixir_does() {
     assert_eq!(rust.stats().rejected, 0);
 }
 
-/// Frames on the shard topic that are not the tracker's, or that lie, are
-/// skipped and counted; a presence whose meta the Rust type cannot read
+/// Frames on the shard topic that are not the tracker's, or that lie, and
+/// another tracker's frames are skipped and counted (a configured
+/// tracker's, before its replica starts, only skipped); a presence whose meta the Rust type cannot read
 /// is skipped (counted), the rest of its frame taken.
 #[tokio::test]
 async fn hostile_frames_are_skipped_and_counted() {
@@ -423,6 +424,11 @@ async fn hostile_frames_are_skipped_and_counted() {
     }
     let not_tracker = term_bytes(&staff_frame);
     publish_raw(&mut redis, CHANNEL, &not_tracker).await;
+    // Another tracker's frame (a shard this node is not configured for).
+    publish_raw(&mut redis, CHANNEL, &golden("026_s5_heartbeat_empty_phx-a_shard3.bin")).await;
+    // A frame of a configured tracker whose replica has not started
+    // (`Device`'s): this node's business, dropped, not counted.
+    publish_raw(&mut redis, CHANNEL, &golden("093_s7_heartbeat_empty_phx-a.bin")).await;
 
     // phx-a up, then a delta whose user-2 meta has a name that is not a
     // string: user-2 skipped, user-1 taken.
@@ -445,8 +451,9 @@ async fn hostile_frames_are_skipped_and_counted() {
     let diff = next(&mut diffs).await;
     let joined: Vec<&str> = diff.joins.iter().map(|p| &*p.key).collect();
     assert_eq!(joined, ["user-1"]);
-    // Garbage, the forged sender, the staff message, user-2's meta.
-    assert_eq!(rust.stats().rejected - before, 4);
+    // Garbage, the forged sender, the staff message, the other tracker's
+    // frame, user-2's meta.
+    assert_eq!(rust.stats().rejected - before, 5);
 }
 
 /// The bytes of a term, as `term_to_binary` writes it.

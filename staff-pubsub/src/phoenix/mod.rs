@@ -332,7 +332,7 @@ where
         let max_frame_size = config.max_frame_size;
         let nodes = Arc::new(NodeForms::new(config.default_name_form));
         let learning = Arc::clone(&nodes);
-        let routes = Arc::new(Routes::default());
+        let routes = Arc::new(Routes::new(config.trackers.iter().map(|(_, tracker)| tracker)));
         let routing = Arc::clone(&routes);
         let node: Arc<str> = Arc::from(local.node_name());
         let opened = open(config.redis, local, |local, channel, _| PhoenixInbound {

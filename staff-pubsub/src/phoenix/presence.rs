@@ -125,28 +125,52 @@ struct Route {
     me_atom: bool,
 }
 
+/// The most shard topics of one tracker taken as configured (a larger
+/// pool is not supported, see [`PhoenixTracker::pool_size`]).
+const MAX_KNOWN_SHARDS: u32 = 256;
+
 /// The shard topics that have a replica on this node, shared by the
 /// transport's receive task (which routes) and the gossip (which opens).
-#[derive(Default)]
 pub(super) struct Routes {
+    /// The shard topics of the configured trackers: their frames are this
+    /// node's business even when no replica takes them (not started yet,
+    /// or kept in process), so they are dropped rather than counted.
+    known: std::collections::HashSet<String>,
     by_topic: Mutex<HashMap<Arc<str>, Route>>,
 }
 
 impl Routes {
+    /// The routes of the configured `trackers`, none open yet.
+    pub(super) fn new<'a>(trackers: impl IntoIterator<Item = &'a PhoenixTracker>) -> Self {
+        let known = trackers
+            .into_iter()
+            .flat_map(|tracker| {
+                (0..tracker.pool_size.clamp(1, MAX_KNOWN_SHARDS))
+                    .map(|shard| shard_topic(&tracker.module, shard))
+            })
+            .collect();
+        Self {
+            known,
+            by_topic: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Takes a frame of `topic` if a replica on this node has that topic:
     /// hands it over when it is for this node (`:except` another node,
     /// `:only` this one in either form), and drops it otherwise (this
-    /// node's own broadcast, another node's transfer). Returns whether it
-    /// took the frame; a frame it does not take goes on as any other.
+    /// node's own broadcast, another node's transfer). A frame of a
+    /// configured tracker's topic without a replica is dropped. Returns
+    /// whether it took the frame; a frame it does not take (another
+    /// tracker's) goes on as any other.
     pub(super) fn route(&self, topic: &str, mode: FrameMode, node: &NodeRef<'_>, frame: &[u8]) -> bool {
         let mut routes = self.by_topic.lock();
         let Some(route) = routes.get(topic) else {
-            return false;
+            return self.known.contains(topic);
         };
         if route.to_replica.is_closed() {
-            // The replica is gone: its topic is no longer taken.
+            // The replica is gone: its topic has none.
             routes.remove(topic);
-            return false;
+            return self.known.contains(topic);
         }
         let for_me = match mode {
             FrameMode::Except => {
