@@ -13,6 +13,8 @@
 //!   transfer request as Elixir did (a delta, the reference echoed) and
 //!   asks a replica whose clock it lacks for a transfer as Elixir did, and
 //!   takes the full-state answer;
+//! - with `pool_size: 4`, it is a replica of each shard, a topic's
+//!   presences in shard `phash2(topic, 4)`;
 //! - hostile frames on the shard topic are skipped and counted;
 //! - two Rust nodes speak Phoenix's protocol to each other.
 //!
@@ -85,7 +87,7 @@ async fn node(server: &RedisServer, name: &str) -> PubSub<Message> {
         .unwrap_or_else(|e| panic!("node {name}: {e}"))
 }
 
-/// The next tracker frame on `topic` that `wanted` takes.
+/// The next tracker frame on `topic` (any, if empty) that `wanted` takes.
 async fn next_frame(
     stream: &mut PubSubStream,
     topic: &str,
@@ -98,7 +100,7 @@ async fn next_frame(
             let Ok(frame) = decode_tracker_frame(&bytes, DEFAULT_MAX_FRAME_SIZE) else {
                 continue;
             };
-            if frame.topic == topic && wanted(&frame) {
+            if (topic.is_empty() || frame.topic == topic) && wanted(&frame) {
                 return (bytes, frame);
             }
         }
@@ -454,6 +456,103 @@ async fn hostile_frames_are_skipped_and_counted() {
     // Garbage, the forged sender, the staff message, the other tracker's
     // frame, user-2's meta.
     assert_eq!(rust.stats().rejected - before, 5);
+}
+
+/// With `pool_size: 4` (run `pool4`), the Rust tracker is a replica of
+/// each of phx-a's four shards: phx-a's presences, one per shard topic,
+/// are listed on their topics; this node heartbeats on the four topics
+/// with four versions; its own presence on `room:3` goes out on shard 2
+/// (`:erlang.phash2("room:3", 4)`), where Elixir's `list` reads it; the
+/// limit of presences is the tracker's, across its shards.
+#[tokio::test]
+async fn a_pool_of_shards_is_a_replica_per_shard() {
+    let server = RedisServer::start().await;
+    let mut redis = server.connection().await;
+    let mut raw = raw_subscriber(&server, CHANNEL).await;
+    let config = PhoenixConfig::new(server.url(), PUBSUB)
+        .connect_timeout(Duration::from_secs(2))
+        .presence::<Viewer>(PhoenixTracker::new(TRACKER).pool_size(4));
+    let rust = staff::builder()
+        .node_name("rust-1")
+        .presence_timing(timing())
+        .expect("a valid timing")
+        .phoenix(config)
+        .await
+        .expect("a node");
+    let tracker = rust.tracker::<Viewer>();
+
+    // Its first heartbeats: one per shard topic, four versions.
+    let mut vsns = std::collections::BTreeMap::new();
+    while vsns.len() < 4 {
+        let (_, frame) = next_frame(&mut raw, "", |_| true).await;
+        if frame.message.sender().name == NodeName::Binary("rust-1".into()) {
+            vsns.insert(frame.topic.clone(), frame.message.sender().vsn);
+        }
+    }
+    let topics: Vec<String> = (0..4)
+        .map(|shard| format!("phx_presence:Elixir.MyApp.Tracker_shard{shard}"))
+        .collect();
+    assert_eq!(vsns.keys().cloned().collect::<Vec<_>>(), topics);
+    assert_eq!(
+        vsns.values().collect::<std::collections::BTreeSet<_>>().len(),
+        4
+    );
+
+    // phx-a's shards come up, then each tracks on its own topic.
+    const ROOMS: [Topic; 4] = [
+        Topic::new("room:1"),
+        Topic::new("room:2"),
+        Topic::new("room:3"),
+        Topic::new("room:4"),
+    ];
+    let mut diffs: Vec<_> = ROOMS.iter().map(|room| tracker.diffs(*room)).collect();
+    for file in [
+        "026_s5_heartbeat_empty_phx-a_shard3.bin",
+        "027_s5_heartbeat_empty_phx-a_shard2.bin",
+        "028_s5_heartbeat_empty_phx-a_shard1.bin",
+        "029_s5_heartbeat_empty_phx-a_shard0.bin",
+        "034_s5_heartbeat_delta_phx-a_shard2.bin",
+        "035_s5_heartbeat_delta_phx-a_shard3.bin",
+        "036_s5_heartbeat_delta_phx-a_shard1.bin",
+        "037_s5_heartbeat_delta_phx-a_shard0.bin",
+    ] {
+        publish_raw(&mut redis, CHANNEL, &golden(file)).await;
+    }
+    for ((room, diffs), (key, name)) in ROOMS.iter().zip(&mut diffs).zip([
+        ("user-2", "u2"),
+        ("user-1", "u1"),
+        ("user-3", "u3"),
+        ("user-4", "u4"),
+    ]) {
+        until_joins(diffs, key).await;
+        let listed = tracker.list(*room);
+        assert_eq!(listed[key][0].meta.name, name, "{room}");
+        assert_eq!(listed.len(), 1, "{room}");
+    }
+
+    // Its own presence on room:3 goes out on shard 2.
+    let _rusty = tracker
+        .track(Topic::new("room:3"), "user-9", viewer("Rusty"))
+        .expect("tracked");
+    let (_, frame) = next_frame(&mut raw, "", |frame| {
+        matches!(&frame.message, TrackerMessage::Heartbeat { delta: Some(_), .. })
+            && frame.message.sender().name == NodeName::Binary("rust-1".into())
+    })
+    .await;
+    assert_eq!(frame.topic, topics[2]);
+    assert_eq!(tracker.list(Topic::new("room:3")).len(), 2);
+    assert_eq!(rust.stats().rejected, 0);
+
+    // The limit of presences is the tracker's, across its shards.
+    tracker.set_limits(staff_pubsub::presence::PresenceLimits {
+        max_presences: 1,
+        ..Default::default()
+    });
+    assert_eq!(tracker.len(), 1);
+    assert!(matches!(
+        tracker.track(Topic::new("room:1"), "user-8", viewer("Ferris")),
+        Err(staff_pubsub::presence::PresenceError::TooManyPresences { limit: 1 })
+    ));
 }
 
 /// The bytes of a term, as `term_to_binary` writes it.

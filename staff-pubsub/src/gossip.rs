@@ -27,11 +27,14 @@ pub(crate) type Received = (Arc<str>, Vec<u8>);
 
 /// An engine's way to the other nodes of the namespace, for trackers.
 pub(crate) trait Gossip: Send + Sync + 'static {
-    /// Opens this node's channel of tracker `tracker` (one per tracker
-    /// name and node): `None` if it cannot (the engine refuses, or it is
-    /// open already), and the tracker then stays in process. A received
+    /// Opens this node's channels of tracker `tracker` (one per tracker
+    /// name and node), one per shard of the tracker in shard order:
+    /// `None` (or none) if it cannot (the engine refuses, or it is open
+    /// already), and the tracker then stays in process. One, unless the
+    /// engine pools shards (Phoenix's `pool_size`): a topic's presences
+    /// are then in shard `:erlang.phash2(topic, shards)`. A received
     /// frame that is not one is skipped and counted with `rejected`.
-    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<GossipChannel>;
+    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<Vec<GossipChannel>>;
 
     /// The runtime the replica's task runs on (the engine's, captured when
     /// it was made, so that a tracker made outside a runtime still runs).
@@ -81,7 +84,7 @@ pub(crate) enum Encoding {
 #[cfg(feature = "phoenix")]
 #[derive(Clone, Debug)]
 pub(crate) struct PhoenixShard {
-    /// The shard topic, `phx_presence:Elixir.<Tracker>_shard0`.
+    /// The shard topic, `phx_presence:Elixir.<Tracker>_shard<n>`.
     pub(crate) topic: Arc<str>,
     /// This replica's name: this node's name, as text.
     pub(crate) name: Arc<str>,
@@ -198,7 +201,7 @@ mod memory {
     }
 
     impl Gossip for MemoryGossip {
-        fn open(&self, tracker: &str, _: CountRejected) -> Option<GossipChannel> {
+        fn open(&self, tracker: &str, _: CountRejected) -> Option<Vec<GossipChannel>> {
             let (sender, receive) = mpsc::channel(GOSSIP_QUEUE);
             // A node that opens again (restarted) replaces its channel.
             self.hub
@@ -206,7 +209,7 @@ mod memory {
                 .lock()
                 .channels
                 .insert((tracker.to_owned(), Arc::clone(&self.node)), sender);
-            Some(GossipChannel {
+            Some(vec![GossipChannel {
                 send: Box::new(MemorySend {
                     hub: self.hub.clone(),
                     tracker: tracker.to_owned(),
@@ -214,7 +217,7 @@ mod memory {
                 }),
                 receive,
                 encoding: super::Encoding::MessagePack,
-            })
+            }])
         }
 
         fn runtime(&self) -> tokio::runtime::Handle {

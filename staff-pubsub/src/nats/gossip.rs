@@ -134,7 +134,7 @@ impl GossipSend for NatsSend {
 }
 
 impl Gossip for NatsGossip {
-    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<GossipChannel> {
+    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<Vec<GossipChannel>> {
         let (outbox, outgoing) = mpsc::channel(GOSSIP_QUEUE);
         let (to_replica, receive) = mpsc::channel::<Received>(GOSSIP_QUEUE);
         // Ends when the replica drops its sending half.
@@ -152,14 +152,14 @@ impl Gossip for NatsGossip {
             to_replica,
             rejected,
         ));
-        Some(GossipChannel {
+        Some(vec![GossipChannel {
             send: Box::new(NatsSend {
                 node: Arc::clone(&self.node),
                 outbox,
             }),
             receive,
             encoding: crate::gossip::Encoding::MessagePack,
-        })
+        }])
     }
 
     fn runtime(&self) -> tokio::runtime::Handle {

@@ -65,10 +65,13 @@ impl PhoenixTracker {
     }
 
     /// The tracker's `pool_size`, which every node of the tracker must
-    /// share (Phoenix's default, and `Phoenix.Presence`'s, is 1). Only 1
-    /// is supported for now: with any other, the Rust tracker stays in
-    /// process (logged at WARN when it starts) rather than join a pool
-    /// whose presences it would place in the wrong shards.
+    /// share (Phoenix's default, and `Phoenix.Presence`'s, is 1). With
+    /// `n` shards the Rust tracker runs `n` replicas, one per shard topic
+    /// `phx_presence:Elixir.<module>_shard<i>`, each with a version of its
+    /// own, and keeps a topic's presences in shard
+    /// `:erlang.phash2(topic, n)`, where Elixir's `list` reads them. 1 to
+    /// 256; with any other, the tracker stays in process (logged at WARN
+    /// when it starts).
     pub fn pool_size(mut self, pool_size: u32) -> Self {
         self.pool_size = pool_size;
         self
@@ -99,7 +102,7 @@ impl PhoenixTracker {
         self.pool_size
     }
 
-    /// The shard topic the replica reads and publishes on:
+    /// The topic of the first shard (the only one with `pool_size: 1`):
     /// `phx_presence:Elixir.<module>_shard0`.
     #[must_use]
     pub fn topic(&self) -> String {
@@ -125,8 +128,8 @@ struct Route {
     me_atom: bool,
 }
 
-/// The most shard topics of one tracker taken as configured (a larger
-/// pool is not supported, see [`PhoenixTracker::pool_size`]).
+/// The largest pool of shards of one tracker (see
+/// [`PhoenixTracker::pool_size`]).
 const MAX_KNOWN_SHARDS: u32 = 256;
 
 /// The shard topics that have a replica on this node, shared by the
@@ -235,7 +238,7 @@ impl GossipSend for PhoenixSend {
 }
 
 impl Gossip for PhoenixGossip {
-    fn open(&self, tracker: &str, _rejected: CountRejected) -> Option<GossipChannel> {
+    fn open(&self, tracker: &str, _rejected: CountRejected) -> Option<Vec<GossipChannel>> {
         let Some((_, config)) = self.trackers.iter().find(|(name, _)| *name == tracker) else {
             tracing::debug!(
                 tracker,
@@ -243,11 +246,11 @@ impl Gossip for PhoenixGossip {
             );
             return None;
         };
-        if config.pool_size != 1 {
+        if !(1..=MAX_KNOWN_SHARDS).contains(&config.pool_size) {
             tracing::warn!(
                 module = %config.module,
                 pool_size = config.pool_size,
-                "only pool_size 1 is supported: the tracker stays in process"
+                "pool_size must be 1 to {MAX_KNOWN_SHARDS}: the tracker stays in process"
             );
             return None;
         }
@@ -259,33 +262,42 @@ impl Gossip for PhoenixGossip {
             );
             return None;
         }
-        let topic: Arc<str> = Arc::from(config.topic());
-        let (to_replica, receive) = mpsc::channel::<Received>(GOSSIP_QUEUE);
+        let topics: Vec<Arc<str>> = (0..config.pool_size)
+            .map(|shard| Arc::from(shard_topic(&config.module, shard)))
+            .collect();
+        let mut receivers = Vec::with_capacity(topics.len());
         {
             let mut routes = self.routes.by_topic.lock();
-            if routes
-                .get(&topic)
-                .is_some_and(|route| !route.to_replica.is_closed())
-            {
+            if let Some(topic) = topics.iter().find(|topic| {
+                routes
+                    .get(*topic)
+                    .is_some_and(|route| !route.to_replica.is_closed())
+            }) {
                 tracing::warn!(
                     %topic,
                     "this node has a replica of this Phoenix tracker already (another metadata type): the tracker stays in process"
                 );
                 return None;
             }
-            routes.insert(
-                Arc::clone(&topic),
-                Route {
-                    to_replica,
-                    me: self.node.to_string(),
-                    me_atom,
-                },
-            );
+            for topic in &topics {
+                let (to_replica, receive) = mpsc::channel::<Received>(GOSSIP_QUEUE);
+                routes.insert(
+                    Arc::clone(topic),
+                    Route {
+                        to_replica,
+                        me: self.node.to_string(),
+                        me_atom,
+                    },
+                );
+                receivers.push(receive);
+            }
         }
+        // One queue and one publishing task for the tracker's shards: their
+        // frames go out in the order they were made.
         let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(GOSSIP_QUEUE);
         let publisher = Arc::clone(&self.publisher);
         let channel = Arc::clone(&self.channel);
-        // Ends when the replica drops its sending half.
+        // Ends when every replica dropped its sending half.
         self.runtime.spawn(async move {
             while let Some(frame) = outgoing.recv().await {
                 if let Err(error) = publisher.publish(&channel, &frame).await {
@@ -293,17 +305,25 @@ impl Gossip for PhoenixGossip {
                 }
             }
         });
-        Some(GossipChannel {
-            send: Box::new(PhoenixSend { outbox }),
-            receive,
-            encoding: Encoding::Phoenix(PhoenixShard {
-                topic,
-                name: Arc::clone(&self.node),
-                name_is_atom: me_atom,
-                compression_level: self.compression_level,
-                max_frame_size: self.max_frame_size,
-            }),
-        })
+        Some(
+            topics
+                .into_iter()
+                .zip(receivers)
+                .map(|(topic, receive)| GossipChannel {
+                    send: Box::new(PhoenixSend {
+                        outbox: outbox.clone(),
+                    }),
+                    receive,
+                    encoding: Encoding::Phoenix(PhoenixShard {
+                        topic,
+                        name: Arc::clone(&self.node),
+                        name_is_atom: me_atom,
+                        compression_level: self.compression_level,
+                        max_frame_size: self.max_frame_size,
+                    }),
+                })
+                .collect(),
+        )
     }
 
     fn runtime(&self) -> tokio::runtime::Handle {

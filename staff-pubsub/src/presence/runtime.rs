@@ -66,12 +66,13 @@ fn log_events(tracker: &str, events: &[ReplicaEvent<Arc<str>>]) {
     }
 }
 
-/// Runs the replica of `tracker` (the tracker's name on the wire) until
-/// the server (`server`) or the tracker (`inner`) is gone. A received
+/// Runs the replica of shard `shard` of `tracker` (the tracker's name on
+/// the wire) until the server (`server`) or the tracker (`inner`) is gone. A received
 /// message that does not decode, or that names a sender other than the
 /// node it came from, is skipped and counted with `rejected`.
 pub(crate) async fn run<Meta>(
     tracker: String,
+    shard: usize,
     inner: Weak<Inner<Meta>>,
     server: ServerToken,
     channel: GossipChannel,
@@ -104,7 +105,7 @@ pub(crate) async fn run<Meta>(
                     break;
                 }
                 let Some(inner) = inner.upgrade() else { break };
-                let (outgoing, events) = inner.step(|shard| shard.tick(now_ms()));
+                let (outgoing, events) = inner.step(shard, |replica| replica.tick(now_ms()));
                 drop(inner);
                 log_events(&tracker, &events);
                 send(&mut codec, &*out, outgoing);
@@ -128,7 +129,7 @@ pub(crate) async fn run<Meta>(
                     }
                 };
                 let Some(inner) = inner.upgrade() else { break };
-                let (outgoing, events) = inner.step(|shard| shard.handle(&message, now_ms()));
+                let (outgoing, events) = inner.step(shard, |replica| replica.handle(&message, now_ms()));
                 drop(inner);
                 log_events(&tracker, &events);
                 send(&mut codec, &*out, outgoing);
