@@ -32,8 +32,7 @@ use staff_pubsub::phoenix::tracker::{
     TransferPayload,
 };
 use staff_pubsub::phoenix::{
-    decode_term, FrameMode, NodeName, PhoenixConfig, PhoenixTracker, Term,
-    DEFAULT_MAX_FRAME_SIZE,
+    decode_term, FrameMode, NodeName, PhoenixConfig, PhoenixTracker, Term, DEFAULT_MAX_FRAME_SIZE,
 };
 use staff_pubsub::staff::{self, Message};
 use staff_pubsub::{PubSub, Topic};
@@ -130,16 +129,22 @@ fn shape(term: &Term) -> String {
         }
         // A presence, `{pid, topic, key, meta}`: its meta is the
         // application's, but always an atom-keyed map with a `phx_ref`.
-        Term::Tuple(items) if matches!(items.first(), Some(Term::Opaque(88, _))) && items.len() == 4 => {
+        Term::Tuple(items)
+            if matches!(items.first(), Some(Term::Opaque(88, _))) && items.len() == 4 =>
+        {
             let Term::Map(meta) = &items[3] else {
                 return "a presence whose meta is not a map".into();
             };
             let atom_keys = meta.iter().all(|(key, _)| matches!(key, Term::Atom(_)));
-            let phx_ref = meta
-                .iter()
-                .any(|(key, value)| *key == Term::Atom("phx_ref".into()) && matches!(value, Term::Binary(b) if b.len() == 16));
+            let phx_ref = meta.iter().any(|(key, value)| {
+                *key == Term::Atom("phx_ref".into())
+                    && matches!(value, Term::Binary(b) if b.len() == 16)
+            });
             let items: Vec<String> = items[..3].iter().map(shape).collect();
-            format!("{{{},meta(atom keys: {atom_keys}, phx_ref: {phx_ref})}}", items.join(","))
+            format!(
+                "{{{},meta(atom keys: {atom_keys}, phx_ref: {phx_ref})}}",
+                items.join(",")
+            )
         }
         Term::Tuple(items) => {
             let items: Vec<String> = items.iter().map(shape).collect();
@@ -183,10 +188,20 @@ async fn elixir_s_presences_are_listed_and_leave_when_elixir_goes_silent() {
     assert!(now.is_empty());
 
     // phx-a's first heartbeat: it is up, with nothing yet.
-    publish_raw(&mut redis, CHANNEL, &golden("001_s1_heartbeat_empty_phx-a.bin")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("001_s1_heartbeat_empty_phx-a.bin"),
+    )
+    .await;
     // Three tracks (two on the team), an update of user-1, an untrack of
     // user-3 (on the department).
-    publish_raw(&mut redis, CHANNEL, &golden("005_s2_heartbeat_delta_phx-a.bin")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("005_s2_heartbeat_delta_phx-a.bin"),
+    )
+    .await;
     let diff = next(&mut diffs).await;
     let joined: Vec<(&str, &str)> = diff
         .joins
@@ -196,13 +211,26 @@ async fn elixir_s_presences_are_listed_and_leave_when_elixir_goes_silent() {
     assert_eq!(joined, [("user-1", "Ada"), ("user-2", "Grace")], "{diff:?}");
     assert_eq!(rust.presences::<Viewer>(GOLDEN_DEPARTMENT).len(), 1);
 
-    publish_raw(&mut redis, CHANNEL, &golden("006_s2_heartbeat_delta_phx-a.bin")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("006_s2_heartbeat_delta_phx-a.bin"),
+    )
+    .await;
     let diff = next(&mut diffs).await;
     assert_eq!((diff.joins.len(), diff.leaves.len()), (1, 1), "{diff:?}");
-    assert_eq!((&*diff.joins[0].key, &*diff.leaves[0].key), ("user-1", "user-1"));
+    assert_eq!(
+        (&*diff.joins[0].key, &*diff.leaves[0].key),
+        ("user-1", "user-1")
+    );
     assert_eq!(diff.joins[0].id, diff.leaves[0].id, "the same pid");
 
-    publish_raw(&mut redis, CHANNEL, &golden("007_s2_heartbeat_delta_phx-a.bin")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("007_s2_heartbeat_delta_phx-a.bin"),
+    )
+    .await;
     let silent = tokio::time::Instant::now();
     let mut department = rust.presence_diffs::<Viewer>(GOLDEN_DEPARTMENT);
     if !rust.presences::<Viewer>(GOLDEN_DEPARTMENT).is_empty() {
@@ -231,7 +259,11 @@ async fn elixir_s_presences_are_listed_and_leave_when_elixir_goes_silent() {
     let gone = silent.elapsed();
     let mut left: Vec<&str> = diff.leaves.iter().map(|p| &*p.key).collect();
     left.sort_unstable();
-    assert_eq!((diff.joins.len(), left), (0, vec!["user-1", "user-2"]), "{diff:?}");
+    assert_eq!(
+        (diff.joins.len(), left),
+        (0, vec!["user-1", "user-2"]),
+        "{diff:?}"
+    );
     assert!(
         gone >= DOWN_PERIOD - Duration::from_millis(100),
         "down after {gone:?}, before the down period"
@@ -300,7 +332,10 @@ async fn its_frames_are_elixir_s_and_it_answers_and_asks_as_elixir_does() {
         .await
         .expect("a join");
     let (bytes, frame) = next_frame(&mut raw, presence_topic, |frame| {
-        matches!(&frame.message, TrackerMessage::Heartbeat { delta: Some(_), .. })
+        matches!(
+            &frame.message,
+            TrackerMessage::Heartbeat { delta: Some(_), .. }
+        )
     })
     .await;
     let TrackerMessage::Heartbeat {
@@ -324,7 +359,10 @@ async fn its_frames_are_elixir_s_and_it_answers_and_asks_as_elixir_does() {
         .track(GOLDEN_TEAM, "user-r", viewer("Ferris"))
         .expect("tracked");
     let _ = next_frame(&mut raw, SHARD_TOPIC, |frame| {
-        matches!(&frame.message, TrackerMessage::Heartbeat { delta: Some(_), .. })
+        matches!(
+            &frame.message,
+            TrackerMessage::Heartbeat { delta: Some(_), .. }
+        )
     })
     .await;
     let mut request = frame_of(&golden("012_s3_transfer_req_phx-b_to_phx-a.bin"));
@@ -364,7 +402,12 @@ async fn its_frames_are_elixir_s_and_it_answers_and_asks_as_elixir_does() {
     // rust-1's first heartbeat (107) claims a dot it never broadcast:
     // this node asks it for a transfer, as phx-a did (109), naming it as
     // its ref does, with a context that lists it.
-    publish_raw(&mut redis, CHANNEL, &golden("107_s8_heartbeat_empty_rust-1.bin")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("107_s8_heartbeat_empty_rust-1.bin"),
+    )
+    .await;
     let rust_1: ReplicaRef = frame_of(&golden("107_s8_heartbeat_empty_rust-1.bin"))
         .message
         .sender()
@@ -374,7 +417,10 @@ async fn its_frames_are_elixir_s_and_it_answers_and_asks_as_elixir_does() {
     })
     .await;
     assert_eq!(ask.mode, FrameMode::Only);
-    let TrackerMessage::TransferReq { replica, clocks, .. } = &ask.message else {
+    let TrackerMessage::TransferReq {
+        replica, clocks, ..
+    } = &ask.message
+    else {
         unreachable!()
     };
     assert_eq!(replica, &me);
@@ -413,11 +459,18 @@ async fn hostile_frames_are_skipped_and_counted() {
     // A heartbeat whose envelope names another node than its sender.
     let mut forged = frame_of(&golden("001_s1_heartbeat_empty_phx-a.bin"));
     forged.node = NodeName::Binary("phx-x".into());
-    publish_raw(&mut redis, CHANNEL, &encode_tracker_frame(&forged, 0).expect("encoded")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &encode_tracker_frame(&forged, 0).expect("encoded"),
+    )
+    .await;
     // A staff message on the shard topic: not a tracker message.
     let mut staff_frame = decode_term(
-        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("phoenix/01a_team_created__staff_teams.bin"))
-            .expect("a golden frame"),
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("phoenix/01a_team_created__staff_teams.bin"),
+        )
+        .expect("a golden frame"),
         DEFAULT_MAX_FRAME_SIZE,
     )
     .expect("a term");
@@ -427,14 +480,29 @@ async fn hostile_frames_are_skipped_and_counted() {
     let not_tracker = term_bytes(&staff_frame);
     publish_raw(&mut redis, CHANNEL, &not_tracker).await;
     // Another tracker's frame (a shard this node is not configured for).
-    publish_raw(&mut redis, CHANNEL, &golden("026_s5_heartbeat_empty_phx-a_shard3.bin")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("026_s5_heartbeat_empty_phx-a_shard3.bin"),
+    )
+    .await;
     // A frame of a configured tracker whose replica has not started
     // (`Device`'s): this node's business, dropped, not counted.
-    publish_raw(&mut redis, CHANNEL, &golden("093_s7_heartbeat_empty_phx-a.bin")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("093_s7_heartbeat_empty_phx-a.bin"),
+    )
+    .await;
 
     // phx-a up, then a delta whose user-2 meta has a name that is not a
     // string: user-2 skipped, user-1 taken.
-    publish_raw(&mut redis, CHANNEL, &golden("001_s1_heartbeat_empty_phx-a.bin")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("001_s1_heartbeat_empty_phx-a.bin"),
+    )
+    .await;
     let mut delta = frame_of(&golden("005_s2_heartbeat_delta_phx-a.bin"));
     let TrackerMessage::Heartbeat {
         delta: Some(state), ..
@@ -449,7 +517,12 @@ async fn hostile_frames_are_skipped_and_counted() {
     )
     .expect("a meta");
     values[1].1.meta = bad;
-    publish_raw(&mut redis, CHANNEL, &encode_tracker_frame(&delta, 0).expect("encoded")).await;
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &encode_tracker_frame(&delta, 0).expect("encoded"),
+    )
+    .await;
     let diff = next(&mut diffs).await;
     let joined: Vec<&str> = diff.joins.iter().map(|p| &*p.key).collect();
     assert_eq!(joined, ["user-1"]);
@@ -494,7 +567,9 @@ async fn a_pool_of_shards_is_a_replica_per_shard() {
         .collect();
     assert_eq!(vsns.keys().cloned().collect::<Vec<_>>(), topics);
     assert_eq!(
-        vsns.values().collect::<std::collections::BTreeSet<_>>().len(),
+        vsns.values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         4
     );
 
@@ -535,8 +610,10 @@ async fn a_pool_of_shards_is_a_replica_per_shard() {
         .track(Topic::new("room:3"), "user-9", viewer("Rusty"))
         .expect("tracked");
     let (_, frame) = next_frame(&mut raw, "", |frame| {
-        matches!(&frame.message, TrackerMessage::Heartbeat { delta: Some(_), .. })
-            && frame.message.sender().name == NodeName::Binary("rust-1".into())
+        matches!(
+            &frame.message,
+            TrackerMessage::Heartbeat { delta: Some(_), .. }
+        ) && frame.message.sender().name == NodeName::Binary("rust-1".into())
     })
     .await;
     assert_eq!(frame.topic, topics[2]);
@@ -582,7 +659,10 @@ async fn two_rust_nodes_speak_phoenix_s_protocol_to_each_other() {
     // Its delta goes out before b is there: b gets Ada by a transfer
     // (`:only` frames both ways).
     let _ = next_frame(&mut raw, SHARD_TOPIC, |frame| {
-        matches!(&frame.message, TrackerMessage::Heartbeat { delta: Some(_), .. })
+        matches!(
+            &frame.message,
+            TrackerMessage::Heartbeat { delta: Some(_), .. }
+        )
     })
     .await;
     let b = node(&server, "rust-b").await;

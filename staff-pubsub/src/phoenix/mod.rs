@@ -40,6 +40,23 @@
 //!   as Phoenix's `node()`). Redis cannot tell whether anyone took a frame:
 //!   `Ok` means Redis took it, not that its target exists or got it.
 //!
+//! - **Presence:** a tracker of metadata type `Meta` given an Elixir
+//!   tracker with [`PhoenixConfig::presence`] ([`PhoenixTracker`]: the
+//!   `Phoenix.Presence` or `Phoenix.Tracker` module and its `pool_size`)
+//!   is a replica of that tracker: it heartbeats, answers and asks for
+//!   transfers, and takes silent replicas down as the Elixir shards do,
+//!   in their own messages on their shard topics
+//!   (`phx_presence:Elixir.<module>_shard<n>`, [`tracker`]). Its
+//!   presences are listed by Elixir's `Presence.list/1` and Elixir's by
+//!   [`Tracker::list`](crate::presence::Tracker::list); joins and leaves
+//!   are diffs on both sides. The mapping of names, pids and metas is in
+//!   the README's "Joining a Phoenix application". Frames of a
+//!   configured tracker's shard topics that are not for this node are
+//!   dropped; those that do not decode, or that lie about their sender,
+//!   are skipped, counted in [`Stats::rejected`](crate::Stats::rejected)
+//!   and logged at DEBUG, as is a presence whose meta `Meta` cannot read
+//!   (the rest of its frame is taken).
+//!
 //! Connection, timeouts, reconnection with [`RecvError::Gap`](crate::RecvError::Gap),
 //! outcomes of a failed broadcast and password redaction are those of the
 //! [Redis transport](crate::redis) (the same code).
@@ -332,7 +349,9 @@ where
         let max_frame_size = config.max_frame_size;
         let nodes = Arc::new(NodeForms::new(config.default_name_form));
         let learning = Arc::clone(&nodes);
-        let routes = Arc::new(Routes::new(config.trackers.iter().map(|(_, tracker)| tracker)));
+        let routes = Arc::new(Routes::new(
+            config.trackers.iter().map(|(_, tracker)| tracker),
+        ));
         let routing = Arc::clone(&routes);
         let node: Arc<str> = Arc::from(local.node_name());
         let opened = open(config.redis, local, |local, channel, _| PhoenixInbound {

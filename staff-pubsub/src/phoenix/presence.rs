@@ -165,7 +165,13 @@ impl Routes {
     /// configured tracker's topic without a replica is dropped. Returns
     /// whether it took the frame; a frame it does not take (another
     /// tracker's) goes on as any other.
-    pub(super) fn route(&self, topic: &str, mode: FrameMode, node: &NodeRef<'_>, frame: &[u8]) -> bool {
+    pub(super) fn route(
+        &self,
+        topic: &str,
+        mode: FrameMode,
+        node: &NodeRef<'_>,
+        frame: &[u8],
+    ) -> bool {
         let mut routes = self.by_topic.lock();
         let Some(route) = routes.get(topic) else {
             return self.known.contains(topic);
@@ -187,14 +193,19 @@ impl Routes {
             FrameMode::Only => node.is_named(&route.me),
         };
         if for_me {
-            let from = node.named().map_or_else(String::new, |(name, _)| name.into_owned());
+            let from = node
+                .named()
+                .map_or_else(String::new, |(name, _)| name.into_owned());
             // Lossy, as all gossip: a full queue drops the frame.
             if route
                 .to_replica
                 .try_send((Arc::from(from), frame.to_vec()))
                 .is_err()
             {
-                tracing::debug!(topic, "presence queue full: a Phoenix tracker frame dropped");
+                tracing::debug!(
+                    topic,
+                    "presence queue full: a Phoenix tracker frame dropped"
+                );
             }
         }
         true

@@ -59,11 +59,11 @@ use super::state::{Clouds, Delta, FullState, Status, Transfer, Value};
 use super::tracker::PresenceId;
 use crate::gossip::PhoenixShard;
 use crate::loom::sync::Arc;
-use crate::phoenix::{AtomEncoding, Term};
 use crate::phoenix::tracker::{
     self as wire, MapSet, MapSetForm, Pid, RawTerm, ReplicaRef, ReplicaStatus, TrackerFrame,
     TrackerMessage, TransferPayload,
 };
+use crate::phoenix::{AtomEncoding, Term};
 use crate::phoenix::{FrameMode, NodeName};
 
 /// What this node writes its atoms as: OTP 25's form, every captured
@@ -119,8 +119,7 @@ pub(crate) fn replica_name(shard: &PhoenixShard) -> Arc<str> {
 /// clock's low 32 bits) as 16 url-safe base64 characters, the length of
 /// Phoenix's.
 fn phx_ref(vsn: u64, clock: u64) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bytes = [0_u8; 12];
     bytes[..8].copy_from_slice(&vsn.to_be_bytes());
     // The low 32 bits: a replica's clock stays far below 2^32.
@@ -278,7 +277,10 @@ impl PhoenixCodec {
             replica: Self::replica(&state.replica)?,
             clouds: Self::clouds(&state.clouds)?,
             values: self.values(values, skipped)?,
-            range: (Self::context(&state.range.0)?, Self::context(&state.range.1)?),
+            range: (
+                Self::context(&state.range.0)?,
+                Self::context(&state.range.1)?,
+            ),
         })
     }
 
@@ -518,8 +520,7 @@ impl PhoenixCodec {
         // Every own dot the requester may lack is in the context or
         // the clouds, so its clouds are sent even when empty (as Phoenix
         // sends the requester's keys).
-        let mut clouds =
-            Self::wire_clouds(full.clouds.iter().filter(|(replica, _)| mine(replica)));
+        let mut clouds = Self::wire_clouds(full.clouds.iter().filter(|(replica, _)| mine(replica)));
         if clouds.is_empty() {
             clouds.push((me.clone(), MapSet::new(Vec::new(), MapSetForm::Unversioned)));
         }
@@ -536,7 +537,11 @@ impl PhoenixCodec {
 
     fn reference(&mut self) -> Result<RawTerm, Bad> {
         self.requests = self.requests.wrapping_add(1);
-        let ids = [self.requests, (self.origin >> 32) as u32, self.origin as u32];
+        let ids = [
+            self.requests,
+            (self.origin >> 32) as u32,
+            self.origin as u32,
+        ];
         wire::reference(&self.pid_node, ids, ATOMS).map_err(|error| error.to_string())
     }
 
@@ -596,9 +601,7 @@ impl PhoenixCodec {
         let topic = self.shard.topic.to_string();
         let frame = match &out.to {
             Destination::All => TrackerFrame::broadcast(self.me.clone(), topic, message, ATOMS),
-            Destination::Name(name) => {
-                TrackerFrame::direct(wire_name(name), topic, message, ATOMS)
-            }
+            Destination::Name(name) => TrackerFrame::direct(wire_name(name), topic, message, ATOMS),
         };
         let bytes = wire::encode_tracker_frame(&frame, self.shard.compression_level)
             .map_err(|error| error.to_string())?;

@@ -347,7 +347,10 @@ fn hostile_frames_are_refused_and_bad_presences_skipped() {
     let _: Json = Json::Null;
 }
 
-fn heartbeat_of(r: &Replica<Arc<str>>, delta: Delta<Arc<str>, PresenceId, Arc<Viewer>>) -> Out<Viewer> {
+fn heartbeat_of(
+    r: &Replica<Arc<str>>,
+    delta: Delta<Arc<str>, PresenceId, Arc<Viewer>>,
+) -> Out<Viewer> {
     let clock = delta.range.1.get(r).copied().unwrap_or(0);
     Outgoing {
         to: Destination::All,
@@ -389,7 +392,10 @@ fn an_update_carries_phx_ref_prev() {
 
     // The update: dot 1 removed, 2 consumed, the value at 3.
     let mut updated = tracked.clone();
-    let value = updated.values.remove(&Tag::new(r.clone(), 1)).expect("the value");
+    let value = updated
+        .values
+        .remove(&Tag::new(r.clone(), 1))
+        .expect("the value");
     updated.values.insert(Tag::new(r.clone(), 3), value);
     updated.clouds.insert(r.clone(), BTreeSet::from([1, 2, 3]));
     updated.range = (

@@ -14,16 +14,22 @@ use crate::server::Builder;
 /// applies to every tracker of the server.
 ///
 /// It matters only on a server whose engine gossips (Redis live and
-/// durable, NATS live and durable): there, each tracker heartbeats every
-/// broadcast period and takes the presences of a node that has been silent
-/// for the down period away (leaves). In process, on a Phoenix server and
-/// on a linked server the trackers are this node's alone and nothing is
+/// durable, NATS live and durable, and Phoenix for a tracker given an
+/// Elixir tracker with
+/// [`PhoenixConfig::presence`](crate::phoenix::PhoenixConfig::presence)):
+/// there, each tracker heartbeats every broadcast period and takes the
+/// presences of a node that has been silent for the down period away
+/// (leaves). In process, on a linked server, and on a Phoenix server for
+/// the other trackers, the trackers are this node's alone and nothing is
 /// timed; the timing is kept and checked all the same.
 ///
 /// Every node of a namespace should use the same timing: a node takes
 /// another down after *its own* down period without the *other's*
 /// heartbeats, so the down period must be well above the heartbeat
-/// interval of every other node.
+/// interval of every other node. Against Elixir, give the Rust node the
+/// Elixir tracker's options (`broadcast_period`, `max_silent_periods`,
+/// `down_period`, `permdown_period`, `clock_sample_periods`; the defaults
+/// are the same on both sides).
 ///
 /// Times are counted in whole milliseconds (anything below is dropped).
 ///

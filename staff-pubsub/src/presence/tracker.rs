@@ -413,7 +413,10 @@ impl<Meta> Locked<Meta> {
 
     /// How many presences this node tracks, in all its shards.
     fn local_len(&self) -> usize {
-        self.shards.iter().map(|shard| shard.state().local_len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| shard.state().local_len())
+            .sum()
     }
 }
 
@@ -422,7 +425,10 @@ impl<Meta> Locked<Meta> {
 /// `Phoenix.Tracker.Shard.name_for_topic/3` places it.
 fn shard_of(topic: &str, shards: usize) -> usize {
     #[cfg(feature = "phoenix")]
-    if let Some(pool) = u32::try_from(shards).ok().and_then(std::num::NonZeroU32::new) {
+    if let Some(pool) = u32::try_from(shards)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+    {
         // A u32 widens into a usize on every target this crate builds for.
         return crate::phoenix::tracker::shard_for_topic(topic, pool) as usize;
     }
@@ -473,9 +479,15 @@ fn json_len<Meta: Serialize>(meta: &Meta) -> Result<usize, PresenceError> {
 /// presences; a local change reaches the others with the next heartbeat,
 /// and a node silent for the down period has its presences reported as
 /// leaves (timing: [`PresenceTiming`], set with
-/// [`Builder::presence_timing`](crate::Builder::presence_timing)).
-/// Otherwise (in process, Phoenix, a linked server) it is this node's
-/// alone: presences tracked here are listed here. The API is the same.
+/// [`Builder::presence_timing`](crate::Builder::presence_timing)). On a
+/// Phoenix server, a metadata type given an Elixir tracker with
+/// [`PhoenixConfig::presence`](crate::phoenix::PhoenixConfig::presence)
+/// is a replica of that tracker in the same way, in Phoenix.Tracker's
+/// own protocol: Elixir's presences are listed here (their metas read by
+/// `Meta`'s `Deserialize`) and this node's in Elixir's `Presence.list/1`.
+/// Otherwise (in process, a Phoenix server for another metadata type, a
+/// linked server) it is this node's alone: presences tracked here are
+/// listed here. The API is the same.
 pub struct Tracker<Meta> {
     inner: Arc<Inner<Meta>>,
 }

@@ -77,8 +77,12 @@ mod tests {
             online_at: 1_795_000_000,
             role: None,
         };
-        let meta = Meta::of_value(&viewer, &[("phx_ref", "GO6mI__VuMAAZQGC")], AtomEncoding::Latin1)
-            .expect("a map");
+        let meta = Meta::of_value(
+            &viewer,
+            &[("phx_ref", "GO6mI__VuMAAZQGC")],
+            AtomEncoding::Latin1,
+        )
+        .expect("a map");
         let pairs = meta.to_pairs().expect("pairs");
         let keys: Vec<&Term> = pairs.iter().map(|(key, _)| key).collect();
         assert_eq!(
