@@ -60,7 +60,8 @@ fn frame_of(bytes: &[u8]) -> TrackerFrame {
     decode_tracker_frame(bytes, DEFAULT_MAX_FRAME_SIZE).expect("a tracker frame")
 }
 
-/// The metadata of `phx-b`'s presence in file 015 (a second device).
+/// The metadata of `phx-b`'s presence in file 015 (a second device), of
+/// a second tracker (`MyAppWeb.Presence`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Device {
     device: String,
@@ -301,6 +302,7 @@ async fn its_frames_are_elixir_s_and_it_answers_and_asks_as_elixir_does() {
         panic!("an idle heartbeat: {frame:?}");
     };
     let me = replica.clone();
+    assert_eq!(clocks.context, vec![(me.clone(), 0)], "alone, no dot yet");
     let elixir = frame_of(&golden("001_s1_heartbeat_empty_phx-a.bin"));
     let phx_a = elixir.message.sender().clone();
     *replica = phx_a.clone();
@@ -313,8 +315,10 @@ async fn its_frames_are_elixir_s_and_it_answers_and_asks_as_elixir_does() {
         golden("001_s1_heartbeat_empty_phx-a.bin")
     );
 
-    // A delta heartbeat (one track) has the shape of phx-b's (015): the State's ten keys, the dot, the range,
-    // the value's pid, topic, binary key and atom-keyed meta with phx_ref.
+    // A delta heartbeat (one track, here of a second tracker, a replica
+    // of MyAppWeb.Presence beside MyApp.Tracker's) has the shape of
+    // phx-b's (015): the State's ten keys, the dot, the range, the
+    // value's pid, topic, binary key and atom-keyed meta with phx_ref.
     let presence_topic = "phx_presence:Elixir.MyAppWeb.Presence_shard0";
     let mut phone = devices.diffs(GOLDEN_TEAM);
     let _tracked_device = devices
