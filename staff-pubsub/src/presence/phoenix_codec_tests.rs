@@ -443,3 +443,27 @@ fn an_atom_named_replica_writes_atoms() {
     let (message, _) = codec.decode::<Viewer>(&bytes).expect("decoded");
     assert_eq!(message, out.message);
 }
+
+/// Every byte of captured frames of each kind corrupted, and every
+/// truncation: the codec refuses or reads them, never panics.
+#[test]
+fn corrupted_frames_never_panic() {
+    let mut codec = codec("rust-1");
+    for file in [
+        "005_s2_heartbeat_delta_phx-a.bin",
+        "012_s3_transfer_req_phx-b_to_phx-a.bin",
+        "013_s3_transfer_ack_delta_phx-a_to_phx-b.bin",
+        "083_s6c_graceful_permdown_phx-b.bin",
+        "110_s8_transfer_ack_state_rust-1_to_phx-a.bin",
+    ] {
+        let bytes = golden(file);
+        for at in 0..bytes.len() {
+            for flip in [0xff_u8, 0x01, 0x80] {
+                let mut corrupted = bytes.clone();
+                corrupted[at] ^= flip;
+                let _ = codec.decode::<Viewer>(&corrupted);
+            }
+            let _ = codec.decode::<Viewer>(&bytes[..at]);
+        }
+    }
+}
