@@ -15,6 +15,8 @@
 //!   takes the full-state answer;
 //! - with `pool_size: 4`, it is a replica of each shard, a topic's
 //!   presences in shard `phash2(topic, 4)`;
+//! - atom-named Elixir nodes are named as atoms; a `graceful_permdown`
+//!   takes a node's presences away at once;
 //! - hostile frames on the shard topic are skipped and counted;
 //! - two Rust nodes speak Phoenix's protocol to each other.
 //!
@@ -442,6 +444,60 @@ async fn its_frames_are_elixir_s_and_it_answers_and_asks_as_elixir_does() {
     let listed = tracker.list(GOLDEN_TEAM);
     assert_eq!(listed["user-9"][0].meta.name, "Rusty");
     assert_eq!(listed["user-r"][0].meta.name, "Ferris");
+    assert_eq!(rust.stats().rejected, 0);
+}
+
+/// Elixir nodes named by atoms (run `atom`, phoenix_pubsub_redis 3.1.0):
+/// phx-b's presence is listed, and leaves at once on its
+/// `graceful_permdown` (not after the down period); phx-a, whose clock
+/// claims dots this node has not seen, is asked for a transfer by its
+/// name as an atom, as its ref has it.
+#[tokio::test]
+async fn atom_named_elixir_nodes_and_a_graceful_permdown() {
+    let server = RedisServer::start().await;
+    let mut redis = server.connection().await;
+    let mut raw = raw_subscriber(&server, CHANNEL).await;
+    let rust = node(&server, "rust-1").await;
+    let tracker = rust.tracker::<Viewer>();
+    let mut diffs = tracker.diffs(GOLDEN_TEAM);
+
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("079_s6_heartbeat_delta_phx-b.bin"),
+    )
+    .await;
+    until_joins(&mut diffs, "user-2").await;
+    assert_eq!(tracker.list(GOLDEN_TEAM)["user-2"][0].meta.name, "Grace");
+
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("083_s6c_graceful_permdown_phx-b.bin"),
+    )
+    .await;
+    let said = tokio::time::Instant::now();
+    let left = until_leaves(&mut diffs, "user-2").await;
+    assert!(
+        left - said < DOWN_PERIOD / 2,
+        "at once, not after the down period"
+    );
+    assert!(tracker.list(GOLDEN_TEAM).is_empty());
+
+    publish_raw(
+        &mut redis,
+        CHANNEL,
+        &golden("082_s6b_heartbeat_empty_phx-a.bin"),
+    )
+    .await;
+    let (_, ask) = next_frame(&mut raw, SHARD_TOPIC, |frame| {
+        frame.message.kind() == "transfer_req"
+    })
+    .await;
+    assert_eq!(
+        (ask.mode, ask.node),
+        (FrameMode::Only, NodeName::Atom("phx-a".into()))
+    );
     assert_eq!(rust.stats().rejected, 0);
 }
 
