@@ -473,7 +473,9 @@ where
 {
     /// Builds a server that takes part in the Phoenix PubSub of `config`
     /// through its Redis: [`build_with`](Self::build_with) and
-    /// [`PhoenixTransport::connect`] in one call. Without a
+    /// [`PhoenixTransport::connect`] in one call. Its trackers of the
+    /// metadata types given an Elixir tracker
+    /// ([`PhoenixConfig::presence`]) are replicas of those trackers. Without a
     /// [`node_name`](Self::node_name), the node gets a unique one; name it
     /// to be the target of an Elixir `direct_broadcast`.
     ///

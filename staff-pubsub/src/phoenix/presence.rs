@@ -34,9 +34,9 @@ use crate::redis::Publisher;
 /// ```
 /// use staff_pubsub::phoenix::{NameForm, PhoenixTracker};
 ///
-/// let tracker = PhoenixTracker::new("MyAppWeb.Presence");
+/// let tracker = PhoenixTracker::new("Elixir.MyAppWeb.Presence").pool_size(1);
+/// assert_eq!(tracker.module(), "MyAppWeb.Presence");
 /// assert_eq!(tracker.topic(), "phx_presence:Elixir.MyAppWeb.Presence_shard0");
-/// assert_eq!(tracker.pool_size_value(), 1);
 /// let atom_named = PhoenixTracker::new("MyApp.Tracker").name_form(NameForm::Atom);
 /// # drop(atom_named);
 /// ```
@@ -94,12 +94,6 @@ impl PhoenixTracker {
     #[must_use]
     pub fn module(&self) -> &str {
         &self.module
-    }
-
-    /// The configured pool size.
-    #[must_use]
-    pub fn pool_size_value(&self) -> u32 {
-        self.pool_size
     }
 
     /// The topic of the first shard (the only one with `pool_size: 1`):
