@@ -27,11 +27,14 @@ pub(crate) type Received = (Arc<str>, Vec<u8>);
 
 /// An engine's way to the other nodes of the namespace, for trackers.
 pub(crate) trait Gossip: Send + Sync + 'static {
-    /// Opens this node's channel of tracker `tracker` (one per tracker
-    /// name and node): `None` if it cannot (the engine refuses, or it is
-    /// open already), and the tracker then stays in process. A received
+    /// Opens this node's channels of tracker `tracker` (one per tracker
+    /// name and node), one per shard of the tracker in shard order:
+    /// `None` (or none) if it cannot (the engine refuses, or it is open
+    /// already), and the tracker then stays in process. One, unless the
+    /// engine pools shards (Phoenix's `pool_size`): a topic's presences
+    /// are then in shard `:erlang.phash2(topic, shards)`. A received
     /// frame that is not one is skipped and counted with `rejected`.
-    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<GossipChannel>;
+    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<Vec<GossipChannel>>;
 
     /// The runtime the replica's task runs on (the engine's, captured when
     /// it was made, so that a tracker made outside a runtime still runs).
@@ -47,13 +50,50 @@ pub(crate) trait GossipSend: Send + Sync {
     fn send_to(&self, node: &str, bytes: Vec<u8>);
 }
 
-/// One tracker's channel on one node: its sending half and what the other
-/// nodes sent (ends when the engine is gone).
+/// One tracker's channel on one node: its sending half, what the other
+/// nodes sent (ends when the engine is gone), and how the replica's
+/// messages are written on it.
 pub(crate) struct GossipChannel {
     /// The sending half.
     pub(crate) send: Box<dyn GossipSend>,
     /// The receiving half.
     pub(crate) receive: tokio::sync::mpsc::Receiver<Received>,
+    /// The messages' encoding, the engine's choice.
+    pub(crate) encoding: Encoding,
+}
+
+/// How a tracker's messages are written on a gossip channel: the engine
+/// chooses, the replica runtime encodes and decodes accordingly.
+#[derive(Clone, Debug)]
+pub(crate) enum Encoding {
+    /// Between Rust nodes (Redis, NATS): MessagePack, in the frames of
+    /// [`frame`] that name the sender and the addressee. The channel's
+    /// sends take the encoded message; a received message is the
+    /// payload of a frame for this node, with the name of its sender.
+    MessagePack,
+    /// As a replica of an Elixir `Phoenix.Tracker` shard: the tracker's
+    /// own messages in `phoenix_pubsub_redis` frames, each a whole frame
+    /// (addressed inside: `:except` this node or `:only` the target), sent
+    /// and received as such.
+    #[cfg(feature = "phoenix")]
+    Phoenix(PhoenixShard),
+}
+
+/// The Elixir tracker shard a channel of [`Encoding::Phoenix`] is a
+/// replica of, and how this node writes its frames.
+#[cfg(feature = "phoenix")]
+#[derive(Clone, Debug)]
+pub(crate) struct PhoenixShard {
+    /// The shard topic, `phx_presence:Elixir.<Tracker>_shard<n>`.
+    pub(crate) topic: Arc<str>,
+    /// This replica's name: this node's name, as text.
+    pub(crate) name: Arc<str>,
+    /// Whether the name is written as an atom (else a binary).
+    pub(crate) name_is_atom: bool,
+    /// The zlib level of the frames sent (0: not compressed).
+    pub(crate) compression_level: u32,
+    /// The largest frame sent or read.
+    pub(crate) max_frame_size: usize,
 }
 
 /// What a server's upstream gives a tracker to reach other nodes.
@@ -161,7 +201,7 @@ mod memory {
     }
 
     impl Gossip for MemoryGossip {
-        fn open(&self, tracker: &str, _: CountRejected) -> Option<GossipChannel> {
+        fn open(&self, tracker: &str, _: CountRejected) -> Option<Vec<GossipChannel>> {
             let (sender, receive) = mpsc::channel(GOSSIP_QUEUE);
             // A node that opens again (restarted) replaces its channel.
             self.hub
@@ -169,14 +209,15 @@ mod memory {
                 .lock()
                 .channels
                 .insert((tracker.to_owned(), Arc::clone(&self.node)), sender);
-            Some(GossipChannel {
+            Some(vec![GossipChannel {
                 send: Box::new(MemorySend {
                     hub: self.hub.clone(),
                     tracker: tracker.to_owned(),
                     node: Arc::clone(&self.node),
                 }),
                 receive,
-            })
+                encoding: super::Encoding::MessagePack,
+            }])
         }
 
         fn runtime(&self) -> tokio::runtime::Handle {

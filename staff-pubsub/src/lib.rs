@@ -45,7 +45,8 @@
 //! - `nats`: the NATS transport (`staff_pubsub::nats`), routed by interest:
 //!   a node receives only the topics it has subscribers of.
 //! - `phoenix`: joining a Phoenix application's PubSub through its
-//!   Redis (`phoenix_pubsub_redis` frames), `staff_pubsub::phoenix`.
+//!   Redis (`phoenix_pubsub_redis` frames), `staff_pubsub::phoenix`, and
+//!   its `Phoenix.Presence` trackers as a replica.
 //! - `testing`: `assert_receive!` and `refute_receive!`
 //!   (`staff_pubsub::testing`), for tests; pair them with a spec's
 //!   generated `scope` function.

@@ -194,9 +194,11 @@
 //! is live in the durable modes too (gossip, never the durable log).
 //! **Linked** (a spec's server and its extension's): the two share one
 //! tracker, kept by the server with the transport, so as that server's
-//! mode. **Phoenix**: the tracker is this node's alone, so this server's
-//! presences only (not the Phoenix application's, which does not see
-//! these either).
+//! mode. **Phoenix**: for a metadata type given an Elixir tracker with
+//! `PhoenixConfig::presence` (feature `phoenix`),
+//! the Phoenix application's presences too (the node is a replica of its
+//! `Phoenix.Tracker`, and Elixir lists the browsers tracked here); for
+//! any other, this server's alone.
 //!
 //! Bounds, and a browser that stalls:
 //!

@@ -142,7 +142,7 @@ impl GossipSend for NatsSend {
 }
 
 impl Gossip for NatsGossip {
-    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<GossipChannel> {
+    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<Vec<GossipChannel>> {
         let mine = subject_to(&self.namespace, tracker, &self.node);
         if mine.len() > MAX_SUBJECT {
             tracing::warn!(
@@ -171,13 +171,14 @@ impl Gossip for NatsGossip {
             to_replica,
             rejected,
         ));
-        Some(GossipChannel {
+        Some(vec![GossipChannel {
             send: Box::new(NatsSend {
                 node: Arc::clone(&self.node),
                 outbox,
             }),
             receive,
-        })
+            encoding: crate::gossip::Encoding::MessagePack,
+        }])
     }
 
     fn runtime(&self) -> tokio::runtime::Handle {

@@ -40,6 +40,23 @@
 //!   as Phoenix's `node()`). Redis cannot tell whether anyone took a frame:
 //!   `Ok` means Redis took it, not that its target exists or got it.
 //!
+//! - **Presence:** a tracker of metadata type `Meta` given an Elixir
+//!   tracker with [`PhoenixConfig::presence`] ([`PhoenixTracker`]: the
+//!   `Phoenix.Presence` or `Phoenix.Tracker` module and its `pool_size`)
+//!   is a replica of that tracker: it heartbeats, answers and asks for
+//!   transfers, and takes silent replicas down as the Elixir shards do,
+//!   in their own messages on their shard topics
+//!   (`phx_presence:Elixir.<module>_shard<n>`, [`tracker`]). Its
+//!   presences are listed by Elixir's `Presence.list/1` and Elixir's by
+//!   [`Tracker::list`](crate::presence::Tracker::list); joins and leaves
+//!   are diffs on both sides. The mapping of names, pids and metas is in
+//!   the README's "Joining a Phoenix application". Frames of a
+//!   configured tracker's shard topics that are not for this node are
+//!   dropped; those that do not decode, or that lie about their sender,
+//!   are skipped, counted in [`Stats::rejected`](crate::Stats::rejected)
+//!   and logged at DEBUG, as is a presence whose meta `Meta` cannot read
+//!   (the rest of its frame is taken).
+//!
 //! Connection, timeouts, reconnection with [`RecvError::Gap`](crate::RecvError::Gap),
 //! outcomes of a failed broadcast and password redaction are those of the
 //! [Redis transport](crate::redis) (the same code).
@@ -81,6 +98,7 @@ use crate::transport::{BoxFuture, Envelope, LocalNode, Mode, Transport};
 mod etf;
 mod frame;
 mod nodes;
+mod presence;
 pub mod tracker;
 mod value;
 
@@ -92,6 +110,8 @@ pub use frame::{
 };
 use nodes::NodeForms;
 pub use nodes::MAX_KNOWN_NODES;
+pub use presence::PhoenixTracker;
+use presence::{PhoenixGossip, Routes};
 
 /// The Redis channel of a Phoenix PubSub server named `pubsub_name`
 /// (`"MyApp.PubSub"`, with or without `Elixir.`): what
@@ -128,6 +148,8 @@ pub struct PhoenixConfig {
     compression_level: u32,
     max_frame_size: usize,
     default_name_form: NameForm,
+    /// The Elixir tracker of each metadata type, by its type name.
+    trackers: Vec<(&'static str, PhoenixTracker)>,
 }
 
 impl PhoenixConfig {
@@ -145,7 +167,38 @@ impl PhoenixConfig {
             compression_level: 0,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             default_name_form: NameForm::Atom,
+            trackers: Vec::new(),
         }
+    }
+
+    /// Makes this node's tracker of presences with metadata `Meta`
+    /// ([`PubSub::tracker`]) a replica of the Elixir tracker `tracker`
+    /// (a `Phoenix.Presence` or `Phoenix.Tracker` module): its presences
+    /// are listed by Elixir's `Presence.list/1`, and Elixir's by its
+    /// [`list`](crate::presence::Tracker::list), with joins and leaves as
+    /// diffs, down and permdown, heartbeats and transfers as
+    /// `Phoenix.Tracker` has them. Setting a type again replaces its
+    /// tracker. A metadata type not set here keeps a tracker in process,
+    /// as does a second type naming the same Elixir tracker (the first
+    /// to start has it). The README's "Joining a Phoenix application"
+    /// says what crosses and how.
+    ///
+    /// ```
+    /// use staff_pubsub::phoenix::{PhoenixConfig, PhoenixTracker};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Viewer { name: String }
+    ///
+    /// let config = PhoenixConfig::new("redis://127.0.0.1:6379", "MyApp.PubSub")
+    ///     .presence::<Viewer>(PhoenixTracker::new("MyAppWeb.Presence"));
+    /// # drop(config);
+    /// ```
+    pub fn presence<Meta: 'static>(mut self, tracker: PhoenixTracker) -> Self {
+        // The name the presence runtime opens a tracker's channel with.
+        let name = std::any::type_name::<Meta>();
+        self.trackers.retain(|(known, _)| *known != name);
+        self.trackers.push((name, tracker));
+        self
     }
 
     /// How a [`direct_broadcast`](PubSub::direct_broadcast) names a node
@@ -235,6 +288,7 @@ impl fmt::Debug for PhoenixConfig {
             .field("compression_level", &self.compression_level)
             .field("max_frame_size", &self.max_frame_size)
             .field("default_name_form", &self.default_name_form)
+            .field("trackers", &self.trackers)
             .field("redis", &self.redis)
             .finish()
     }
@@ -250,6 +304,8 @@ pub struct PhoenixTransport<M> {
     compression_level: u32,
     max_frame_size: usize,
     nodes: Arc<NodeForms>,
+    /// The presence gossip, when trackers are configured.
+    gossip: Option<crate::gossip::GossipHandle>,
     supervisor: tokio::task::JoinHandle<()>,
     message: PhantomData<fn(&M)>,
 }
@@ -293,19 +349,39 @@ where
         let max_frame_size = config.max_frame_size;
         let nodes = Arc::new(NodeForms::new(config.default_name_form));
         let learning = Arc::clone(&nodes);
+        let routes = Arc::new(Routes::new(
+            config.trackers.iter().map(|(_, tracker)| tracker),
+        ));
+        let routing = Arc::clone(&routes);
+        let node: Arc<str> = Arc::from(local.node_name());
         let opened = open(config.redis, local, |local, channel, _| PhoenixInbound {
             local,
             channel,
             max_frame_size,
             nodes: learning,
+            routes: routing,
         })
         .await?;
+        let gossip = (!config.trackers.is_empty()).then(|| {
+            let gossip: crate::gossip::GossipHandle = Arc::new(PhoenixGossip {
+                routes,
+                trackers: config.trackers.into(),
+                publisher: Arc::clone(&opened.publisher),
+                channel: Arc::clone(&opened.channel),
+                node,
+                compression_level: config.compression_level,
+                max_frame_size,
+                runtime: tokio::runtime::Handle::current(),
+            });
+            gossip
+        });
         Ok(Self {
             publisher: opened.publisher,
             channel: opened.channel,
             compression_level: config.compression_level,
             max_frame_size,
             nodes,
+            gossip,
             supervisor: opened.supervisor,
             message: PhantomData,
         })
@@ -397,7 +473,9 @@ where
 {
     /// Builds a server that takes part in the Phoenix PubSub of `config`
     /// through its Redis: [`build_with`](Self::build_with) and
-    /// [`PhoenixTransport::connect`] in one call. Without a
+    /// [`PhoenixTransport::connect`] in one call. Its trackers of the
+    /// metadata types given an Elixir tracker
+    /// ([`PhoenixConfig::presence`]) are replicas of those trackers. Without a
     /// [`node_name`](Self::node_name), the node gets a unique one; name it
     /// to be the target of an Elixir `direct_broadcast`.
     ///
@@ -406,8 +484,12 @@ where
     /// [`Error::EmptyNodeName`], or [`Error::Connect`] as
     /// [`PhoenixTransport::connect`].
     pub async fn phoenix(self, config: PhoenixConfig) -> Result<PubSub<M>, Error> {
-        self.build_with(|local| PhoenixTransport::connect(config, local))
-            .await
+        self.build_with_gossip(|local| async move {
+            let transport = PhoenixTransport::connect(config, local).await?;
+            let gossip = transport.gossip.clone();
+            Ok((transport, gossip))
+        })
+        .await
     }
 }
 
@@ -417,6 +499,8 @@ struct PhoenixInbound<M> {
     channel: Arc<str>,
     max_frame_size: usize,
     nodes: Arc<NodeForms>,
+    /// The shard topics of this node's trackers.
+    routes: Arc<Routes>,
 }
 
 impl<M> PhoenixInbound<M>
@@ -447,19 +531,27 @@ where
     fn decode_and_dispatch(&self, bytes: &[u8]) -> Result<bool, FrameError> {
         let body = body(bytes, self.max_frame_size)?;
         let header = header(&body)?;
+        if header.mode == FrameMode::Except {
+            if let Some((name, form)) = header.node.named() {
+                if !header.node.is_binary(self.local.node_name()) {
+                    self.nodes.learn(&name, form);
+                }
+            }
+        }
+        // A tracker's frame goes to its replica on this node, if any.
+        if header.topic.starts_with(tracker::SHARD_TOPIC_PREFIX)
+            && self
+                .routes
+                .route(header.topic, header.mode, &header.node, bytes)
+        {
+            return Ok(self.local.is_alive());
+        }
         let me = self.local.node_name();
         let take = match header.mode {
             // This node writes its own name as a binary: an atom of the
             // same text is another (Elixir) node's.
-            FrameMode::Except => {
-                let mine = header.node.is_binary(me);
-                if !mine {
-                    if let Some((name, form)) = header.node.named() {
-                        self.nodes.learn(&name, form);
-                    }
-                }
-                !mine
-            }
+            // (Its form was learned above.)
+            FrameMode::Except => !header.node.is_binary(me),
             // Addressed to this node in either form.
             FrameMode::Only => header.node.is_named(me),
         };

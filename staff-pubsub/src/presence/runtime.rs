@@ -20,9 +20,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::codec;
 use super::shard::{Destination, Outgoing, ReplicaEvent};
 use super::tracker::{Inner, PresenceId};
+use super::wire::Codec;
 use crate::gossip::{GossipChannel, GossipSend};
 use crate::loom::sync::{Arc, Weak};
 
@@ -44,16 +44,16 @@ fn jittered(period_ms: u64) -> Duration {
     Duration::from_millis(period_ms - period_ms / 10 + offset)
 }
 
-fn send<Meta: Serialize>(channel: &dyn GossipSend, outgoing: Vec<Out<Meta>>) {
-    for Outgoing { to, message } in outgoing {
-        let bytes = match codec::encode(&message) {
+fn send<Meta: Serialize>(codec: &mut Codec, channel: &dyn GossipSend, outgoing: Vec<Out<Meta>>) {
+    for out in outgoing {
+        let bytes = match codec.encode(&out) {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::warn!(%error, "presence message not encoded; not sent");
                 continue;
             }
         };
-        match to {
+        match out.to {
             Destination::All => channel.broadcast(bytes),
             Destination::Name(node) => channel.send_to(&node, bytes),
         }
@@ -66,12 +66,13 @@ fn log_events(tracker: &str, events: &[ReplicaEvent<Arc<str>>]) {
     }
 }
 
-/// Runs the replica of `tracker` (the tracker's name on the wire) until
-/// the server (`server`) or the tracker (`inner`) is gone. A received
+/// Runs the replica of shard `shard` of `tracker` (the tracker's name on
+/// the wire) until the server (`server`) or the tracker (`inner`) is gone. A received
 /// message that does not decode, or that names a sender other than the
 /// node it came from, is skipped and counted with `rejected`.
 pub(crate) async fn run<Meta>(
     tracker: String,
+    shard: usize,
     inner: Weak<Inner<Meta>>,
     server: ServerToken,
     channel: GossipChannel,
@@ -82,15 +83,17 @@ pub(crate) async fn run<Meta>(
     let GossipChannel {
         send: out,
         mut receive,
+        encoding,
     } = channel;
     let start = Instant::now();
     let now_ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let Some(period) = inner
+    let Some((period, origin)) = inner
         .upgrade()
-        .map(|inner| inner.config().broadcast_period_ms)
+        .map(|inner| (inner.config().broadcast_period_ms, inner.origin()))
     else {
         return;
     };
+    let mut codec = Codec::new(encoding, origin);
     // The first tick at once: it heartbeats, so the others learn of this
     // replica without waiting a period.
     let mut next_tick = start;
@@ -102,22 +105,22 @@ pub(crate) async fn run<Meta>(
                     break;
                 }
                 let Some(inner) = inner.upgrade() else { break };
-                let (outgoing, events) = inner.step(|shard| shard.tick(now_ms()));
+                let (outgoing, events) = inner.step(shard, |replica| replica.tick(now_ms()));
                 drop(inner);
                 log_events(&tracker, &events);
-                send(&*out, outgoing);
+                send(&mut codec, &*out, outgoing);
             }
             received = receive.recv() => {
                 let Some((from, bytes)) = received else { break };
                 if server.strong_count() == 0 {
                     break;
                 }
-                let message = match codec::decode::<Meta>(&bytes) {
-                    Ok(message) if message.sender().name == from => message,
-                    Ok(_) => {
-                        rejected();
-                        tracing::debug!(%from, "presence message naming another sender skipped");
-                        continue;
+                let message = match codec.decode::<Meta>(&from, &bytes) {
+                    Ok((message, skipped)) => {
+                        for _ in 0..skipped {
+                            rejected();
+                        }
+                        message
                     }
                     Err(error) => {
                         rejected();
@@ -126,10 +129,10 @@ pub(crate) async fn run<Meta>(
                     }
                 };
                 let Some(inner) = inner.upgrade() else { break };
-                let (outgoing, events) = inner.step(|shard| shard.handle(&message, now_ms()));
+                let (outgoing, events) = inner.step(shard, |replica| replica.handle(&message, now_ms()));
                 drop(inner);
                 log_events(&tracker, &events);
-                send(&*out, outgoing);
+                send(&mut codec, &*out, outgoing);
             }
         }
     }

@@ -14,9 +14,12 @@ use crate::server::Builder;
 /// applies to every tracker of the server.
 ///
 /// It matters only on a server whose engine gossips (Redis live and
-/// durable, NATS live and durable): there, each tracker heartbeats every
-/// broadcast period and takes the presences of a node that has been silent
-/// for the down period away (leaves). In process and on a Phoenix server
+/// durable, NATS live and durable, and Phoenix for a tracker given an
+/// Elixir tracker with
+/// [`PhoenixConfig::presence`](crate::phoenix::PhoenixConfig::presence)):
+/// there, each tracker heartbeats every broadcast period and takes the
+/// presences of a node that has been silent for the down period away
+/// (leaves). In process, and on a Phoenix server for the other trackers,
 /// the trackers are this node's alone and nothing is timed; the timing is
 /// kept and checked all the same. Two linked servers (a spec's and its
 /// extension's) share the trackers of the one with the transport, timed
@@ -25,7 +28,10 @@ use crate::server::Builder;
 /// Every node of a namespace should use the same timing: a node takes
 /// another down after *its own* down period without the *other's*
 /// heartbeats, so the down period must be well above the heartbeat
-/// interval of every other node.
+/// interval of every other node. Against Elixir, give the Rust node the
+/// Elixir tracker's options (`broadcast_period`, `max_silent_periods`,
+/// `down_period`, `permdown_period`, `clock_sample_periods`; the defaults
+/// are the same on both sides).
 ///
 /// Times are counted in whole milliseconds (anything below is dropped).
 ///

@@ -277,7 +277,10 @@ struct Watchers<Meta> {
 }
 
 struct Locked<Meta> {
-    shard: ReplicaShard<Meta>,
+    /// The replicas, one per shard of the tracker (one, unless the engine
+    /// has a pool of shards: Phoenix's `pool_size`). Never empty. A
+    /// topic's presences are in shard [`shard_of`].
+    shards: Vec<ReplicaShard<Meta>>,
     /// Whether a runtime sends the shard's deltas to other nodes; if not,
     /// they are dropped as they are made.
     gossiping: bool,
@@ -298,16 +301,24 @@ impl<Meta> Inner<Meta> {
     /// The replica's configuration.
     #[cfg(any(test, feature = "redis", feature = "nats"))]
     pub(crate) fn config(&self) -> ShardConfig {
-        self.locked.lock().shard.config().clone()
+        self.locked.lock().shards[0].config().clone()
     }
 
-    /// Runs `step` on the replica (a tick or a received message) and
-    /// reports the diffs it returns: what the runtime does. Returns what
-    /// to send and the liveness changes.
+    /// The random half of this tracker's [`PresenceId`]s.
+    #[cfg(any(test, feature = "redis", feature = "nats"))]
+    pub(crate) fn origin(&self) -> u64 {
+        self.locked.lock().origin
+    }
+
+    /// Runs `step` on the replica of shard `shard` (a tick or a received
+    /// message) and reports the diffs it returns: what the runtime does.
+    /// Returns what to send and the liveness changes; nothing for a shard
+    /// the tracker does not have.
     #[cfg(any(test, feature = "redis", feature = "nats"))]
     #[allow(clippy::type_complexity)]
     pub(crate) fn step(
         &self,
+        shard: usize,
         step: impl FnOnce(
             &mut ReplicaShard<Meta>,
         ) -> super::shard::Effects<Arc<str>, PresenceId, Arc<Meta>>,
@@ -316,7 +327,10 @@ impl<Meta> Inner<Meta> {
         Vec<super::shard::ReplicaEvent<Arc<str>>>,
     ) {
         let mut locked = self.locked.lock();
-        let effects = step(&mut locked.shard);
+        let Some(replica) = locked.shards.get_mut(shard) else {
+            return (Vec::new(), Vec::new());
+        };
+        let effects = step(replica);
         for diff in &effects.diffs {
             locked.report(diff);
         }
@@ -348,7 +362,9 @@ impl<Meta> Locked<Meta> {
     /// send it to, and it would grow with every change.
     fn report(&mut self, diff: &Diff<PresenceId, Arc<Meta>>) {
         if !self.gossiping {
-            self.shard.discard_delta();
+            for shard in &mut self.shards {
+                shard.discard_delta();
+            }
         }
         let mut by_topic: BTreeMap<&str, JoinsLeaves<Meta>> = BTreeMap::new();
         for value in &diff.joins {
@@ -388,8 +404,36 @@ impl<Meta> Locked<Meta> {
     }
 
     fn list(&self, topic: &str) -> Vec<Presence<Meta>> {
-        self.shard.list(topic).iter().map(presence).collect()
+        self.shards[shard_of(topic, self.shards.len())]
+            .list(topic)
+            .iter()
+            .map(presence)
+            .collect()
     }
+
+    /// How many presences this node tracks, in all its shards.
+    fn local_len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.state().local_len())
+            .sum()
+    }
+}
+
+/// The shard of `topic` among `shards`: with one, it; with several (a
+/// Phoenix tracker's pool), `:erlang.phash2(topic, shards)`, as
+/// `Phoenix.Tracker.Shard.name_for_topic/3` places it.
+fn shard_of(topic: &str, shards: usize) -> usize {
+    #[cfg(feature = "phoenix")]
+    if let Some(pool) = u32::try_from(shards)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+    {
+        // A u32 widens into a usize on every target this crate builds for.
+        return crate::phoenix::tracker::shard_for_topic(topic, pool) as usize;
+    }
+    let _ = (topic, shards);
+    0
 }
 
 /// A unique replica version: the time in µs plus a process-wide counter,
@@ -435,10 +479,16 @@ fn json_len<Meta: Serialize>(meta: &Meta) -> Result<usize, PresenceError> {
 /// presences; a local change reaches the others with the next heartbeat,
 /// and a node silent for the down period has its presences reported as
 /// leaves (timing: [`PresenceTiming`], set with
-/// [`Builder::presence_timing`](crate::Builder::presence_timing)).
-/// In process and on a Phoenix server it is this node's alone: presences
-/// tracked here are listed here. A linked server gives its peer's tracker
-/// (see [`PubSub::tracker`]). The API is the same.
+/// [`Builder::presence_timing`](crate::Builder::presence_timing)). On a
+/// Phoenix server, a metadata type given an Elixir tracker with
+/// [`PhoenixConfig::presence`](crate::phoenix::PhoenixConfig::presence)
+/// is a replica of that tracker in the same way, in Phoenix.Tracker's
+/// own protocol: Elixir's presences are listed here (their metas read by
+/// `Meta`'s `Deserialize`) and this node's in Elixir's `Presence.list/1`.
+/// In process, and on a Phoenix server for another metadata type, it is
+/// this node's alone: presences tracked here are listed here. A linked
+/// server gives its peer's tracker (see [`PubSub::tracker`]). The API is
+/// the same.
 pub struct Tracker<Meta> {
     inner: Arc<Inner<Meta>>,
 }
@@ -455,32 +505,48 @@ impl<Meta> fmt::Debug for Tracker<Meta> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let locked = self.inner.locked.lock();
         f.debug_struct("Tracker")
-            .field("replica", locked.shard.replica())
-            .field("presences", &locked.shard.state().len())
+            .field("replica", locked.shards[0].replica())
+            .field("shards", &locked.shards.len())
+            .field(
+                "presences",
+                &locked
+                    .shards
+                    .iter()
+                    .map(|shard| shard.state().len())
+                    .sum::<usize>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
-    fn new(node: &str, config: ShardConfig, gossiping: bool) -> Self {
-        let replica = Replica::new(Arc::<str>::from(node), unique_vsn());
+    /// A tracker of `shards` replicas (at least one), each named `node`
+    /// with a version of its own.
+    fn new(node: &str, config: ShardConfig, gossiping: bool, shards: usize) -> Self {
         let limits = PresenceLimits {
             max_presences: config.limits.max_local,
             ..PresenceLimits::default()
         };
-        let shard = match Shard::new(replica, config) {
-            Ok(shard) => shard,
-            // Made with a configuration that validates: the default's, a
-            // `PresenceTiming`'s (validated by `Builder::presence_timing`),
-            // or one a test validated.
-            Err(error) => unreachable!("the presence configuration validates: {error}"),
-        };
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                let replica = Replica::new(Arc::<str>::from(node), unique_vsn());
+                match Shard::new(replica, config.clone()) {
+                    Ok(shard) => shard,
+                    // Made with a configuration that validates: the
+                    // default's, a `PresenceTiming`'s (validated by
+                    // `Builder::presence_timing`), or one a test validated.
+                    Err(error) => unreachable!("the presence configuration validates: {error}"),
+                }
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 locked: Mutex::new(Locked {
-                    shard,
+                    shards,
                     gossiping,
-                    origin: crate::server::random_u64(),
+                    // The top bit clear: a Phoenix replica marks the ids
+                    // of Elixir pids with it (`presence::phoenix_codec`).
+                    origin: crate::server::random_u64() >> 1,
                     watchers: HashMap::new(),
                     limits,
                     next_id: 0,
@@ -511,9 +577,15 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
         locked.next_id += 1;
         let id = PresenceId::from_parts((locked.origin, locked.next_id));
         let topic_name: Arc<str> = topic.to_string().into();
+        // The limit is the tracker's, whatever the shards.
+        if locked.local_len() >= locked.limits.max_presences {
+            return Err(PresenceError::TooManyPresences {
+                limit: locked.limits.max_presences,
+            });
+        }
         let meta = Arc::new(meta);
-        let diff = locked
-            .shard
+        let shard = shard_of(&topic_name, locked.shards.len());
+        let diff = locked.shards[shard]
             .track(id, &topic_name, &key, Arc::clone(&meta))
             .map_err(|error| match error {
                 JoinError::TooManyPresences { limit } => PresenceError::TooManyPresences { limit },
@@ -526,6 +598,7 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
             inner: Arc::clone(&self.inner),
             topic,
             topic_name,
+            shard,
             key,
             id,
             meta,
@@ -588,7 +661,7 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
 
     /// How many presences this node tracks, on every topic.
     pub fn len(&self) -> usize {
-        self.inner.locked.lock().shard.state().local_len()
+        self.inner.locked.lock().local_len()
     }
 
     /// Whether this node tracks no presence.
@@ -602,8 +675,8 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
     pub(crate) fn replicas(&self) -> (Replica<Arc<str>>, Vec<(Replica<Arc<str>>, bool)>) {
         let locked = self.inner.locked.lock();
         (
-            locked.shard.replica().clone(),
-            locked.shard.peers().collect(),
+            locked.shards[0].replica().clone(),
+            locked.shards[0].peers().collect(),
         )
     }
 
@@ -617,9 +690,11 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracker<Meta> {
     pub fn set_limits(&self, limits: PresenceLimits) {
         let mut locked = self.inner.locked.lock();
         locked.limits = limits;
-        let mut state_limits = locked.shard.state().limits();
-        state_limits.max_local = limits.max_presences;
-        locked.shard.set_limits(state_limits);
+        for shard in &mut locked.shards {
+            let mut state_limits = shard.state().limits();
+            state_limits.max_local = limits.max_presences;
+            shard.set_limits(state_limits);
+        }
     }
 }
 
@@ -643,6 +718,8 @@ pub struct Tracked<Meta> {
     inner: Arc<Inner<Meta>>,
     topic: Topic,
     topic_name: Arc<str>,
+    /// The tracker's shard of the topic.
+    shard: usize,
     key: Arc<str>,
     id: PresenceId,
     meta: Arc<Meta>,
@@ -673,11 +750,12 @@ impl<Meta: Serialize + Send + Sync + 'static> Tracked<Meta> {
         let meta = Arc::new(meta);
         // The guard's presence is tracked until the guard goes: the
         // update always finds it.
-        if let Ok(diff) =
-            locked
-                .shard
-                .update(&self.id, &self.topic_name, &self.key, Arc::clone(&meta))
-        {
+        if let Ok(diff) = locked.shards[self.shard].update(
+            &self.id,
+            &self.topic_name,
+            &self.key,
+            Arc::clone(&meta),
+        ) {
             locked.report(&diff);
         }
         self.meta = meta;
@@ -713,7 +791,7 @@ impl<Meta> Tracked<Meta> {
 impl<Meta> Drop for Tracked<Meta> {
     fn drop(&mut self) {
         let mut locked = self.inner.locked.lock();
-        let diff = locked.shard.untrack(&self.id, &self.topic_name, &self.key);
+        let diff = locked.shards[self.shard].untrack(&self.id, &self.topic_name, &self.key);
         if !diff.is_empty() {
             locked.report(&diff);
         }
@@ -751,7 +829,7 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     alive: Weak<()>,
 ) -> Tracker<Meta> {
     let _ = (gossip, alive);
-    Tracker::new(node, config, false)
+    Tracker::new(node, config, false, 1)
 }
 
 /// `alive` lives as long as the server: the replica runtime holds it
@@ -764,21 +842,27 @@ fn make<Meta: Serialize + DeserializeOwned + Send + Sync + 'static>(
     alive: Weak<()>,
 ) -> Tracker<Meta> {
     let name = tracker_name::<Meta>();
-    let Some((gossip, rejected, channel)) = gossip.and_then(|(gossip, rejected)| {
+    let Some((gossip, rejected, channels)) = gossip.and_then(|(gossip, rejected)| {
         gossip
             .open(name, Arc::clone(&rejected))
-            .map(|channel| (gossip, rejected, channel))
+            .filter(|channels| !channels.is_empty())
+            .map(|channels| (gossip, rejected, channels))
     }) else {
-        return Tracker::new(node, config, false);
+        return Tracker::new(node, config, false, 1);
     };
-    let tracker = Tracker::new(node, config, true);
-    gossip.runtime().spawn(super::runtime::run::<Meta>(
-        name.to_owned(),
-        Arc::downgrade(&tracker.inner),
-        alive,
-        channel,
-        rejected,
-    ));
+    // The channels of one tracker name its replica alike.
+    let replica = super::wire::replica_name(&channels[0].encoding, node);
+    let tracker = Tracker::new(&replica, config, true, channels.len());
+    for (shard, channel) in channels.into_iter().enumerate() {
+        gossip.runtime().spawn(super::runtime::run::<Meta>(
+            name.to_owned(),
+            shard,
+            Arc::downgrade(&tracker.inner),
+            alive.clone(),
+            channel,
+            Arc::clone(&rejected),
+        ));
+    }
     tracker
 }
 

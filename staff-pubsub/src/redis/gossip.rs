@@ -94,7 +94,7 @@ impl GossipSend for RedisSend {
 }
 
 impl Gossip for RedisGossip {
-    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<GossipChannel> {
+    fn open(&self, tracker: &str, rejected: CountRejected) -> Option<Vec<GossipChannel>> {
         let channel: Arc<str> = Arc::from(channel(&self.namespace, tracker));
         let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(GOSSIP_QUEUE);
         let (to_replica, receive) = mpsc::channel::<Received>(GOSSIP_QUEUE);
@@ -116,13 +116,14 @@ impl Gossip for RedisGossip {
             rejected,
             self.reconnect,
         ));
-        Some(GossipChannel {
+        Some(vec![GossipChannel {
             send: Box::new(RedisSend {
                 node: Arc::clone(&self.node),
                 outbox,
             }),
             receive,
-        })
+            encoding: crate::gossip::Encoding::MessagePack,
+        }])
     }
 
     fn runtime(&self) -> tokio::runtime::Handle {

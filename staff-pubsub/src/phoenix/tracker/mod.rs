@@ -4,7 +4,9 @@
 //! Redis channel's frames, shard topics, and `:erlang.phash2/2`.
 //!
 //! This module is the codec only: the CRDT's merge, liveness (up, down,
-//! permdown) and transfer policy are elsewhere.
+//! permdown) and transfer policy are elsewhere ([`crate::presence`]),
+//! and a server's trackers speak through it when given an Elixir tracker
+//! ([`PhoenixConfig::presence`](crate::phoenix::PhoenixConfig::presence)).
 //!
 //! # Topics and shards
 //!
@@ -126,6 +128,7 @@
 
 mod decode;
 mod encode;
+mod meta;
 mod shard;
 mod types;
 
