@@ -1024,12 +1024,7 @@ async fn server_gone(mut cluster: Cluster) {
     assert_eq!(next(&mut subscription).await, Item::Closed);
 }
 
-guarantee!(presence, nodes: 2, not_applicable: |mode| {
-    (mode == Mode::Phoenix).then_some(
-        "a Phoenix server's trackers are this node's alone: it does not yet take part in \
-         Phoenix.Tracker's protocol",
-    )
-});
+guarantee!(presence, nodes: 2, not_applicable: applies_everywhere);
 
 /// A presence tracked on one node is listed, each once, on every node (in
 /// process: the one); untracking it (dropping its guard) removes it

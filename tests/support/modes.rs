@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use staff_pubsub::nats::NatsConfig;
-use staff_pubsub::phoenix::PhoenixConfig;
+use staff_pubsub::phoenix::{PhoenixConfig, PhoenixTracker};
 use staff_pubsub::redis::RedisConfig;
 use staff_pubsub::staff::{self, Message};
 use staff_pubsub::{Connection, PubSub, Retention, DEFAULT_CAPACITY};
@@ -201,7 +201,10 @@ impl Cluster {
                 let config = PhoenixConfig::new(redis_url, PHOENIX_PUBSUB)
                     .connect_timeout(Duration::from_secs(2))
                     .response_timeout(Duration::from_secs(2))
-                    .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+                    .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+                    // The presence row: the nodes are replicas of one
+                    // Phoenix.Tracker, in its own protocol.
+                    .presence::<crate::presence::Viewer>(PhoenixTracker::new("Staff.Presence"));
                 builder.phoenix(config).await
             }
             Mode::Linked => {
