@@ -16,25 +16,34 @@
 //! Redis). Stop Redis for a moment to see broadcasts fail and, when it is
 //! back, the subscribers told of the gap. Ctrl-C quits.
 //!
+//! Each node is also present on `staff:teams` (presence, keyed by its node
+//! name): it prints `online: a, b` whenever the nodes it sees change, so
+//! stopping one (Ctrl-C, or `kill -9`) shows it leave the others' lists
+//! after the presence down period.
+//!
 //! Options: `--node NAME` (required, unique per node), `--redis URL`
 //! (the default, `redis://127.0.0.1:6379`) or `--nats URL`, `--namespace
 //! NAME` (default `staff-pubsub`: nodes of other namespaces are not
-//! reached).
+//! reached), `--presence-period MS` (the presence heartbeat period,
+//! default 1500 as Phoenix's; the down period is 20 of them).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use staff_pubsub::nats::NatsConfig;
+use staff_pubsub::presence::{PresenceRecvError, PresenceTiming};
 use staff_pubsub::redis::{RedisConfig, DEFAULT_NAMESPACE};
 use staff_pubsub::staff::{self, Team, TeamEvent};
 use staff_pubsub::{PubSub, RecvError, Uuid};
 
-const USAGE: &str = "usage: cluster --node NAME [--redis URL | --nats URL] [--namespace NAME]";
+const USAGE: &str = "usage: cluster --node NAME [--redis URL | --nats URL] [--namespace NAME] \
+                     [--presence-period MS]";
 
 struct Args {
     node: String,
     engine: Engine,
     namespace: String,
+    presence_period: Duration,
 }
 
 enum Engine {
@@ -46,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
     let mut node = None;
     let mut engine = Engine::Redis("redis://127.0.0.1:6379".to_owned());
     let mut namespace = DEFAULT_NAMESPACE.to_owned();
+    let mut presence_period = Duration::from_millis(1500);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -57,6 +67,12 @@ fn parse_args() -> Result<Args, String> {
             "--redis" => engine = Engine::Redis(value()?),
             "--nats" => engine = Engine::Nats(value()?),
             "--namespace" => namespace = value()?,
+            "--presence-period" => {
+                let ms: u64 = value()?
+                    .parse()
+                    .map_err(|_| format!("--presence-period takes milliseconds\n{USAGE}"))?;
+                presence_period = Duration::from_millis(ms);
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -66,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         node,
         engine,
         namespace,
+        presence_period,
     })
 }
 
@@ -99,7 +116,11 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let builder = staff::builder().node_name(&args.node);
+    // Phoenix's defaults but the period: down after 20 silent periods.
+    let timing = PresenceTiming::new().broadcast_period(args.presence_period);
+    let builder = staff::builder()
+        .node_name(&args.node)
+        .presence_timing(timing)?;
     let (pubsub, engine): (PubSub<staff::Message>, String) = match &args.engine {
         Engine::Redis(url) => {
             let config = RedisConfig::new(url)
@@ -133,6 +154,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // moment after subscribing: wait for it before saying "ready".
     staff::server().sync().await?;
 
+    // Present while the process runs (the guard untracks when dropped;
+    // a killed process's presence leaves after the down period).
+    let online = staff::topic_teams();
+    let (_, mut nodes) = staff::server().tracker::<String>().watch(online);
+    let _present = staff::server().track(online, node.as_str(), format!("node {node}"))?;
+
     // Lines typed on stdin, read on a thread of their own.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -144,12 +171,29 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let mut stdin_open = true;
+    let mut presence_open = true;
 
     println!("ready: node {node} on {engine}");
     println!("[{node}] type a team name and press Enter to broadcast team_created; Ctrl-C quits");
 
     loop {
         tokio::select! {
+            diff = nodes.recv(), if presence_open => match diff {
+                Ok(_) => {
+                    let mut names: Vec<String> = staff::server()
+                        .presences::<String>(online)
+                        .iter()
+                        .map(|presence| presence.key.to_string())
+                        .collect();
+                    names.sort();
+                    names.dedup();
+                    println!("[{node}] online: {}", names.join(", "));
+                }
+                Err(error) => {
+                    println!("[{node}] presence: {error}");
+                    presence_open = matches!(error, PresenceRecvError::Lagged(_));
+                }
+            },
             event = events.recv() => match event {
                 Ok(message) => println!("[{node}] received {}", serde_json::to_string(&*message)?),
                 Err(RecvError::Gap(_)) => println!(

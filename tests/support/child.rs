@@ -77,6 +77,18 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Kills the child with SIGKILL (no chance to say goodbye) and reaps it.
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be killed.
+    pub fn kill(mut self) {
+        self.child.kill().expect("the child is killed");
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.child.kill();
