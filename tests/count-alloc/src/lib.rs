@@ -18,10 +18,29 @@
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
 /// Whether counting is on; read on every allocation.
 static ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether only the allocations of the thread that counts are counted
+/// ([`peak_bytes_on_this_thread`]).
+static ONE_THREAD: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Whether this thread is the one that counts. Const-initialised and
+    /// without a destructor: reading it never allocates.
+    static COUNTING_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether an allocation made now, on this thread, is counted.
+#[inline]
+fn counted() -> bool {
+    ON.load(Ordering::Relaxed)
+        && (!ONE_THREAD.load(Ordering::Relaxed)
+            || COUNTING_HERE.try_with(Cell::get).unwrap_or(false))
+}
 
 /// Net bytes allocated while counting was on. On its own cache line, away
 /// from the flag.
@@ -39,7 +58,7 @@ pub struct Counting;
 
 #[inline]
 fn add(bytes: usize) {
-    if ON.load(Ordering::Relaxed) {
+    if counted() {
         let net = NET.0.fetch_add(bytes as isize, Ordering::Relaxed) + bytes as isize;
         PEAK.0.fetch_max(net, Ordering::Relaxed);
     }
@@ -47,7 +66,7 @@ fn add(bytes: usize) {
 
 #[inline]
 fn sub(bytes: usize) {
-    if ON.load(Ordering::Relaxed) {
+    if counted() {
         NET.0.fetch_sub(bytes as isize, Ordering::Relaxed);
     }
 }
@@ -115,6 +134,18 @@ pub fn net_bytes<T>(f: impl FnOnce() -> T) -> (isize, T) {
 /// ```
 pub fn peak_bytes<T>(f: impl FnOnce() -> T) -> (isize, T) {
     let (_, peak, result) = count(f);
+    (peak, result)
+}
+
+/// As [`peak_bytes`], counting only what this thread allocates and frees:
+/// for a single-threaded `f` measured while other threads may allocate
+/// (the test harness's own thread, on a loaded machine).
+pub fn peak_bytes_on_this_thread<T>(f: impl FnOnce() -> T) -> (isize, T) {
+    COUNTING_HERE.with(|here| here.set(true));
+    ONE_THREAD.store(true, Ordering::SeqCst);
+    let (_, peak, result) = count(f);
+    ONE_THREAD.store(false, Ordering::SeqCst);
+    COUNTING_HERE.with(|here| here.set(false));
     (peak, result)
 }
 
