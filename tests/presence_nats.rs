@@ -246,3 +246,27 @@ async fn a_node_name_too_long_for_a_subject_keeps_presence_local_and_the_connect
         "the odd node's presence stays on it"
     );
 }
+
+/// A node killed with SIGKILL, over NATS: see
+/// [`killed_and_restarted`](staff_pubsub_tests::presence::killed_and_restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_leaves_and_a_restarted_one_is_a_new_version() {
+    use staff_pubsub_tests::presence::{killed_and_restarted, KILLED_PERIOD};
+    let server = NatsServer::start().await;
+    let url = server.url();
+    let here = PubSub::<()>::builder()
+        .node_name("here")
+        .presence_timing(
+            staff_pubsub::presence::PresenceTiming::new().broadcast_period(KILLED_PERIOD),
+        )
+        .expect("a valid timing")
+        .nats(NatsConfig::new(&url).namespace("sigkill"))
+        .await
+        .expect("connected");
+    killed_and_restarted(
+        &here,
+        env!("CARGO_BIN_EXE_cluster"),
+        &["--nats", &url, "--namespace", "sigkill"],
+    )
+    .await;
+}

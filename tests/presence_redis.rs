@@ -172,128 +172,26 @@ async fn a_node_cut_off_longer_than_the_down_period_leaves_and_comes_back() {
     assert_eq!(listed(&b), (set(&["Ada", "Bea"]), 2));
 }
 
-/// A node killed with SIGKILL: another OS process (the `cluster` example,
-/// present on `staff:teams` under its node name, heartbeating every 250
-/// ms, down after 5 s). Its presence leaves this node within the down
-/// period plus an idle heartbeat interval (not at the first missed
-/// heartbeat). Started again under the same name it is listed again; and
-/// killed and started again at once, it is a new version: its old
-/// presence leaves as soon as the new one is heard, long before the down
-/// period.
+/// A node killed with SIGKILL, over Redis: see
+/// [`killed_and_restarted`](staff_pubsub_tests::presence::killed_and_restarted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_with_sigkill_leaves_and_a_restarted_one_is_a_new_version() {
-    use staff_pubsub::presence::{PresenceDiffs, PresenceTiming};
-    use staff_pubsub::staff;
-    use staff_pubsub_tests::child::Cluster;
-    use staff_pubsub_tests::presence::PATIENCE;
-    use tokio::time::Instant;
-
-    const PERIOD: Duration = Duration::from_millis(250);
-    // Phoenix's rule, the example's timing: 10 silent periods, down after
-    // twice that; an idle node heartbeats every 11 periods (a tenth more
-    // with the jitter).
-    let down = PERIOD * 20;
-    let idle = PERIOD * 11 * 11 / 10;
+    use staff_pubsub_tests::presence::{killed_and_restarted, KILLED_PERIOD};
     let server = RedisServer::start().await;
     let url = server.url();
-    let child = || {
-        Cluster::start(
-            env!("CARGO_BIN_EXE_cluster"),
-            &[
-                "--node",
-                "child",
-                "--redis",
-                &url,
-                "--namespace",
-                "sigkill",
-                "--presence-period",
-                "250",
-            ],
-        )
-    };
     let here = PubSub::<()>::builder()
         .node_name("here")
-        .presence_timing(PresenceTiming::new().broadcast_period(PERIOD))
+        .presence_timing(
+            staff_pubsub::presence::PresenceTiming::new().broadcast_period(KILLED_PERIOD),
+        )
         .expect("a valid timing")
         .redis(RedisConfig::new(server.url()).namespace("sigkill"))
         .await
         .expect("connected");
-    let online = staff::topic_teams();
-    let (_, mut diffs) = here.tracker::<String>().watch(online);
-    let ids = |pubsub: &PubSub<()>| -> Vec<_> {
-        pubsub
-            .presences::<String>(online)
-            .iter()
-            .map(|p| (p.key.to_string(), p.id))
-            .collect()
-    };
-    // Waits on diffs until `done` holds of this node's list.
-    async fn until(
-        diffs: &mut PresenceDiffs<String>,
-        mut done: impl FnMut() -> bool,
-        what: &str,
-    ) -> Instant {
-        let deadline = Instant::now() + PATIENCE;
-        while !done() {
-            match tokio::time::timeout_at(deadline, diffs.recv()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => panic!("{what}: {error}"),
-                Err(_) => panic!("{what}: not within {PATIENCE:?}"),
-            }
-        }
-        Instant::now()
-    }
-
-    let first = child();
-    until(&mut diffs, || ids(&here).len() == 1, "the child listed").await;
-
-    first.kill();
-    let killed = Instant::now();
-    let left = until(
-        &mut diffs,
-        || ids(&here).is_empty(),
-        "the killed child leaves",
+    killed_and_restarted(
+        &here,
+        env!("CARGO_BIN_EXE_cluster"),
+        &["--redis", &url, "--namespace", "sigkill"],
     )
     .await;
-    let after = left - killed;
-    assert!(
-        after >= down / 2,
-        "taken down after {after:?}, down period {down:?}"
-    );
-    // Within the down period and an idle interval, with room for a loaded
-    // machine's late ticks.
-    assert!(
-        after <= down + idle + Duration::from_secs(2),
-        "taken down after {after:?}"
-    );
-
-    // Started again: listed again, under a presence of its own.
-    let second = child();
-    until(
-        &mut diffs,
-        || ids(&here).len() == 1,
-        "the restarted child listed",
-    )
-    .await;
-    let old = ids(&here)[0].1;
-
-    // Killed and started again at once: the new version's presence is
-    // listed and the old one leaves, without waiting for the down period.
-    second.kill();
-    let killed = Instant::now();
-    let _third = child();
-    let replaced = until(
-        &mut diffs,
-        || {
-            let now = ids(&here);
-            now.len() == 1 && now[0].1 != old
-        },
-        "the new version replaces the old",
-    )
-    .await;
-    assert!(
-        replaced - killed < down,
-        "the old version left after {:?}, not before the down period {down:?}",
-        replaced - killed
-    );
 }

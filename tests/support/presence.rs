@@ -145,3 +145,106 @@ pub async fn until_joins(diffs: &mut PresenceDiffs<Viewer>, key: &str) {
         }
     }
 }
+
+/// The presence heartbeat period of [`killed_and_restarted`]'s nodes.
+pub const KILLED_PERIOD: Duration = Duration::from_millis(250);
+
+/// A node killed with SIGKILL: another OS process (the `cluster` example
+/// at `binary`, started with `engine_args` and `--node child`, present on
+/// `staff:teams` under its node name, heartbeating every
+/// [`KILLED_PERIOD`], down after 20 of them, as Phoenix derives it). Its
+/// presence leaves `here` (a node of the same engine and namespace, timed
+/// alike) within the down period plus an idle heartbeat interval, and
+/// not before half the down period. Started again under the same name it
+/// is listed again; killed and started again at once, it is a new
+/// version: its old presence leaves as soon as the new one is heard,
+/// before the down period.
+///
+/// # Panics
+///
+/// When any of that does not hold.
+pub async fn killed_and_restarted(here: &PubSub<()>, binary: &str, engine_args: &[&str]) {
+    use crate::child::Cluster;
+    use staff_pubsub::staff;
+
+    // Phoenix's rule: 10 silent periods, down after twice that; an idle
+    // node heartbeats every 11 periods (a tenth more with the jitter).
+    let down = KILLED_PERIOD * 20;
+    let idle = KILLED_PERIOD * 11 * 11 / 10;
+    let period = KILLED_PERIOD.as_millis().to_string();
+    let mut args = vec!["--node", "child", "--presence-period", &period];
+    args.extend_from_slice(engine_args);
+    let child = || Cluster::start(binary, &args);
+    let online = staff::topic_teams();
+    let (_, mut diffs) = here.tracker::<String>().watch(online);
+    let ids = || -> Vec<_> {
+        here.presences::<String>(online)
+            .iter()
+            .map(|presence| (presence.key.to_string(), presence.id))
+            .collect()
+    };
+    // Waits on diffs until `done` holds of this node's list.
+    async fn until(
+        diffs: &mut PresenceDiffs<String>,
+        mut done: impl FnMut() -> bool,
+        what: &str,
+    ) -> Instant {
+        let deadline = Instant::now() + PATIENCE;
+        while !done() {
+            match tokio::time::timeout_at(deadline, diffs.recv()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => panic!("{what}: {error}"),
+                Err(_) => panic!("{what}: not within {PATIENCE:?}"),
+            }
+        }
+        Instant::now()
+    }
+
+    let first = child();
+    until(&mut diffs, || ids().len() == 1, "the child listed").await;
+
+    first.kill();
+    let killed = Instant::now();
+    let left = until(&mut diffs, || ids().is_empty(), "the killed child leaves").await;
+    let after = left - killed;
+    assert!(
+        after >= down / 2,
+        "taken down after {after:?}, down period {down:?}"
+    );
+    // Within the down period and an idle interval, with room for a loaded
+    // machine's late ticks.
+    assert!(
+        after <= down + idle + Duration::from_secs(2),
+        "taken down after {after:?}"
+    );
+
+    // Started again: listed again, under a presence of its own.
+    let second = child();
+    until(
+        &mut diffs,
+        || ids().len() == 1,
+        "the restarted child listed",
+    )
+    .await;
+    let old = ids()[0].1;
+
+    // Killed and started again at once: the new version's presence is
+    // listed and the old one leaves, without waiting for the down period.
+    second.kill();
+    let killed = Instant::now();
+    let _third = child();
+    let replaced = until(
+        &mut diffs,
+        || {
+            let now = ids();
+            now.len() == 1 && now[0].1 != old
+        },
+        "the new version replaces the old",
+    )
+    .await;
+    assert!(
+        replaced - killed < down,
+        "the old version left after {:?}, not before the down period {down:?}",
+        replaced - killed
+    );
+}
