@@ -236,3 +236,141 @@ async fn appends_queued_behind_a_held_batch_fail_within_their_bound() {
         "only broadcasts of unknown outcome, and the one after: {after:?}"
     );
 }
+
+/// `count` broadcasts from `publisher`, all at once (so that they go in
+/// batches of many), each waited for; values `base..base + count`.
+async fn broadcast_at_once(publisher: &PubSub<u64>, base: u64, count: u64) {
+    let tasks: Vec<_> = (base..base + count)
+        .map(|n| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { publisher.broadcast([ROOMS], n).await })
+        })
+        .collect();
+    for task in tasks {
+        within("a broadcast", task)
+            .await
+            .expect("a broadcasting task")
+            .expect("sent");
+    }
+}
+
+/// The log's stream entries: (first sequence number, messages held).
+async fn stream_entries(admin: &mut MultiplexedConnection) -> Vec<(u64, usize)> {
+    let stream = RedisConfig::new("").namespace(NAMESPACE).log_key();
+    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        .arg(&[&stream, "-", "+"])
+        .query_async(admin)
+        .await
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(id, fields)| {
+            let first = id
+                .strip_suffix("-0")
+                .and_then(|seq| seq.parse().ok())
+                .expect("an id <seq>-0");
+            (first, fields.iter().filter(|(name, _)| name == "m").count())
+        })
+        .collect()
+}
+
+/// Broadcasts made at once go in stream entries of many messages; a
+/// resume from a position inside such an entry (its first, and one in its
+/// middle) replays exactly the positions after it, in the order the log
+/// holds them, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_inside_a_batch_entry_replays_exactly_the_positions_after_it() {
+    let server = RedisServer::start().await;
+    let publisher = node(server.url(), "publisher", Duration::from_secs(2)).await;
+    let consumer = node(server.url(), "consumer", Duration::from_secs(2)).await;
+    let mut live = consumer.subscribe(ROOMS).expect("subscribed");
+    const TOTAL: u64 = 300;
+    broadcast_at_once(&publisher, 0, TOTAL).await;
+    let mut read = Vec::new();
+    for _ in 0..TOTAL {
+        read.push(next(&mut live).await);
+    }
+    let seqs: Vec<u64> = read.iter().map(|(_, position)| position.seq()).collect();
+    assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "consecutive from 1");
+    let mut admin = server.connection().await;
+    let entries = stream_entries(&mut admin).await;
+    assert_eq!(
+        entries.iter().map(|(_, count)| *count as u64).sum::<u64>(),
+        TOTAL,
+        "the entries hold every message once"
+    );
+    let &(first, count) = entries
+        .iter()
+        .find(|(_, count)| *count >= 3)
+        .expect("an entry of three messages or more (the broadcasts were made at once)");
+    let log = read[0].1.log();
+    for after in [first, first + count as u64 / 2] {
+        let from = Position::new(log, after).expect("a position");
+        let mut resumed = consumer
+            .subscribe_since([ROOMS], from)
+            .await
+            .expect("resumed");
+        let expected: Vec<(u64, Position)> = read[after as usize..].to_vec();
+        let mut replayed = Vec::new();
+        for _ in 0..expected.len() {
+            replayed.push(next(&mut resumed).await);
+        }
+        assert_eq!(replayed, expected, "after {after}: the positions after it");
+        assert!(resumed.try_recv().is_err(), "nothing more");
+    }
+}
+
+/// With a bound on positions, trimming drops whole entries and keeps the
+/// one holding the oldest position to keep: at least the bound, at most
+/// a batch's more. A resume from a trimmed position is one gap naming
+/// the trimmed range exactly, then every position kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_retention_keeps_at_least_the_bound_and_a_resume_names_the_trimmed_range() {
+    let server = RedisServer::start().await;
+    const MAX: u64 = 50;
+    let retention = Retention::entries(MAX).max_replay(10_000);
+    let config = |url: String| config(url, Duration::from_secs(2)).durable(retention.clone());
+    let publisher = PubSub::builder()
+        .node_name("publisher")
+        .redis(config(server.url()))
+        .await
+        .expect("publisher");
+    const TOTAL: u64 = 400;
+    broadcast_at_once(&publisher, 0, TOTAL).await;
+    let mut admin = server.connection().await;
+    let log: u16 = redis::cmd("HGET")
+        .arg(RedisConfig::new("").namespace(NAMESPACE).log_meta_key())
+        .arg("log")
+        .query_async(&mut admin)
+        .await
+        .expect("HGET log");
+    let entries = stream_entries(&mut admin).await;
+    let (oldest, _) = entries[0];
+    let kept: u64 = entries.iter().map(|(_, count)| *count as u64).sum();
+    assert_eq!(oldest + kept - 1, TOTAL, "the kept entries run to the end");
+    assert!(
+        (MAX..MAX + 128).contains(&kept),
+        "{kept} positions kept with a bound of {MAX}"
+    );
+    assert!(
+        entries.len() < kept as usize,
+        "entries of many messages: {entries:?}"
+    );
+    let mut resumed = publisher
+        .subscribe_since([ROOMS], Position::new(log, 1).expect("a position"))
+        .await
+        .expect("resumed");
+    match within("the gap", resumed.recv()).await {
+        Err(staff_pubsub::RecvError::Gap(staff_pubsub::Gap::Trimmed { first, missing })) => {
+            assert_eq!(first.seq(), 2);
+            assert_eq!(missing, oldest - 2);
+        }
+        other => panic!("expected a trimmed gap, got {other:?}"),
+    }
+    let mut values = BTreeSet::new();
+    for seq in oldest..=TOTAL {
+        let (value, position) = next(&mut resumed).await;
+        assert_eq!(position, Position::new(log, seq).expect("a position"));
+        assert!(values.insert(value), "{value} once");
+    }
+}
