@@ -4,7 +4,11 @@
 //! appends from several nodes and tasks at once still make one order of
 //! consecutive positions that every node reads alike, a task's own
 //! appends keep their order, and an append queued behind a batch that
-//! Redis holds still fails within its bound, with an honest outcome.
+//! Redis holds still fails within its bound, with an honest outcome. A
+//! batch is one stream entry: a resume from inside one replays exactly
+//! the positions after it, count retention keeps at least its bound over
+//! such entries, and lost writes of one whose numbers are reused in
+//! entries laid out otherwise are a lost log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -373,4 +377,75 @@ async fn count_retention_keeps_at_least_the_bound_and_a_resume_names_the_trimmed
         assert_eq!(position, Position::new(log, seq).expect("a position"));
         assert!(values.insert(value), "{value} once");
     }
+}
+
+/// Redis loses its last writes, an entry of several messages among them
+/// (it comes back from an older snapshot), and another node appends again
+/// one message at a time, reusing the lost numbers in entries laid out
+/// otherwise, before the subscriber's reader reconnects: the subscriber
+/// is told the log was lost (the entry now holding its last position is
+/// not the one it read), and what follows comes under a new log id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_last_writes_of_a_batch_entry_reused_one_by_one_are_a_lost_log() {
+    let mut server = RedisServer::start().await;
+    let proxy = staff_pubsub_tests::proxy::Proxy::start(server.port()).await;
+    let timeouts = Duration::from_secs(2);
+    let publisher = node(server.url(), "publisher", timeouts).await;
+    let subscriber = node(proxy.url("redis"), "subscriber", timeouts).await;
+    let mut subscription = subscriber.subscribe(ROOMS).expect("subscribed");
+    let mut admin = server.connection().await;
+    publisher.broadcast([ROOMS], 0).await.expect("sent");
+    // What Redis will come back with: position 1.
+    let _: redis::Value = redis::cmd("SAVE")
+        .query_async(&mut admin)
+        .await
+        .expect("SAVE");
+    const LOST: u64 = 40;
+    broadcast_at_once(&publisher, 1, LOST).await;
+    let mut before = None;
+    for _ in 0..=LOST {
+        before = Some(next(&mut subscription).await.1);
+    }
+    let before = before.expect("read");
+    assert_eq!(before.seq(), LOST + 1);
+    let entries = stream_entries(&mut admin).await;
+    let (last_first, last_count) = *entries.last().expect("entries");
+    assert!(
+        last_count > 1,
+        "the last entry holds several messages: {entries:?}"
+    );
+    proxy.block();
+    proxy.cut();
+    within(
+        "the subscriber to notice",
+        subscriber.wait_for_connection(staff_pubsub::Connection::Disconnected),
+    )
+    .await;
+    drop(publisher);
+    server.kill();
+    server.restart().await;
+    let late = node(server.url(), "late", timeouts).await;
+    for n in 0..LOST {
+        late.broadcast([ROOMS], 1_000 + n).await.expect("sent");
+    }
+    // The lost numbers reused, one entry each: the log ends where it did,
+    // and its last position is in an entry that starts elsewhere.
+    let mut admin = server.connection().await;
+    let entries = stream_entries(&mut admin).await;
+    assert_eq!(entries.last(), Some(&(LOST + 1, 1)));
+    assert_ne!(last_first, LOST + 1, "the lost entry started elsewhere");
+    proxy.unblock();
+    within(
+        "the subscriber to reconnect",
+        subscriber.wait_for_connection(staff_pubsub::Connection::Connected),
+    )
+    .await;
+    assert_eq!(
+        within("the gap", subscription.recv()).await,
+        Err(staff_pubsub::RecvError::Gap(staff_pubsub::Gap::LogLost))
+    );
+    late.broadcast([ROOMS], 60).await.expect("sent");
+    let (n, after) = next(&mut subscription).await;
+    assert_eq!(n, 60);
+    assert_ne!(after.log(), before.log(), "a renewed log id");
 }
