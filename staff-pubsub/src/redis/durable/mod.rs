@@ -135,8 +135,9 @@ end
 /// id, the last position's sequence number, 1 if trimming worked (0: the
 /// entry is in, trimming failed), 1 if the log's keys held something not
 /// the log's own (see [`HEAD_LUA`]: a new log started), how many envelopes
-/// were appended (the first ones: fewer only when the log reached the
-/// largest sequence number, after which the next batch starts a new log)
+/// were appended (the first ones: fewer when the batch holds more than
+/// [`BATCH_ENTRIES`], or when the log reached the largest sequence number,
+/// after which the next batch starts a new log)
 /// and an empty string (kept for the reply's shape).
 ///
 /// The entry is `<first>-0` with fields `log`, `n` (the nonce), `t`
@@ -145,7 +146,7 @@ end
 /// of the earlier form (one message per entry) is the same with one `m`.
 ///
 /// The common case costs, per batch, a `TIME`, an `HMGET`, one `XADD`, an
-/// `HSET`, and with a bound on positions an `XREVRANGE` and an `XTRIM`:
+/// `HSET`, and with a bound on positions an `XTRIM`:
 /// the log's head is read by [`HEAD_LUA`] (with `XINFO STREAM`) only when
 /// the meta hash's values are not the log's own or the `XADD` after its
 /// `seq` fails (the stream ends past it, or is not a stream); an `XADD`
@@ -153,9 +154,14 @@ end
 /// only once the `XADD` succeeded, so a refused append uses no sequence
 /// number (a key [`HEAD_LUA`] deleted stays deleted).
 ///
-/// Trimming by positions keeps the entry holding position `seq - max + 1`
-/// and everything after it (`XTRIM MINID`): at least `max` positions, at
-/// most `max` plus one batch's less one. Age trimming looks at the 4
+/// An entry holds at most [`BATCH_ENTRIES`] messages (a larger batch's
+/// rest goes in the next, as at the largest sequence number), so trimming
+/// by positions can keep the entry holding position `seq - max + 1`
+/// without reading it: `XTRIM MINID ~` to `seq - max + 1 -
+/// (BATCH_ENTRIES - 1)` keeps at least `max` positions and at most
+/// `max + BATCH_ENTRIES - 1` (and, with `~`, what Redis keeps of a stream
+/// node it cannot drop whole).
+/// Age trimming looks at the 4
 /// oldest entries per batch (one entry appended): each entry is trimmed
 /// once, so the log keeps up with any rate of appends. An entry's `t`
 /// counts only when it is a time the log could have written: an integer
@@ -166,7 +172,9 @@ const APPEND_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_text = string.format('%d', now)
-local count = #ARGV - 4
+-- An entry holds at most BATCH_ENTRIES messages (count trimming counts
+-- on it); the rest of a larger batch goes in the next.
+local count = math.min(#ARGV - 4, BATCH_ENTRIES)
 local function add(log, first, n)
   local args = {KEYS[1], string.format('%d-0', first),
     'log', log, 'n', ARGV[4], 't', now_text}
@@ -211,14 +219,12 @@ else
 end
 local trimmed = 1
 local max = tonumber(ARGV[2])
-if max > 0 and seq > max then
-  local keep = redis.pcall('XREVRANGE', KEYS[1], string.format('%d-0', seq - max + 1), '-', 'COUNT', 1)
-  if failed(keep) then
-    trimmed = 0
-  elseif keep[1] then
-    local done = redis.pcall('XTRIM', KEYS[1], 'MINID', '~', keep[1][1])
-    if failed(done) then trimmed = 0 end
-  end
+if max > 0 and seq - max + 1 > BATCH_ENTRIES then
+  -- The entry holding position `seq - max + 1` starts at most
+  -- BATCH_ENTRIES - 1 before it: kept, with everything after it.
+  local keep = seq - max + 1 - (BATCH_ENTRIES - 1)
+  local done = redis.pcall('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-0', keep))
+  if failed(done) then trimmed = 0 end
 end
 local age = tonumber(ARGV[3])
 if age > 0 then
@@ -268,8 +274,11 @@ end
 return log or ARGV[1]
 ";
 
-static APPEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{HEAD_LUA}{APPEND_SCRIPT}")));
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "local BATCH_ENTRIES = {BATCH_ENTRIES}\n{HEAD_LUA}{APPEND_SCRIPT}"
+    ))
+});
 pub(super) static HEAD: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{HEAD_LUA}{HEAD_SCRIPT}")));
 pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
