@@ -2,14 +2,16 @@
 //!
 //! The log is one stream, `{<namespace>}:log`, beside a hash,
 //! `{<namespace>}:log-meta`, that holds the log's id and its last sequence
-//! number (the braces keep both in one Redis Cluster slot). A broadcast is
-//! an entry of one script run that takes the next sequence numbers,
-//! appends each envelope as entry `<seq>-0` with fields `log` (the log's
-//! id), `n` (a nonce), `t` (Redis's clock, ms) and `m` (the envelope), and
-//! trims the stream to the retention: a node's broadcasts made while its
-//! previous run is under way go together in its next ([`Log::append`]),
-//! so that under load Redis runs one script for many entries. Entry ids are the sequence numbers, so a node finds any
-//! position with one `XRANGE` and sees a trimmed range as a jump.
+//! number (the braces keep both in one Redis Cluster slot). A node's
+//! broadcasts made while its previous append is under way go together in
+//! its next ([`Log::append`]): one script run that takes the next sequence
+//! numbers, appends the batch as one stream entry `<first>-0` with fields
+//! `log` (the log's id), `n` (a nonce), `t` (Redis's clock, ms) and one `m`
+//! per envelope, in order (positions `first ..= first + count - 1`), and
+//! trims the stream to the retention. Entry ids are the first positions
+//! they hold, so a node finds any position with one `XREVRANGE .. COUNT 1`
+//! (the entry holding it) and sees a trimmed range as a jump. An entry of
+//! the earlier form, one envelope per entry, is the same with one `m`.
 //!
 //! Each node reads the stream with `XREAD BLOCK` on a connection of its
 //! own, from the last entry it read, which it keeps across reconnects and
@@ -21,10 +23,11 @@
 //! there starts a new log rather than wedging the append or the reader.
 //!
 //! Invariants: `seq` values of one log id are consecutive from 1 and
-//! never reused; the reader's cursor only moves forward within a log and
-//! every entry it moves past is either dispatched (with its position) or
-//! counted as rejected; a gap is signalled before the first entry after the
-//! loss it reports.
+//! never reused; an entry holds 1 to [`BATCH_ENTRIES`] positions, and the
+//! next entry of the log starts after its last; the reader's cursor only
+//! moves forward within a log and every entry it moves past is either
+//! dispatched (each of its positions) or counted as rejected; a gap is
+//! signalled before the first entry after the loss it reports.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -284,9 +287,11 @@ pub(super) static HEAD: LazyLock<Script> =
 pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
 
 /// The most entries one `XREAD` or `XRANGE` returns: at most
-/// `PAGE * BATCH_ENTRIES` messages, and `PAGE * BATCH_BYTES` envelope bytes
-/// (but for envelopes larger than a batch's bytes, which go alone).
-const PAGE: usize = 64;
+/// `PAGE * BATCH_ENTRIES` messages (1,024, what a reader delivers before it
+/// reads again: a burst its node's subscriptions must hold), and
+/// `PAGE * BATCH_BYTES` envelope bytes (but for envelopes larger than a
+/// batch's bytes, which go alone).
+const PAGE: usize = 8;
 
 /// A log id for a log that starts now.
 fn fresh_log_id() -> u16 {
@@ -313,7 +318,9 @@ pub(crate) struct Log<M> {
 /// next (under load, large batches: one script run for many entries).
 const FLUSHERS: usize = 1;
 
-/// The most entries one batch appends.
+/// The most envelopes one batch appends: one stream entry holds at most
+/// this many ([`APPEND_SCRIPT`] enforces it; its count trimming counts on
+/// it).
 const BATCH_ENTRIES: usize = 128;
 /// The most envelope bytes one batch carries (a larger envelope goes
 /// alone).

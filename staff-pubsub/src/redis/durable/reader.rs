@@ -499,8 +499,9 @@ where
         }
     }
 
-    /// Moves the cursor past one entry and dispatches it, after telling
-    /// subscribers of any entries lost before it.
+    /// Moves the cursor past one stream entry and dispatches its positions
+    /// in order, after telling subscribers of any positions lost before
+    /// it.
     fn deliver(&self, entry: RawEntry) -> Step {
         let last = entry.last();
         let mut cursor = self.cursor.lock();
