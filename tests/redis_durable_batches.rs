@@ -371,13 +371,20 @@ async fn count_retention_keeps_at_least_the_bound_and_a_resume_names_the_trimmed
     while next_missing < oldest {
         match within("the gap", resumed.recv()).await {
             Err(staff_pubsub::RecvError::Gap(staff_pubsub::Gap::Trimmed { first, missing })) => {
-                assert_eq!(first.seq(), next_missing, "the gap starts where the last ended");
+                assert_eq!(
+                    first.seq(),
+                    next_missing,
+                    "the gap starts where the last ended"
+                );
                 next_missing += missing;
             }
             other => panic!("expected a trimmed gap, got {other:?}"),
         }
     }
-    assert_eq!(next_missing, oldest, "the gaps name exactly the trimmed positions");
+    assert_eq!(
+        next_missing, oldest,
+        "the gaps name exactly the trimmed positions"
+    );
     let mut values = BTreeSet::new();
     for seq in oldest..=TOTAL {
         let (value, position) = next(&mut resumed).await;

@@ -164,9 +164,10 @@ end
 /// (BATCH_ENTRIES - 1)` keeps at least `max` positions and at most
 /// `max + BATCH_ENTRIES - 1` (and, with `~`, what Redis keeps of a stream
 /// node it cannot drop whole).
-/// Age trimming looks at the 4
-/// oldest entries per batch (one entry appended): each entry is trimmed
-/// once, so the log keeps up with any rate of appends. An entry's `t`
+/// Age trimming looks at the 2
+/// oldest entries per batch (one entry appended; reading an entry brings
+/// all its envelopes into the script): each entry is trimmed once, so the
+/// log keeps up with any rate of appends. An entry's `t`
 /// counts only when it is a time the log could have written: an integer
 /// no later than `now + age` (the allowance for the clocks of a failover's
 /// replica). Any other entry counts as old: a stray entry, whatever its
@@ -231,7 +232,7 @@ if max > 0 and seq - max + 1 > BATCH_ENTRIES then
 end
 local age = tonumber(ARGV[3])
 if age > 0 then
-  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 4)
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 2)
   local cut = nil
   for _, entry in ipairs(oldest) do
     local at = nil
