@@ -258,10 +258,13 @@ async fn broadcast_at_once(publisher: &PubSub<u64>, base: u64, count: u64) {
     }
 }
 
+/// A stream entry as `XRANGE` returns it: its id and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// The log's stream entries: (first sequence number, messages held).
 async fn stream_entries(admin: &mut MultiplexedConnection) -> Vec<(u64, usize)> {
     let stream = RedisConfig::new("").namespace(NAMESPACE).log_key();
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg(&[&stream, "-", "+"])
         .query_async(admin)
         .await

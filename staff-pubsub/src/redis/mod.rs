@@ -91,7 +91,10 @@
 //!   its last writes), `t` (Redis's clock, ms), then one `m` (the
 //!   [`wire`](crate::wire) envelope) per broadcast, in order. An entry of
 //!   the earlier form (one broadcast per entry, written by an older
-//!   version) reads as an entry of one. Failures and their
+//!   version) reads as an entry of one; an older node does not read a
+//!   batch entry (it would take one of its envelopes and report the rest
+//!   as trimmed), so the nodes of a namespace are upgraded together, older
+//!   ones stopped first. Failures and their
 //!   [`Outcome`]s are as in live mode.
 //! - Retention: [`Retention::entries`] counts messages (positions), not
 //!   stream entries. Trimming drops whole entries and keeps the one
