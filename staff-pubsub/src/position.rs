@@ -262,7 +262,10 @@ impl Retention {
     /// [`max_replay`](Self::max_replay) says otherwise: 10,000.
     pub const DEFAULT_MAX_REPLAY: u64 = 10_000;
 
-    /// Keeps the last `max_entries` entries (at least 1).
+    /// Keeps the last `max_entries` entries (at least 1): messages, not
+    /// the engine's records (a Redis stream entry holds a batch of them;
+    /// Redis keeps at least `max_entries`, and a little more: see the
+    /// `redis` module's "Durable delivery").
     pub fn entries(max_entries: u64) -> Self {
         Self {
             max_entries: Some(max_entries.max(1)),

@@ -10,8 +10,8 @@
 //! - `redis_live`: `RedisConfig::new`, one `PUBLISH` per broadcast.
 //! - `redis_durable`: `RedisConfig::durable(Retention::entries(100_000))`
 //!   on the same `redis-server` (no persistence): one script run per
-//!   batch of a node's appends (one `XADD` per broadcast, `XTRIM MAXLEN ~`
-//!   once per batch), every node reads the stream with `XREAD BLOCK`.
+//!   batch of a node's appends (one `XADD` per batch: one stream entry
+//!   holding its messages), every node reads the stream with `XREAD BLOCK`.
 //! - `redis_durable_aof`: the same on a second `redis-server` with
 //!   `--appendonly yes --appendfsync everysec` (what a deployment that
 //!   wants the log to outlive a Redis restart runs).
@@ -40,7 +40,8 @@
 //!
 //! **Memory per retained entry**: the same `n` entries (the catch-up's own
 //! namespace holds nothing else): Redis `MEMORY USAGE <log key> SAMPLES 0`
-//! over `XLEN`, and the growth of `INFO memory`'s `used_memory`; NATS the
+//! over the messages it holds (its last sequence number; a stream entry
+//! holds a batch of them), and the growth of `INFO memory`'s `used_memory`; NATS the
 //! stream's `state.bytes` over `state.messages` (`STREAM.INFO`); for both
 //! the server's RSS growth.
 
@@ -507,7 +508,8 @@ pub struct CatchUp {
     /// not a catch-up's).
     pub stayed_away: bool,
     /// The server's own figure for the log, bytes per entry (Redis
-    /// `MEMORY USAGE` / `XLEN`; NATS stream bytes / messages).
+    /// `MEMORY USAGE` / the messages it holds, its last sequence number;
+    /// NATS stream bytes / messages).
     pub log_bytes_per_entry: f64,
     /// Entries in the log when measured.
     pub log_entries: u64,
@@ -572,11 +574,15 @@ async fn log_size(servers: &Servers, engine: &'static str) -> (u64, u64) {
             .query_async(&mut admin)
             .await
             .expect("MEMORY USAGE");
-        let entries: u64 = redis::cmd("XLEN")
-            .arg(&key)
+        // Messages, not stream entries (one per batch of appends): the
+        // log's last sequence number, since this log keeps them all.
+        let meta = RedisConfig::new("").namespace(CATCH_UP_NS).log_meta_key();
+        let entries: u64 = redis::cmd("HGET")
+            .arg(&meta)
+            .arg("seq")
             .query_async(&mut admin)
             .await
-            .expect("XLEN");
+            .expect("HGET seq");
         (bytes.unwrap_or(0), entries)
     } else {
         let client = async_nats::connect(servers.nats.url())

@@ -139,9 +139,11 @@ impl RedisConfig {
 
     /// The key of the namespace's durable log, a Redis Stream:
     /// `{<namespace>}:log` (`redis-cli XRANGE '{my-app}:log' - +` shows it).
-    /// Its entries' ids are their sequence numbers (`<seq>-0`), their
-    /// fields `log` (the log's id), `t` (Redis's time, ms) and `m` (the
-    /// [`wire`](crate::wire) envelope).
+    /// Each entry holds a batch of one node's broadcasts at consecutive
+    /// positions: its id is its first position's sequence number
+    /// (`<seq>-0`), its fields `log` (the log's id), `n` (a nonce), `t`
+    /// (Redis's time, ms) and one `m` (the [`wire`](crate::wire) envelope)
+    /// per broadcast, in order.
     #[must_use]
     pub fn log_key(&self) -> String {
         format!("{{{}}}:log", self.engine.namespace)

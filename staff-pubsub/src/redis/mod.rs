@@ -82,8 +82,29 @@
 //!
 //! - A broadcast is appended to the log by one script run (the next
 //!   sequence number, `XADD`, trimming to the [`Retention`]); `Ok` means
-//!   the entry is in the log. Failures and their
+//!   the entry is in the log. The broadcasts a node makes while its
+//!   previous run is under way go together in its next: one script run
+//!   and one stream entry for up to 128 of them, at consecutive positions
+//!   in the order they were made. The entry's id is its first position
+//!   (`<first>-0`), its fields `log` (the log's id), `n` (a nonce, which
+//!   tells it from an entry given the same numbers by a Redis that lost
+//!   its last writes), `t` (Redis's clock, ms), then one `m` (the
+//!   [`wire`](crate::wire) envelope) per broadcast, in order. An entry of
+//!   the earlier form (one broadcast per entry, written by an older
+//!   version) reads as an entry of one; an older node does not read a
+//!   batch entry (it would take one of its envelopes and report the rest
+//!   as trimmed), so the nodes of a namespace are upgraded together, older
+//!   ones stopped first. Failures and their
 //!   [`Outcome`]s are as in live mode.
+//! - Retention: [`Retention::entries`] counts messages (positions), not
+//!   stream entries. Trimming drops whole entries and keeps the one
+//!   holding the oldest position kept (`XTRIM MINID ~`): the log keeps at
+//!   least `max` messages, and at most 127 more plus what Redis keeps of
+//!   a stream node it can only drop whole (as with `MAXLEN ~`; a node
+//!   holds up to `stream-node-max-entries` entries, 100 by default, or
+//!   `stream-node-max-bytes`, 4 KiB).
+//!   [`Retention::age`] trims an entry once its `t` (the time of its
+//!   batch) is older than the age.
 //! - Every node, the sending one included, delivers every entry from the
 //!   log, in log order, with its [`Position`](crate::Position)
 //!   ([`Subscription::recv_with_position`](crate::Subscription::recv_with_position)):
@@ -112,9 +133,10 @@
 //!   nothing they write there wedges the log or turns a later `Ok` into a
 //!   silent loss:
 //!   - A stream entry that is not one of this log's (no `log` or `m`
-//!     field, an id not of the form `<seq>-0`, a sequence number past
-//!     [`Position::MAX_SEQ`](crate::Position::MAX_SEQ), or a log id this node already left for a
-//!     newer log) is skipped, counted once in
+//!     field, an id not of the form `<seq>-0`, a last position past
+//!     [`Position::MAX_SEQ`](crate::Position::MAX_SEQ), a log id this node
+//!     already left for a newer log, or only positions it read already) is
+//!     skipped, counted once in
 //!     [`Stats::rejected`](crate::Stats::rejected) by each node that reads
 //!     it, and logged at WARN; it never causes a [`Gap::Trimmed`](crate::Gap::Trimmed).
 //!   - A meta hash whose `log` is not a 16-bit id in decimal (`70000`) or
@@ -163,9 +185,9 @@
 //!     Restore the meta hash only together with its stream.
 //! - Every node of a namespace must use the same mode: live nodes do not
 //!   read the stream, durable nodes do not read the channel.
-//! - Cost: a script run and a stream entry per broadcast instead of a
-//!   `PUBLISH`, and the sender's own delivery waits for Redis (see
-//!   BENCHMARKS.md, "Durable delivery and catch-up"). The two keys share the hash tag
+//! - Cost: a script run and a stream entry per batch of a node's
+//!   broadcasts instead of a `PUBLISH` each, and the sender's own delivery
+//!   waits for Redis (see BENCHMARKS.md, "Durable delivery and catch-up"). The two keys share the hash tag
 //!   `{<namespace>}`, so both live in one Redis Cluster slot.
 
 use std::fmt;

@@ -2,14 +2,16 @@
 //!
 //! The log is one stream, `{<namespace>}:log`, beside a hash,
 //! `{<namespace>}:log-meta`, that holds the log's id and its last sequence
-//! number (the braces keep both in one Redis Cluster slot). A broadcast is
-//! an entry of one script run that takes the next sequence numbers,
-//! appends each envelope as entry `<seq>-0` with fields `log` (the log's
-//! id), `n` (a nonce), `t` (Redis's clock, ms) and `m` (the envelope), and
-//! trims the stream to the retention: a node's broadcasts made while its
-//! previous run is under way go together in its next ([`Log::append`]),
-//! so that under load Redis runs one script for many entries. Entry ids are the sequence numbers, so a node finds any
-//! position with one `XRANGE` and sees a trimmed range as a jump.
+//! number (the braces keep both in one Redis Cluster slot). A node's
+//! broadcasts made while its previous append is under way go together in
+//! its next ([`Log::append`]): one script run that takes the next sequence
+//! numbers, appends the batch as one stream entry `<first>-0` with fields
+//! `log` (the log's id), `n` (a nonce), `t` (Redis's clock, ms) and one `m`
+//! per envelope, in order (positions `first ..= first + count - 1`), and
+//! trims the stream to the retention. Entry ids are the first positions
+//! they hold, so a node finds any position with one `XREVRANGE .. COUNT 1`
+//! (the entry holding it) and sees a trimmed range as a jump. An entry of
+//! the earlier form, one envelope per entry, is the same with one `m`.
 //!
 //! Each node reads the stream with `XREAD BLOCK` on a connection of its
 //! own, from the last entry it read, which it keeps across reconnects and
@@ -21,10 +23,11 @@
 //! there starts a new log rather than wedging the append or the reader.
 //!
 //! Invariants: `seq` values of one log id are consecutive from 1 and
-//! never reused; the reader's cursor only moves forward within a log and
-//! every entry it moves past is either dispatched (with its position) or
-//! counted as rejected; a gap is signalled before the first entry after the
-//! loss it reports.
+//! never reused; an entry holds 1 to [`BATCH_ENTRIES`] positions, and the
+//! next entry of the log starts after its last; the reader's cursor only
+//! moves forward within a log and every entry it moves past is either
+//! dispatched (each of its positions) or counted as rejected; a gap is
+//! signalled before the first entry after the loss it reports.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -126,47 +129,73 @@ local function own_head(fresh)
 end
 ";
 
-/// Appends a batch of envelopes, in order, as consecutive entries. KEYS:
-/// the stream, the meta hash. ARGV: a log id for a log that starts now,
-/// the most entries kept (0: no bound), the oldest age kept in ms (0: no
-/// bound), then for each entry its envelope and its nonce (a random number
+/// Appends a batch of envelopes, in order, at consecutive positions, as
+/// one stream entry. KEYS: the stream, the meta hash. ARGV: a log id for
+/// a log that starts now, the most positions kept (0: no bound), the
+/// oldest age kept in ms (0: no bound), the batch's nonce (a random number
 /// that tells this entry from another given the same sequence number by a
-/// Redis that lost its last writes). Returns the log id, the last entry's
-/// sequence number, 1 if trimming worked (0: the entries are in, trimming
-/// failed), 1 if the log's keys held something not the log's own (see
-/// [`HEAD_LUA`]: a new log started), how many entries were appended (the
-/// first ones: fewer when an `XADD` after the first failed, or when the
-/// log reached the largest sequence number, after which the next batch
-/// starts a new log) and the error of the `XADD` that stopped the batch
-/// (empty: none did).
+/// Redis that lost its last writes), then the envelopes. Returns the log
+/// id, the last position's sequence number, 1 if trimming worked (0: the
+/// entry is in, trimming failed), 1 if the log's keys held something not
+/// the log's own (see [`HEAD_LUA`]: a new log started), how many envelopes
+/// were appended (the first ones: fewer when the batch holds more than
+/// [`BATCH_ENTRIES`], or when the log reached the largest sequence number,
+/// after which the next batch starts a new log)
+/// and an empty string (kept for the reply's shape).
 ///
-/// The common case costs, per batch, a `TIME`, an `HMGET`, an `HSET` and
-/// an `XTRIM`, and per entry one `XADD`: the log's head is read by
-/// [`HEAD_LUA`] (with `XINFO STREAM`) only when the meta hash's values are
-/// not the log's own or the first `XADD` after its `seq` fails (the stream
-/// ends past it, or is not a stream); a first `XADD` that fails then too
-/// is the script's error. The script runs alone, so the entries after the
-/// first follow it without any other client's between them. The meta hash
-/// is written only once an `XADD` succeeded, with the last one's `seq`, so
-/// a refused append uses no sequence number (a key [`HEAD_LUA`] deleted
-/// stays deleted). Age trimming looks at the `8 + n` oldest entries per
-/// batch of `n`: each entry is trimmed once, so the log keeps up with any
-/// rate of appends. An entry's `t` counts only when it is a time the log
-/// could have written: an integer no later than `now + age` (the allowance
-/// for the clocks of a failover's replica). Any other entry counts as old:
-/// a stray entry, whatever its `t`, holds trimming back for at most twice
-/// the age.
+/// The entry is `<first>-0` with fields `log`, `n` (the nonce), `t`
+/// (Redis's clock, ms), then one `m` per envelope, in order: positions
+/// `first ..= first + count - 1`, the meta hash's `seq` the last. An entry
+/// of the earlier form (one message per entry) is the same with one `m`.
+///
+/// The common case costs, per batch, a `TIME`, an `HMGET`, one `XADD`, an
+/// `HSET`, and with a bound on positions an `XTRIM`:
+/// the log's head is read by [`HEAD_LUA`] (with `XINFO STREAM`) only when
+/// the meta hash's values are not the log's own or the `XADD` after its
+/// `seq` fails (the stream ends past it, or is not a stream); an `XADD`
+/// that fails then too is the script's error. The meta hash is written
+/// only once the `XADD` succeeded, so a refused append uses no sequence
+/// number (a key [`HEAD_LUA`] deleted stays deleted).
+///
+/// An entry holds at most [`BATCH_ENTRIES`] messages (a larger batch's
+/// rest goes in the next, as at the largest sequence number), so trimming
+/// by positions can keep the entry holding position `seq - max + 1`
+/// without reading it: `XTRIM MINID ~` to `seq - max + 1 -
+/// (BATCH_ENTRIES - 1)` keeps at least `max` positions and at most
+/// `max + BATCH_ENTRIES - 1` (and, with `~`, what Redis keeps of a stream
+/// node it cannot drop whole).
+/// Age trimming looks at the 2
+/// oldest entries per batch (one entry appended; reading an entry brings
+/// all its envelopes into the script): each entry is trimmed once, so the
+/// log keeps up with any rate of appends. An entry's `t`
+/// counts only when it is a time the log could have written: an integer
+/// no later than `now + age` (the allowance for the clocks of a failover's
+/// replica). Any other entry counts as old: a stray entry, whatever its
+/// `t`, holds trimming back for at most twice the age.
 const APPEND_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_text = string.format('%d', now)
-local count = math.floor((#ARGV - 3) / 2)
-local function add(log, seq, i)
-  return redis.pcall('XADD', KEYS[1], string.format('%d-0', seq),
-    'log', log, 'n', ARGV[3 + 2 * i], 't', now_text, 'm', ARGV[2 + 2 * i])
+-- An entry holds at most BATCH_ENTRIES messages (count trimming counts
+-- on it); the rest of a larger batch goes in the next.
+local count = math.min(#ARGV - 4, BATCH_ENTRIES)
+local function add(log, first, n)
+  local args = {KEYS[1], string.format('%d-0', first),
+    'log', log, 'n', ARGV[4], 't', now_text}
+  for i = 1, n do
+    args[#args + 1] = 'm'
+    args[#args + 1] = ARGV[4 + i]
+  end
+  return redis.pcall('XADD', unpack(args))
 end
 local function failed(reply)
   return type(reply) == 'table' and reply.err ~= nil
+end
+-- How many of the batch fit before the largest sequence number (at least
+-- one: `seq + 1 <= MAX_SEQ`); the rest goes in the next batch, which
+-- starts a new log.
+local function fitting(seq)
+  return math.min(count, MAX_SEQ - seq)
 end
 local log, seq = nil, nil
 local started, foreign = 0, 0
@@ -175,43 +204,35 @@ if not failed(values) then
   log = own_int(values[1], 65535)
   seq = own_int(values[2], MAX_SEQ - 1)
 end
-if not (log and seq and not failed(add(string.format('%d', log), seq + 1, 1))) then
+if not (log and seq and not failed(add(string.format('%d', log), seq + 1, fitting(seq)))) then
   local top
   log, seq, top, started, foreign = own_head(ARGV[1])
-  local added = add(string.format('%d', log), seq + 1, 1)
+  local added = add(string.format('%d', log), seq + 1, fitting(seq))
   if failed(added) then
     return redis.error_reply(added.err)
   end
 end
 local log_text = string.format('%d', log)
 local first = seq + 1
-seq = first
-local stopped = ''
-for i = 2, count do
-  if seq >= MAX_SEQ then
-    -- The rest goes in the next batch, which starts a new log.
-    break
-  end
-  local added = add(log_text, seq + 1, i)
-  if failed(added) then
-    stopped = added.err
-    break
-  end
-  seq = seq + 1
-end
+local n = fitting(seq)
+seq = seq + n
 if started == 1 then
   redis.call('HSET', KEYS[2], 'log', log_text, 'seq', string.format('%d', seq))
 else
   redis.call('HSET', KEYS[2], 'seq', string.format('%d', seq))
 end
 local trimmed = 1
-if tonumber(ARGV[2]) > 0 then
-  local done = redis.pcall('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
-  if type(done) == 'table' and done.err then trimmed = 0 end
+local max = tonumber(ARGV[2])
+if max > 0 and seq - max + 1 > BATCH_ENTRIES then
+  -- The entry holding position `seq - max + 1` starts at most
+  -- BATCH_ENTRIES - 1 before it: kept, with everything after it.
+  local keep = seq - max + 1 - (BATCH_ENTRIES - 1)
+  local done = redis.pcall('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-0', keep))
+  if failed(done) then trimmed = 0 end
 end
 local age = tonumber(ARGV[3])
 if age > 0 then
-  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 8 + count)
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 2)
   local cut = nil
   for _, entry in ipairs(oldest) do
     local at = nil
@@ -227,7 +248,7 @@ if age > 0 then
     if type(done) == 'table' and done.err then trimmed = 0 end
   end
 end
-return {log, seq, trimmed, foreign, seq - first + 1, stopped}
+return {log, seq, trimmed, foreign, n, ''}
 ";
 
 /// The log's id, its last sequence number, the stream's last id and
@@ -257,14 +278,21 @@ end
 return log or ARGV[1]
 ";
 
-static APPEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{HEAD_LUA}{APPEND_SCRIPT}")));
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "local BATCH_ENTRIES = {BATCH_ENTRIES}\n{HEAD_LUA}{APPEND_SCRIPT}"
+    ))
+});
 pub(super) static HEAD: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{HEAD_LUA}{HEAD_SCRIPT}")));
 pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
 
-/// The most entries one `XREAD` or `XRANGE` returns.
-const PAGE: usize = 512;
+/// The most entries one `XREAD` or `XRANGE` returns: at most
+/// `PAGE * BATCH_ENTRIES` messages (1,024, what a reader delivers before it
+/// reads again: a burst its node's subscriptions must hold), and
+/// `PAGE * BATCH_BYTES` envelope bytes (but for envelopes larger than a
+/// batch's bytes, which go alone).
+const PAGE: usize = 8;
 
 /// A log id for a log that starts now.
 fn fresh_log_id() -> u16 {
@@ -291,7 +319,9 @@ pub(crate) struct Log<M> {
 /// next (under load, large batches: one script run for many entries).
 const FLUSHERS: usize = 1;
 
-/// The most entries one batch appends.
+/// The most envelopes one batch appends: one stream entry holds at most
+/// this many ([`APPEND_SCRIPT`] enforces it; its count trimming counts on
+/// it).
 const BATCH_ENTRIES: usize = 128;
 /// The most envelope bytes one batch carries (a larger envelope goes
 /// alone).
@@ -315,7 +345,6 @@ struct Waiting {
     /// Tells this append from the others in the queue, to withdraw it.
     id: u64,
     bytes: Vec<u8>,
-    nonce: u64,
     done: oneshot::Sender<Result<(), TransportError>>,
 }
 
@@ -368,7 +397,6 @@ where
             queue.pending.push_back(Waiting {
                 id,
                 bytes: bytes.to_vec(),
-                nonce: random_u64(),
                 done,
             });
             let start = queue.flushers < FLUSHERS;
@@ -491,9 +519,10 @@ where
             .key(&*self.meta)
             .arg(fresh_log_id())
             .arg(max_entries)
-            .arg(max_age);
+            .arg(max_age)
+            .arg(random_u64());
         for waiting in batch {
-            invocation.arg(&waiting.bytes).arg(waiting.nonce);
+            invocation.arg(&waiting.bytes);
         }
         let invocation = &invocation;
         let appended = Mutex::new(None);
@@ -558,6 +587,31 @@ where
         })
     }
 
+    /// Runs one `XRANGE` or `XREVRANGE` within the response timeout.
+    async fn range(
+        &self,
+        connection: &mut ::redis::aio::MultiplexedConnection,
+        command: &::redis::Cmd,
+    ) -> Result<Value, TransportError> {
+        tokio::time::timeout(
+            self.response_timeout,
+            command.query_async::<Value>(connection),
+        )
+        .await
+        .map_err(|_| {
+            TransportError::msg(format!(
+                "Redis XRANGE got no answer within {:?}",
+                self.response_timeout
+            ))
+        })?
+        .map_err(|error| {
+            TransportError::msg(format!(
+                "Redis XRANGE failed: {}",
+                self.publisher.secrets.cause(&error)
+            ))
+        })
+    }
+
     /// See [`DurableLog::replay`].
     pub(crate) async fn replay(
         &self,
@@ -576,34 +630,47 @@ where
         let mut entries = Vec::new();
         // The gap rule: `LogCursor`.
         let mut cursor = LogCursor::after(after);
-        while cursor.next() <= through.seq() {
-            let page = tokio::time::timeout(
-                self.response_timeout,
-                ::redis::cmd("XRANGE")
+        // The entry holding the first position asked for may start before
+        // it: the last entry at or before it, when that is the log's and
+        // reaches it.
+        let mut from = format!("{}-0", cursor.next());
+        let holding = self
+            .range(
+                &mut connection,
+                ::redis::cmd("XREVRANGE")
                     .arg(&*self.stream)
-                    .arg(format!("{}-0", cursor.next()))
-                    .arg(format!("{}-0", through.seq()))
+                    .arg(&from)
+                    .arg("-")
                     .arg("COUNT")
-                    .arg(PAGE)
-                    .query_async::<Value>(&mut connection),
+                    .arg(1),
             )
-            .await
-            .map_err(|_| {
-                TransportError::msg(format!(
-                    "Redis XRANGE got no answer within {:?}",
-                    self.response_timeout
-                ))
-            })?
-            .map_err(|error| {
-                TransportError::msg(format!(
-                    "Redis XRANGE failed: {}",
-                    self.publisher.secrets.cause(&error)
-                ))
-            })?;
-            let raw = entries_of(page);
-            if raw.is_empty() {
-                break;
+            .await?;
+        if let Some(entry) = entries_of(holding).pop() {
+            if let (Some(id), Some(last)) = (&entry.id, entry.last()) {
+                if entry.seq.is_some() && last >= cursor.next() {
+                    from.clone_from(id);
+                }
             }
+        }
+        let end = format!("{}-0", through.seq());
+        while cursor.next() <= through.seq() {
+            let page = self
+                .range(
+                    &mut connection,
+                    ::redis::cmd("XRANGE")
+                        .arg(&*self.stream)
+                        .arg(&from)
+                        .arg(&end)
+                        .arg("COUNT")
+                        .arg(PAGE),
+                )
+                .await?;
+            let raw = entries_of(page);
+            let Some(last_id) = raw.last().and_then(|entry| entry.id.clone()) else {
+                break;
+            };
+            // The next page starts after this one's last entry.
+            from = format!("({last_id}");
             for entry in raw {
                 let Some(seq) = entry.seq else {
                     // Not one of the log's (written by hand): read past it.
@@ -615,25 +682,36 @@ where
                 let Some(log) = entry.log else {
                     return Ok(Replay::new(Some(Gap::LogLost), Vec::new()));
                 };
-                match cursor.read(log, seq) {
-                    LogRead::Next => {}
-                    LogRead::Read => continue,
-                    // The range belongs to a log that was lost since.
-                    LogRead::After(Gap::LogLost) => {
-                        return Ok(Replay::new(Some(Gap::LogLost), Vec::new()))
-                    }
-                    // Trimmed before the range was read (or, rarely, while
-                    // it was: the gap then stands for both).
-                    LogRead::After(lost) => {
-                        gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
-                    }
-                }
-                let (Some(position), Some(bytes)) = (Position::new(after.log(), seq), entry.bytes)
-                else {
-                    continue;
+                let messages: Vec<Option<Vec<u8>>> = match (entry.last(), entry.messages) {
+                    (Some(_), Some(messages)) => messages.into_iter().map(Some).collect(),
+                    // Malformed: its first position is read past, as an
+                    // entry of the earlier form.
+                    _ => vec![None],
                 };
-                if let Some((message, copies)) = self.inbound.replayed(&bytes, topics) {
-                    entries.push((position, message, copies));
+                for (seq, bytes) in (seq..).zip(messages) {
+                    if seq > through.seq() {
+                        break;
+                    }
+                    match cursor.read(log, seq) {
+                        LogRead::Next => {}
+                        LogRead::Read => continue,
+                        // The range belongs to a log that was lost since.
+                        LogRead::After(Gap::LogLost) => {
+                            return Ok(Replay::new(Some(Gap::LogLost), Vec::new()))
+                        }
+                        // Trimmed before the range was read (or, rarely,
+                        // while it was: the gap then stands for both).
+                        LogRead::After(lost) => {
+                            gap = Some(gap.map_or(lost, |gap: Gap| gap.merge(lost)));
+                        }
+                    }
+                    let (Some(position), Some(bytes)) = (Position::new(after.log(), seq), bytes)
+                    else {
+                        continue;
+                    };
+                    if let Some((message, copies)) = self.inbound.replayed(&bytes, topics) {
+                        entries.push((position, message, copies));
+                    }
                 }
             }
         }
@@ -684,14 +762,27 @@ where
 struct RawEntry {
     /// The entry's id, to read past it whatever it holds.
     id: Option<String>,
-    /// The sequence number, from an id of the form `<seq>-0`.
+    /// The first position's sequence number, from an id of the form
+    /// `<seq>-0`.
     seq: Option<u64>,
     /// The id's first part, whatever the second.
     major: Option<u64>,
     /// The entry's nonce, field `n`.
     nonce: Option<u64>,
     log: Option<u16>,
-    bytes: Option<Vec<u8>>,
+    /// The envelopes, fields `m` in order: positions `seq ..`. `None` when
+    /// there is none, or one is not a bulk string (not the log's entry).
+    messages: Option<Vec<Vec<u8>>>,
+}
+
+impl RawEntry {
+    /// The last position's sequence number (`None`: not the log's entry,
+    /// or past the largest sequence number a position holds).
+    fn last(&self) -> Option<u64> {
+        let count = u64::try_from(self.messages.as_ref()?.len()).ok()?;
+        let last = self.seq?.checked_add(count - 1)?;
+        (last <= Position::MAX_SEQ).then_some(last)
+    }
 }
 
 /// The entries of an `XRANGE` reply, or of the one stream of an `XREAD`
@@ -740,8 +831,11 @@ fn entry(value: Value) -> RawEntry {
         major: None,
         nonce: None,
         log: None,
-        bytes: None,
+        messages: None,
     };
+    // Whether every `m` field is a bulk string.
+    let mut well_formed = true;
+    let mut messages = Vec::new();
     let Value::Array(parts) = value else {
         return raw;
     };
@@ -770,14 +864,15 @@ fn entry(value: Value) -> RawEntry {
                     .and_then(|v| std::str::from_utf8(v).ok())
                     .and_then(|v| v.parse().ok());
             }
-            Some(b"m") => {
-                raw.bytes = match value {
-                    Value::BulkString(bytes) => Some(bytes),
-                    _ => None,
-                };
-            }
+            Some(b"m") => match value {
+                Value::BulkString(bytes) => messages.push(bytes),
+                _ => well_formed = false,
+            },
             _ => {}
         }
+    }
+    if well_formed && !messages.is_empty() {
+        raw.messages = Some(messages);
     }
     raw
 }

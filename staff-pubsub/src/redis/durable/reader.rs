@@ -29,9 +29,10 @@ struct Cursor {
     /// when first read past this: not again when the stream is read anew
     /// from its start after the log changed).
     seen: (u64, u64),
-    /// The nonce of entry `seq`, to tell it from another entry given the
-    /// same number by a Redis that lost its last writes.
-    nonce: Option<u64>,
+    /// The first sequence number and the nonce of the entry holding
+    /// position `seq`, to tell it from another entry given the same
+    /// numbers by a Redis that lost its last writes.
+    entry: Option<(u64, u64)>,
     /// The next entry starts a log this reader just adopted: no gap is
     /// checked before it.
     adopted: bool,
@@ -59,7 +60,7 @@ impl Cursor {
         self.log = log;
         self.seq = from;
         self.from = format!("{from}-0");
-        self.nonce = None;
+        self.entry = None;
         self.adopted = true;
     }
 }
@@ -131,7 +132,7 @@ where
             seq,
             from: format!("{seq}-0"),
             seen: (seq, 0),
-            nonce: None,
+            entry: None,
             adopted: false,
             left: Vec::new(),
         }),
@@ -345,7 +346,7 @@ where
                 // entries are new, and counted when read.
                 cursor.seen = (0, 0);
             }
-            (cursor.log, cursor.seq, cursor.nonce)
+            (cursor.log, cursor.seq, cursor.entry)
         };
         if log == known_log
             && seq >= known_seq
@@ -395,28 +396,37 @@ where
     }
 
     /// Whether the log still holds, at `seq`, the entry this node read
-    /// there (nonce `nonce`): false when Redis lost its last writes and
-    /// gave `seq` to another entry since. An entry trimmed meanwhile, or
-    /// one read without a nonce, cannot be checked and counts as the same.
+    /// there (`entry`: its first sequence number and nonce): false when
+    /// Redis lost its last writes and gave `seq` to another entry since
+    /// (one with another nonce, or starting elsewhere). An entry trimmed
+    /// meanwhile, or one read without a nonce, cannot be checked and counts
+    /// as the same.
     async fn same_entry(
         &self,
         connection: &mut MultiplexedConnection,
         seq: u64,
-        nonce: Option<u64>,
+        entry: Option<(u64, u64)>,
     ) -> Result<bool, RedisError> {
-        let Some(nonce) = nonce.filter(|_| seq > 0) else {
+        let Some((first, nonce)) = entry.filter(|_| seq > 0) else {
             return Ok(true);
         };
-        let id = format!("{seq}-0");
-        let found: Value = ::redis::cmd("XRANGE")
+        // The last entry at or before `seq`: the one holding it, if any.
+        let found: Value = ::redis::cmd("XREVRANGE")
             .arg(&*self.log.stream)
-            .arg(&id)
-            .arg(&id)
+            .arg(format!("{seq}-0"))
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
             .query_async(connection)
             .await?;
         Ok(match entries_of(found).pop() {
-            Some(entry) => entry.nonce == Some(nonce),
-            None => true,
+            Some(found) if found.seq == Some(first) => found.nonce == Some(nonce),
+            // Another entry holds `seq` now.
+            Some(found) if found.last().is_some_and(|last| last >= seq) => false,
+            // An entry that ends before `seq` (a stray one, or one of a
+            // log that started anew, also checked by the log's id), or a
+            // stream emptied up to it: the entry read is gone (trimmed).
+            _ => true,
         })
     }
 
@@ -489,9 +499,11 @@ where
         }
     }
 
-    /// Moves the cursor past one entry and dispatches it, after telling
-    /// subscribers of any entries lost before it.
+    /// Moves the cursor past one stream entry and dispatches its positions
+    /// in order, after telling subscribers of any positions lost before
+    /// it.
     fn deliver(&self, entry: RawEntry) -> Step {
+        let last = entry.last();
         let mut cursor = self.cursor.lock();
         let id = entry.id.as_deref().and_then(stream_id);
         // Read for the first time (not again after the cursor moved back).
@@ -502,19 +514,19 @@ where
         if let Some(id) = entry.id {
             cursor.from = id;
         }
-        let (Some(seq), Some(log), Some(bytes)) = (entry.seq, entry.log, entry.bytes) else {
+        let (Some(seq), Some(log), Some(messages)) = (entry.seq, entry.log, entry.messages) else {
             drop(cursor);
             return self.reject(
                 first_read,
                 "not an entry of this log (missing log, m, or an id <seq>-0)",
             );
         };
-        if Position::new(log, seq).is_none() {
+        let Some(last) = last.filter(|_| Position::new(log, seq).is_some()) else {
             // Checked before any gap: a stray entry past the last sequence
             // number says nothing of what was trimmed.
             drop(cursor);
             return self.reject(first_read, "a sequence number out of range");
-        }
+        };
         if log != cursor.log && cursor.adopted {
             // Reading a log just adopted from the stream's start: this is
             // an entry of a lost log that the stream still holds (its
@@ -552,19 +564,21 @@ where
                 Step::Gone
             };
         }
-        if !cursor.adopted && seq <= cursor.seq {
+        if !cursor.adopted && last <= cursor.seq {
             drop(cursor);
             return self.reject(first_read, "an entry with a sequence number already read");
         }
         // The gap rule (`LogCursor`), but for a log just adopted, which
-        // may start anywhere.
-        let skipped = if cursor.adopted {
-            None
+        // may start anywhere; positions read already (an entry overlapping
+        // the cursor, which the log never writes) are passed over.
+        let (skipped, read) = if cursor.adopted {
+            (None, 0)
         } else {
-            LogCursor::new(log, cursor.seq + 1).skip_to(seq)
+            let read = cursor.seq.saturating_sub(seq - 1);
+            (LogCursor::new(log, cursor.seq + 1).skip_to(seq), read)
         };
-        cursor.seq = seq;
-        cursor.nonce = entry.nonce;
+        cursor.seq = last;
+        cursor.entry = entry.nonce.map(|nonce| (seq, nonce));
         cursor.adopted = false;
         drop(cursor);
         if let Some(gap) = skipped {
@@ -576,12 +590,16 @@ where
             );
             self.local.signal_gap_with(gap);
         }
-        match Position::new(log, seq) {
-            Some(position) if self.log.inbound.handle_logged(&bytes, position) => Step::Next,
-            Some(_) => Step::Gone,
-            // Checked above.
-            None => self.reject(true, "a sequence number out of range"),
+        let read = usize::try_from(read).unwrap_or(usize::MAX);
+        for (seq, bytes) in (seq..).zip(messages).skip(read) {
+            match Position::new(log, seq) {
+                Some(position) if self.log.inbound.handle_logged(&bytes, position) => {}
+                Some(_) => return Step::Gone,
+                // Checked above: `seq <= last <= MAX_SEQ`.
+                None => return self.reject(true, "a sequence number out of range"),
+            }
         }
+        Step::Next
     }
 
     /// [`Step::Next`] while the server lives.
