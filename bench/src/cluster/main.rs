@@ -417,8 +417,8 @@ fn secs(d: Option<Duration>) -> String {
 }
 
 fn heartbeat_header() {
-    println!("| engine | N | B lists all, s | bytes published meanwhile | largest message | node: bytes/s, messages/s, bytes/message |");
-    println!("| --- | ---: | ---: | ---: | ---: | --- |");
+    println!("| engine | N | B lists all, s | of which after the state was sent, s | bytes published meanwhile | largest message | node: bytes/s, messages/s, bytes/message |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
 }
 
 fn print_heartbeat(engine: &str, h: &presence::Heartbeat) {
@@ -433,9 +433,10 @@ fn print_heartbeat(engine: &str, h: &presence::Heartbeat) {
         })
         .collect();
     println!(
-        "| {engine} | {} | {} | {} | {} | {} |",
+        "| {engine} | {} | {} | {} | {} | {} | {} |",
         h.n,
         secs(h.transfer),
+        secs(h.after_state),
         h.transfer_bytes,
         h.largest,
         steady.join("; ")

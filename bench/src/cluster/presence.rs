@@ -287,6 +287,10 @@ pub struct Heartbeat {
     pub transfer_bytes: usize,
     /// The largest message among them (the state, sent whole).
     pub largest: usize,
+    /// From the raw subscriber having that message to B listing all: what
+    /// the transfer takes once the state is sent (the rest of `transfer`
+    /// is mostly waiting for A's next heartbeat).
+    pub after_state: Option<Duration>,
     /// Per node (`a`, `b`, then any other sender): bytes/s, messages/s,
     /// bytes per message in the steady window.
     pub steady: Vec<(String, Option<(f64, f64, f64)>)>,
@@ -318,14 +322,14 @@ pub async fn heartbeat(
     tap.take();
     let b = node(engine, server.url(), namespace, "b", timing).await;
     let transfer = until(Duration::from_secs(30), || listed(&b, &topics) == n).await;
+    let listed_at = Instant::now();
     let during = tap.take();
     let transfer_bytes = during.values().flatten().map(|(_, bytes)| bytes).sum();
-    let largest = during
-        .values()
-        .flatten()
-        .map(|(_, bytes)| *bytes)
-        .max()
-        .unwrap_or(0);
+    let state = during.values().flatten().max_by_key(|(_, bytes)| *bytes);
+    let largest = state.map_or(0, |(_, bytes)| *bytes);
+    let after_state = transfer
+        .and(state)
+        .map(|(at, _)| listed_at.saturating_duration_since(*at));
     // Settled: past B's own deltas and the clock samples.
     tokio::time::sleep(period * 12).await;
     tap.take();
@@ -339,6 +343,7 @@ pub async fn heartbeat(
         transfer,
         transfer_bytes,
         largest,
+        after_state,
         steady,
     }
 }
@@ -528,14 +533,14 @@ pub async fn heartbeat_elixir(
     let mut b = Elixir::start(root, server.port(), "b", 0, n, period);
     b.until("STARTED", limit).await.expect("B starts");
     let transfer = b.until("LISTED", limit).await;
+    let listed_at = Instant::now();
     let during = tap.take();
     let transfer_bytes = during.values().flatten().map(|(_, bytes)| bytes).sum();
-    let largest = during
-        .values()
-        .flatten()
-        .map(|(_, bytes)| *bytes)
-        .max()
-        .unwrap_or(0);
+    let state = during.values().flatten().max_by_key(|(_, bytes)| *bytes);
+    let largest = state.map_or(0, |(_, bytes)| *bytes);
+    let after_state = transfer
+        .and(state)
+        .map(|(at, _)| listed_at.saturating_duration_since(*at));
     tokio::time::sleep(period * 12).await;
     tap.take();
     tokio::time::sleep(window).await;
@@ -547,6 +552,7 @@ pub async fn heartbeat_elixir(
         transfer,
         transfer_bytes,
         largest,
+        after_state,
         steady,
     }
 }
