@@ -1,8 +1,9 @@
 # One Elixir node for `cluster_bench --only presence-elixir`: a
 # Phoenix.Tracker (phoenix_pubsub 2.2) on the Redis adapter
 # (phoenix_pubsub_redis 3.x), node name NODE, tracking N presences on 100
-# topics ("topic:<i mod 100>", key "user-<i>", meta %{m: "viewing page"})
-# from one process. Prints "STARTED" once its tracker runs, "TRACKED" once
+# topics (the names cluster_bench's presences have,
+# "staff:person:01930000-0000-7000-8000-0002000000<hex of i mod 100>"), key
+# "user-<i>", meta %{m: "viewing page"}, from one process. Prints "STARTED" once its tracker runs, "TRACKED" once
 # it tracks its N, and "LISTED <count>" as soon as it lists EXPECT presences
 # over the 100 topics (polled every 10 ms); then waits for stdin to close.
 #
@@ -36,9 +37,14 @@ children = [
 IO.puts("STARTED")
 pid = spawn(fn -> receive do: (:stop -> :ok) end)
 
+topic = fn t ->
+  hex = t |> Integer.to_string(16) |> String.downcase() |> String.pad_leading(2, "0")
+  "staff:person:01930000-0000-7000-8000-0002000000" <> hex
+end
+
 for i <- 0..(n - 1)//1 do
   {:ok, _} =
-    Phoenix.Tracker.track(Bench.Tracker, pid, "topic:#{rem(i, 100)}", "user-#{i}", %{
+    Phoenix.Tracker.track(Bench.Tracker, pid, topic.(rem(i, 100)), "user-#{i}", %{
       m: "viewing page"
     })
 end
@@ -47,7 +53,7 @@ IO.puts("TRACKED")
 
 count = fn ->
   Enum.reduce(0..99, 0, fn t, sum ->
-    sum + length(Phoenix.Tracker.list(Bench.Tracker, "topic:#{t}"))
+    sum + length(Phoenix.Tracker.list(Bench.Tracker, topic.(t)))
   end)
 end
 

@@ -102,6 +102,12 @@ async fn node(
 /// What one sender published in a window: (time, bytes) per message.
 type Sent = HashMap<String, Vec<(Instant, usize)>>;
 
+/// A sender's steady rate: bytes/s, messages/s, bytes per message.
+pub type Rate = (f64, f64, f64);
+
+/// Reads the sender of a frame.
+type Parse = fn(&[u8]) -> Option<String>;
+
 /// A raw subscriber of a namespace's presence gossip, recording every
 /// frame by its sender.
 pub struct Tap {
@@ -169,8 +175,7 @@ impl Tap {
                 let mut pubsub = client.get_async_pubsub().await.expect("a connection");
                 // Ours: `<namespace>:presence:<tracker>`; Phoenix's:
                 // `phx:<adapter>` (the namespace is then `phx`).
-                let (pattern, parse): (String, fn(&[u8]) -> Option<String>) = if namespace == "phx"
-                {
+                let (pattern, parse): (String, Parse) = if namespace == "phx" {
                     ("phx:*".to_owned(), phoenix_sender)
                 } else {
                     (format!("{namespace}:presence:*"), sender)
@@ -222,7 +227,7 @@ impl Drop for Tap {
 /// A sender's steady rate over `messages` (in order): bytes/s and
 /// messages/s from its first message to its last, and bytes per message;
 /// `None` with fewer than two messages.
-pub fn rate(messages: &[(Instant, usize)]) -> Option<(f64, f64, f64)> {
+pub fn rate(messages: &[(Instant, usize)]) -> Option<Rate> {
     let (first, last) = (messages.first()?, messages.last()?);
     let secs = last.0.duration_since(first.0).as_secs_f64();
     if messages.len() < 2 || secs <= 0.0 {
@@ -235,7 +240,7 @@ pub fn rate(messages: &[(Instant, usize)]) -> Option<(f64, f64, f64)> {
 
 /// The rates of `a`, `b` and any other sender seen (`?`: not a frame;
 /// `to <node>`: Phoenix's messages to one node).
-fn steady(sent: &Sent) -> Vec<(String, Option<(f64, f64, f64)>)> {
+fn steady(sent: &Sent) -> Vec<(String, Option<Rate>)> {
     let mut steady: Vec<_> = ["a", "b"]
         .iter()
         .map(|name| ((*name).to_owned(), sent.get(*name).and_then(|m| rate(m))))
@@ -293,7 +298,7 @@ pub struct Heartbeat {
     pub after_state: Option<Duration>,
     /// Per node (`a`, `b`, then any other sender): bytes/s, messages/s,
     /// bytes per message in the steady window.
-    pub steady: Vec<(String, Option<(f64, f64, f64)>)>,
+    pub steady: Vec<(String, Option<Rate>)>,
 }
 
 /// One heartbeat run: fresh nodes on the namespace `namespace`.
