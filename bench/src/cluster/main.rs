@@ -12,6 +12,17 @@
 //! `--only interest` measures what one subscription per topic costs NATS as
 //! a node holds 1,000 to 50,000 person topics ([`interest`]).
 //!
+//! `--only presence` measures presence across nodes over each engine
+//! ([`presence`]): the gossip bytes per second per node in steady state
+//! at 1,000 and 100,000 presences on one node, the time a second node
+//! takes to list them all, and the convergence of 16 nodes after a
+//! partition. `--presence-period MS` (150) is the heartbeat workload's
+//! broadcast period, `--presence-window S` its window (35 periods),
+//! `--presence-n N` one size instead of both.
+//! `--only presence-elixir` runs the heartbeat workload against two Elixir
+//! `Phoenix.Tracker` nodes on Redis (`bench/presence_elixir/node.exs`;
+//! needs `elixir` and `PHX_EBIN_ROOT`, as `tests/presence_elixir.rs`).
+//!
 //! `--only durable` measures durable against live-only delivery on each
 //! engine ([`durable`]): throughput and latency A to B, the catch-up rate
 //! after an outage, and the memory a retained entry takes on the server.
@@ -19,7 +30,7 @@
 //!
 //! Options: `--quick` (pair 20,000 broadcasts x 3 rounds, scale 10,000
 //! broadcasts x 1 run per engine; the full run is 100,000 x 5 and 100,000
-//! x 3), `--only pair|scale|durable|interest`, `--pair-broadcasts N`,
+//! x 3), `--only pair|scale|durable|catch-up|interest|presence|presence-elixir`, `--pair-broadcasts N`,
 //! `--rounds N`, `--scale-broadcasts N`, `--scale-runs N`, `--nodes N`
 //! (16), `--durable-broadcasts N` (`--quick` 5,000, full 50,000 per
 //! round, `--rounds` rounds), `--catch-up N` (`--quick` 20,000, full
@@ -35,11 +46,12 @@ mod cpu;
 mod durable;
 mod interest;
 mod pair;
+mod presence;
 mod proxy;
 mod scale;
 mod servers;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pair::{Contender, Pair, Run, IN_FLIGHT};
 use scale::{Engine, ScaleRun, NODES, PEOPLE};
@@ -53,6 +65,9 @@ struct Plan {
     nodes: usize,
     durable_broadcasts: usize,
     catch_up: usize,
+    presence_period_ms: usize,
+    presence_window_s: Option<usize>,
+    presence_n: Option<usize>,
 }
 
 #[tokio::main]
@@ -82,6 +97,9 @@ async fn main() {
             50_000
         }),
         catch_up: value("--catch-up").unwrap_or(if quick { 20_000 } else { 100_000 }),
+        presence_period_ms: value("--presence-period").unwrap_or(150),
+        presence_window_s: value("--presence-window"),
+        presence_n: value("--presence-n"),
     };
     let only = args
         .iter()
@@ -109,6 +127,12 @@ async fn main() {
     }
     if only.as_deref() == Some("interest") {
         interest_report(&nats).await;
+    }
+    if only.as_deref() == Some("presence") {
+        presence_report(&redis, &nats, &plan).await;
+    }
+    if only.as_deref() == Some("presence-elixir") {
+        presence_elixir_report(&redis, &plan).await;
     }
     println!("\ntotal {:.0} s", started.elapsed().as_secs_f64());
 }
@@ -372,5 +396,123 @@ async fn interest_report(nats: &Server) {
             run.received,
             run.broadcasts
         );
+    }
+}
+
+/// The heartbeat workload's broadcast period and window: by default three
+/// idle heartbeat intervals (11 periods each) and a bit.
+fn presence_period(plan: &Plan) -> (Duration, Duration) {
+    let period = Duration::from_millis(plan.presence_period_ms as u64);
+    let window = plan
+        .presence_window_s
+        .map_or(period * 35, |s| Duration::from_secs(s as u64));
+    (period, window)
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "**not within the limit**".to_owned(),
+        |d| format!("{:.2}", d.as_secs_f64()),
+    )
+}
+
+fn heartbeat_header() {
+    println!("| engine | N | B lists all, s | of which after the state was sent, s | bytes published meanwhile | largest message | node: bytes/s, messages/s, bytes/message |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+}
+
+fn print_heartbeat(engine: &str, h: &presence::Heartbeat) {
+    let steady: Vec<String> = h
+        .steady
+        .iter()
+        .map(|(node, rate)| match rate {
+            Some((bytes, messages, per)) => {
+                format!("{node}: {bytes:.0} B/s, {messages:.2}/s, {per:.0} B")
+            }
+            None => format!("{node}: fewer than 2 messages"),
+        })
+        .collect();
+    println!(
+        "| {engine} | {} | {} | {} | {} | {} | {} |",
+        h.n,
+        secs(h.transfer),
+        secs(h.after_state),
+        h.transfer_bytes,
+        h.largest,
+        steady.join("; ")
+    );
+}
+
+async fn presence_elixir_report(redis: &Server, plan: &Plan) {
+    let root = std::env::var("PHX_EBIN_ROOT")
+        .expect("PHX_EBIN_ROOT: the compiled phoenix_pubsub, phoenix_pubsub_redis, redix, telemetry, nimble_options and poolboy");
+    let (period, window) = presence_period(plan);
+    println!(
+        "## Presence heartbeats, Elixir Phoenix.Tracker on Redis: A tracks N presences (100 topics), then B starts (broadcast period {} ms, Phoenix's other defaults; window {:.1} s)\n",
+        period.as_millis(),
+        window.as_secs_f64()
+    );
+    heartbeat_header();
+    for n in plan.presence_n.map_or(vec![1_000, 100_000], |n| vec![n]) {
+        let h = presence::heartbeat_elixir(&root, redis, n, period, window).await;
+        print_heartbeat("elixir-redis", &h);
+    }
+}
+
+async fn presence_report(redis: &Server, nats: &Server, plan: &Plan) {
+    let (period, window) = presence_period(plan);
+    println!(
+        "## Presence heartbeats: A tracks N presences ({} topics), then B starts (broadcast period {} ms, Phoenix's other defaults; window {:.1} s)\n",
+        presence::TOPICS,
+        period.as_millis(),
+        window.as_secs_f64()
+    );
+    heartbeat_header();
+    let mut run = 0;
+    for (engine, server) in [(Engine::Redis, redis), (Engine::Nats, nats)] {
+        for n in plan.presence_n.map_or(vec![1_000, 100_000], |n| vec![n]) {
+            run += 1;
+            let h = presence::heartbeat(
+                engine,
+                server,
+                n,
+                period,
+                window,
+                &format!("bench-presence-{run}"),
+            )
+            .await;
+            print_heartbeat(engine.name(), &h);
+        }
+    }
+    let (nodes, cut, per_node) = (plan.nodes, plan.nodes / 4, 100);
+    let (period, down) = (Duration::from_millis(100), Duration::from_millis(1500));
+    println!(
+        "\n## Presence convergence: {nodes} nodes, {per_node} presences each, {cut} cut off past the down period (broadcast {} ms, down {} ms)\n",
+        period.as_millis(),
+        down.as_millis()
+    );
+    println!("| engine | presences | all listed after start, s | both sides took the other down, s | every node lists the full set after healing, s |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (engine, server) in [(Engine::Redis, redis), (Engine::Nats, nats)] {
+        run += 1;
+        let c = presence::convergence(
+            engine,
+            server,
+            nodes,
+            cut,
+            per_node,
+            (period, down),
+            &format!("bench-presence-{run}"),
+        )
+        .await;
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            engine.name(),
+            c.total,
+            secs(c.initial),
+            secs(c.taken_down),
+            secs(c.healed)
+        );
+        debug_assert_eq!((c.nodes, c.cut), (nodes, cut));
     }
 }
