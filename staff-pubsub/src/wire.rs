@@ -249,8 +249,18 @@ struct Raw<'a> {
     target: Option<Cow<'a, str>>,
     #[serde(borrow)]
     topics: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow)]
+    /// Missing: `None`; present, `null` included (the JSON form of `()`,
+    /// of `None`, of a unit struct): `Some`.
+    #[serde(borrow, default, deserialize_with = "present")]
     message: Option<&'a RawValue>,
+}
+
+/// A field that is there, whatever its value: `null` is a message too
+/// (`Option`'s own deserialization would read it as a missing field).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// A decoded envelope whose message is still undecoded: check
@@ -432,6 +442,34 @@ mod tests {
             message: &message,
         };
         encode(&envelope, MAX).unwrap()
+    }
+
+    /// A message whose JSON form is `null` (`()`, `None`, a unit struct)
+    /// crosses: it is not taken for a missing message.
+    #[test]
+    fn a_null_message_is_a_message_and_a_missing_one_is_refused() {
+        let topics = [Topic::new("chat:rooms")];
+        let bytes = encode(
+            &Envelope {
+                origin: "node-a",
+                instance: None,
+                mode: Mode::All,
+                topics: &topics,
+                message: &(),
+            },
+            MAX,
+        )
+        .unwrap();
+        let incoming = decode(&bytes, MAX).unwrap();
+        assert_eq!(incoming.message_json(), "null");
+        incoming.message::<()>().unwrap();
+        assert_eq!(incoming.message::<Option<u8>>().unwrap(), None);
+
+        let missing = br#"{"v":1,"origin":"a","mode":"all","topics":["chat:rooms"]}"#;
+        assert!(matches!(
+            decode(missing, MAX),
+            Err(WireError::MissingField("message"))
+        ));
     }
 
     /// `own_prefix` starts exactly the envelopes `is_for` refuses to their
