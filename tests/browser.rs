@@ -12,6 +12,7 @@ mod app;
 mod web;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -43,7 +44,10 @@ fn find(env: &str, names: &[&str]) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A chromedriver process on a free loopback port, killed on drop.
+/// A chromedriver process on a free loopback port, killed on drop with
+/// every browser it started: it leads a process group of its own, which
+/// the Chromium processes it spawns join, and the whole group is killed
+/// (killing chromedriver alone would leave its browsers running).
 struct Driver {
     child: Child,
     port: u16,
@@ -72,6 +76,7 @@ impl Driver {
         };
         let port = free_port();
         let child = Command::new(&driver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -135,6 +140,12 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The group's id is chromedriver's pid (`process_group(0)`).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         for profile in &self.profiles {
