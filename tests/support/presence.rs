@@ -248,3 +248,55 @@ pub async fn killed_and_restarted(here: &PubSub<()>, binary: &str, engine_args: 
         replaced - killed
     );
 }
+
+/// Track, update and untrack on one node are listed and reported on the
+/// other; then `b` goes without a word and `a` reports its presence as a
+/// leave after the down period, not before half of it.
+///
+/// # Panics
+///
+/// When any of that does not hold.
+pub async fn presences_cross(a: &PubSub<()>, b: PubSub<()>) {
+    let mut at_b = b.presence_diffs::<Viewer>(TEAM);
+    let mut at_a = a.presence_diffs::<Viewer>(TEAM);
+
+    let mut ada = a.track(TEAM, "user-1", viewer("Ada")).expect("tracked");
+    let diff = next(&mut at_b).await;
+    assert_eq!(diff.joins.len(), 1, "{diff:?}");
+    assert_eq!(diff.joins[0].id, ada.id(), "the id travels with it");
+    assert_eq!(names(&b), set(&["Ada"]));
+
+    ada.update(viewer("Ada L.")).expect("updated");
+    let diff = next(&mut at_b).await;
+    assert_eq!((diff.joins.len(), diff.leaves.len()), (1, 1), "{diff:?}");
+    assert_eq!(*diff.joins[0].meta, viewer("Ada L."));
+    assert_eq!(*diff.leaves[0].meta, viewer("Ada"));
+
+    let bea = b.track(TEAM, "user-2", viewer("Bea")).expect("tracked");
+    until_joins(&mut at_a, "user-2").await;
+    assert_eq!(names(a), set(&["Ada L.", "Bea"]));
+
+    drop(ada);
+    until_leaves(&mut at_b, "user-1").await;
+    assert_eq!(names(&b), set(&["Bea"]));
+    // Nothing else is pending at a: its own leave, then quiet.
+    until_leaves(&mut at_a, "user-1").await;
+    assert!(at_a.try_recv().is_none());
+
+    // b goes without a word; its guard lives on.
+    drop(b);
+    let gone = tokio::time::Instant::now();
+    let diff = next(&mut at_a).await;
+    assert_eq!(diff.leaves.len(), 1, "{diff:?}");
+    assert_eq!(&*diff.leaves[0].key, "user-2");
+    let after = gone.elapsed();
+    // Not at the first missed heartbeat: b's last one came up to an idle
+    // interval before it went, and ticks run late on a loaded machine, so
+    // half the down period is the bound that holds.
+    assert!(
+        after >= DOWN_PERIOD / 2,
+        "taken down after {after:?}, before the down period {DOWN_PERIOD:?}"
+    );
+    assert!(names(a).is_empty());
+    drop(bea);
+}
